@@ -1,0 +1,58 @@
+# Required: MPI, parallel HDF5, OpenBLAS (CBLAS), OpenMP, CLI11, nlohmann/json; GoogleTest for
+# tests. Each missing piece stops configure with the Debian package that provides it.
+
+function(dring_require found what package)
+  if(NOT ${found})
+    message(FATAL_ERROR "dring needs ${what}: install it (Debian: apt-get install ${package}), "
+                        "or run launch/quickstart.sh, which installs everything")
+  endif()
+endfunction()
+
+find_package(MPI COMPONENTS C CXX)
+dring_require(MPI_FOUND "MPI" "libopenmpi-dev openmpi-bin")
+
+find_package(OpenMP COMPONENTS CXX)
+dring_require(OpenMP_CXX_FOUND "OpenMP" "g++")
+
+# Parallel HDF5: Debian's libhdf5-openmpi-dev. The serial library would silently write one file
+# per rank's view, so a serial HDF5 is refused.
+set(HDF5_PREFER_PARALLEL TRUE)
+find_package(HDF5 COMPONENTS C)
+dring_require(HDF5_FOUND "parallel HDF5" "libhdf5-openmpi-dev")
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR "dring needs a parallel (MPI) HDF5, found a serial one at ${HDF5_INCLUDE_DIRS}: "
+                      "install libhdf5-openmpi-dev")
+endif()
+
+# OpenBLAS, preferring its OpenMP build: the CPU kernel calls sgemm from inside its own OpenMP
+# team, and the OpenMP build of OpenBLAS runs single-threaded there by design.
+find_library(DRING_OPENBLAS_LIBRARY NAMES openblas
+  HINTS /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp)
+find_path(DRING_CBLAS_INCLUDE_DIR NAMES cblas.h
+  HINTS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/aarch64-linux-gnu/openblas-openmp
+  PATH_SUFFIXES openblas)
+if(DRING_OPENBLAS_LIBRARY AND DRING_CBLAS_INCLUDE_DIR)
+  set(DRING_OPENBLAS_FOUND TRUE)
+endif()
+dring_require(DRING_OPENBLAS_FOUND "OpenBLAS (CBLAS)" "libopenblas-openmp-dev")
+add_library(dring_openblas INTERFACE)
+target_link_libraries(dring_openblas INTERFACE ${DRING_OPENBLAS_LIBRARY})
+target_include_directories(dring_openblas SYSTEM INTERFACE ${DRING_CBLAS_INCLUDE_DIR})
+
+find_package(CLI11 CONFIG)
+dring_require(CLI11_FOUND "CLI11" "libcli11-dev")
+find_package(nlohmann_json CONFIG)
+dring_require(nlohmann_json_FOUND "nlohmann/json" "nlohmann-json3-dev")
+
+if(DRING_BUILD_TESTS)
+  find_package(GTest CONFIG)
+  dring_require(GTest_FOUND "GoogleTest" "libgtest-dev")
+endif()
+if(DRING_BUILD_BENCH)
+  find_package(benchmark CONFIG)
+  dring_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
+endif()
+
+# The GPU backend arrives with its own issue; until then the switches are off.
+set(DRING_HAVE_CUDA 0)
+set(DRING_HAVE_NCCL 0)

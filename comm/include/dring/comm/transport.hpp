@@ -1,0 +1,72 @@
+// dring/comm/transport.hpp — the interface the ring executor moves K/V rows through.
+//
+// A transport knows ranks and buffers, nothing of attention. Sends and receives are non-blocking
+// and return a Request; `test` lets the caller drive progress while it computes, `wait` blocks.
+// Buffers are typed spans (element counts); a transport counts the bytes it moved so reports can
+// hold them to the plan. Implementations: MpiTransport (host memory), NcclTransport (device).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace dring::comm {
+
+enum class ElementType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+int64_t element_bytes(ElementType type);
+
+template <class T>
+constexpr ElementType element_type_of();
+template <>
+constexpr ElementType element_type_of<float>() { return ElementType::kFloat32; }
+template <>
+constexpr ElementType element_type_of<double>() { return ElementType::kFloat64; }
+
+// A posted send or receive. Move-only through unique_ptr; destroying an unfinished request
+// cancels it (only error paths do that).
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual bool test() = 0;  // true once complete; drives progress
+  virtual void wait() = 0;
+};
+
+struct CommCounters {
+  int64_t sent_bytes = 0;
+  int64_t recv_bytes = 0;
+  int64_t messages_sent = 0;
+  int64_t messages_received = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual const char* name() const = 0;
+  virtual int world_rank() const = 0;
+  virtual int world_size() const = 0;
+
+  template <class T>
+  std::unique_ptr<Request> post_send(std::span<const T> data, int peer, int tag) {
+    return post_send_raw(data.data(), static_cast<int64_t>(data.size()), element_type_of<T>(), peer, tag);
+  }
+  template <class T>
+  std::unique_ptr<Request> post_recv(std::span<T> data, int peer, int tag) {
+    return post_recv_raw(data.data(), static_cast<int64_t>(data.size()), element_type_of<T>(), peer, tag);
+  }
+
+  virtual void barrier() = 0;
+  virtual double allreduce_max(double value) = 0;
+  virtual int64_t allreduce_sum(int64_t value) = 0;
+
+  const CommCounters& counters() const { return counters_; }
+  void reset_counters() { counters_ = CommCounters{}; }
+
+ protected:
+  virtual std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+                                                 int tag) = 0;
+  virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer,
+                                                 int tag) = 0;
+  CommCounters counters_;
+};
+
+}  // namespace dring::comm

@@ -1,0 +1,211 @@
+// attend.cpp — fp32 CPU attention blocks: tiled online softmax over strided rows.
+//
+// Thread mapping: the blocks are cut into work items, each a tile of up to q_tile query rows of
+// one block (or a run of consecutive small blocks); an OpenMP team takes items dynamically. A work
+// item owns its query rows' state, so items never write the same memory. Inside an item, keys are
+// visited k_tile rows at a time: S = alpha*Q*K^T (sgemm straight from the strided rows), causal
+// mask on the diagonal tile, running max and sum updated, P = exp2(S - m), acc = acc*c + P*V.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "dring/error.hpp"
+#include "dring/kernels/cpu.hpp"
+#include "vector_math.hpp"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace dring::kernels::cpu {
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct WorkItem {
+  int64_t block_begin;  // blocks [block_begin, block_end): one big block, or a run of small ones
+  int64_t block_end;
+  int64_t q_begin;  // query rows [q_begin, q_end) of a big block
+  int64_t q_end;
+};
+
+bool is_small(const AttendBlock& b, const AttendParams& p) { return b.n_q * b.n_k <= p.small_block_scores; }
+
+// Direct path for tiny blocks (a dilation that leaves a few rows per segment): per query row, a
+// dot product per key and a scalar online-softmax update.
+void attend_small(const AttendBlock& b, int64_t d, float alpha) {
+  for (int64_t i = 0; i < b.n_q; ++i) {
+    const float* q = b.q + i * b.q_stride;
+    float* acc = b.acc + i * b.acc_stride;
+    float& m = b.row_max[i * b.state_stride];
+    float& l = b.row_sum[i * b.state_stride];
+    const int64_t keys = b.causal ? std::min(b.n_k, i + 1) : b.n_k;
+    for (int64_t j = 0; j < keys; ++j) {
+      const float* k = b.k + j * b.k_stride;
+      float s = 0.0f;
+      for (int64_t c = 0; c < d; ++c) s += q[c] * k[c];
+      s *= alpha;
+      const float m_new = std::max(m, s);
+      const float correction = std::exp2(m - m_new);  // 0 when m was -inf
+      const float p = std::exp2(s - m_new);
+      l = l * correction + p;
+      m = m_new;
+      const float* v = b.v + j * b.v_stride;
+      for (int64_t c = 0; c < d; ++c) acc[c] = acc[c] * correction + p * v[c];
+    }
+  }
+}
+
+// One tile of query rows [i0, i1) of a block against all its (visible) keys.
+void attend_tile(const AttendBlock& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
+                 float* scratch) {
+  const int64_t d = prm.head_dim;
+  const int64_t bk = prm.k_tile;
+  const int64_t nq = i1 - i0;
+  float* scores = scratch;                  // [q_tile, k_tile]
+  float* m = scores + prm.q_tile * bk;      // running max of the tile's rows
+  float* l = m + prm.q_tile;                // running sum
+  for (int64_t i = 0; i < nq; ++i) {
+    m[i] = b.row_max[(i0 + i) * b.state_stride];
+    l[i] = b.row_sum[(i0 + i) * b.state_stride];
+  }
+  const float* q = b.q + i0 * b.q_stride;
+  float* acc = b.acc + i0 * b.acc_stride;
+  const int64_t key_end = b.causal ? std::min(b.n_k, i1) : b.n_k;
+  for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
+    const int64_t nk = std::min(bk, key_end - j0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
+                static_cast<int>(d), alpha, q, static_cast<int>(b.q_stride), b.k + j0 * b.k_stride,
+                static_cast<int>(b.k_stride), 0.0f, scores, static_cast<int>(bk));
+    const bool diagonal = b.causal && j0 + nk - 1 > i0;
+    for (int64_t i = 0; i < nq; ++i) {
+      float* row = scores + i * bk;
+      if (diagonal) {
+        // Key j0+jj is visible to query i0+i only if j0+jj <= i0+i.
+        for (int64_t jj = std::max<int64_t>(0, i0 + i - j0 + 1); jj < nk; ++jj) row[jj] = kNegInf;
+      }
+      const float m_new = max_of(row, nk, m[i]);
+      if (m_new == kNegInf) {  // nothing visible to this row yet
+        std::fill(row, row + nk, 0.0f);
+        continue;
+      }
+      const float row_sum = exp2_shifted_sum(row, nk, m_new);
+      const float correction = std::exp2(m[i] - m_new);
+      if (correction != 1.0f) scale(acc + i * b.acc_stride, d, correction);
+      l[i] = l[i] * correction + row_sum;
+      m[i] = m_new;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
+                static_cast<int>(nk), 1.0f, scores, static_cast<int>(bk), b.v + j0 * b.v_stride,
+                static_cast<int>(b.v_stride), 1.0f, acc, static_cast<int>(b.acc_stride));
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    b.row_max[(i0 + i) * b.state_stride] = m[i];
+    b.row_sum[(i0 + i) * b.state_stride] = l[i];
+  }
+}
+
+std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
+  std::vector<WorkItem> items;
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  int64_t b = 0;
+  while (b < n) {
+    if (is_small(blocks[b], prm)) {
+      // Gather consecutive small blocks until they are worth about one tile of work.
+      int64_t e = b;
+      int64_t scores = 0;
+      while (e < n && is_small(blocks[e], prm) && scores < prm.q_tile * prm.k_tile) {
+        scores += blocks[e].n_q * blocks[e].n_k + 1;
+        ++e;
+      }
+      items.push_back({b, e, 0, 0});
+      b = e;
+      continue;
+    }
+    // Causal tiles near the end of a block see the most keys: queue those first so the dynamic
+    // schedule ends with the cheap ones.
+    const int64_t tiles = (blocks[b].n_q + prm.q_tile - 1) / prm.q_tile;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t i0 = (blocks[b].causal ? tiles - 1 - t : t) * prm.q_tile;
+      items.push_back({b, b + 1, i0, std::min(blocks[b].n_q, i0 + prm.q_tile)});
+    }
+    ++b;
+  }
+  return items;
+}
+
+}  // namespace
+
+int64_t workspace_floats_per_thread(const AttendParams& params) {
+  return params.q_tile * params.k_tile + 2 * params.q_tile;
+}
+
+void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float* workspace) {
+  DRING_ASSERT(prm.head_dim >= 1 && prm.q_tile >= 1 && prm.k_tile >= 1 && prm.threads >= 1);
+  DRING_ASSERT(prm.head_dim <= std::numeric_limits<int>::max());
+  const float alpha = static_cast<float>(prm.scale) * kLog2e;
+  const std::vector<WorkItem> items = make_work(blocks, prm);
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  const int64_t per_thread = workspace_floats_per_thread(prm);
+  // Each worker calls a single-threaded sgemm; OpenBLAS must not start threads of its own.
+  openblas_set_num_threads(1);
+  std::atomic<int64_t> items_done{0};
+#pragma omp parallel num_threads(prm.threads)
+  {
+    const int thread = omp_get_thread_num();
+    float* scratch = workspace + thread * per_thread;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_items; ++it) {
+      const WorkItem& item = items[it];
+      for (int64_t b = item.block_begin; b < item.block_end; ++b) {
+        const AttendBlock& blk = blocks[b];
+        if (is_small(blk, prm)) {
+          attend_small(blk, prm.head_dim, alpha);
+        } else {
+          attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+        }
+      }
+      const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (thread == 0) prm.progress(static_cast<double>(done) / static_cast<double>(n_items));
+    }
+  }
+}
+
+void init_state(const AttendState& state, int64_t rows, int64_t heads, int64_t head_dim, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::fill(state.acc + r * heads * head_dim, state.acc + (r + 1) * heads * head_dim, 0.0f);
+    std::fill(state.row_max + r * heads, state.row_max + (r + 1) * heads, kNegInf);
+    std::fill(state.row_sum + r * heads, state.row_sum + (r + 1) * heads, 0.0f);
+  }
+}
+
+void finalize(const FinalizeParams& p, int threads) {
+  const int64_t rows = p.batch * p.rows;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t br = 0; br < rows; ++br) {
+    const int64_t b = br / p.rows;
+    const int64_t i = br % p.rows;
+    for (int64_t h = 0; h < p.heads; ++h) {
+      const int64_t state = br * p.heads + h;
+      float* out = p.acc + state * p.head_dim;
+      const float l = p.row_sum[state];
+      float& lse = p.lse[(b * p.heads + h) * p.rows + i];
+      if (l > 0.0f) {
+        scale(out, p.head_dim, 1.0f / l);
+        lse = (p.row_max[state] + std::log2(l)) * kLn2;
+      } else {
+        std::fill(out, out + p.head_dim, 0.0f);
+        lse = kNegInf;
+      }
+    }
+  }
+}
+
+}  // namespace dring::kernels::cpu

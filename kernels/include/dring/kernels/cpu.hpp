@@ -1,0 +1,25 @@
+// dring/kernels/cpu.hpp — fp32 CPU backend of the attend family (kernels/cpu).
+//
+// Tiled online softmax: a work item is a tile of q rows of one block; its scores exist only as a
+// q_tile x k_tile scratch tile (OpenBLAS sgemm for q.k^T and p.v, vectorised exp2 between).
+// Work items run on an OpenMP team of params.threads threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "dring/kernels/attend.hpp"
+
+namespace dring::kernels::cpu {
+
+// Floats of scratch each worker thread needs.
+int64_t workspace_floats_per_thread(const AttendParams& params);
+
+// Runs every block. Blocks must not share accumulator rows (the caller groups blocks so that
+// they do not); `workspace` holds workspace_floats_per_thread(params) * params.threads floats.
+void attend(std::span<const AttendBlock> blocks, const AttendParams& params, float* workspace);
+
+void init_state(const AttendState& state, int64_t rows, int64_t heads, int64_t head_dim, int threads);
+void finalize(const FinalizeParams& params, int threads);
+
+}  // namespace dring::kernels::cpu

@@ -1,0 +1,56 @@
+// dring/config.hpp — what is computed: tensor shape plus the dilated-attention configuration.
+//
+// The function is LongNet's dilated attention (docs/math.md): a list of (segment length,
+// dilation rate) pairs, head h using offset h mod r in each pair, one joint softmax per row over
+// the multiset union of its keys across pairs. Dense attention is the single pair (S, 1).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dring {
+
+struct DilatedPair {
+  int64_t segment = 0;   // w_p >= 1
+  int64_t dilation = 1;  // r_p >= 1, w_p % r_p == 0
+  bool operator==(const DilatedPair&) const = default;
+};
+
+// Tensors are [batch, seq, heads, head_dim] (q) and [batch, seq, kv_heads, head_dim] (k, v).
+struct AttentionShape {
+  int64_t batch = 1;
+  int64_t seq = 0;
+  int64_t heads = 1;
+  int64_t kv_heads = 1;
+  int64_t head_dim = 64;
+  bool operator==(const AttentionShape&) const = default;
+};
+
+struct AttentionConfig {
+  std::vector<DilatedPair> pairs;  // empty means dense: the single pair (seq, 1)
+  bool causal = false;
+  double scale = 0.0;              // 0 means 1/sqrt(head_dim)
+  bool operator==(const AttentionConfig&) const = default;
+};
+
+struct Problem {
+  AttentionShape shape;
+  AttentionConfig config;
+
+  // The pairs actually used: `config.pairs`, or {(seq, 1)} when that is empty.
+  std::vector<DilatedPair> pairs() const;
+  double scale() const;
+  int64_t group_size() const { return shape.heads / shape.kv_heads; }  // q heads per kv head
+  int64_t kv_head_of(int64_t head) const { return head / group_size(); }
+  // Floating-point work of the forward pass: 4*D per (query, key) score, summed over pairs.
+  double forward_flops() const;
+  // "w1,w2:r1,r2 causal" — for reports and file attributes.
+  std::string describe() const;
+  bool operator==(const Problem&) const = default;
+};
+
+// Throws Error(kInvalidArgument) with a one-line message naming the first problem found.
+void validate(const Problem& problem);
+
+}  // namespace dring
