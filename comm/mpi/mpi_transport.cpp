@@ -1,6 +1,7 @@
 // mpi_transport.cpp — MPI point-to-point transport and the MPI error path.
 #include "dring/comm/mpi_transport.hpp"
 
+#include <exception>
 #include <limits>
 
 namespace dring::comm {
@@ -82,7 +83,9 @@ MpiTransport::MpiTransport(MPI_Comm comm) {
 MpiTransport::~MpiTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  // Freeing a communicator is collective: while an exception unwinds (perhaps on this rank only,
+  // on its way to MPI_Abort) it is left to the end of the job instead.
+  if (comm_ != MPI_COMM_NULL && !finalized && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
 }
 
 std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,

@@ -1,0 +1,47 @@
+// generate_command.cpp — `dring generate`: the synthetic inputs of a seed, written to HDF5.
+// `dring run --input` on this file computes exactly what `dring run --seed` computes.
+#include "commands.hpp"
+#include "dring/collective.hpp"
+#include "dring/comm/mpi_transport.hpp"
+#include "dring/hdf5_io.hpp"
+#include "dring/layout.hpp"
+#include "dring/shard.hpp"
+#include "dring/synthetic.hpp"
+
+namespace dring::cli {
+
+int generate_command(MPI_Comm comm, const GenerateOptions& o) {
+  int rank = 0, world = 1;
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  DRING_MPI_CHECK(MPI_Comm_size(comm, &world));
+  Problem problem;
+  problem.shape = AttentionShape{o.shape.batch, o.shape.seq, o.shape.heads, o.shape.kv_heads.value_or(o.shape.heads),
+                                 o.shape.head_dim};
+  agree(comm, [&] {
+    validate(problem);
+    ShardLayout(problem.shape.seq, world);
+  });
+  const AttentionShape& s = problem.shape;
+  const ShardLayout layout(s.seq, world);
+  const int threads = default_threads(comm);
+  MemoryTracker tracker;
+  ShardBuffers shard = allocate_shard(s, layout.begin(rank), layout.size(rank), tracker);
+  fill_synthetic_shard(o.shape.seed, s, shard, threads);
+  const bool fp64 = o.dtype == "fp64";
+
+  h5::OutputFile file(o.output, comm);
+  agree(comm, [&] {
+    file.write_rows("q", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.q.data(), fp64);
+    file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.data(), fp64);
+    file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.data(), fp64);
+    if (o.dout) {
+      HostBuffer<float> dout(tracker, shard.q.size(), MemCategory::kInputs);
+      fill_synthetic(o.shape.seed, TensorId::kDout, s, shard.begin, shard.rows, dout.data(), threads);
+      file.write_rows("dout", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, dout.data(), fp64);
+    }
+  });
+  file.commit();
+  return 0;
+}
+
+}  // namespace dring::cli

@@ -1,0 +1,51 @@
+// dring/check.hpp — `--check`: compare sampled rows of a distributed result with the float64
+// reference, which regenerates (or reads) exactly the key rows each sampled row needs.
+//
+// Error measures, per row: out is compared relative to the largest |v| among the row's keys (the
+// natural scale of an average of value rows; relative-to-out would explode where out is near 0),
+// lse absolutely and relative to max(1, |lse|). A row the reference says has no keys must have
+// out exactly 0 and lse -inf.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "dring/config.hpp"
+#include "dring/kernels/reference.hpp"
+#include "dring/layout.hpp"
+
+namespace dring {
+
+struct RowId {
+  int64_t batch = 0;
+  int64_t pos = 0;
+  int64_t head = 0;
+  bool operator==(const RowId&) const = default;
+};
+
+struct CheckResult {
+  int64_t rows = 0;
+  double max_abs_err = 0.0;
+  double max_rel_err = 0.0;
+  double tolerance = 0.0;
+  bool passed = true;
+};
+
+inline constexpr double kDefaultCheckTolerance = 1e-4;
+
+// `count` distinct rows: the first and last of the sequence and of every shard, the rest spread by
+// a hash of `seed`. The same on every rank.
+std::vector<RowId> sample_rows(const AttentionShape& shape, const ShardLayout& layout, int64_t count, uint64_t seed);
+
+// Adds one row's comparison to `result` (does not decide `passed`).
+void add_row_error(const reference::RowResult& ref, const float* out, float lse, CheckResult& result);
+
+// Collective: each rank checks the sampled rows it owns in its shard (out [B, rows, H, D], lse
+// [B, H, rows]); the result, reduced over ranks, is returned on every rank.
+CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* out, const float* lse,
+                       const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
+                       MPI_Comm comm);
+
+}  // namespace dring

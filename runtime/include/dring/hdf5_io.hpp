@@ -1,0 +1,106 @@
+// dring/hdf5_io.hpp — the file format (docs/file-format.md): inputs q, k, v (and dout) shaped
+// [B, S, H or Hkv, D] in float32 or float64; outputs out [B, S, H, D] and lse [B, H, S] in
+// float32, written by all ranks into one file with parallel HDF5, configuration as attributes.
+//
+// Inspection is serial (one rank looks, the caller agrees on the outcome); shard reads and writes
+// are collective. An output is written under a temporary name and renamed only when complete, so
+// an existing file is never left half written.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dring/config.hpp"
+#include "dring/kernels/reference.hpp"
+
+namespace dring::h5 {
+
+struct InputDescription {
+  AttentionShape shape;
+  std::string q_dtype, k_dtype, v_dtype;  // "float32" or "float64"
+  bool has_dout = false;
+};
+
+// Serial. Throws Error naming the file, the dataset and the problem: missing or unreadable file,
+// not HDF5, missing dataset, wrong rank, k/v inconsistent with q, unsupported dtype.
+InputDescription inspect_input(const std::string& path);
+
+// Collective. Reads rows [begin, begin+rows) of every batch of dataset `name` (seq is axis 1)
+// into `out` as float32: [B, rows, heads, D].
+void read_rows(const std::string& path, MPI_Comm comm, const char* name, int64_t begin, int64_t rows, float* out);
+
+// Attributes stored with an output: enough to rerun or verify it.
+struct RunAttributes {
+  Problem problem;
+  int world_size = 1;
+  std::string backend = "cpu";
+  std::string dtype = "fp32";
+  std::optional<uint64_t> seed;  // synthetic inputs
+  std::string input;             // input file, when not synthetic
+};
+
+// Collective writer of one file, atomic on success.
+class OutputFile {
+ public:
+  OutputFile(const std::string& path, MPI_Comm comm);
+  ~OutputFile();  // without commit(): the temporary file is removed, the target untouched
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  // Creates dataset `name` of shape `dims` (float32) and writes this rank's rows [begin,
+  // begin+rows) along axis `seq_axis`; `data` is the shard, contiguous.
+  void write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis, int64_t begin, int64_t rows,
+                  const float* data, bool store_float64 = false);
+  void write_attributes(const RunAttributes& attributes);
+  // Closes the file and renames it into place (collective).
+  void commit();
+
+ private:
+  std::string path_;
+  std::string temp_path_;
+  MPI_Comm comm_;
+  int64_t file_ = -1;  // hid_t
+  bool committed_ = false;
+};
+
+// Reads the configuration attributes of an output written by `dring run`.
+RunAttributes read_attributes(const std::string& path);
+
+// Serial reads of boxes of one dataset, as double, keeping the file open between reads.
+class DatasetReader {
+ public:
+  DatasetReader(const std::string& path, const char* name);
+  ~DatasetReader();
+  DatasetReader(const DatasetReader&) = delete;
+  DatasetReader& operator=(const DatasetReader&) = delete;
+  const std::vector<int64_t>& dims() const { return dims_; }
+  // The box start + n*stride (n < count) along each axis, row-major into `out`.
+  void read(const std::vector<int64_t>& start, const std::vector<int64_t>& stride, const std::vector<int64_t>& count,
+            double* out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<int64_t> dims_;
+};
+
+// A RowSource reading key and value rows from an input file on demand (serial, any rank).
+class FileRowSource final : public reference::RowSource {
+ public:
+  explicit FileRowSource(const std::string& path);
+  ~FileRowSource() override = default;
+  FileRowSource(const FileRowSource&) = delete;
+  FileRowSource& operator=(const FileRowSource&) = delete;
+  void q_row(int64_t batch, int64_t pos, int64_t head, double* out) const override;
+  void kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const override;
+
+ private:
+  DatasetReader q_, k_, v_;
+};
+
+}  // namespace dring::h5

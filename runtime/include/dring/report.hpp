@@ -1,0 +1,57 @@
+// dring/report.hpp — what a run reports: a table for people (stdout) and JSON for programs.
+// Times are the max over ranks; memory and traffic are per rank.
+#pragma once
+
+#include <mpi.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dring/check.hpp"
+#include "dring/config.hpp"
+#include "dring/memory.hpp"
+
+namespace dring {
+
+struct RankStats {
+  int rank = 0;
+  int64_t peak_tracked_bytes = 0;
+  int64_t peak_rss_bytes = 0;
+  int64_t comm_sent_bytes = 0;
+  int64_t comm_recv_bytes = 0;
+  double compute_ms = 0.0;
+  double comm_wait_ms = 0.0;
+  std::array<int64_t, kMemCategoryCount> peak_tracked_by_category{};
+};
+
+struct RunReport {
+  Problem problem;
+  int world_size = 1;
+  int threads = 1;
+  int repeat = 1;
+  std::string backend = "cpu";
+  std::string dtype = "fp32";
+  std::string transport = "mpi";
+  std::string input = "synthetic";
+  double time_ms = 0.0;            // median over passes of the max over ranks
+  std::vector<double> pass_ms;     // every timed pass, max over ranks
+  double tokens_per_s = 0.0;
+  double flops = 0.0;              // forward FLOPs the configuration keeps
+  int64_t steps = 0;               // exchange steps of the busiest rank
+  std::vector<RankStats> ranks;    // complete on rank 0 only
+  std::optional<CheckResult> check;
+};
+
+// Collective: every rank's stats, on rank 0 (empty elsewhere).
+std::vector<RankStats> gather_rank_stats(MPI_Comm comm, const RankStats& mine);
+
+nlohmann::json to_json(const RunReport& report);
+std::string format_table(const RunReport& report);
+std::string format_bytes(int64_t bytes);
+
+}  // namespace dring

@@ -1,0 +1,83 @@
+// check.cpp — sampled comparison against the float64 reference.
+#include "dring/check.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <tuple>
+
+#include "dring/comm/mpi_transport.hpp"
+
+namespace dring {
+
+std::vector<RowId> sample_rows(const AttentionShape& s, const ShardLayout& layout, int64_t count, uint64_t seed) {
+  std::vector<RowId> rows;
+  std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
+  const int64_t total = s.batch * s.seq * s.heads;
+  count = std::min(count, total);
+  auto add = [&](int64_t b, int64_t pos, int64_t h) {
+    if (static_cast<int64_t>(rows.size()) < count && seen.insert({b, pos, h}).second) rows.push_back({b, pos, h});
+  };
+  // Edges first: where an off-by-one in the layout or the plan would show.
+  add(0, 0, 0);
+  add(s.batch - 1, s.seq - 1, s.heads - 1);
+  for (int t = 1; t < layout.world_size(); ++t) {
+    add(t % s.batch, layout.begin(t), t % s.heads);
+    add(t % s.batch, layout.begin(t) - 1, (t + 1) % s.heads);
+  }
+  uint64_t state = seed ^ 0x2545f4914f6cdd1dULL;
+  while (static_cast<int64_t>(rows.size()) < count) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    const int64_t n = static_cast<int64_t>((state >> 17) % static_cast<uint64_t>(total));
+    add(n / (s.seq * s.heads), (n / s.heads) % s.seq, n % s.heads);
+  }
+  return rows;
+}
+
+void add_row_error(const reference::RowResult& ref, const float* out, float lse, CheckResult& result) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  result.rows += 1;
+  if (ref.keys == 0) {
+    bool ok = std::isinf(lse) && lse < 0;
+    for (size_t c = 0; c < ref.out.size(); ++c) ok = ok && out[c] == 0.0f;
+    if (!ok) result.max_abs_err = result.max_rel_err = kInf;
+    return;
+  }
+  const double lse_err = std::abs(static_cast<double>(lse) - ref.lse);
+  double abs_err = std::isfinite(lse_err) ? lse_err : kInf;
+  double rel_err = abs_err / std::max(1.0, std::abs(ref.lse));
+  const double scale = std::max(ref.value_scale, std::numeric_limits<double>::min());
+  for (size_t c = 0; c < ref.out.size(); ++c) {
+    const double err = std::abs(static_cast<double>(out[c]) - ref.out[c]);
+    const double e = std::isfinite(err) ? err : kInf;  // NaN counts as infinitely wrong
+    abs_err = std::max(abs_err, e);
+    rel_err = std::max(rel_err, e / scale);
+  }
+  result.max_abs_err = std::max(result.max_abs_err, abs_err);
+  result.max_rel_err = std::max(result.max_rel_err, rel_err);
+}
+
+CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* out, const float* lse,
+                       const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
+                       MPI_Comm comm) {
+  const AttentionShape& s = problem.shape;
+  const int64_t begin = layout.begin(rank), n = layout.size(rank);
+  CheckResult mine;
+  for (const RowId& row : rows) {
+    if (layout.owner(row.pos) != rank) continue;
+    const int64_t i = row.pos - begin;
+    const reference::RowResult ref = reference::attention_row(problem, source, row.batch, row.pos, row.head);
+    add_row_error(ref, out + ((row.batch * n + i) * s.heads + row.head) * s.head_dim,
+                  lse[(row.batch * s.heads + row.head) * n + i], mine);
+  }
+  CheckResult all;
+  all.tolerance = tolerance;
+  DRING_MPI_CHECK(MPI_Allreduce(&mine.rows, &all.rows, 1, MPI_INT64_T, MPI_SUM, comm));
+  DRING_MPI_CHECK(MPI_Allreduce(&mine.max_abs_err, &all.max_abs_err, 1, MPI_DOUBLE, MPI_MAX, comm));
+  DRING_MPI_CHECK(MPI_Allreduce(&mine.max_rel_err, &all.max_rel_err, 1, MPI_DOUBLE, MPI_MAX, comm));
+  all.passed = all.max_rel_err <= tolerance;
+  return all;
+}
+
+}  // namespace dring

@@ -1,0 +1,47 @@
+// collective.cpp — agreement on errors and on arguments across ranks.
+#include "dring/collective.hpp"
+
+#include <climits>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "dring/comm/mpi_transport.hpp"
+
+namespace dring {
+
+void agree_on(MPI_Comm comm, const std::optional<Error>& local) {
+  int rank = 0;
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  const int mine = local ? rank : INT_MAX;
+  int first = INT_MAX;
+  DRING_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == INT_MAX) return;
+  int status = local ? static_cast<int>(local->status()) : 0;
+  DRING_MPI_CHECK(MPI_Bcast(&status, 1, MPI_INT, first, comm));
+  const std::string message = broadcast_string(comm, local ? std::string(local->what()) : std::string(), first);
+  throw CollectiveError(static_cast<Status>(status), message, first);
+}
+
+bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank) {
+  const uint64_t mine = std::hash<std::string>{}(text);
+  uint64_t root = mine;
+  DRING_MPI_CHECK(MPI_Bcast(&root, 1, MPI_UINT64_T, 0, comm));
+  int rank = 0;
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  const int differs = mine != root ? rank : INT_MAX;
+  int first = INT_MAX;
+  DRING_MPI_CHECK(MPI_Allreduce(&differs, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first_different_rank != nullptr) *first_different_rank = first == INT_MAX ? -1 : first;
+  return first == INT_MAX;
+}
+
+std::string broadcast_string(MPI_Comm comm, std::string text, int root) {
+  int64_t length = static_cast<int64_t>(text.size());
+  DRING_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm));
+  text.resize(static_cast<size_t>(length));
+  if (length > 0) DRING_MPI_CHECK(MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, root, comm));
+  return text;
+}
+
+}  // namespace dring

@@ -1,0 +1,127 @@
+// report.cpp — gathering per-rank statistics and rendering the run report.
+#include "dring/report.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+#include <type_traits>
+
+#include "dring/comm/mpi_transport.hpp"
+
+namespace dring {
+
+std::vector<RankStats> gather_rank_stats(MPI_Comm comm, const RankStats& mine) {
+  static_assert(std::is_trivially_copyable_v<RankStats>);
+  int rank = 0, size = 0;
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  DRING_MPI_CHECK(MPI_Comm_size(comm, &size));
+  std::vector<RankStats> all(rank == 0 ? size : 0);
+  DRING_MPI_CHECK(MPI_Gather(&mine, sizeof(RankStats), MPI_BYTE, all.data(), sizeof(RankStats), MPI_BYTE, 0, comm));
+  return all;
+}
+
+std::string format_bytes(int64_t bytes) {
+  char text[32];
+  const double b = static_cast<double>(bytes);
+  if (b >= 1024.0 * 1024 * 1024) {
+    std::snprintf(text, sizeof text, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  } else if (b >= 1024.0 * 1024) {
+    std::snprintf(text, sizeof text, "%.1f MiB", b / (1024.0 * 1024));
+  } else if (b >= 1024.0) {
+    std::snprintf(text, sizeof text, "%.1f KiB", b / 1024.0);
+  } else {
+    std::snprintf(text, sizeof text, "%lld B", static_cast<long long>(bytes));
+  }
+  return text;
+}
+
+nlohmann::json to_json(const RunReport& r) {
+  const AttentionShape& s = r.problem.shape;
+  nlohmann::json j;
+  j["world_size"] = r.world_size;
+  j["seq_len"] = s.seq;
+  j["batch"] = s.batch;
+  j["heads"] = s.heads;
+  j["kv_heads"] = s.kv_heads;
+  j["head_dim"] = s.head_dim;
+  std::vector<int64_t> segments, dilations;
+  for (const DilatedPair& p : r.problem.pairs()) {
+    segments.push_back(p.segment);
+    dilations.push_back(p.dilation);
+  }
+  j["segments"] = segments;
+  j["dilations"] = dilations;
+  j["causal"] = r.problem.config.causal;
+  j["scale"] = r.problem.scale();
+  j["backend"] = r.backend;
+  j["dtype"] = r.dtype;
+  j["transport"] = r.transport;
+  j["input"] = r.input;
+  j["threads"] = r.threads;
+  j["repeat"] = r.repeat;
+  j["time_ms"] = r.time_ms;
+  j["pass_ms"] = r.pass_ms;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["flops"] = r.flops;
+  j["gflops_per_s"] = r.time_ms > 0 ? r.flops / (r.time_ms * 1e6) : 0.0;
+  j["steps"] = r.steps;
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankStats& k : r.ranks) {
+    nlohmann::json by_category;
+    for (int c = 0; c < kMemCategoryCount; ++c) {
+      by_category[mem_category_name(static_cast<MemCategory>(c))] = k.peak_tracked_by_category[c];
+    }
+    ranks.push_back({{"rank", k.rank},
+                     {"peak_tracked_bytes", k.peak_tracked_bytes},
+                     {"peak_tracked_by_category", by_category},
+                     {"peak_rss_bytes", k.peak_rss_bytes},
+                     {"comm_sent_bytes", k.comm_sent_bytes},
+                     {"comm_recv_bytes", k.comm_recv_bytes},
+                     {"compute_ms", k.compute_ms},
+                     {"comm_wait_ms", k.comm_wait_ms}});
+  }
+  j["ranks"] = ranks;
+  if (r.check) {
+    j["check"] = {{"rows", r.check->rows},
+                  {"max_abs_err", r.check->max_abs_err},
+                  {"max_rel_err", r.check->max_rel_err},
+                  {"tolerance", r.check->tolerance},
+                  {"passed", r.check->passed}};
+  }
+  return j;
+}
+
+std::string format_table(const RunReport& r) {
+  const AttentionShape& s = r.problem.shape;
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "dring run: %d rank%s x %d thread%s, %s %s, transport %s, input %s\n", r.world_size,
+                r.world_size == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s", r.backend.c_str(), r.dtype.c_str(),
+                r.transport.c_str(), r.input.c_str());
+  out << line;
+  std::snprintf(line, sizeof line, "problem:   batch %lld, seq %lld, heads %lld (kv %lld), head_dim %lld, pairs %s\n",
+                static_cast<long long>(s.batch), static_cast<long long>(s.seq), static_cast<long long>(s.heads),
+                static_cast<long long>(s.kv_heads), static_cast<long long>(s.head_dim), r.problem.describe().c_str());
+  out << line;
+  std::snprintf(line, sizeof line, "time:      %.2f ms (max over ranks, median of %d)  %.4g tokens/s  %.2f GFLOP/s  %lld exchange steps\n",
+                r.time_ms, r.repeat, r.tokens_per_s, r.time_ms > 0 ? r.flops / (r.time_ms * 1e6) : 0.0,
+                static_cast<long long>(r.steps));
+  out << line;
+  out << "rank  peak tracked  peak RSS     sent         received     compute ms  wait ms\n";
+  for (const RankStats& k : r.ranks) {
+    std::snprintf(line, sizeof line, "%-5d %-13s %-12s %-12s %-12s %-11.2f %.2f\n", k.rank,
+                  format_bytes(k.peak_tracked_bytes).c_str(), format_bytes(k.peak_rss_bytes).c_str(),
+                  format_bytes(k.comm_sent_bytes).c_str(), format_bytes(k.comm_recv_bytes).c_str(), k.compute_ms,
+                  k.comm_wait_ms);
+    out << line;
+  }
+  if (r.check) {
+    std::snprintf(line, sizeof line, "check:     %lld rows vs float64, max abs err %.3g, max rel err %.3g (tolerance %.1g): %s\n",
+                  static_cast<long long>(r.check->rows), r.check->max_abs_err, r.check->max_rel_err, r.check->tolerance,
+                  r.check->passed ? "passed" : "FAILED");
+    out << line;
+  }
+  return out.str();
+}
+
+}  // namespace dring
