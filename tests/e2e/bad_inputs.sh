@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every bad input of `dring run` gets one clear line on stderr naming the problem, a non-zero exit
+# code that is not a signal, no hang, and leaves an existing --output file byte-for-byte untouched.
+# Usage: tests/e2e/bad_inputs.sh BUILD_DIR
+set -u
+build=$(cd "$1" && pwd)
+dring="$build/bin/dring"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+"$build/bin/dring_make_bad_inputs" "$work" || { echo "FAIL: could not write the bad inputs"; exit 1; }
+echo "precious bytes that must survive" >"$work/existing.h5"
+before=$(sha256sum <"$work/existing.h5")
+failures=0
+
+# expect NAME RANKS "EXPECTED STDERR SUBSTRING" ARGS...  (runs mpirun -np RANKS dring ARGS)
+expect() {
+  local name=$1 ranks=$2 want=$3
+  shift 3
+  local err="$work/$name.err"
+  timeout 120 mpirun -q -np "$ranks" "$dring" "$@" >"$work/$name.out" 2>"$err"
+  local rc=$?
+  local lines
+  lines=$(grep -c . "$err")
+  local problem=""
+  if [ "$rc" -eq 124 ]; then problem="hung (killed after 120 s)"
+  elif [ "$rc" -eq 0 ]; then problem="exit code 0"
+  elif [ "$rc" -ge 128 ]; then problem="ended by a signal (exit $rc)"
+  elif [ "$lines" -ne 1 ]; then problem="$lines lines on stderr, expected one"
+  elif ! grep -q "^dring: error: .*$want" "$err"; then problem="stderr does not say '$want'"
+  elif [ "$(sha256sum <"$work/existing.h5")" != "$before" ]; then problem="--output file was modified"
+  elif ls "$work"/existing.h5.tmp-* >/dev/null 2>&1; then problem="a temporary output file was left behind"
+  fi
+  if [ -n "$problem" ]; then
+    echo "FAIL $name: $problem"; sed 's/^/    /' "$err"; failures=$((failures + 1))
+  else
+    echo "ok   $name (exit $rc): $(cat "$err")"
+  fi
+}
+
+out=(--output "$work/existing.h5")
+expect unknown_flag 2 "not expected: --frobnicate" run --frobnicate "${out[@]}"
+expect bad_number 2 "--seq = 12x" run --seq 12x "${out[@]}"
+expect bad_list_number 2 "--segments" run --segments 8,x "${out[@]}"
+expect missing_input 2 "cannot read $work/nope.h5: No such file" run --input "$work/nope.h5" "${out[@]}"
+expect not_hdf5 2 "not an HDF5 file" run --input "$work/not_hdf5.h5" "${out[@]}"
+expect missing_dataset 2 "dataset 'v' is missing" run --input "$work/missing_v.h5" "${out[@]}"
+expect wrong_rank 2 "dataset 'q' has shape \[1, 20, 32\], expected 4 dimensions" run --input "$work/rank3_q.h5" "${out[@]}"
+expect kv_inconsistent 2 "dataset 'k' has shape \[1, 21, 2, 8\], inconsistent with q" run --input "$work/k_seq_mismatch.h5" "${out[@]}"
+expect v_inconsistent 2 "dataset 'v' has shape \[1, 20, 1, 8\], expected the shape of k" run --input "$work/v_shape_mismatch.h5" "${out[@]}"
+expect heads_file 2 "q has 6 heads, not a multiple of the 4 kv heads" run --input "$work/heads_not_multiple.h5" "${out[@]}"
+expect heads_flags 2 "heads (6) must be a multiple of kv heads (4)" run --seq 32 --heads 6 --kv-heads 4 "${out[@]}"
+expect segment_not_multiple 2 "segment length 6 (pair 1) is not a multiple of its dilation rate 4" run --seq 32 --segments 6 --dilations 4 "${out[@]}"
+expect segment_zero 2 "segment length 0 (pair 2) must be at least 1" run --seq 32 --segments 8,0 --dilations 1,1 "${out[@]}"
+expect dilation_negative 2 "dilation rate -2 (pair 1) must be at least 1" run --seq 32 --segments 8 --dilations -2 "${out[@]}"
+expect list_lengths 2 "--segments has 2 values but --dilations has 3" run --seq 32 --segments 8,16 --dilations 1,2,4 "${out[@]}"
+expect too_few_tokens_flags 4 "sequence length 3 is shorter than the number of ranks 4" run --seq 3 --heads 1 "${out[@]}"
+expect too_few_tokens_file 4 "sequence length 3 is shorter than the number of ranks 4" run --input "$work/too_short.h5" "${out[@]}"
+expect unsupported_dtype_flag 2 "--dtype bf16 is not supported by the cpu backend" run --seq 32 --dtype bf16 "${out[@]}"
+expect unsupported_dtype_file 2 "dataset 'q' has unsupported dtype integer32" run --input "$work/int_q.h5" "${out[@]}"
+expect nan_input 2 "k\[0, 17, 1, 5\] is NaN" run --input "$work/nan_k.h5" "${out[@]}"
+expect inf_input 2 "q\[0, 11, 2, 3\] is Inf" run --input "$work/inf_q.h5" "${out[@]}"
+expect output_is_input 2 "--output must not be the --input file" run --input "$work/good.h5" --output "$work/good.h5"
+expect no_cuda 2 "--backend cuda" run --seq 32 --backend cuda "${out[@]}"
+
+# Ranks started with different arguments (MPMD launch): an error, not a hang.
+err="$work/mismatch.err"
+timeout 120 mpirun -q -np 1 "$dring" run --seq 32 "${out[@]}" : -np 1 "$dring" run --seq 33 "${out[@]}" >/dev/null 2>"$err"
+rc=$?
+if [ "$rc" -ge 1 ] && [ "$rc" -lt 124 ] && grep -q "^dring: error: ranks were started with different arguments" "$err" &&
+   [ "$(grep -c . "$err")" -eq 1 ] && [ "$(sha256sum <"$work/existing.h5")" = "$before" ]; then
+  echo "ok   different_arguments (exit $rc): $(cat "$err")"
+else
+  echo "FAIL different_arguments (exit $rc)"; sed 's/^/    /' "$err"; failures=$((failures + 1))
+fi
+
+# Sanity: the good file does run, and replaces the existing output only on success.
+if timeout 120 mpirun -q -np 2 "$dring" run --input "$work/good.h5" --output "$work/existing.h5" --quiet &&
+   [ "$(sha256sum <"$work/existing.h5")" != "$before" ] && h5ls "$work/existing.h5" | grep -q '^out'; then
+  echo "ok   good_input_replaces_output"
+else
+  echo "FAIL good_input_replaces_output"; failures=$((failures + 1))
+fi
+
+[ "$failures" -eq 0 ] && echo "all bad-input cases passed" || echo "$failures bad-input case(s) failed"
+exit $((failures > 0))
