@@ -25,8 +25,9 @@ int generate_command(MPI_Comm comm, const GenerateOptions& o) {
   const ShardLayout layout(s.seq, world);
   const int threads = default_threads(comm);
   MemoryTracker tracker;
-  ShardBuffers shard = allocate_shard(s, layout.begin(rank), layout.size(rank), tracker);
-  fill_synthetic_shard(o.shape.seed, s, shard, threads);
+  std::unique_ptr<Backend> backend = make_cpu_backend(tracker, threads);
+  ShardBuffers shard = allocate_shard(s, layout.begin(rank), layout.size(rank), backend->allocator());
+  fill_synthetic_shard(o.shape.seed, s, shard, *backend, tracker, threads);
   const bool fp64 = o.dtype == "fp64";
 
   h5::OutputFile file(o.output, comm);
@@ -35,7 +36,7 @@ int generate_command(MPI_Comm comm, const GenerateOptions& o) {
     file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.data(), fp64);
     file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.data(), fp64);
     if (o.dout) {
-      HostBuffer<float> dout(tracker, shard.q.size(), MemCategory::kInputs);
+      Buffer<float> dout(tracker, shard.q.size(), MemCategory::kInputs);
       fill_synthetic(o.shape.seed, TensorId::kDout, s, shard.begin, shard.rows, dout.data(), threads);
       file.write_rows("dout", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, dout.data(), fp64);
     }

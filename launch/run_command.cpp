@@ -136,16 +136,17 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
 
   // 2. This rank's inputs.
   MemoryTracker tracker;
-  ShardBuffers shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), tracker);
+  std::unique_ptr<Backend> backend = make_cpu_backend(tracker, threads);
+  ShardBuffers shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator());
   if (o.input.empty()) {
-    fill_synthetic_shard(o.shape.seed, problem.shape, shard, threads);
+    fill_synthetic_shard(o.shape.seed, problem.shape, shard, *backend, tracker, threads);
   } else {
-    agree(comm, [&] {
-      h5::read_rows(o.input, comm, "q", shard.begin, shard.rows, shard.q.data());
-      h5::read_rows(o.input, comm, "k", shard.begin, shard.rows, shard.k.data());
-      h5::read_rows(o.input, comm, "v", shard.begin, shard.rows, shard.v.data());
-    });
-    check_finite(comm, problem.shape, shard);
+    const std::pair<const char*, Buffer<float>*> tensors[] = {{"q", &shard.q}, {"k", &shard.k}, {"v", &shard.v}};
+    for (const auto& [name, buffer] : tensors) {
+      agree(comm, [&] { h5::read_rows(o.input, comm, name, shard.begin, shard.rows, buffer->data()); });
+      const int64_t heads = name[0] == 'q' ? problem.shape.heads : problem.shape.kv_heads;
+      check_finite(comm, problem.shape, shard.begin, shard.rows, name, buffer->data(), heads);
+    }
   }
 
   // 3. Passes: one warm-up, then --repeat timed ones; each timed as the slowest rank's.
@@ -155,7 +156,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   exec.threads = threads;
   exec.exchange_chunk_bytes = o.exchange_chunk_kib * 1024;
   exec.on_progress = [&progress](double fraction) { progress(fraction); };
-  RingExecutor executor(problem, transport, tracker, exec);
+  RingExecutor executor(problem, transport, *backend, exec);
   std::vector<double> pass_ms;
   PassStats last;
   for (int pass = 0; pass <= o.repeat; ++pass) {

@@ -1,29 +1,27 @@
-// reference.cpp — float64 dilated attention, one row at a time, from the definition.
+// reference.cpp — float64 dilated attention and its gradient, one row at a time, from the
+// definition (docs/math.md).
 #include "dring/kernels/reference.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "dring/error.hpp"
+
 namespace dring::reference {
 
 namespace {
+
 constexpr int64_t kChunkRows = 4096;  // keys read from the source at a time
-}
 
-RowResult attention_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
-                        int64_t head) {
+// Calls visit(j, k_row, v_row) for every key of the multiset of (batch, pos, head), pair by pair
+// (a key reached by two pairs is visited twice).
+template <class Visit>
+void for_each_key(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos, int64_t head,
+                  Visit&& visit) {
   const int64_t d = problem.shape.head_dim;
-  const double scale = problem.scale();
   const int64_t kv_head = problem.kv_head_of(head);
-  std::vector<double> q(d), k, v;
-  source.q_row(batch, pos, head, q.data());
-
-  // Streaming softmax in float64: running max m, sum l and sum of weighted values.
-  RowResult result;
-  result.out.assign(d, 0.0);
-  double m = -std::numeric_limits<double>::infinity();
-  double l = 0.0;
+  std::vector<double> k, v;
   for (const DilatedPair& pair : problem.pairs()) {
     const PairGeometry geom(pair, problem.shape.seq);
     const int64_t offset = geom.offset_of_head(head);
@@ -37,25 +35,71 @@ RowResult attention_row(const Problem& problem, const RowSource& source, int64_t
       k.resize(chunk.count * d);
       v.resize(chunk.count * d);
       source.kv_rows(batch, kv_head, chunk, k.data(), v.data());
-      for (int64_t j = 0; j < chunk.count; ++j) {
-        double s = 0.0;
-        for (int64_t c = 0; c < d; ++c) s += q[c] * k[j * d + c];
-        s *= scale;
-        const double m_new = std::max(m, s);
-        const double correction = std::exp(m - m_new);
-        const double p = std::exp(s - m_new);
-        l = l * correction + p;
-        for (int64_t c = 0; c < d; ++c) {
-          result.out[c] = result.out[c] * correction + p * v[j * d + c];
-          result.value_scale = std::max(result.value_scale, std::abs(v[j * d + c]));
-        }
-        m = m_new;
-      }
-      result.keys += chunk.count;
+      for (int64_t n = 0; n < chunk.count; ++n) visit(chunk.first + n * chunk.stride, &k[n * d], &v[n * d]);
       keys.first += chunk.count * keys.stride;
       keys.count -= chunk.count;
     }
   }
+}
+
+double dot(const double* a, const double* b, int64_t d) {
+  double s = 0.0;
+  for (int64_t c = 0; c < d; ++c) s += a[c] * b[c];
+  return s;
+}
+
+// What the gradient of one query row needs: q, dout, lse and delta = dout . out.
+struct QueryState {
+  std::vector<double> q, dout;
+  double lse = 0.0;
+  double delta = 0.0;
+  bool has_keys = false;
+};
+
+QueryState query_state(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos, int64_t head) {
+  const int64_t d = problem.shape.head_dim;
+  QueryState st;
+  st.q.resize(d);
+  st.dout.resize(d);
+  source.q_row(batch, pos, head, st.q.data());
+  source.dout_row(batch, pos, head, st.dout.data());
+  const RowResult row = attention_row(problem, source, batch, pos, head);
+  st.has_keys = row.keys > 0;
+  st.lse = row.lse;
+  st.delta = dot(st.dout.data(), row.out.data(), d);
+  return st;
+}
+
+}  // namespace
+
+void RowSource::dout_row(int64_t, int64_t, int64_t, double*) const {
+  DRING_FAIL(Status::kInvalidArgument, "this input has no dout (needed for the backward pass)");
+}
+
+RowResult attention_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
+                        int64_t head) {
+  const int64_t d = problem.shape.head_dim;
+  const double scale = problem.scale();
+  std::vector<double> q(d);
+  source.q_row(batch, pos, head, q.data());
+  // Streaming softmax in float64: running max m, sum l and sum of weighted values.
+  RowResult result;
+  result.out.assign(d, 0.0);
+  double m = -std::numeric_limits<double>::infinity();
+  double l = 0.0;
+  for_each_key(problem, source, batch, pos, head, [&](int64_t, const double* k, const double* v) {
+    const double s = scale * dot(q.data(), k, d);
+    const double m_new = std::max(m, s);
+    const double correction = std::exp(m - m_new);
+    const double p = std::exp(s - m_new);
+    l = l * correction + p;
+    for (int64_t c = 0; c < d; ++c) {
+      result.out[c] = result.out[c] * correction + p * v[c];
+      result.value_scale = std::max(result.value_scale, std::abs(v[c]));
+    }
+    m = m_new;
+    result.keys += 1;
+  });
   if (result.keys == 0) {
     result.lse = -std::numeric_limits<double>::infinity();
     return result;
@@ -79,6 +123,99 @@ void attention_forward(const Problem& problem, const RowSource& source, std::vec
       }
     }
   }
+}
+
+void attention_backward(const Problem& problem, const RowSource& source, std::vector<double>& dq,
+                        std::vector<double>& dk, std::vector<double>& dv) {
+  const AttentionShape& s = problem.shape;
+  const int64_t d = s.head_dim;
+  const double scale = problem.scale();
+  dq.assign(s.batch * s.seq * s.heads * d, 0.0);
+  dk.assign(s.batch * s.seq * s.kv_heads * d, 0.0);
+  dv.assign(s.batch * s.seq * s.kv_heads * d, 0.0);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t i = 0; i < s.seq; ++i) {
+      for (int64_t h = 0; h < s.heads; ++h) {
+        const QueryState st = query_state(problem, source, b, i, h);
+        if (!st.has_keys) continue;
+        double* dq_row = &dq[((b * s.seq + i) * s.heads + h) * d];
+        const int64_t g = problem.kv_head_of(h);
+        for_each_key(problem, source, b, i, h, [&](int64_t j, const double* k, const double* v) {
+          const double p = std::exp(scale * dot(st.q.data(), k, d) - st.lse);
+          const double ds = p * (dot(st.dout.data(), v, d) - st.delta);
+          double* dk_row = &dk[((b * s.seq + j) * s.kv_heads + g) * d];
+          double* dv_row = &dv[((b * s.seq + j) * s.kv_heads + g) * d];
+          for (int64_t c = 0; c < d; ++c) {
+            dq_row[c] += scale * ds * k[c];
+            dk_row[c] += scale * ds * st.q[c];
+            dv_row[c] += p * st.dout[c];
+          }
+        });
+      }
+    }
+  }
+}
+
+std::vector<double> grad_q_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
+                               int64_t head) {
+  const int64_t d = problem.shape.head_dim;
+  const double scale = problem.scale();
+  std::vector<double> dq(d, 0.0);
+  const QueryState st = query_state(problem, source, batch, pos, head);
+  if (!st.has_keys) return dq;
+  for_each_key(problem, source, batch, pos, head, [&](int64_t, const double* k, const double* v) {
+    const double p = std::exp(scale * dot(st.q.data(), k, d) - st.lse);
+    const double ds = p * (dot(st.dout.data(), v, d) - st.delta);
+    for (int64_t c = 0; c < d; ++c) dq[c] += scale * ds * k[c];
+  });
+  return dq;
+}
+
+namespace {
+// Calls visit(i, h) for every (query row, query head) whose key multiset holds key row `pos` of kv
+// head g, once per pair that connects them.
+template <class Visit>
+void for_each_query_of_key(const Problem& problem, int64_t pos, int64_t kv_head, Visit&& visit) {
+  const int64_t group = problem.group_size();
+  for (const DilatedPair& pair : problem.pairs()) {
+    const PairGeometry geom(pair, problem.shape.seq);
+    const int64_t offset = (pos % geom.w) % geom.r;
+    const int64_t seg = geom.segment_of(pos);
+    const int64_t lo = problem.config.causal ? pos : geom.segment_begin(seg);
+    const StridedRange queries = geom.selected(seg, offset, lo, geom.segment_end(seg));
+    for (int64_t h = kv_head * group; h < (kv_head + 1) * group; ++h) {
+      if (geom.offset_of_head(h) != offset) continue;
+      for (int64_t n = 0; n < queries.count; ++n) visit(queries.first + n * queries.stride, h);
+    }
+  }
+}
+}  // namespace
+
+double grad_kv_row_cost(const Problem& problem, int64_t pos, int64_t kv_head) {
+  double queries = 0.0;
+  for_each_query_of_key(problem, pos, kv_head, [&](int64_t, int64_t) { queries += 1.0; });
+  // Each query costs its forward row: at most the longest effective segment.
+  int64_t longest = 0;
+  for (const DilatedPair& pair : problem.pairs()) longest = std::max(longest, PairGeometry(pair, problem.shape.seq).w);
+  return queries * static_cast<double>(longest) * static_cast<double>(problem.pairs().size());
+}
+
+std::vector<double> grad_kv_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
+                                int64_t kv_head) {
+  const int64_t d = problem.shape.head_dim;
+  const double scale = problem.scale();
+  std::vector<double> grads(2 * d, 0.0), k(d), v(d);
+  source.kv_rows(batch, kv_head, StridedRange{pos, 1, 1}, k.data(), v.data());
+  for_each_query_of_key(problem, pos, kv_head, [&](int64_t i, int64_t h) {
+    const QueryState st = query_state(problem, source, batch, i, h);
+    const double p = std::exp(scale * dot(st.q.data(), k.data(), d) - st.lse);
+    const double ds = p * (dot(st.dout.data(), v.data(), d) - st.delta);
+    for (int64_t c = 0; c < d; ++c) {
+      grads[c] += scale * ds * st.q[c];
+      grads[d + c] += p * st.dout[c];
+    }
+  });
+  return grads;
 }
 
 }  // namespace dring::reference

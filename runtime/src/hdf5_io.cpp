@@ -349,10 +349,17 @@ void DatasetReader::read(const std::vector<int64_t>& start, const std::vector<in
                  "cannot read a box of a dataset");
 }
 
-FileRowSource::FileRowSource(const std::string& path) : q_(path, "q"), k_(path, "k"), v_(path, "v") {}
+FileRowSource::FileRowSource(const std::string& path) : q_(path, "q"), k_(path, "k"), v_(path, "v") {
+  if (inspect_input(path).has_dout) dout_ = std::make_unique<DatasetReader>(path, "dout");
+}
 
 void FileRowSource::q_row(int64_t batch, int64_t pos, int64_t head, double* out) const {
   q_.read({batch, pos, head, 0}, {1, 1, 1, 1}, {1, 1, 1, q_.dims()[3]}, out);
+}
+
+void FileRowSource::dout_row(int64_t batch, int64_t pos, int64_t head, double* out) const {
+  if (!dout_) reference::RowSource::dout_row(batch, pos, head, out);  // throws: no dout
+  dout_->read({batch, pos, head, 0}, {1, 1, 1, 1}, {1, 1, 1, q_.dims()[3]}, out);
 }
 
 void FileRowSource::kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const {

@@ -1,6 +1,7 @@
 // memory.cpp — the tracking allocator and the process peak-RSS probe.
 #include "dring/memory.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,30 +31,40 @@ const char* mem_category_name(MemCategory category) {
   return "unknown";
 }
 
-void MemoryTracker::add(MemSpace space, MemCategory category, int64_t bytes) {
+namespace {
+
+class HostAllocator final : public Allocator {
+ public:
+  explicit HostAllocator(MemoryTracker& tracker) : tracker_(tracker) {}
+  MemSpace space() const override { return MemSpace::kHost; }
+  void* allocate(int64_t bytes, MemCategory category) override {
+    DRING_ASSERT(bytes >= 0);
+    const int64_t rounded = std::max<int64_t>((bytes + kAlignment - 1) / kAlignment * kAlignment, kAlignment);
+    void* ptr = std::aligned_alloc(kAlignment, static_cast<size_t>(rounded));
+    DRING_CHECK(ptr != nullptr, Status::kOutOfMemory,
+                "out of host memory allocating " << bytes << " bytes for " << mem_category_name(category));
+    tracker_.record_alloc(MemSpace::kHost, category, bytes);
+    return ptr;
+  }
+  void deallocate(void* ptr, int64_t bytes, MemCategory category) noexcept override {
+    std::free(ptr);
+    tracker_.record_free(MemSpace::kHost, category, bytes);
+  }
+
+ private:
+  MemoryTracker& tracker_;
+};
+
+}  // namespace
+
+MemoryTracker::MemoryTracker() : host_(std::make_unique<HostAllocator>(*this)) {}
+MemoryTracker::~MemoryTracker() = default;
+
+void MemoryTracker::record_alloc(MemSpace space, MemCategory category, int64_t bytes) {
   const int s = static_cast<int>(space);
   const int c = static_cast<int>(category);
   raise_peak(total_[s].peak, total_[s].current.fetch_add(bytes) + bytes);
   raise_peak(by_category_[s][c].peak, by_category_[s][c].current.fetch_add(bytes) + bytes);
-}
-
-void* MemoryTracker::allocate_host(int64_t bytes, MemCategory category) {
-  DRING_ASSERT(bytes >= 0);
-  const int64_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* ptr = std::aligned_alloc(kAlignment, static_cast<size_t>(rounded == 0 ? kAlignment : rounded));
-  DRING_CHECK(ptr != nullptr, Status::kOutOfMemory,
-              "out of host memory allocating " << bytes << " bytes for " << mem_category_name(category));
-  add(MemSpace::kHost, category, bytes);
-  return ptr;
-}
-
-void MemoryTracker::free_host(void* ptr, int64_t bytes, MemCategory category) noexcept {
-  std::free(ptr);
-  record_free(MemSpace::kHost, category, bytes);
-}
-
-void MemoryTracker::record_alloc(MemSpace space, MemCategory category, int64_t bytes) {
-  add(space, category, bytes);
 }
 
 void MemoryTracker::record_free(MemSpace space, MemCategory category, int64_t bytes) noexcept {

@@ -56,6 +56,12 @@ void SyntheticSource::q_row(int64_t batch, int64_t pos, int64_t head, double* ou
   for (int64_t c = 0; c < shape_.head_dim; ++c) out[c] = synthetic_value(seed_, TensorId::kQ, shape_, batch, pos, head, c);
 }
 
+void SyntheticSource::dout_row(int64_t batch, int64_t pos, int64_t head, double* out) const {
+  for (int64_t c = 0; c < shape_.head_dim; ++c) {
+    out[c] = synthetic_value(seed_, TensorId::kDout, shape_, batch, pos, head, c);
+  }
+}
+
 void SyntheticSource::kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const {
   const int64_t d = shape_.head_dim;
   for (int64_t n = 0; n < rows.count; ++n) {

@@ -34,9 +34,10 @@ ForwardRun run_forward(const Problem& problem, MPI_Comm comm, uint64_t seed, Exe
   const ShardLayout layout(problem.shape.seq, transport.world_size());
   const int rank = transport.world_rank();
   ForwardRun run;
-  run.shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), tracker);
-  fill_synthetic_shard(seed, problem.shape, run.shard, options.threads);
-  RingExecutor executor(problem, transport, tracker, options);
+  std::unique_ptr<Backend> backend = make_cpu_backend(tracker, options.threads);
+  run.shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator());
+  fill_synthetic_shard(seed, problem.shape, run.shard, *backend, tracker, options.threads);
+  RingExecutor executor(problem, transport, *backend, options);
   run.stats = executor.forward(run.shard.inputs(), run.shard.outputs());
   run.peak_bytes = tracker.stats().host().peak_bytes;
   return run;

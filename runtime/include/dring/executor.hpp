@@ -1,29 +1,32 @@
-// dring/executor.hpp — the ring executor: one rank's part of a distributed forward pass.
+// dring/executor.hpp — the ring executor: one rank's part of a distributed pass.
 //
-// Each rank holds its shard of q, k, v. The executor runs the local blocks while the first
-// message of the plan is in flight, then walks the plan's steps with double-buffered receives:
-// while step s computes on the rows it received, step s+1's rows are already arriving. Every
-// block (local or received) folds into one online-softmax state per row, which is finalized into
-// out and lse at the end. Kernels never see MPI; the transport never sees attention.
+// Each rank holds its shard of q, k, v. Forward: the executor runs the local blocks while the
+// first message of the plan is in flight, then walks the plan's steps with double-buffered
+// receives: while step s computes on the rows it received, step s+1's rows are already arriving.
+// Every block (local or received) folds into one online-softmax state per row, finalized into out
+// and lse at the end. Backward: the same steps carry K and V again; each rank computes dq for its
+// own rows and the dk, dv of the rows it received, which travel straight back to their owner and
+// are added there, one step later so that this return also overlaps compute.
+//
+// The executor decides which blocks run and which rows move; a Backend (cpu, cuda) owns the memory
+// and the kernels; a Transport moves the bytes. All tensor pointers are in the backend's memory.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <vector>
 
+#include "dring/backend.hpp"
 #include "dring/comm/transport.hpp"
 #include "dring/config.hpp"
-#include "dring/kernels/attend.hpp"
-#include "dring/memory.hpp"
 #include "dring/plan.hpp"
 
 namespace dring {
 
 struct ExecutorOptions {
-  int threads = 1;
+  int threads = 1;  // kernel threads of a CPU backend
   // Cap on one exchange message; 0 picks 1/16 of a shard's K+V bytes (at least 64 KiB), which
-  // keeps the three exchange buffers under a fifth of the shard's K and V.
+  // keeps the exchange buffers a small fraction of the shard.
   int64_t exchange_chunk_bytes = 0;
   int64_t q_tile = 128;
   int64_t k_tile = 256;
@@ -41,12 +44,23 @@ struct ShardInputs {
 };
 struct ShardOutputs {
   float* out = nullptr;  // [B, rows, H, D]
-  float* lse = nullptr;  // [B, H, rows]
+  float* lse = nullptr;  // [B, H, rows], natural log
+};
+struct GradInputs {
+  ShardInputs forward;        // q, k, v
+  const float* out = nullptr;  // saved forward output
+  const float* lse = nullptr;  // saved forward lse
+  const float* dout = nullptr;  // [B, rows, H, D]
+};
+struct GradOutputs {
+  float* dq = nullptr;  // [B, rows, H, D]
+  float* dk = nullptr;  // [B, rows, Hkv, D]
+  float* dv = nullptr;  // [B, rows, Hkv, D]
 };
 
 struct PassStats {
   double total_ms = 0.0;
-  double compute_ms = 0.0;    // kernels, packing, finalize
+  double compute_ms = 0.0;    // time the host spent issuing and running kernels and packing
   double comm_wait_ms = 0.0;  // blocked waiting for a message
   int64_t sent_bytes = 0;
   int64_t recv_bytes = 0;
@@ -55,22 +69,21 @@ struct PassStats {
 
 class RingExecutor {
  public:
-  RingExecutor(const Problem& problem, comm::Transport& transport, MemoryTracker& tracker, ExecutorOptions options);
+  RingExecutor(const Problem& problem, comm::Transport& transport, Backend& backend, ExecutorOptions options);
   ~RingExecutor();
   RingExecutor(const RingExecutor&) = delete;
   RingExecutor& operator=(const RingExecutor&) = delete;
 
   int64_t shard_begin() const;
   int64_t shard_rows() const;
-  const ExchangePlan& plan() const { return plan_; }
+  const ExchangePlan& plan() const;
 
   PassStats forward(const ShardInputs& inputs, const ShardOutputs& outputs);
+  // Exact gradient of forward; dq, dk and dv are overwritten.
+  PassStats backward(const GradInputs& inputs, const GradOutputs& outputs);
 
  private:
   struct Impl;
-  Problem problem_;
-  comm::Transport& transport_;
-  ExchangePlan plan_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -98,9 +98,12 @@ class FileRowSource final : public reference::RowSource {
   FileRowSource& operator=(const FileRowSource&) = delete;
   void q_row(int64_t batch, int64_t pos, int64_t head, double* out) const override;
   void kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const override;
+  bool has_dout() const override { return dout_ != nullptr; }
+  void dout_row(int64_t batch, int64_t pos, int64_t head, double* out) const override;
 
  private:
   DatasetReader q_, k_, v_;
+  std::unique_ptr<DatasetReader> dout_;  // when the file has one
 };
 
 }  // namespace dring::h5

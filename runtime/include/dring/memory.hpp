@@ -1,14 +1,16 @@
 // dring/memory.hpp — per-rank memory accounting.
 //
 // Every large allocation of a rank goes through one MemoryTracker, tagged with a category, so a
-// report can say where the bytes went and tests can hold per-rank memory to O(S/k). Host memory
-// is allocated here; device memory is allocated by the backend and recorded here.
+// report can say where the bytes went and tests can hold per-rank memory to O(S/k). Buffers take
+// their memory from an Allocator: the tracker's own for host memory, a backend's for device
+// memory; both record every byte in the tracker.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 namespace dring {
@@ -33,18 +35,28 @@ struct MemoryStats {
   const MemorySpaceStats& device() const { return space[1]; }
 };
 
-// Thread-safe: allocations may come from kernel worker threads.
+// Where a buffer's memory comes from: tracked host memory, or a backend's device memory.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual MemSpace space() const = 0;
+  // Throws Error(kOutOfMemory) naming the category and size.
+  virtual void* allocate(int64_t bytes, MemCategory category) = 0;
+  virtual void deallocate(void* ptr, int64_t bytes, MemCategory category) noexcept = 0;
+};
+
+// Per-rank accounting. Thread-safe: allocations may come from kernel worker threads.
 class MemoryTracker {
  public:
-  MemoryTracker() = default;
+  MemoryTracker();
+  ~MemoryTracker();
   MemoryTracker(const MemoryTracker&) = delete;
   MemoryTracker& operator=(const MemoryTracker&) = delete;
 
-  // 64-byte aligned host memory; throws Error(kOutOfMemory) naming the category and size.
-  void* allocate_host(int64_t bytes, MemCategory category);
-  void free_host(void* ptr, int64_t bytes, MemCategory category) noexcept;
+  // Tracked, 64-byte aligned host memory.
+  Allocator& host() { return *host_; }
 
-  // For memory a backend allocated itself (device buffers).
+  // For memory an allocator obtained itself.
   void record_alloc(MemSpace space, MemCategory category, int64_t bytes);
   void record_free(MemSpace space, MemCategory category, int64_t bytes) noexcept;
 
@@ -57,52 +69,54 @@ class MemoryTracker {
     std::atomic<int64_t> current{0};
     std::atomic<int64_t> peak{0};
   };
-  void add(MemSpace space, MemCategory category, int64_t bytes);
   std::array<Counter, kMemSpaceCount> total_;
   std::array<std::array<Counter, kMemCategoryCount>, kMemSpaceCount> by_category_;
+  std::unique_ptr<Allocator> host_;
 };
 
 // Peak resident set size of this process (VmHWM), in bytes; 0 where the OS does not say.
 int64_t process_peak_rss_bytes();
 
-// Owning, move-only, tracked host array of trivially copyable T. Contents are uninitialised.
+// Owning, move-only, tracked array of trivially copyable T in an allocator's memory (host or
+// device). Contents are uninitialised.
 template <class T>
-class HostBuffer {
+class Buffer {
  public:
-  HostBuffer() = default;
-  HostBuffer(MemoryTracker& tracker, int64_t count, MemCategory category)
-      : tracker_(&tracker), count_(count), category_(category) {
-    if (count_ > 0) {
-      data_ = static_cast<T*>(tracker.allocate_host(count_ * static_cast<int64_t>(sizeof(T)), category));
-    }
+  Buffer() = default;
+  Buffer(Allocator& allocator, int64_t count, MemCategory category)
+      : allocator_(&allocator), count_(count), category_(category) {
+    if (count_ > 0) data_ = static_cast<T*>(allocator.allocate(bytes(), category));
   }
-  HostBuffer(HostBuffer&& other) noexcept { swap(other); }
-  HostBuffer& operator=(HostBuffer&& other) noexcept {
-    HostBuffer moved(std::move(other));
+  Buffer(MemoryTracker& tracker, int64_t count, MemCategory category) : Buffer(tracker.host(), count, category) {}
+  Buffer(Buffer&& other) noexcept { swap(other); }
+  Buffer& operator=(Buffer&& other) noexcept {
+    Buffer moved(std::move(other));
     swap(moved);
     return *this;
   }
-  HostBuffer(const HostBuffer&) = delete;
-  HostBuffer& operator=(const HostBuffer&) = delete;
-  ~HostBuffer() {
-    if (data_ != nullptr) tracker_->free_host(data_, bytes(), category_);
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
+    if (data_ != nullptr) allocator_->deallocate(data_, bytes(), category_);
   }
 
   T* data() { return data_; }
   const T* data() const { return data_; }
   int64_t size() const { return count_; }
   int64_t bytes() const { return count_ * static_cast<int64_t>(sizeof(T)); }
+  MemSpace space() const { return allocator_ != nullptr ? allocator_->space() : MemSpace::kHost; }
+  // Element access: host buffers only.
   T& operator[](int64_t i) { return data_[i]; }
   const T& operator[](int64_t i) const { return data_[i]; }
 
  private:
-  void swap(HostBuffer& other) noexcept {
-    std::swap(tracker_, other.tracker_);
+  void swap(Buffer& other) noexcept {
+    std::swap(allocator_, other.allocator_);
     std::swap(data_, other.data_);
     std::swap(count_, other.count_);
     std::swap(category_, other.category_);
   }
-  MemoryTracker* tracker_ = nullptr;
+  Allocator* allocator_ = nullptr;
   T* data_ = nullptr;
   int64_t count_ = 0;
   MemCategory category_ = MemCategory::kWorkspace;

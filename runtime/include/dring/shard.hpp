@@ -5,30 +5,41 @@
 
 #include <cstdint>
 
+#include "dring/backend.hpp"
 #include "dring/config.hpp"
 #include "dring/executor.hpp"
 #include "dring/memory.hpp"
 
 namespace dring {
 
+// Tensors in the backend's memory (host or device).
 struct ShardBuffers {
   int64_t begin = 0;  // first sequence position of the shard
   int64_t rows = 0;
-  HostBuffer<float> q, k, v;  // [B, rows, H or Hkv, D], category inputs
-  HostBuffer<float> out;      // [B, rows, H, D], category outputs
-  HostBuffer<float> lse;      // [B, H, rows], category outputs
+  Buffer<float> q, k, v;  // [B, rows, H or Hkv, D], category inputs
+  Buffer<float> out;      // [B, rows, H, D], category outputs
+  Buffer<float> lse;      // [B, H, rows], category outputs
+  // Backward only (empty otherwise): dout is an input, dq, dk, dv outputs shaped like q, k, v.
+  Buffer<float> dout, dq, dk, dv;
 
   ShardInputs inputs() const { return {q.data(), k.data(), v.data()}; }
   ShardOutputs outputs() { return {out.data(), lse.data()}; }
+  GradInputs grad_inputs() const { return {inputs(), out.data(), lse.data(), dout.data()}; }
+  GradOutputs grad_outputs() { return {dq.data(), dk.data(), dv.data()}; }
 };
 
-ShardBuffers allocate_shard(const AttentionShape& shape, int64_t begin, int64_t rows, MemoryTracker& tracker);
+ShardBuffers allocate_shard(const AttentionShape& shape, int64_t begin, int64_t rows, Allocator& allocator,
+                            bool backward = false);
 
-// Fills q, k and v of the shard from the seed (see synthetic.hpp).
-void fill_synthetic_shard(uint64_t seed, const AttentionShape& shape, ShardBuffers& shard, int threads);
+// Fills q, k, v (and dout, when allocated) of the shard from the seed (see synthetic.hpp),
+// through a host staging buffer when the backend's memory is not the host's.
+void fill_synthetic_shard(uint64_t seed, const AttentionShape& shape, ShardBuffers& shard, Backend& backend,
+                          MemoryTracker& tracker, int threads);
 
-// Collective: throws CollectiveError on every rank if any shard of q, k or v (or dout, when given)
-// holds a NaN or Inf, naming the first such element in dataset order: "k[0, 17, 1, 5] is NaN".
-void check_finite(MPI_Comm comm, const AttentionShape& shape, const ShardBuffers& shard, const float* dout = nullptr);
+// Collective: throws CollectiveError on every rank if any rank's rows of tensor `name` (host
+// memory, [B, rows, heads, D]) hold a NaN or Inf, naming the first such element of the whole
+// tensor: "k[0, 17, 1, 5] is NaN".
+void check_finite(MPI_Comm comm, const AttentionShape& shape, int64_t begin, int64_t rows, const char* name,
+                  const float* data, int64_t heads);
 
 }  // namespace dring

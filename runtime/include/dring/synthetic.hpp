@@ -30,6 +30,8 @@ class SyntheticSource final : public reference::RowSource {
   SyntheticSource(uint64_t seed, const AttentionShape& shape) : seed_(seed), shape_(shape) {}
   void q_row(int64_t batch, int64_t pos, int64_t head, double* out) const override;
   void kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const override;
+  bool has_dout() const override { return true; }
+  void dout_row(int64_t batch, int64_t pos, int64_t head, double* out) const override;
 
  private:
   uint64_t seed_;

@@ -57,6 +57,46 @@ struct AttendParams {
   ProgressHook progress;
 };
 
+// Backward of one block, flash-style: scores are recomputed tile by tile from q, k and the saved
+// lse, with delta = rowsum(dout * out); dq, dk and dv accumulate (+=). The block serves the
+// `n_heads` query heads that read the same key rows (same kv head, same offset): query head n's
+// rows start n * q_head_step elements after head 0's, its lse and delta n * state_head_step after.
+// With `causal`, query i sees keys j <= i. Within one call, blocks must not share dq rows or dk/dv
+// rows.
+struct GradBlock {
+  const float* q = nullptr;
+  const float* dout = nullptr;
+  float* dq = nullptr;
+  int64_t q_stride = 0;  // q, dout and dq rows
+  int64_t q_head_step = 0;
+  const float* lse = nullptr;    // natural log
+  const float* delta = nullptr;  // rowsum(dout * out)
+  int64_t state_stride = 0;
+  int64_t state_head_step = 0;
+  int64_t n_heads = 1;
+  int64_t n_q = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t kv_stride = 0;
+  float* dk = nullptr;
+  float* dv = nullptr;
+  int64_t dkv_stride = 0;
+  int64_t n_k = 0;
+  bool causal = false;
+};
+
+// delta[b, h, i] = sum_c out[b, i, h, c] * dout[b, i, h, c]; out and dout are [batch, rows, heads,
+// head_dim], delta is [batch, heads, rows] like lse.
+struct DeltaParams {
+  int64_t batch = 0;
+  int64_t rows = 0;
+  int64_t heads = 0;
+  int64_t head_dim = 0;
+  const float* out = nullptr;
+  const float* dout = nullptr;
+  float* delta = nullptr;
+};
+
 // Row state over `rows` rows of `heads` heads: acc = 0, m = -inf, l = 0.
 struct AttendState {
   float* acc = nullptr;  // [rows, heads, head_dim]

@@ -22,4 +22,10 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& params, flo
 void init_state(const AttendState& state, int64_t rows, int64_t heads, int64_t head_dim, int threads);
 void finalize(const FinalizeParams& params, int threads);
 
+// Backward (attend_backward.cpp): work items are key tiles of a block, so each owns its dk/dv rows;
+// dq tiles are shared between the key tiles of a block and updated under a per-tile lock.
+int64_t backward_workspace_floats_per_thread(const AttendParams& params);
+void attend_backward(std::span<const GradBlock> blocks, const AttendParams& params, float* workspace);
+void delta(const DeltaParams& params, int threads);
+
 }  // namespace dring::kernels::cpu

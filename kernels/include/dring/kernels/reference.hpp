@@ -22,6 +22,9 @@ class RowSource {
   virtual void q_row(int64_t batch, int64_t pos, int64_t head, double* out) const = 0;
   // k and v rows of one kv head at rows.first + n*rows.stride, n < rows.count: [count, D] each.
   virtual void kv_rows(int64_t batch, int64_t kv_head, StridedRange rows, double* k, double* v) const = 0;
+  // dout[batch, pos, head, 0..D), for the backward pass; sources without dout do not override it.
+  virtual bool has_dout() const { return false; }
+  virtual void dout_row(int64_t batch, int64_t pos, int64_t head, double* out) const;
 };
 
 struct RowResult {
@@ -38,15 +41,31 @@ RowResult attention_row(const Problem& problem, const RowSource& source, int64_t
 void attention_forward(const Problem& problem, const RowSource& source, std::vector<double>& out,
                        std::vector<double>& lse);
 
+// Gradients (the source must have dout). The whole tensors, dq [B, S, H, D] and dk, dv
+// [B, S, Hkv, D]: every (row, key) term of the forward multiset contributes, with
+// p = exp(s - lse), ds = p * (dout.v - dout.out): dq += scale ds k, dk += scale ds q, dv += p dout.
+void attention_backward(const Problem& problem, const RowSource& source, std::vector<double>& dq,
+                        std::vector<double>& dk, std::vector<double>& dv);
+// dq of one (batch, row, head): cost of one forward row.
+std::vector<double> grad_q_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
+                               int64_t head);
+// dk and dv of one (batch, key row, kv head): enumerates the queries that read the key, each at the
+// cost of its forward row. Returns [dk(D), dv(D)].
+std::vector<double> grad_kv_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
+                                int64_t kv_head);
+// Scores the per-row gradient of key row `pos` would compute (to budget --check).
+double grad_kv_row_cost(const Problem& problem, int64_t pos, int64_t kv_head);
+
 // A RowSource over whole tensors in memory: q [B, S, H, D], k and v [B, S, Hkv, D].
 template <class T>
 class TensorSource final : public RowSource {
  public:
-  TensorSource(const AttentionShape& shape, const T* q, const T* k, const T* v)
-      : shape_(shape), q_(q), k_(k), v_(v) {}
-  void q_row(int64_t b, int64_t pos, int64_t head, double* out) const override {
-    const T* row = q_ + ((b * shape_.seq + pos) * shape_.heads + head) * shape_.head_dim;
-    for (int64_t c = 0; c < shape_.head_dim; ++c) out[c] = static_cast<double>(row[c]);
+  TensorSource(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* dout = nullptr)
+      : shape_(shape), q_(q), k_(k), v_(v), dout_(dout) {}
+  void q_row(int64_t b, int64_t pos, int64_t head, double* out) const override { copy_row(q_, b, pos, head, out); }
+  bool has_dout() const override { return dout_ != nullptr; }
+  void dout_row(int64_t b, int64_t pos, int64_t head, double* out) const override {
+    copy_row(dout_, b, pos, head, out);
   }
   void kv_rows(int64_t b, int64_t g, StridedRange rows, double* k, double* v) const override {
     const int64_t d = shape_.head_dim;
@@ -60,10 +79,15 @@ class TensorSource final : public RowSource {
   }
 
  private:
+  void copy_row(const T* x, int64_t b, int64_t pos, int64_t head, double* out) const {
+    const T* row = x + ((b * shape_.seq + pos) * shape_.heads + head) * shape_.head_dim;
+    for (int64_t c = 0; c < shape_.head_dim; ++c) out[c] = static_cast<double>(row[c]);
+  }
   AttentionShape shape_;
   const T* q_;
   const T* k_;
   const T* v_;
+  const T* dout_;
 };
 
 }  // namespace dring::reference

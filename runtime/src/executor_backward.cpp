@@ -1,0 +1,185 @@
+// executor_backward.cpp — the backward pass of the ring executor (see executor.hpp).
+//
+// Step i moves K/V exactly as the forward pass does. The receiver computes, for the rows it got,
+// dq of its own query rows and dk, dv of those key rows into a gradient message laid out like the
+// K/V message, and sends it straight back to the rows' owner, which adds it into its dk, dv one
+// step later (so the return trip overlaps the next step's compute). Buffers: two K/V receives, one
+// K/V send, two gradient sends, two gradient receives, each as large as the largest message.
+#include <algorithm>
+#include <span>
+
+#include "dring/error.hpp"
+#include "executor_impl.hpp"
+
+namespace dring {
+
+namespace {
+
+double scores_of(const kernels::GradBlock& b) {
+  const double nq = static_cast<double>(b.n_q), nk = static_cast<double>(b.n_k);
+  return static_cast<double>(b.n_heads) * (b.causal ? nq * (nq + 1) / 2 : nq * nk);
+}
+
+}  // namespace
+
+PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
+  Impl& m = *impl_;
+  const AttentionShape& s = m.problem.shape;
+  const int64_t d = s.head_dim;
+  const ShardIndex& ix = m.index;
+  const bool causal = m.problem.config.causal;
+  PassStats stats;
+  const auto pass_start = Clock::now();
+  const comm::CommCounters before = m.transport.counters();
+
+  m.ensure(m.delta, s.batch * s.heads * ix.rows, MemCategory::kWorkspace);
+  for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+  m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+  for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+
+  // One block per (kv head, offset) run of query heads, against keys given by the caller.
+  auto query_block = [&](int64_t b, const HeadRun& heads, const StridedRange& rows) {
+    kernels::GradBlock blk;
+    const int64_t at = ix.q_at(b, rows.first, heads.first);
+    blk.q = in.forward.q + at;
+    blk.dout = in.dout + at;
+    blk.dq = out.dq + at;
+    blk.q_stride = rows.stride * s.heads * d;
+    blk.q_head_step = heads.step * d;
+    const int64_t state = ix.lse_at(b, heads.first, rows.first);
+    blk.lse = in.lse + state;
+    blk.delta = m.delta.data() + state;
+    blk.state_stride = rows.stride;
+    blk.state_head_step = heads.step * ix.rows;
+    blk.n_heads = heads.count;
+    blk.n_q = rows.count;
+    return blk;
+  };
+  auto local_blocks = [&](int p, auto&& visit) {
+    const int64_t r = m.geometry[p].r;
+    m.for_each_local_piece(p, [&](int64_t b, const StridedRange& rows, int64_t off) {
+      for (int64_t g = 0; g < s.kv_heads; ++g) {
+        const HeadRun heads = heads_with_offset(m.problem, g, off, r);
+        if (heads.count == 0) continue;
+        kernels::GradBlock blk = query_block(b, heads, rows);
+        const int64_t at = ix.kv_at(b, rows.first, g);
+        blk.k = in.forward.k + at;
+        blk.v = in.forward.v + at;
+        blk.dk = out.dk + at;
+        blk.dv = out.dv + at;
+        blk.kv_stride = blk.dkv_stride = rows.stride * s.kv_heads * d;
+        blk.n_k = rows.count;
+        blk.causal = causal;
+        visit(blk);
+      }
+    });
+  };
+  auto message_blocks = [&](const Message& msg, const float* payload, float* grads, int p, auto&& visit) {
+    for (const KvSlab& slab : msg.slabs) {
+      if (slab.pair != p) continue;
+      const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.geometry[p].r);
+      kernels::GradBlock blk = query_block(slab.batch, heads, slab.queries);
+      blk.k = payload + slab.message_row * d;
+      blk.v = payload + (msg.rows + slab.message_row) * d;
+      blk.kv_stride = d;
+      if (grads != nullptr) {
+        blk.dk = grads + slab.message_row * d;
+        blk.dv = grads + (msg.rows + slab.message_row) * d;
+      }
+      blk.dkv_stride = d;
+      blk.n_k = slab.keys.count;
+      blk.causal = false;
+      visit(blk);
+    }
+  };
+
+  std::vector<kernels::GradBlock> batch;
+  auto flush = [&]() {
+    if (batch.empty()) return;
+    m.call_scores = 0.0;
+    for (const auto& blk : batch) m.call_scores += scores_of(blk);
+    m.backend.attend_backward(batch, m.params);
+    m.done_scores += m.call_scores;
+    m.call_scores = 0.0;
+    batch.clear();
+  };
+  auto collect = [&](const kernels::GradBlock& blk) {
+    batch.push_back(blk);
+    if (batch.size() >= 8192) flush();
+  };
+  const int pairs = static_cast<int>(m.geometry.size());
+  double total = 0.0;
+  if (m.options.on_progress) {
+    auto count = [&](const kernels::GradBlock& b) { total += scores_of(b); };
+    for (int p = 0; p < pairs; ++p) {
+      local_blocks(p, count);
+      for (const PlanStep& step : m.steps) message_blocks(step.recv, nullptr, nullptr, p, count);
+    }
+  }
+  m.start_progress(total);
+
+  // Posts step i: K/V as in the forward pass, and the receive of the gradients of what this rank
+  // sends in step i.
+  auto post_step = [&](size_t i) {
+    m.post_kv(i, in.forward, stats);
+    const PlanStep& step = m.steps[i];
+    if (!step.send.empty()) {
+      std::span<float> into(m.grad_recv[i % 2].data(), 2 * step.send.rows * d);
+      m.pending_grad_recv[i % 2] =
+          m.transport.post_recv(into, (m.rank + step.shift) % m.world, grad_tag(m.world, step.shift));
+    }
+  };
+  // Adds the returned gradients of step i into this rank's dk, dv.
+  auto absorb = [&](size_t i) {
+    m.wait(m.pending_grad_recv[i % 2], stats);
+    const Message& sent = m.steps[i].send;
+    if (sent.empty()) return;
+    const auto t0 = Clock::now();
+    m.backend.add_rows(m.message_runs(sent, nullptr, nullptr, out.dk, out.dv, m.grad_recv[i % 2].data(), false), d);
+    stats.compute_ms += ms_since(t0);
+  };
+
+  auto t0 = Clock::now();
+  m.backend.delta({s.batch, ix.rows, s.heads, d, in.out, in.dout, m.delta.data()});
+  m.backend.fill_zero(out.dq, s.batch * ix.rows * s.heads * d);
+  m.backend.fill_zero(out.dk, s.batch * ix.rows * s.kv_heads * d);
+  m.backend.fill_zero(out.dv, s.batch * ix.rows * s.kv_heads * d);
+  stats.compute_ms += ms_since(t0);
+  if (!m.steps.empty()) post_step(0);
+  t0 = Clock::now();
+  for (int p = 0; p < pairs; ++p) {
+    local_blocks(p, collect);
+    flush();
+  }
+  stats.compute_ms += ms_since(t0);
+
+  for (size_t i = 0; i < m.steps.size(); ++i) {
+    m.wait(m.pending_kv_recv, stats);
+    m.wait(m.pending_kv_send, stats);
+    if (i >= 1) absorb(i - 1);  // frees grad_recv[(i+1) % 2] for step i+1
+    if (i + 1 < m.steps.size()) post_step(i + 1);
+    const PlanStep& step = m.steps[i];
+    if (step.recv.empty()) continue;
+    m.wait(m.pending_grad_send[i % 2], stats);  // step i-2's gradients have left this buffer
+    t0 = Clock::now();
+    float* grads = m.grad_send[i % 2].data();
+    m.backend.fill_zero(grads, 2 * step.recv.rows * d);
+    for (int p = 0; p < pairs; ++p) {
+      message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
+      flush();
+    }
+    stats.compute_ms += ms_since(t0);
+    std::span<const float> from(grads, 2 * step.recv.rows * d);
+    m.pending_grad_send[i % 2] =
+        m.transport.post_send(from, (m.rank - step.shift + m.world) % m.world, grad_tag(m.world, step.shift));
+  }
+  if (!m.steps.empty()) absorb(m.steps.size() - 1);
+  m.wait(m.pending_kv_recv, stats);
+  m.wait(m.pending_kv_send, stats);
+  for (auto& request : m.pending_grad_send) m.wait(request, stats);
+  m.finish(stats, pass_start, before);
+  return stats;
+}
+
+}  // namespace dring

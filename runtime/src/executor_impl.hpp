@@ -1,0 +1,103 @@
+// executor_impl.hpp — internals shared by the forward (executor.cpp) and backward
+// (executor_backward.cpp) passes of the ring executor: indexing into the shard, enumerating
+// blocks, posting steps, progress.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "dring/executor.hpp"
+#include "dring/layout.hpp"
+
+namespace dring {
+
+using Clock = std::chrono::steady_clock;
+inline double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// The query heads of kv head g that use offset o in a pair of dilation r: first, first + r, ...
+struct HeadRun {
+  int64_t first = 0;
+  int64_t count = 0;
+  int64_t step = 1;
+};
+HeadRun heads_with_offset(const Problem& problem, int64_t kv_head, int64_t offset, int64_t dilation);
+
+// Element offsets into this rank's shard tensors.
+struct ShardIndex {
+  int64_t begin = 0, rows = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t q_at(int64_t b, int64_t pos, int64_t h) const { return ((b * rows + pos - begin) * heads + h) * head_dim; }
+  int64_t kv_at(int64_t b, int64_t pos, int64_t g) const { return ((b * rows + pos - begin) * kv_heads + g) * head_dim; }
+  int64_t state_at(int64_t b, int64_t pos, int64_t h) const { return (b * rows + pos - begin) * heads + h; }
+  int64_t lse_at(int64_t b, int64_t h, int64_t pos) const { return (b * heads + h) * rows + pos - begin; }
+};
+
+// Message tags: K/V rows travel with tag `shift`, their gradients back with `world + shift`.
+inline int kv_tag(int shift) { return shift; }
+inline int grad_tag(int world, int shift) { return world + shift; }
+
+struct RingExecutor::Impl {
+  Impl(const Problem& p, comm::Transport& t, Backend& b, ExecutorOptions o);
+
+  Problem problem;
+  comm::Transport& transport;
+  Backend& backend;
+  ExecutorOptions options;
+  ExchangePlan plan;
+  int rank = 0;
+  int world = 1;
+  ShardIndex index;
+  std::vector<PlanStep> steps;
+  std::vector<PairGeometry> geometry;
+  kernels::AttendParams params;
+  int64_t largest_recv_rows = 0;
+  int64_t largest_send_rows = 0;
+
+  // Exchange buffers (allocated for the pass that needs them, then kept).
+  Buffer<float> kv_recv[2];
+  Buffer<float> kv_send;
+  Buffer<float> grad_send[2];
+  Buffer<float> grad_recv[2];
+  // Per-row scalars: forward running max and sum, backward delta.
+  Buffer<float> row_max, row_sum, delta;
+
+  std::unique_ptr<comm::Request> pending_kv_recv, pending_kv_send;
+  std::unique_ptr<comm::Request> pending_grad_recv[2], pending_grad_send[2];
+
+  // Progress: work (scores) of the pass, of finished kernel calls, of the call in flight.
+  double total_scores = 0.0, done_scores = 0.0, call_scores = 0.0;
+  Clock::time_point last_report;
+
+  static void hook(void* ctx, double fraction);
+  void poll(double fraction);
+  void start_progress(double total);
+  void finish_call(double scores);
+
+  void ensure(Buffer<float>& buffer, int64_t floats, MemCategory category);
+  // Visits every piece of pair p on this rank: (batch, selected rows, offset).
+  template <class Visit>
+  void for_each_local_piece(int p, Visit&& visit) const {
+    const PairGeometry& geom = geometry[p];
+    const int64_t end = index.begin + index.rows;
+    const int64_t offsets = std::min<int64_t>(geom.r, problem.shape.heads);  // offsets some head uses
+    for (int64_t b = 0; b < problem.shape.batch; ++b) {
+      for (int64_t seg = geom.segment_of(index.begin); seg <= geom.segment_of(end - 1); ++seg) {
+        for (int64_t off = 0; off < offsets; ++off) {
+          const StridedRange rows = geom.selected(seg, off, index.begin, end);
+          if (rows.count > 0) visit(b, rows, off);
+        }
+      }
+    }
+  }
+  // Row runs between a message payload and the shard rows of its slabs (K runs, then V runs).
+  std::vector<RowRun> message_runs(const Message& msg, const float* k, const float* v, float* k_out, float* v_out,
+                                   float* payload, bool into_payload) const;
+  // Posts step i's K/V receive and packed send.
+  void post_kv(size_t i, const ShardInputs& in, PassStats& stats);
+  void wait(std::unique_ptr<comm::Request>& request, PassStats& stats);
+  void finish(PassStats& stats, Clock::time_point start, const comm::CommCounters& before);
+};
+
+}  // namespace dring

@@ -1,0 +1,181 @@
+// test_backward.cpp — gradients: the float64 reference against central finite differences of the
+// float64 forward; per-row reference gradients against the whole-tensor ones; the fp32 CPU
+// backward kernel against float64 on strided multi-head blocks (tiled and direct paths).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "dring/kernels/cpu.hpp"
+#include "dring/kernels/reference.hpp"
+#include "test_util.hpp"
+
+namespace dring {
+namespace {
+
+double loss(const Problem& p, const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+            const std::vector<double>& dout) {
+  const reference::TensorSource<double> source(p.shape, q.data(), k.data(), v.data());
+  std::vector<double> out, lse;
+  reference::attention_forward(p, source, out, lse);
+  double l = 0.0;
+  for (size_t n = 0; n < out.size(); ++n) l += out[n] * dout[n];
+  return l;
+}
+
+std::vector<double> to_double(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+
+TEST(ReferenceGradient, MatchesFiniteDifferences) {
+  for (bool causal : {false, true}) {
+    const Problem p = test::make_problem(1, 7, 2, 1, 3, {{4, 2}, {7, 1}}, causal, 0.7);
+    auto q = to_double(test::random_tensor(7 * 2 * 3, 21)), dout = to_double(test::random_tensor(7 * 2 * 3, 24));
+    auto k = to_double(test::random_tensor(7 * 1 * 3, 22)), v = to_double(test::random_tensor(7 * 1 * 3, 23));
+    const reference::TensorSource<double> source(p.shape, q.data(), k.data(), v.data(), dout.data());
+    std::vector<double> dq, dk, dv;
+    reference::attention_backward(p, source, dq, dk, dv);
+    const double eps = 1e-6;
+    for (auto [x, grad] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
+      for (size_t n = 0; n < x->size(); ++n) {
+        const double keep = (*x)[n];
+        (*x)[n] = keep + eps;
+        const double up = loss(p, q, k, v, dout);
+        (*x)[n] = keep - eps;
+        const double down = loss(p, q, k, v, dout);
+        (*x)[n] = keep;
+        EXPECT_NEAR((*grad)[n], (up - down) / (2 * eps), 1e-7) << "element " << n << " causal " << causal;
+      }
+    }
+  }
+}
+
+TEST(ReferenceGradient, PerRowGradientsEqualTheWholeTensor) {
+  for (const auto& c : test::standard_configs()) {
+    const Problem p = test::make_problem(2, 29, c.heads, c.kv_heads, 4, c.pairs, c.causal);
+    const auto q = test::random_tensor(2 * 29 * c.heads * 4, 31), dout = test::random_tensor(2 * 29 * c.heads * 4, 34);
+    const auto k = test::random_tensor(2 * 29 * c.kv_heads * 4, 32), v = test::random_tensor(2 * 29 * c.kv_heads * 4, 33);
+    const reference::TensorSource<float> source(p.shape, q.data(), k.data(), v.data(), dout.data());
+    std::vector<double> dq, dk, dv;
+    reference::attention_backward(p, source, dq, dk, dv);
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t i = 0; i < 29; i += 3) {
+        for (int64_t h = 0; h < c.heads; ++h) {
+          const auto row = reference::grad_q_row(p, source, b, i, h);
+          for (int64_t e = 0; e < 4; ++e) ASSERT_NEAR(row[e], dq[((b * 29 + i) * c.heads + h) * 4 + e], 1e-12) << c.name;
+        }
+        for (int64_t g = 0; g < c.kv_heads; ++g) {
+          const auto row = reference::grad_kv_row(p, source, b, i, g);
+          for (int64_t e = 0; e < 4; ++e) {
+            ASSERT_NEAR(row[e], dk[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
+            ASSERT_NEAR(row[4 + e], dv[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
+          }
+        }
+      }
+    }
+  }
+}
+
+struct GradCase {
+  int64_t heads, n_q, n_k, d;
+  bool causal;
+};
+
+// One GradBlock of `heads` query heads over shared keys, strided layouts; returns the max error
+// of dq, dk, dv against float64, relative to each tensor's largest reference magnitude.
+double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads) {
+  const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d;  // q rows: heads interleaved 2*d apart
+  const int64_t kvs = 2 * c.d;
+  const auto q = test::random_tensor(c.n_q * qs, 41), dout = test::random_tensor(c.n_q * qs, 42);
+  const auto k = test::random_tensor(c.n_k * kvs, 43), v = test::random_tensor(c.n_k * kvs, 44);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  // float64 forward per (head, row) for lse and delta; float64 gradients.
+  std::vector<float> lse(c.heads * c.n_q), delta(c.heads * c.n_q);
+  std::vector<double> dq(c.n_q * qs, 0.0), dk(c.n_k * kvs, 0.0), dv(c.n_k * kvs, 0.0);
+  for (int64_t n = 0; n < c.heads; ++n) {
+    for (int64_t i = 0; i < c.n_q; ++i) {
+      const float* qi = &q[i * qs + n * hstep];
+      const float* gi = &dout[i * qs + n * hstep];
+      const int64_t keys = c.causal ? std::min(i + 1, c.n_k) : c.n_k;
+      std::vector<double> s(keys);
+      double mx = -INFINITY, den = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < c.d; ++e) dot += double(qi[e]) * k[j * kvs + e];
+        mx = std::max(mx, s[j] = dot * scale);
+      }
+      for (double x : s) den += std::exp(x - mx);
+      const double l = mx + std::log(den);
+      double dl = 0;
+      for (int64_t e = 0; e < c.d; ++e) {
+        double o = 0;
+        for (int64_t j = 0; j < keys; ++j) o += std::exp(s[j] - l) * v[j * kvs + e];
+        dl += o * gi[e];
+      }
+      lse[n * c.n_q + i] = static_cast<float>(l);
+      delta[n * c.n_q + i] = static_cast<float>(dl);
+      for (int64_t j = 0; j < keys; ++j) {
+        const double p = std::exp(s[j] - l);
+        double dp = 0;
+        for (int64_t e = 0; e < c.d; ++e) dp += double(gi[e]) * v[j * kvs + e];
+        const double ds = p * (dp - dl) * scale;
+        for (int64_t e = 0; e < c.d; ++e) {
+          dq[i * qs + n * hstep + e] += ds * k[j * kvs + e];
+          dk[j * kvs + e] += ds * qi[e];
+          dv[j * kvs + e] += p * gi[e];
+        }
+      }
+    }
+  }
+  std::vector<float> gq(c.n_q * qs, 0.0f), gk(c.n_k * kvs, 0.0f), gv(c.n_k * kvs, 0.0f);
+  kernels::GradBlock blk;
+  blk.q = q.data();
+  blk.dout = dout.data();
+  blk.dq = gq.data();
+  blk.q_stride = qs;
+  blk.q_head_step = hstep;
+  blk.lse = lse.data();
+  blk.delta = delta.data();
+  blk.state_stride = 1;
+  blk.state_head_step = c.n_q;
+  blk.n_heads = c.heads;
+  blk.n_q = c.n_q;
+  blk.k = k.data();
+  blk.v = v.data();
+  blk.kv_stride = kvs;
+  blk.dk = gk.data();
+  blk.dv = gv.data();
+  blk.dkv_stride = kvs;
+  blk.n_k = c.n_k;
+  blk.causal = c.causal;
+  kernels::AttendParams prm;
+  prm.head_dim = c.d;
+  prm.scale = scale;
+  prm.threads = threads;
+  prm.q_tile = 16;
+  prm.k_tile = 24;
+  prm.small_block_scores = small_block_scores;
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
+  kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
+  // Errors relative to the largest reference gradient of the three (with one key, dq and dk are 0
+  // up to rounding, so a per-tensor relative error would divide by noise).
+  double largest = 0.0, worst = 0.0;
+  for (const auto* want : {&dq, &dk, &dv}) {
+    for (double x : *want) largest = std::max(largest, std::abs(x));
+  }
+  for (auto [got, want] : {std::pair{&gq, &dq}, std::pair{&gk, &dk}, std::pair{&gv, &dv}}) {
+    for (size_t n = 0; n < got->size(); ++n) worst = std::max(worst, std::abs((*got)[n] - (*want)[n]));
+  }
+  return worst / largest;
+}
+
+TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
+  for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
+                           GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true}}) {
+    for (int threads : {1, 2}) {
+      EXPECT_LT(run_grad_block(c, 0, threads), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " tiled";
+    }
+    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
+  }
+}
+
+}  // namespace
+}  // namespace dring
