@@ -38,6 +38,8 @@ Parsed parse(int argc, char** argv) {
   run_app->add_option("--dilations", run.dilations, "dilation rates r1,r2,... (default: 1 each)")->delimiter(',');
   run_app->add_flag("--causal", run.causal, "causal masking");
   run_app->add_option("--scale", run.scale, "softmax scale (default 1/sqrt(head_dim))");
+  run_app->add_flag("--backward", run.backward,
+                    "also run the backward pass: dq, dk, dv for dout from the seed or the input's dout dataset");
   run_app->add_option("--backend", run.backend, "cpu, cuda or auto")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();

@@ -31,6 +31,7 @@ struct RunOptions {
   std::vector<int64_t> dilations;
   bool causal = false;
   double scale = 0.0;
+  bool backward = false;  // also the backward pass (dout from the seed, or the input's dout)
   std::string backend = "auto";
   std::string dtype = "fp32";
   int threads = 0;  // 0: cores / ranks per node

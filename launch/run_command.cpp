@@ -1,14 +1,16 @@
-// run_command.cpp — `dring run`: one distributed forward pass, timed, checked, reported.
+// run_command.cpp — `dring run`: distributed forward (and backward) passes, timed, checked, reported.
 //
 // Order of work: agree on the problem (every bad input is found here, before any file is
-// touched) -> fill or read this rank's shard -> warm-up and timed passes -> --check -> --output
-// (atomic) -> table and --json. Only the passes are timed.
+// touched) -> fill or read this rank's shard -> warm-up and timed forward passes -> with
+// --backward, dout and warm-up and timed backward passes -> --check -> --output (atomic) -> table
+// and --json. Only the passes are timed.
 #include <sched.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -29,6 +31,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Work of the --check of dk/dv rows allowed per rank (scores of reference forward rows).
+constexpr double kGradCheckBudgetScores = 2e8;
 
 AttentionConfig config_from(const RunOptions& o) {
   DRING_CHECK(!(o.segments.empty() && !o.dilations.empty()), Status::kInvalidArgument,
@@ -59,10 +64,6 @@ void check_run_options(const RunOptions& o) {
               "--dtype " << o.dtype << " is not supported by the cpu backend (it computes in fp32)");
 }
 
-AttentionShape shape_from(const ShapeOptions& s) {
-  return AttentionShape{s.batch, s.seq, s.heads, s.kv_heads.value_or(s.heads), s.head_dim};
-}
-
 // Prints "dring: <label>: 42% (5.1 s)" on stderr from rank 0, for passes longer than a few seconds.
 class ProgressPrinter {
  public:
@@ -82,6 +83,57 @@ class ProgressPrinter {
   std::string label_;
   Clock::time_point start_, last_;
 };
+
+// One warm-up pass, then `repeat` timed ones, each the slowest rank's time.
+struct Timed {
+  std::vector<double> pass_ms;
+  PassStats last;
+};
+Timed timed_passes(const char* what, int repeat, comm::Transport& transport, ProgressPrinter& progress,
+                   const std::function<PassStats()>& pass) {
+  Timed timed;
+  for (int n = 0; n <= repeat; ++n) {
+    progress.start(n == 0 ? std::string(what) + " warm-up" : std::string(what) + " " + std::to_string(n) + " of " +
+                                                                 std::to_string(repeat));
+    transport.barrier();
+    const auto t0 = Clock::now();
+    timed.last = pass();
+    const double ms = transport.allreduce_max(seconds_since(t0) * 1e3);
+    if (n > 0) timed.pass_ms.push_back(ms);
+  }
+  return timed;
+}
+
+RankStats rank_stats(int rank, const MemoryTracker& tracker, const PassStats& pass) {
+  RankStats mine;
+  mine.rank = rank;
+  const MemoryStats memory = tracker.stats();
+  mine.peak_tracked_bytes = memory.host().peak_bytes + memory.device().peak_bytes;
+  for (int c = 0; c < kMemCategoryCount; ++c) {
+    mine.peak_tracked_by_category[c] = memory.host().peak_by_category[c] + memory.device().peak_by_category[c];
+  }
+  mine.peak_rss_bytes = process_peak_rss_bytes();
+  mine.comm_sent_bytes = pass.sent_bytes;
+  mine.comm_recv_bytes = pass.recv_bytes;
+  mine.compute_ms = pass.compute_ms;
+  mine.comm_wait_ms = pass.comm_wait_ms;
+  return mine;
+}
+
+// Reads rows of dataset `name` of the input into a tensor of the shard, and checks them.
+void read_input(MPI_Comm comm, const std::string& path, const Problem& problem, const ShardBuffers& shard,
+                const char* name, Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker) {
+  const int64_t heads = (name[0] == 'k' || name[0] == 'v') ? problem.shape.kv_heads : problem.shape.heads;
+  Buffer<float> staging;
+  float* host = buffer.data();
+  if (backend.space() != MemSpace::kHost) {
+    staging = Buffer<float>(tracker, buffer.size(), MemCategory::kWorkspace);
+    host = staging.data();
+  }
+  agree(comm, [&] { h5::read_rows(path, comm, name, shard.begin, shard.rows, host); });
+  check_finite(comm, problem.shape, shard.begin, shard.rows, name, host, heads);
+  if (host != buffer.data()) backend.upload(host, buffer.data(), buffer.size());
+}
 
 void write_json_file(const std::string& path, const nlohmann::json& j) {
   const std::string temp = path + ".tmp";
@@ -115,17 +167,24 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
 
   // 1. The problem. Rank 0 inspects an input file; every rank validates the same arithmetic.
   Problem problem;
+  int64_t file[6] = {0, 0, 0, 0, 0, 0};  // B, S, H, Hkv, D, has dout
   agree(comm, [&] {
     check_run_options(o);
     problem.config = config_from(o);
-    if (o.input.empty()) problem.shape = shape_from(o.shape);
-    if (!o.input.empty() && rank == 0) problem.shape = h5::inspect_input(o.input).shape;
+    if (!o.input.empty() && rank == 0) {
+      const h5::InputDescription d = h5::inspect_input(o.input);
+      DRING_CHECK(!o.backward || d.has_dout, Status::kInvalidArgument,
+                  "--backward: " << o.input << " has no dataset 'dout' (shaped like q)");
+      const int64_t values[6] = {d.shape.batch, d.shape.seq, d.shape.heads, d.shape.kv_heads, d.shape.head_dim, d.has_dout};
+      std::copy(values, values + 6, file);
+    }
   });
-  if (!o.input.empty()) {
-    int64_t dims[5] = {problem.shape.batch, problem.shape.seq, problem.shape.heads, problem.shape.kv_heads,
-                       problem.shape.head_dim};
-    DRING_MPI_CHECK(MPI_Bcast(dims, 5, MPI_INT64_T, 0, comm));
-    problem.shape = AttentionShape{dims[0], dims[1], dims[2], dims[3], dims[4]};
+  if (o.input.empty()) {
+    const ShapeOptions& s = o.shape;
+    problem.shape = AttentionShape{s.batch, s.seq, s.heads, s.kv_heads.value_or(s.heads), s.head_dim};
+  } else {
+    DRING_MPI_CHECK(MPI_Bcast(file, 6, MPI_INT64_T, 0, comm));
+    problem.shape = AttentionShape{file[0], file[1], file[2], file[3], file[4]};
   }
   agree(comm, [&] {
     validate(problem);
@@ -141,15 +200,12 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   if (o.input.empty()) {
     fill_synthetic_shard(o.shape.seed, problem.shape, shard, *backend, tracker, threads);
   } else {
-    const std::pair<const char*, Buffer<float>*> tensors[] = {{"q", &shard.q}, {"k", &shard.k}, {"v", &shard.v}};
-    for (const auto& [name, buffer] : tensors) {
-      agree(comm, [&] { h5::read_rows(o.input, comm, name, shard.begin, shard.rows, buffer->data()); });
-      const int64_t heads = name[0] == 'q' ? problem.shape.heads : problem.shape.kv_heads;
-      check_finite(comm, problem.shape, shard.begin, shard.rows, name, buffer->data(), heads);
-    }
+    read_input(comm, o.input, problem, shard, "q", shard.q, *backend, tracker);
+    read_input(comm, o.input, problem, shard, "k", shard.k, *backend, tracker);
+    read_input(comm, o.input, problem, shard, "v", shard.v, *backend, tracker);
   }
 
-  // 3. Passes: one warm-up, then --repeat timed ones; each timed as the slowest rank's.
+  // 3. Forward passes.
   comm::MpiTransport transport(comm);
   ProgressPrinter progress(rank == 0);
   ExecutorOptions exec;
@@ -157,44 +213,42 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   exec.exchange_chunk_bytes = o.exchange_chunk_kib * 1024;
   exec.on_progress = [&progress](double fraction) { progress(fraction); };
   RingExecutor executor(problem, transport, *backend, exec);
-  std::vector<double> pass_ms;
-  PassStats last;
-  for (int pass = 0; pass <= o.repeat; ++pass) {
-    progress.start(pass == 0 ? "warm-up pass" : "pass " + std::to_string(pass) + " of " + std::to_string(o.repeat));
-    transport.barrier();
-    const auto t0 = Clock::now();
-    last = executor.forward(shard.inputs(), shard.outputs());
-    const double ms = transport.allreduce_max(seconds_since(t0) * 1e3);
-    if (pass > 0) pass_ms.push_back(ms);
-  }
+  const Timed forward = timed_passes("forward pass", o.repeat, transport, progress,
+                                     [&] { return executor.forward(shard.inputs(), shard.outputs()); });
 
-  // 4. The report.
   RunReport report;
   report.problem = problem;
   report.world_size = world;
   report.threads = threads;
   report.repeat = o.repeat;
+  report.backend = backend->name();
   report.input = o.input.empty() ? "synthetic seed " + std::to_string(o.shape.seed) : o.input;
   report.transport = transport.name();
-  report.pass_ms = pass_ms;
-  std::vector<double> sorted = pass_ms;
-  std::sort(sorted.begin(), sorted.end());
-  report.time_ms = sorted.size() % 2 ? sorted[sorted.size() / 2]
-                                     : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+  report.pass_ms = forward.pass_ms;
+  report.time_ms = median(forward.pass_ms);
   report.tokens_per_s = static_cast<double>(problem.shape.batch * problem.shape.seq) / (report.time_ms * 1e-3);
   report.flops = problem.forward_flops();
-  report.steps = static_cast<int64_t>(transport.allreduce_max(static_cast<double>(last.steps)));
-  RankStats mine;
-  mine.rank = rank;
-  const MemoryStats memory = tracker.stats();
-  mine.peak_tracked_bytes = memory.host().peak_bytes;
-  mine.peak_tracked_by_category = memory.host().peak_by_category;
-  mine.peak_rss_bytes = process_peak_rss_bytes();
-  mine.comm_sent_bytes = last.sent_bytes;
-  mine.comm_recv_bytes = last.recv_bytes;
-  mine.compute_ms = last.compute_ms;
-  mine.comm_wait_ms = last.comm_wait_ms;
-  report.ranks = gather_rank_stats(comm, mine);
+  report.steps = static_cast<int64_t>(transport.allreduce_max(static_cast<double>(forward.last.steps)));
+  report.ranks = gather_rank_stats(comm, rank_stats(rank, tracker, forward.last));
+
+  // 4. Backward passes, with their own memory peaks.
+  if (o.backward) {
+    allocate_gradients(problem.shape, backend->allocator(), shard);
+    if (o.input.empty()) {
+      fill_synthetic_tensor(o.shape.seed, TensorId::kDout, problem.shape, shard, shard.dout, *backend, tracker, threads);
+    } else {
+      read_input(comm, o.input, problem, shard, "dout", shard.dout, *backend, tracker);
+    }
+    tracker.reset_peaks();
+    const Timed backward = timed_passes("backward pass", o.repeat, transport, progress,
+                                        [&] { return executor.backward(shard.grad_inputs(), shard.grad_outputs()); });
+    BackwardReport b;
+    b.pass_ms = backward.pass_ms;
+    b.time_ms = median(backward.pass_ms);
+    b.flops = 2.5 * report.flops;
+    b.ranks = gather_rank_stats(comm, rank_stats(rank, tracker, backward.last));
+    report.backward = b;
+  }
 
   // 5. --check against the float64 reference, which regenerates or reads the rows it needs.
   if (o.check) {
@@ -208,24 +262,37 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
         source = std::make_unique<h5::FileRowSource>(o.input);
       }
     });
+    DRING_CHECK(backend->space() == MemSpace::kHost, Status::kInternal, "--check reads results in host memory");
     report.check = check_rows(problem, layout, rank, shard.out.data(), shard.lse.data(), *source, rows, tolerance, comm);
+    if (report.backward) {
+      report.backward->check = check_gradient_rows(problem, layout, rank, shard.dq.data(), shard.dk.data(),
+                                                   shard.dv.data(), *source, rows, tolerance,
+                                                   kGradCheckBudgetScores, comm);
+    }
   }
 
   // 6. --output, written under a temporary name and renamed when complete.
   if (!o.output.empty()) {
-    h5::OutputFile file(o.output, comm);
+    h5::OutputFile out(o.output, comm);
     const AttentionShape& s = problem.shape;
+    const std::vector<int64_t> q_dims{s.batch, s.seq, s.heads, s.head_dim}, kv_dims{s.batch, s.seq, s.kv_heads, s.head_dim};
     agree(comm, [&] {
-      file.write_rows("out", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.out.data());
-      file.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows, shard.lse.data());
+      out.write_rows("out", q_dims, 1, shard.begin, shard.rows, shard.out.data());
+      out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows, shard.lse.data());
+      if (o.backward) {
+        out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, shard.dq.data());
+        out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, shard.dk.data());
+        out.write_rows("dv", kv_dims, 1, shard.begin, shard.rows, shard.dv.data());
+      }
       h5::RunAttributes attributes;
       attributes.problem = problem;
       attributes.world_size = world;
+      attributes.backend = backend->name();
       if (o.input.empty()) attributes.seed = o.shape.seed;
       attributes.input = o.input;
-      file.write_attributes(attributes);
+      out.write_attributes(attributes);
     });
-    file.commit();
+    out.commit();
   }
 
   // 7. Table and JSON from rank 0.
@@ -234,10 +301,12 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     if (!o.quiet) std::fputs(format_table(report).c_str(), stdout);
     if (!o.json.empty()) write_json_file(o.json, to_json(report));
   });
-  if (report.check && !report.check->passed) {
+  const bool forward_ok = !report.check || report.check->passed;
+  const bool backward_ok = !report.backward || !report.backward->check || report.backward->check->result.passed;
+  if (!forward_ok || !backward_ok) {
     throw CollectiveError(Status::kCheckFailed,
-                          "--check failed: max rel err " + std::to_string(report.check->max_rel_err) +
-                              " exceeds the tolerance " + std::to_string(report.check->tolerance),
+                          std::string("--check failed: the ") + (forward_ok ? "gradients differ" : "output differs") +
+                              " from the float64 reference beyond the tolerance (see the report)",
                           -1);
   }
   return 0;

@@ -80,4 +80,48 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
   return all;
 }
 
+GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
+                                    const float* dk, const float* dv, const reference::RowSource& source,
+                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_scores,
+                                    MPI_Comm comm) {
+  const AttentionShape& s = problem.shape;
+  const int64_t d = s.head_dim, begin = layout.begin(rank), n = layout.size(rank);
+  double max_err = 0.0, max_ref = 0.0, spent = 0.0;
+  int64_t q_rows = 0, kv_rows = 0;
+  auto compare = [&](const std::vector<double>& want, const float* got) {
+    for (int64_t c = 0; c < d; ++c) {
+      const double err = std::abs(static_cast<double>(got[c]) - want[c]);
+      max_err = std::max(max_err, std::isfinite(err) ? err : std::numeric_limits<double>::infinity());
+      max_ref = std::max(max_ref, std::abs(want[c]));
+    }
+  };
+  for (const RowId& row : rows) {
+    if (layout.owner(row.pos) != rank) continue;
+    const int64_t i = row.pos - begin;
+    compare(reference::grad_q_row(problem, source, row.batch, row.pos, row.head),
+            dq + ((row.batch * n + i) * s.heads + row.head) * d);
+    ++q_rows;
+    const int64_t g = problem.kv_head_of(row.head);
+    const double cost = reference::grad_kv_row_cost(problem, row.pos, g);
+    if (spent + cost > kv_budget_scores) continue;
+    spent += cost;
+    const std::vector<double> kv = reference::grad_kv_row(problem, source, row.batch, row.pos, g);
+    const int64_t at = ((row.batch * n + i) * s.kv_heads + g) * d;
+    compare(std::vector<double>(kv.begin(), kv.begin() + d), dk + at);
+    compare(std::vector<double>(kv.begin() + d, kv.end()), dv + at);
+    ++kv_rows;
+  }
+  GradCheckResult all;
+  all.result.tolerance = tolerance;
+  double reduced[2] = {0.0, 0.0};
+  const double mine[2] = {max_err, max_ref};
+  DRING_MPI_CHECK(MPI_Allreduce(mine, reduced, 2, MPI_DOUBLE, MPI_MAX, comm));
+  DRING_MPI_CHECK(MPI_Allreduce(&q_rows, &all.result.rows, 1, MPI_INT64_T, MPI_SUM, comm));
+  DRING_MPI_CHECK(MPI_Allreduce(&kv_rows, &all.kv_rows, 1, MPI_INT64_T, MPI_SUM, comm));
+  all.result.max_abs_err = reduced[0];
+  all.result.max_rel_err = reduced[0] / std::max(reduced[1], std::numeric_limits<double>::min());
+  all.result.passed = all.result.max_rel_err <= tolerance;
+  return all;
+}
+
 }  // namespace dring

@@ -304,6 +304,11 @@ void OutputFile::commit() {
   committed_ = true;
 }
 
+bool has_dataset(const std::string& path, const char* name) {
+  Handle file = open_serial(path);
+  return H5Lexists(file.get(), name, H5P_DEFAULT) > 0;
+}
+
 RunAttributes read_attributes(const std::string& path) {
   Handle file = open_serial(path);
   RunAttributes a;

@@ -35,6 +35,55 @@ std::string format_bytes(int64_t bytes) {
   return text;
 }
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+namespace {
+
+nlohmann::json ranks_json(const std::vector<RankStats>& ranks) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const RankStats& k : ranks) {
+    nlohmann::json by_category;
+    for (int c = 0; c < kMemCategoryCount; ++c) {
+      by_category[mem_category_name(static_cast<MemCategory>(c))] = k.peak_tracked_by_category[c];
+    }
+    out.push_back({{"rank", k.rank},
+                   {"peak_tracked_bytes", k.peak_tracked_bytes},
+                   {"peak_tracked_by_category", by_category},
+                   {"peak_rss_bytes", k.peak_rss_bytes},
+                   {"comm_sent_bytes", k.comm_sent_bytes},
+                   {"comm_recv_bytes", k.comm_recv_bytes},
+                   {"compute_ms", k.compute_ms},
+                   {"comm_wait_ms", k.comm_wait_ms}});
+  }
+  return out;
+}
+
+nlohmann::json check_json(const CheckResult& c) {
+  return {{"rows", c.rows},
+          {"max_abs_err", c.max_abs_err},
+          {"max_rel_err", c.max_rel_err},
+          {"tolerance", c.tolerance},
+          {"passed", c.passed}};
+}
+
+void print_rank_rows(std::ostringstream& out, const std::vector<RankStats>& ranks) {
+  char line[256];
+  out << "rank  peak tracked  peak RSS     sent         received     compute ms  wait ms\n";
+  for (const RankStats& k : ranks) {
+    std::snprintf(line, sizeof line, "%-5d %-13s %-12s %-12s %-12s %-11.2f %.2f\n", k.rank,
+                  format_bytes(k.peak_tracked_bytes).c_str(), format_bytes(k.peak_rss_bytes).c_str(),
+                  format_bytes(k.comm_sent_bytes).c_str(), format_bytes(k.comm_recv_bytes).c_str(), k.compute_ms,
+                  k.comm_wait_ms);
+    out << line;
+  }
+}
+
+}  // namespace
+
 nlohmann::json to_json(const RunReport& r) {
   const AttentionShape& s = r.problem.shape;
   nlohmann::json j;
@@ -65,28 +114,21 @@ nlohmann::json to_json(const RunReport& r) {
   j["flops"] = r.flops;
   j["gflops_per_s"] = r.time_ms > 0 ? r.flops / (r.time_ms * 1e6) : 0.0;
   j["steps"] = r.steps;
-  nlohmann::json ranks = nlohmann::json::array();
-  for (const RankStats& k : r.ranks) {
-    nlohmann::json by_category;
-    for (int c = 0; c < kMemCategoryCount; ++c) {
-      by_category[mem_category_name(static_cast<MemCategory>(c))] = k.peak_tracked_by_category[c];
+  j["ranks"] = ranks_json(r.ranks);
+  if (r.check) j["check"] = check_json(*r.check);
+  if (r.backward) {
+    const BackwardReport& b = *r.backward;
+    nlohmann::json back = {{"time_ms", b.time_ms},
+                           {"pass_ms", b.pass_ms},
+                           {"flops", b.flops},
+                           {"gflops_per_s", b.time_ms > 0 ? b.flops / (b.time_ms * 1e6) : 0.0},
+                           {"backward_over_forward", r.time_ms > 0 ? b.time_ms / r.time_ms : 0.0},
+                           {"ranks", ranks_json(b.ranks)}};
+    if (b.check) {
+      back["check"] = check_json(b.check->result);
+      back["check"]["kv_rows"] = b.check->kv_rows;
     }
-    ranks.push_back({{"rank", k.rank},
-                     {"peak_tracked_bytes", k.peak_tracked_bytes},
-                     {"peak_tracked_by_category", by_category},
-                     {"peak_rss_bytes", k.peak_rss_bytes},
-                     {"comm_sent_bytes", k.comm_sent_bytes},
-                     {"comm_recv_bytes", k.comm_recv_bytes},
-                     {"compute_ms", k.compute_ms},
-                     {"comm_wait_ms", k.comm_wait_ms}});
-  }
-  j["ranks"] = ranks;
-  if (r.check) {
-    j["check"] = {{"rows", r.check->rows},
-                  {"max_abs_err", r.check->max_abs_err},
-                  {"max_rel_err", r.check->max_rel_err},
-                  {"tolerance", r.check->tolerance},
-                  {"passed", r.check->passed}};
+    j["backward"] = back;
   }
   return j;
 }
@@ -107,19 +149,28 @@ std::string format_table(const RunReport& r) {
                 r.time_ms, r.repeat, r.tokens_per_s, r.time_ms > 0 ? r.flops / (r.time_ms * 1e6) : 0.0,
                 static_cast<long long>(r.steps));
   out << line;
-  out << "rank  peak tracked  peak RSS     sent         received     compute ms  wait ms\n";
-  for (const RankStats& k : r.ranks) {
-    std::snprintf(line, sizeof line, "%-5d %-13s %-12s %-12s %-12s %-11.2f %.2f\n", k.rank,
-                  format_bytes(k.peak_tracked_bytes).c_str(), format_bytes(k.peak_rss_bytes).c_str(),
-                  format_bytes(k.comm_sent_bytes).c_str(), format_bytes(k.comm_recv_bytes).c_str(), k.compute_ms,
-                  k.comm_wait_ms);
-    out << line;
-  }
+  print_rank_rows(out, r.ranks);
   if (r.check) {
     std::snprintf(line, sizeof line, "check:     %lld rows vs float64, max abs err %.3g, max rel err %.3g (tolerance %.1g): %s\n",
                   static_cast<long long>(r.check->rows), r.check->max_abs_err, r.check->max_rel_err, r.check->tolerance,
                   r.check->passed ? "passed" : "FAILED");
     out << line;
+  }
+  if (r.backward) {
+    const BackwardReport& b = *r.backward;
+    std::snprintf(line, sizeof line, "backward:  %.2f ms (max over ranks, median of %d)  %.2f GFLOP/s  %.2fx the forward time\n",
+                  b.time_ms, r.repeat, b.time_ms > 0 ? b.flops / (b.time_ms * 1e6) : 0.0,
+                  r.time_ms > 0 ? b.time_ms / r.time_ms : 0.0);
+    out << line;
+    print_rank_rows(out, b.ranks);
+    if (b.check) {
+      std::snprintf(line, sizeof line,
+                    "check:     dq of %lld rows, dk/dv of %lld rows vs float64, max abs err %.3g, max rel err %.3g (tolerance %.1g): %s\n",
+                    static_cast<long long>(b.check->result.rows), static_cast<long long>(b.check->kv_rows),
+                    b.check->result.max_abs_err, b.check->result.max_rel_err, b.check->result.tolerance,
+                    b.check->result.passed ? "passed" : "FAILED");
+      out << line;
+    }
   }
   return out.str();
 }

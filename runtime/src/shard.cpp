@@ -24,30 +24,38 @@ ShardBuffers allocate_shard(const AttentionShape& s, int64_t begin, int64_t rows
   shard.v = Buffer<float>(allocator, kv_elems, MemCategory::kInputs);
   shard.out = Buffer<float>(allocator, q_elems, MemCategory::kOutputs);
   shard.lse = Buffer<float>(allocator, s.batch * s.heads * rows, MemCategory::kOutputs);
-  if (backward) {
-    shard.dout = Buffer<float>(allocator, q_elems, MemCategory::kInputs);
-    shard.dq = Buffer<float>(allocator, q_elems, MemCategory::kOutputs);
-    shard.dk = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
-    shard.dv = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
-  }
+  if (backward) allocate_gradients(s, allocator, shard);
   return shard;
+}
+
+void allocate_gradients(const AttentionShape& s, Allocator& allocator, ShardBuffers& shard) {
+  const int64_t q_elems = s.batch * shard.rows * s.heads * s.head_dim;
+  const int64_t kv_elems = s.batch * shard.rows * s.kv_heads * s.head_dim;
+  shard.dout = Buffer<float>(allocator, q_elems, MemCategory::kInputs);
+  shard.dq = Buffer<float>(allocator, q_elems, MemCategory::kOutputs);
+  shard.dk = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
+  shard.dv = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
+}
+
+void fill_synthetic_tensor(uint64_t seed, TensorId id, const AttentionShape& shape, const ShardBuffers& shard,
+                           Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker, int threads) {
+  if (buffer.size() == 0) return;
+  if (backend.space() == MemSpace::kHost) {
+    fill_synthetic(seed, id, shape, shard.begin, shard.rows, buffer.data(), threads);
+    return;
+  }
+  Buffer<float> staging(tracker, buffer.size(), MemCategory::kWorkspace);
+  fill_synthetic(seed, id, shape, shard.begin, shard.rows, staging.data(), threads);
+  backend.upload(staging.data(), buffer.data(), buffer.size());
+  backend.synchronize();
 }
 
 void fill_synthetic_shard(uint64_t seed, const AttentionShape& shape, ShardBuffers& shard, Backend& backend,
                           MemoryTracker& tracker, int threads) {
-  const std::pair<TensorId, Buffer<float>*> tensors[] = {
-      {TensorId::kQ, &shard.q}, {TensorId::kK, &shard.k}, {TensorId::kV, &shard.v}, {TensorId::kDout, &shard.dout}};
-  for (const auto& [id, buffer] : tensors) {
-    if (buffer->size() == 0) continue;
-    if (backend.space() == MemSpace::kHost) {
-      fill_synthetic(seed, id, shape, shard.begin, shard.rows, buffer->data(), threads);
-    } else {
-      Buffer<float> staging(tracker, buffer->size(), MemCategory::kWorkspace);
-      fill_synthetic(seed, id, shape, shard.begin, shard.rows, staging.data(), threads);
-      backend.upload(staging.data(), buffer->data(), buffer->size());
-    }
-  }
-  backend.synchronize();
+  fill_synthetic_tensor(seed, TensorId::kQ, shape, shard, shard.q, backend, tracker, threads);
+  fill_synthetic_tensor(seed, TensorId::kK, shape, shard, shard.k, backend, tracker, threads);
+  fill_synthetic_tensor(seed, TensorId::kV, shape, shard, shard.v, backend, tracker, threads);
+  fill_synthetic_tensor(seed, TensorId::kDout, shape, shard, shard.dout, backend, tracker, threads);
 }
 
 void check_finite(MPI_Comm comm, const AttentionShape& s, int64_t begin, int64_t rows, const char* name,

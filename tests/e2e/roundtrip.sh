@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HDF5 round trip through the CLI: `dring generate` writes inputs, `mpirun -np K dring run --input
-# --output` for K = 1..4 writes out and lse, and
+# --output` for K = 1..4 writes out and lse (and dq, dk, dv for the --backward cases), and
 #  - `dring verify --rows 0` holds every row of every output to the float64 definition;
 #  - every K's output equals the one-rank output to float32 rounding (h5diff);
 #  - synthetic inputs from --seed give exactly the output of the same inputs read from the file.
@@ -22,6 +22,8 @@ cases=(
   "dilated_causal|--seq 97 --heads 4 --head-dim 12 --dtype fp64|--segments 16,48,200 --dilations 1,3,4 --causal"
   "gqa_causal|--seq 101 --heads 6 --kv-heads 2 --head-dim 8|--segments 20,60 --dilations 2,4 --causal --scale 0.3"
   "dense_causal_gqa|--seq 97 --heads 4 --kv-heads 1 --head-dim 16|--causal"
+  "backward_dilated|--seq 101 --batch 2 --heads 4 --kv-heads 2 --head-dim 8 --dout|--segments 8,24,128 --dilations 1,2,4 --backward"
+  "backward_causal|--seq 97 --heads 3 --head-dim 16 --dout|--segments 32,97 --dilations 2,1 --causal --backward"
 )
 for entry in "${cases[@]}"; do
   IFS='|' read -r name gen run <<<"$entry"
@@ -36,7 +38,9 @@ for entry in "${cases[@]}"; do
       fail "$name: $k-rank output differs from the float64 definition"
     fi
     if [ "$k" -gt 1 ]; then
-      for ds in out lse; do
+      datasets="out lse"
+      [[ "$run" == *--backward* ]] && datasets="out lse dq dk dv"
+      for ds in $datasets; do
         if ! h5diff -d 2e-6 "$work/$name.1.h5" "$work/$name.$k.h5" "/$ds" "/$ds" >"$work/diff" 2>&1; then
           fail "$name: /$ds on $k ranks differs from 1 rank"; head -5 "$work/diff"
         fi
@@ -46,9 +50,9 @@ for entry in "${cases[@]}"; do
   # The same inputs from the seed: bit-identical output (same data, same rank count, same order).
   if [[ "$gen" != *fp64* ]]; then
     # shellcheck disable=SC2086
-    timeout 300 mpirun -q -np 3 "$dring" run $gen --seed 11 $run --output "$work/$name.seed.h5" --quiet ||
+    timeout 300 mpirun -q -np 3 "$dring" run ${gen/--dout/} --seed 11 $run --output "$work/$name.seed.h5" --quiet ||
       fail "$name: synthetic run"
-    for ds in out lse; do
+    for ds in $datasets; do
       h5diff "$work/$name.3.h5" "$work/$name.seed.h5" "/$ds" "/$ds" >/dev/null 2>&1 ||
         fail "$name: /$ds from --seed differs from the generated file"
     done

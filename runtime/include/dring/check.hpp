@@ -48,4 +48,17 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
                        const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
                        MPI_Comm comm);
 
+// Collective: the gradients of the sampled rows against the float64 reference: dq of every sampled
+// (row, head), and dk, dv of the sampled rows' kv heads while their reference cost (each key row
+// needs the forward rows of all queries that read it) stays within `kv_budget_scores` per rank.
+// Errors are relative to the largest reference gradient element among the checked rows.
+struct GradCheckResult {
+  CheckResult result;
+  int64_t kv_rows = 0;  // key rows whose dk, dv were checked
+};
+GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
+                                    const float* dk, const float* dv, const reference::RowSource& source,
+                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_scores,
+                                    MPI_Comm comm);
+
 }  // namespace dring

@@ -68,6 +68,9 @@ class OutputFile {
   bool committed_ = false;
 };
 
+// Serial: whether the file has a dataset of this name.
+bool has_dataset(const std::string& path, const char* name);
+
 // Reads the configuration attributes of an output written by `dring run`.
 RunAttributes read_attributes(const std::string& path);
 

@@ -29,6 +29,15 @@ struct RankStats {
   std::array<int64_t, kMemCategoryCount> peak_tracked_by_category{};
 };
 
+// The backward pass of a run (dring run --backward), measured after the forward passes.
+struct BackwardReport {
+  double time_ms = 0.0;         // median over passes of the max over ranks
+  std::vector<double> pass_ms;
+  double flops = 0.0;           // 2.5x the forward FLOPs: five products per score instead of two
+  std::vector<RankStats> ranks;  // peaks measured over the backward passes only; rank 0 only
+  std::optional<GradCheckResult> check;
+};
+
 struct RunReport {
   Problem problem;
   int world_size = 1;
@@ -45,7 +54,11 @@ struct RunReport {
   int64_t steps = 0;               // exchange steps of the busiest rank
   std::vector<RankStats> ranks;    // complete on rank 0 only
   std::optional<CheckResult> check;
+  std::optional<BackwardReport> backward;
 };
+
+// Median of a non-empty list.
+double median(std::vector<double> values);
 
 // Collective: every rank's stats, on rank 0 (empty elsewhere).
 std::vector<RankStats> gather_rank_stats(MPI_Comm comm, const RankStats& mine);

@@ -9,6 +9,7 @@
 #include "dring/config.hpp"
 #include "dring/executor.hpp"
 #include "dring/memory.hpp"
+#include "dring/synthetic.hpp"
 
 namespace dring {
 
@@ -30,11 +31,16 @@ struct ShardBuffers {
 
 ShardBuffers allocate_shard(const AttentionShape& shape, int64_t begin, int64_t rows, Allocator& allocator,
                             bool backward = false);
+// Adds dout, dq, dk and dv to a forward shard (so the forward pass is measured without them).
+void allocate_gradients(const AttentionShape& shape, Allocator& allocator, ShardBuffers& shard);
 
-// Fills q, k, v (and dout, when allocated) of the shard from the seed (see synthetic.hpp),
-// through a host staging buffer when the backend's memory is not the host's.
+// Fills q, k, v and dout (those allocated) of the shard from the seed (see synthetic.hpp), through
+// a host staging buffer when the backend's memory is not the host's.
 void fill_synthetic_shard(uint64_t seed, const AttentionShape& shape, ShardBuffers& shard, Backend& backend,
                           MemoryTracker& tracker, int threads);
+// Fills one tensor of the shard (q, k, v or dout) the same way.
+void fill_synthetic_tensor(uint64_t seed, TensorId id, const AttentionShape& shape, const ShardBuffers& shard,
+                           Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker, int threads);
 
 // Collective: throws CollectiveError on every rank if any rank's rows of tensor `name` (host
 // memory, [B, rows, heads, D]) hold a NaN or Inf, naming the first such element of the whole
