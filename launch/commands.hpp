@@ -68,7 +68,4 @@ int generate_command(MPI_Comm comm, const GenerateOptions& options);
 int verify_command(MPI_Comm comm, const VerifyOptions& options);
 int summarize_command(MPI_Comm comm, const SummarizeOptions& options);
 
-// Threads per rank when not given: the cores this rank may use, shared among the ranks of its node.
-int default_threads(MPI_Comm comm);
-
 }  // namespace dring::cli

@@ -5,6 +5,7 @@
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/hdf5_io.hpp"
 #include "dring/layout.hpp"
+#include "dring/node.hpp"
 #include "dring/shard.hpp"
 #include "dring/synthetic.hpp"
 

@@ -4,15 +4,12 @@
 // touched) -> fill or read this rank's shard -> warm-up and timed forward passes -> with
 // --backward, dout and warm-up and timed backward passes -> --check -> --output (atomic) -> table
 // and --json. Only the passes are timed.
-#include <sched.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <thread>
 
 #include "commands.hpp"
 #include "dring/check.hpp"
@@ -20,6 +17,7 @@
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/executor.hpp"
 #include "dring/hdf5_io.hpp"
+#include "dring/node.hpp"
 #include "dring/report.hpp"
 #include "dring/shard.hpp"
 #include "dring/synthetic.hpp"
@@ -147,18 +145,6 @@ void write_json_file(const std::string& path, const nlohmann::json& j) {
 }
 
 }  // namespace
-
-int default_threads(MPI_Comm comm) {
-  MPI_Comm node = MPI_COMM_NULL;
-  DRING_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int local_ranks = 1;
-  MPI_Comm_size(node, &local_ranks);
-  MPI_Comm_free(&node);
-  cpu_set_t set;
-  const int allowed = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  return std::max(1, std::min(allowed, cores / local_ranks));
-}
 
 int run_command(MPI_Comm comm, const RunOptions& o) {
   int rank = 0, world = 1;

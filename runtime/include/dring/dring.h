@@ -1,0 +1,120 @@
+/* dring.h — the C ABI of dring: distributed dilated (LongNet) ring attention, forward and
+ * backward, for trainers that embed the runtime.
+ *
+ * Model. A context binds one attention problem (shape + configuration) to the caller's MPI
+ * communicator. The sequence is sharded over the communicator's ranks: rank t owns rows
+ * [begin, begin + rows) (dring_shard_range), and every tensor passed to dring_forward and
+ * dring_backward is that rank's shard, contiguous, row-major, caller-owned:
+ *   q, out, dout, dq  [batch, rows, heads,    head_dim]   float32
+ *   k, v, dk, dv      [batch, rows, kv_heads, head_dim]   float32
+ *   lse               [batch, heads, rows]                float32, natural log
+ * dring never keeps a pointer after a call returns.
+ *
+ * Collectives. dring_context_create, dring_forward, dring_backward and dring_context_destroy are
+ * collective over the communicator: every rank calls them, in the same order, with the same
+ * problem. Argument errors are agreed among the ranks first, so every rank returns the same
+ * status. A failure while data is moving (a dead peer) leaves the communicator unusable; abort.
+ *
+ * Threads. MPI must be initialised (MPI_Init_thread with at least MPI_THREAD_FUNNELED) before a
+ * context is created. One context serves one thread at a time; dring calls MPI only from the
+ * calling thread and runs its kernels on `threads` OpenMP threads.
+ *
+ * Errors. Every function returns a dring_status; no C++ exception crosses this interface. The
+ * message of the last failure on the calling thread is dring_last_error().
+ *
+ * Streams. The CPU backend is synchronous: results are complete when a call returns.
+ */
+#ifndef DRING_DRING_H
+#define DRING_DRING_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define DRING_API __attribute__((visibility("default")))
+#else
+#define DRING_API
+#endif
+
+/* Status codes; the values are part of the ABI. */
+typedef enum dring_status {
+  DRING_OK = 0,
+  DRING_INVALID_ARGUMENT = 1,
+  DRING_IO_ERROR = 2,
+  DRING_COMM_ERROR = 3,
+  DRING_DEVICE_ERROR = 4,
+  DRING_OUT_OF_MEMORY = 5,
+  DRING_UNSUPPORTED = 6,
+  DRING_CHECK_FAILED = 7,
+  DRING_INTERNAL = 8
+} dring_status;
+
+typedef enum dring_backend { DRING_BACKEND_CPU = 0, DRING_BACKEND_CUDA = 1 } dring_backend;
+
+/* The function (docs/math.md). num_pairs == 0 means dense attention. */
+typedef struct dring_problem {
+  int64_t batch;
+  int64_t seq;
+  int64_t heads;
+  int64_t kv_heads; /* divides heads */
+  int64_t head_dim;
+  int64_t num_pairs;
+  const int64_t* segments;  /* num_pairs segment lengths, each >= 1 */
+  const int64_t* dilations; /* num_pairs dilation rates, each >= 1, dividing its segment */
+  int causal;               /* 0 or 1 */
+  double scale;             /* 0: 1/sqrt(head_dim) */
+} dring_problem;
+
+typedef struct dring_options {
+  dring_backend backend;        /* DRING_BACKEND_CPU (default) */
+  int threads;                  /* kernel threads per rank; 0: cores of the node / ranks on it */
+  int64_t exchange_chunk_bytes; /* cap on one message; 0: automatic (1/16 of a shard's K and V) */
+  void* cuda_stream;            /* cudaStream_t for the CUDA backend; NULL: the default stream */
+} dring_options;
+
+typedef struct dring_context dring_context; /* opaque */
+
+/* Fills *options with the defaults. */
+DRING_API void dring_options_init(dring_options* options);
+
+/* Collective. On success *context is a new context; on failure it is NULL. `options` may be NULL. */
+DRING_API dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm,
+                                            const dring_options* options, dring_context** context);
+/* The same, with the communicator as a Fortran handle (MPI_Comm_c2f; mpi4py: comm.py2f()), for
+ * language bindings that cannot name an MPI_Comm. */
+DRING_API dring_status dring_context_create_f(const dring_problem* problem, MPI_Fint comm,
+                                              const dring_options* options, dring_context** context);
+/* Collective. NULL is ignored. */
+DRING_API void dring_context_destroy(dring_context* context);
+
+/* This rank's rows of the sequence. Local, no communication. */
+DRING_API dring_status dring_shard_range(const dring_context* context, int64_t* begin, int64_t* rows);
+
+/* Collective. out and lse of this rank's rows. */
+DRING_API dring_status dring_forward(dring_context* context, const float* q, const float* k, const float* v, float* out,
+                                     float* lse);
+
+/* Collective. The exact gradient of dring_forward for the given dout; out and lse are those the
+ * forward pass returned. dq, dk and dv are overwritten. */
+DRING_API dring_status dring_backward(dring_context* context, const float* q, const float* k, const float* v,
+                                      const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                                      float* dv);
+
+/* Bytes this rank's tracked memory peaked at since the context was created (all categories). */
+DRING_API int64_t dring_peak_tracked_bytes(const dring_context* context);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next call. */
+DRING_API const char* dring_last_error(void);
+DRING_API const char* dring_status_string(dring_status status);
+/* "0.1.0" */
+DRING_API const char* dring_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DRING_DRING_H */

@@ -1,0 +1,186 @@
+// c_api.cpp — the C ABI (dring/dring.h) over the C++ runtime. Every entry point catches every
+// exception and turns it into a status and a thread-local message; collective entry points agree
+// on argument errors first, so every rank returns the same status instead of some waiting.
+#include "dring/dring.h"
+
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "dring/backend.hpp"
+#include "dring/collective.hpp"
+#include "dring/comm/mpi_transport.hpp"
+#include "dring/config.h"
+#include "dring/executor.hpp"
+#include "dring/node.hpp"
+
+struct dring_context {
+  dring::Problem problem;
+  dring::MemoryTracker tracker;
+  std::unique_ptr<dring::comm::MpiTransport> transport;
+  std::unique_ptr<dring::Backend> backend;
+  std::unique_ptr<dring::RingExecutor> executor;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+// Runs body; any exception becomes a status and last_error.
+template <class Body>
+dring_status guarded(Body&& body) {
+  try {
+    body();
+    last_error.clear();
+    return DRING_OK;
+  } catch (const dring::Error& e) {
+    last_error = e.what();
+    return static_cast<dring_status>(e.status());
+  } catch (const std::bad_alloc&) {
+    last_error = "out of memory";
+    return DRING_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return DRING_INTERNAL;
+  } catch (...) {
+    last_error = "unknown error";
+    return DRING_INTERNAL;
+  }
+}
+
+dring::Problem to_problem(const dring_problem* p) {
+  DRING_CHECK(p != nullptr, dring::Status::kInvalidArgument, "problem is NULL");
+  DRING_CHECK(p->num_pairs >= 0, dring::Status::kInvalidArgument, "num_pairs must not be negative");
+  DRING_CHECK(p->num_pairs == 0 || (p->segments != nullptr && p->dilations != nullptr), dring::Status::kInvalidArgument,
+              "segments and dilations must point to num_pairs values");
+  dring::Problem problem;
+  problem.shape = dring::AttentionShape{p->batch, p->seq, p->heads, p->kv_heads, p->head_dim};
+  for (int64_t i = 0; i < p->num_pairs; ++i) problem.config.pairs.push_back({p->segments[i], p->dilations[i]});
+  problem.config.causal = p->causal != 0;
+  problem.config.scale = p->scale;
+  dring::validate(problem);
+  return problem;
+}
+
+void require(bool ok, const char* what) {
+  DRING_CHECK(ok, dring::Status::kInvalidArgument, what);
+}
+
+}  // namespace
+
+extern "C" {
+
+void dring_options_init(dring_options* options) {
+  if (options == nullptr) return;
+  options->backend = DRING_BACKEND_CPU;
+  options->threads = 0;
+  options->exchange_chunk_bytes = 0;
+  options->cuda_stream = nullptr;
+}
+
+dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, const dring_options* options,
+                                  dring_context** context) {
+  if (context != nullptr) *context = nullptr;
+  return guarded([&] {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    DRING_CHECK(initialized, dring::Status::kInvalidArgument, "MPI is not initialised (call MPI_Init_thread first)");
+    dring_options defaults;
+    dring_options_init(&defaults);
+    const dring_options& o = options != nullptr ? *options : defaults;
+    auto ctx = std::make_unique<dring_context>();
+    dring::agree(comm, [&] {
+      require(context != nullptr, "context is NULL");
+      ctx->problem = to_problem(problem);
+      DRING_CHECK(o.backend == DRING_BACKEND_CPU, dring::Status::kUnsupported,
+                  "this build of dring has no CUDA backend (use DRING_BACKEND_CPU)");
+      DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
+                  "threads and exchange_chunk_bytes must not be negative");
+      int size = 0;
+      MPI_Comm_size(comm, &size);
+      dring::ShardLayout(ctx->problem.shape.seq, size);
+    });
+    // Every rank must describe the same problem.
+    const dring::AttentionShape& s = ctx->problem.shape;
+    const std::string key = ctx->problem.describe() + " " + std::to_string(s.batch) + " " + std::to_string(s.seq) +
+                            " " + std::to_string(s.heads) + " " + std::to_string(s.kv_heads) + " " +
+                            std::to_string(s.head_dim) + " " + std::to_string(ctx->problem.scale());
+    int differing = -1;
+    if (!dring::all_ranks_equal(comm, key, &differing)) {
+      throw dring::CollectiveError(dring::Status::kInvalidArgument,
+                                   "ranks passed different problems (rank " + std::to_string(differing) +
+                                       "'s differs from rank 0's)",
+                                   differing);
+    }
+    const int threads = o.threads > 0 ? o.threads : dring::default_threads(comm);
+    ctx->transport = std::make_unique<dring::comm::MpiTransport>(comm);
+    ctx->backend = dring::make_cpu_backend(ctx->tracker, threads);
+    dring::ExecutorOptions exec;
+    exec.threads = threads;
+    exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
+    ctx->executor = std::make_unique<dring::RingExecutor>(ctx->problem, *ctx->transport, *ctx->backend, exec);
+    *context = ctx.release();
+  });
+}
+
+dring_status dring_context_create_f(const dring_problem* problem, MPI_Fint comm, const dring_options* options,
+                                    dring_context** context) {
+  return dring_context_create(problem, MPI_Comm_f2c(comm), options, context);
+}
+
+void dring_context_destroy(dring_context* context) {
+  try {
+    delete context;
+  } catch (...) {
+  }
+}
+
+dring_status dring_shard_range(const dring_context* context, int64_t* begin, int64_t* rows) {
+  return guarded([&] {
+    require(context != nullptr && begin != nullptr && rows != nullptr, "context, begin and rows must not be NULL");
+    *begin = context->executor->shard_begin();
+    *rows = context->executor->shard_rows();
+  });
+}
+
+dring_status dring_forward(dring_context* context, const float* q, const float* k, const float* v, float* out,
+                           float* lse) {
+  return guarded([&] {
+    require(context != nullptr, "context is NULL");
+    dring::agree(context->transport->comm(), [&] {
+      require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
+              "dring_forward: q, k, v, out and lse must not be NULL");
+    });
+    context->executor->forward({q, k, v}, {out, lse});
+  });
+}
+
+dring_status dring_backward(dring_context* context, const float* q, const float* k, const float* v, const float* out,
+                            const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  return guarded([&] {
+    require(context != nullptr, "context is NULL");
+    dring::agree(context->transport->comm(), [&] {
+      require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
+                  dq != nullptr && dk != nullptr && dv != nullptr,
+              "dring_backward: no tensor may be NULL");
+    });
+    context->executor->backward({{q, k, v}, out, lse, dout}, {dq, dk, dv});
+  });
+}
+
+int64_t dring_peak_tracked_bytes(const dring_context* context) {
+  if (context == nullptr) return 0;
+  const dring::MemoryStats stats = context->tracker.stats();
+  return stats.host().peak_bytes + stats.device().peak_bytes;
+}
+
+const char* dring_last_error(void) { return last_error.c_str(); }
+
+const char* dring_status_string(dring_status status) {
+  return dring::status_name(static_cast<dring::Status>(status));
+}
+
+const char* dring_version(void) { return DRING_VERSION; }
+
+}  // extern "C"
