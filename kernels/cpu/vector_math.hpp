@@ -15,4 +15,12 @@ float exp2_shifted_sum(float* x, int64_t n, float m);
 // x[j] *= c.
 void scale(float* x, int64_t n, float c);
 
+// One query row against n keys, the whole online-softmax update in one call (the direct path of
+// small blocks, where per-call overhead is what costs): s_j = alpha * q.k_j, m' = max(m, s_j),
+// acc = acc*2^(m-m') + sum_j 2^(s_j-m') v_j, l = l*2^(m-m') + sum_j 2^(s_j-m'), m = m'.
+// k_j = k + j*k_stride and v_j = v + j*v_stride hold d floats; `scores` holds n floats of scratch.
+// m in log2 units; a row with m = -inf and no keys stays untouched.
+void attend_row(const float* q, const float* k, int64_t k_stride, const float* v, int64_t v_stride, int64_t n,
+                int64_t d, float alpha, float* scores, float* m, float* l, float* acc);
+
 }  // namespace dring::kernels::cpu

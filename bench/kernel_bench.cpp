@@ -1,0 +1,416 @@
+// kernel_bench.cpp — the fp32 CPU attend kernel, timed against a ceiling measured in the same run.
+//
+// The ceiling is OpenBLAS sgemm on one thread (square n x n x n, 2n^3 FLOPs, median of --reps),
+// measured before and after the rows; the higher of the two is used (a busy machine lowers the
+// sgemm rate, and a lowered ceiling would flatter the kernel), and a drift above 10% is flagged.
+// A row run on t threads is held to t times that rate. Each row times one
+// dring::kernels::cpu::attend call over its blocks (median of --reps after one warm-up; the state
+// is reset before each run, outside the timing) and checks ~16 sampled output rows against a
+// float64 computation on the same inputs. FLOPs count the two tile products only:
+// 4*n_q*n_k*D per dense block, 4*D*n(n+1)/2 per causal block (the visible scores); softmax work
+// is free. --q-tile, --k-tile and --small-block-scores override the kernel's defaults (for tuning).
+// Exit status: 1 if an error is above the tolerance (a wrong kernel is not a fast kernel), 2 if the
+// dense D=64 one-thread ratio is below --min-ratio, 3 if the --json report cannot be written.
+// Usage: dring_kernel_bench [--reps 7] [--json FILE] [--min-ratio 0.5]   (docs/benchmarks.md)
+#include <cblas.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dring/error.hpp"
+#include "dring/kernels/cpu.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|
+constexpr int kSamples = 16;         // output rows checked against float64 per row of the table
+constexpr const char* kTargetCase = "dense";
+
+// One row of the table: `blocks` blocks of n x n rows of a [seq, heads, D] tensor, made by the
+// dilated pair (w, r) = (n*r, r): block (segment s, head h) takes rows s*w + (h mod r) + r*t.
+// Dense attention is the pair (seq, 1) on one head.
+struct Case {
+  std::string name;
+  int64_t seq;
+  int64_t heads;
+  int64_t head_dim;
+  int64_t rate;
+  int64_t rows_per_block;
+  bool causal;
+  int threads;
+};
+
+struct Problem {
+  std::vector<float> q, k, v, acc, row_max, row_sum;
+  std::vector<dring::kernels::AttendBlock> blocks;
+  double v_max = 0.0;
+};
+
+struct Result {
+  int64_t blocks = 0;
+  double flops = 0.0;
+  double time_ms = 0.0;
+  double gflops = 0.0;
+  double max_err = 0.0;
+};
+
+std::vector<float> random_normal(int64_t count, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(count));
+  for (float& value : x) value = normal(gen);
+  return x;
+}
+
+double median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  const size_t n = x.size();
+  return n % 2 == 1 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+template <class F>
+std::vector<double> time_reps_ms(int reps, F&& run) {
+  std::vector<double> times;
+  for (int rep = 0; rep < reps; ++rep) {
+    const auto t0 = Clock::now();
+    run();
+    times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return times;
+}
+
+struct Sgemm {
+  int64_t n = 0;
+  double time_ms = 0.0;
+  double gflops = 0.0;
+  double best_gflops = 0.0;
+  double max_err = 0.0;  // sampled entries of C against float64, relative to max |C|
+};
+
+Sgemm measure_sgemm(int64_t n, int reps) {
+  openblas_set_num_threads(1);
+  const auto a = random_normal(n * n, 1), b = random_normal(n * n, 2);
+  std::vector<float> c(static_cast<size_t>(n * n));
+  const int ni = static_cast<int>(n);
+  auto run = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.data(), ni, b.data(), ni, 0.0f,
+                c.data(), ni);
+  };
+  run();  // warm-up
+  const std::vector<double> times = time_reps_ms(reps, run);
+  Sgemm s;
+  s.n = n;
+  s.time_ms = median(times);
+  const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+  s.gflops = flops / (s.time_ms * 1e6);
+  s.best_gflops = flops / (*std::min_element(times.begin(), times.end()) * 1e6);
+  double c_max = 0.0;
+  for (float x : c) c_max = std::max(c_max, std::abs(static_cast<double>(x)));
+  for (int t = 0; t < kSamples; ++t) {
+    const int64_t i = (t * 7919) % n, j = (t * 104729) % n;
+    double want = 0.0;
+    for (int64_t e = 0; e < n; ++e) want += static_cast<double>(a[i * n + e]) * static_cast<double>(b[e * n + j]);
+    s.max_err = std::max(s.max_err, std::abs(static_cast<double>(c[i * n + j]) - want) / c_max);
+  }
+  return s;
+}
+
+Problem make_problem(const Case& c) {
+  Problem p;
+  const int64_t elems = c.seq * c.heads * c.head_dim;
+  p.q = random_normal(elems, 11);
+  p.k = random_normal(elems, 12);
+  p.v = random_normal(elems, 13);
+  p.acc.resize(static_cast<size_t>(elems));
+  p.row_max.resize(static_cast<size_t>(c.seq * c.heads));
+  p.row_sum.resize(static_cast<size_t>(c.seq * c.heads));
+  for (float x : p.v) p.v_max = std::max(p.v_max, std::abs(static_cast<double>(x)));
+  const int64_t w = c.rows_per_block * c.rate;
+  const int64_t row_stride = c.rate * c.heads * c.head_dim;
+  for (int64_t s = 0; s < c.seq / w; ++s) {
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const int64_t row0 = s * w + h % c.rate;
+      const int64_t offset = (row0 * c.heads + h) * c.head_dim;
+      dring::kernels::AttendBlock blk;
+      blk.q = p.q.data() + offset;
+      blk.k = p.k.data() + offset;
+      blk.v = p.v.data() + offset;
+      blk.acc = p.acc.data() + offset;
+      blk.q_stride = blk.k_stride = blk.v_stride = blk.acc_stride = row_stride;
+      blk.row_max = p.row_max.data() + row0 * c.heads + h;
+      blk.row_sum = p.row_sum.data() + row0 * c.heads + h;
+      blk.state_stride = c.rate * c.heads;
+      blk.n_q = blk.n_k = c.rows_per_block;
+      blk.causal = c.causal;
+      p.blocks.push_back(blk);
+    }
+  }
+  return p;
+}
+
+double case_flops(const Case& c, int64_t blocks) {
+  const double n = static_cast<double>(c.rows_per_block);
+  const double scores = c.causal ? n * (n + 1.0) / 2.0 : n * n;
+  return 4.0 * scores * static_cast<double>(c.head_dim) * static_cast<double>(blocks);
+}
+
+// Max over sampled rows of |acc/l - out64| / max|v|, the float64 output computed from the same
+// float inputs (natural exp, scale 1/sqrt(D)).
+double sampled_error(const Case& c, const Problem& p, double scale) {
+  const int64_t rows = static_cast<int64_t>(p.blocks.size()) * c.rows_per_block;
+  double err = 0.0;
+  std::vector<double> s, want(static_cast<size_t>(c.head_dim));
+  for (int t = 0; t < kSamples; ++t) {
+    const int64_t row = t * (rows - 1) / (kSamples - 1);
+    const dring::kernels::AttendBlock& b = p.blocks[row / c.rows_per_block];
+    const int64_t i = row % c.rows_per_block;
+    const int64_t keys = b.causal ? i + 1 : b.n_k;
+    s.assign(static_cast<size_t>(keys), 0.0);
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < keys; ++j) {
+      double dot = 0.0;
+      for (int64_t e = 0; e < c.head_dim; ++e) {
+        dot += static_cast<double>(b.q[i * b.q_stride + e]) * static_cast<double>(b.k[j * b.k_stride + e]);
+      }
+      s[j] = dot * scale;
+      mx = std::max(mx, s[j]);
+    }
+    double denom = 0.0;
+    for (double& x : s) denom += (x = std::exp(x - mx));
+    std::fill(want.begin(), want.end(), 0.0);
+    for (int64_t j = 0; j < keys; ++j) {
+      for (int64_t e = 0; e < c.head_dim; ++e) want[e] += s[j] * static_cast<double>(b.v[j * b.v_stride + e]);
+    }
+    const double l = b.row_sum[i * b.state_stride];
+    for (int64_t e = 0; e < c.head_dim; ++e) {
+      const double got = static_cast<double>(b.acc[i * b.acc_stride + e]) / l;
+      err = std::max(err, std::abs(got - want[e] / denom) / p.v_max);
+    }
+  }
+  return err;
+}
+
+Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
+  Problem p = make_problem(c);
+  prm.head_dim = c.head_dim;
+  prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  prm.threads = c.threads;
+  std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
+  const dring::kernels::AttendState state{p.acc.data(), p.row_max.data(), p.row_sum.data()};
+  std::vector<double> times;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    dring::kernels::cpu::init_state(state, c.seq, c.heads, c.head_dim, c.threads);
+    const auto t0 = Clock::now();
+    dring::kernels::cpu::attend(p.blocks, prm, workspace.data());
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (rep > 0) times.push_back(ms);
+  }
+  Result r;
+  r.blocks = static_cast<int64_t>(p.blocks.size());
+  r.flops = case_flops(c, r.blocks);
+  r.time_ms = median(times);
+  r.gflops = r.flops / (r.time_ms * 1e6);
+  r.max_err = sampled_error(c, p, prm.scale);
+  return r;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+// OpenBLAS picks its kernels by CPU model; an older release may not know a newer CPU and fall
+// back to AVX2 kernels on an AVX-512 machine (the ceiling is then half of what the CPU can do).
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+bool openblas_uses_avx512(const std::string& core) {
+  for (const char* name : {"SkylakeX", "Cooperlake", "SapphireRapids"}) {
+    if (core.find(name) != std::string::npos) return true;
+  }
+  return false;
+}
+
+nlohmann::json sgemm_json(const Sgemm& s) {
+  return {{"n", s.n},           {"threads", 1},
+          {"time_ms", s.time_ms}, {"gflops", s.gflops},
+          {"best_gflops", s.best_gflops}, {"max_err", s.max_err}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dring_kernel_bench: the fp32 CPU attend kernel against the single-thread sgemm rate"};
+  int reps = 7;
+  int64_t sgemm_n = 2048;
+  std::string json_path;
+  double min_ratio = 0.0;
+  dring::kernels::AttendParams tiles;  // the library's defaults unless overridden
+  app.add_option("--reps", reps, "timed repetitions per row (median reported), after one warm-up")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--sgemm-n", sgemm_n, "size of the square sgemm that sets the ceiling")
+      ->check(CLI::Range(int64_t{1}, int64_t{16384}));
+  app.add_option("--json", json_path, "also write the results to this JSON file");
+  app.add_option("--min-ratio", min_ratio, "exit 2 if the dense D=64 one-thread ratio is below this")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--q-tile", tiles.q_tile, "query rows per work item (default: the kernel's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--k-tile", tiles.k_tile, "key rows per inner step (default: the kernel's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--small-block-scores", tiles.small_block_scores,
+                 "blocks with at most this many scores take the direct path (default: the kernel's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const std::vector<Case> cases = {
+        {kTargetCase, 4096, 1, 64, 1, 4096, false, 1},
+        {"dense", 4096, 1, 128, 1, 4096, false, 1},
+        {"causal", 4096, 1, 64, 1, 4096, true, 1},
+        {"small_blocks", 32768, 8, 64, 8, 8, false, 1},
+        {"small_blocks", 32768, 8, 64, 8, 16, false, 1},
+        {"small_blocks", 32768, 8, 64, 8, 32, false, 1},
+        {"dense", 4096, 1, 64, 1, 4096, false, 2},
+    };
+    // The report is written to a temporary name and renamed at the end, so a failed run never
+    // leaves a half-written file; opening it now fails before minutes of measuring.
+    const std::string json_tmp = json_path + ".tmp";
+    std::ofstream json_out;
+    if (!json_path.empty()) {
+      json_out.open(json_tmp);
+      DRING_CHECK(json_out.good(), dring::Status::kIoError, "--json: cannot write " << json_tmp);
+    }
+    const std::string date = utc_now();
+    const Sgemm before = measure_sgemm(sgemm_n, reps);
+    std::vector<Result> results;
+    for (const Case& c : cases) results.push_back(run_case(c, reps, tiles));
+    const Sgemm after = measure_sgemm(sgemm_n, reps);
+    const double ceiling = std::max(before.gflops, after.gflops);
+    const double drift = std::abs(before.gflops - after.gflops) / ceiling;
+
+    const std::string core = openblas_get_corename();
+    std::printf("# dring_kernel_bench  %s  cpu: %s  OpenBLAS core: %s\n", date.c_str(), cpu_model().c_str(),
+                core.c_str());
+    std::printf("# ceiling: sgemm %lld^3, 1 thread, median of %d: %.1f GFLOP/s before the rows, %.1f after; "
+                "using %.1f; max_err %.1e\n",
+                static_cast<long long>(sgemm_n), reps, before.gflops, after.gflops, ceiling,
+                std::max(before.max_err, after.max_err));
+    if (cpu_has_avx512() && !openblas_uses_avx512(core)) {
+      std::printf("# note: this CPU has AVX-512 but OpenBLAS runs its %s kernels; OPENBLAS_CORETYPE=SkylakeX "
+                  "in the environment may raise both the ceiling and the kernel\n", core.c_str());
+    }
+    if (drift > 0.1) {
+      std::printf("# warning: the ceiling moved %.0f%% during the run; the machine was busy\n", 100 * drift);
+    }
+    std::printf("# time_ms: median of %d after 1 warm-up; sgemm = threads x 1-thread ceiling; "
+                "max_err: %d sampled rows vs float64, / max|v|, tolerance %.0e\n",
+                reps, kSamples, kTolerance);
+    std::printf("# q_tile %lld, k_tile %lld, small_block_scores %lld\n", static_cast<long long>(tiles.q_tile),
+                static_cast<long long>(tiles.k_tile), static_cast<long long>(tiles.small_block_scores));
+    std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s\n", "case", "blocks", "n_q", "n_k", "D", "threads",
+                "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err");
+
+    nlohmann::json report;
+    report["benchmark"] = "dring_kernel_bench";
+    report["date_utc"] = date;
+    report["cpu"] = cpu_model();
+    report["cpu_avx512f"] = cpu_has_avx512();
+    report["openblas"] = {{"core", core}, {"config", openblas_get_config()}};
+    report["reps"] = reps;
+    report["tolerance"] = kTolerance;
+    report["q_tile"] = tiles.q_tile;
+    report["k_tile"] = tiles.k_tile;
+    report["small_block_scores"] = tiles.small_block_scores;
+    report["sgemm_before"] = sgemm_json(before);
+    report["sgemm_after"] = sgemm_json(after);
+    report["ceiling_gflops"] = ceiling;
+    report["ceiling_drift"] = drift;
+    report["cases"] = nlohmann::json::array();
+
+    bool correct = std::max(before.max_err, after.max_err) <= kTolerance;
+    double target_ratio = 0.0;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[i];
+      const Result& r = results[i];
+      const double case_ceiling = ceiling * c.threads;
+      const double ratio = r.gflops / case_ceiling;
+      std::printf("%-13s %6lld %6lld %6lld %4lld %7d %10.3f %9.1f %9.1f %7.3f %9.1e\n", c.name.c_str(),
+                  static_cast<long long>(r.blocks), static_cast<long long>(c.rows_per_block),
+                  static_cast<long long>(c.rows_per_block), static_cast<long long>(c.head_dim), c.threads, r.time_ms,
+                  r.gflops, case_ceiling, ratio, r.max_err);
+      correct = correct && r.max_err <= kTolerance;
+      if (c.name == kTargetCase && c.head_dim == 64 && c.threads == 1) target_ratio = ratio;
+      report["cases"].push_back({{"case", c.name},
+                                 {"blocks", r.blocks},
+                                 {"n_q", c.rows_per_block},
+                                 {"n_k", c.rows_per_block},
+                                 {"head_dim", c.head_dim},
+                                 {"causal", c.causal},
+                                 {"threads", c.threads},
+                                 {"flops", r.flops},
+                                 {"time_ms", r.time_ms},
+                                 {"gflops", r.gflops},
+                                 {"ceiling_gflops", case_ceiling},
+                                 {"ratio", ratio},
+                                 {"max_err", r.max_err}});
+    }
+    const bool fast_enough = target_ratio >= min_ratio;
+    report["target_ratio"] = target_ratio;
+    report["min_ratio"] = min_ratio;
+    report["correct"] = correct;
+    report["passed"] = correct && fast_enough;
+    if (!json_path.empty()) {
+      json_out << report.dump(2) << "\n";
+      json_out.close();
+      DRING_CHECK(json_out.good(), dring::Status::kIoError, "--json: cannot write " << json_tmp);
+      std::error_code ec;
+      std::filesystem::rename(json_tmp, json_path, ec);
+      DRING_CHECK(!ec, dring::Status::kIoError, "--json: cannot rename " << json_tmp << " to " << json_path << ": "
+                                                                        << ec.message());
+    }
+    if (!correct) {
+      std::fprintf(stderr, "dring_kernel_bench: an error is above the tolerance %.0e\n", kTolerance);
+      return 1;
+    }
+    if (!fast_enough) {
+      std::fprintf(stderr, "dring_kernel_bench: dense D=64 one-thread ratio %.3f is below --min-ratio %.3f\n",
+                   target_ratio, min_ratio);
+      return 2;
+    }
+  } catch (const dring::Error& e) {
+    std::fprintf(stderr, "dring_kernel_bench: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}
