@@ -54,10 +54,12 @@ struct Case {
 };
 
 struct Problem {
-  std::vector<float> q, k, v, acc, row_max, row_sum;
+  std::vector<float> q, k, v, out, lse;
   std::vector<dring::kernels::AttendBlock> blocks;
   double v_max = 0.0;
 };
+
+const float* f32(const void* x) { return static_cast<const float*>(x); }
 
 struct Result {
   int64_t blocks = 0;
@@ -134,9 +136,8 @@ Problem make_problem(const Case& c) {
   p.q = random_normal(elems, 11);
   p.k = random_normal(elems, 12);
   p.v = random_normal(elems, 13);
-  p.acc.resize(static_cast<size_t>(elems));
-  p.row_max.resize(static_cast<size_t>(c.seq * c.heads));
-  p.row_sum.resize(static_cast<size_t>(c.seq * c.heads));
+  p.out.resize(static_cast<size_t>(elems));
+  p.lse.resize(static_cast<size_t>(c.seq * c.heads));
   for (float x : p.v) p.v_max = std::max(p.v_max, std::abs(static_cast<double>(x)));
   const int64_t w = c.rows_per_block * c.rate;
   const int64_t row_stride = c.rate * c.heads * c.head_dim;
@@ -148,11 +149,10 @@ Problem make_problem(const Case& c) {
       blk.q = p.q.data() + offset;
       blk.k = p.k.data() + offset;
       blk.v = p.v.data() + offset;
-      blk.acc = p.acc.data() + offset;
-      blk.q_stride = blk.k_stride = blk.v_stride = blk.acc_stride = row_stride;
-      blk.row_max = p.row_max.data() + row0 * c.heads + h;
-      blk.row_sum = p.row_sum.data() + row0 * c.heads + h;
-      blk.state_stride = c.rate * c.heads;
+      blk.out = p.out.data() + offset;
+      blk.q_stride = blk.kv_stride = blk.out_stride = row_stride;
+      blk.lse = p.lse.data() + row0 * c.heads + h;
+      blk.lse_stride = c.rate * c.heads;
       blk.n_q = blk.n_k = c.rows_per_block;
       blk.causal = c.causal;
       p.blocks.push_back(blk);
@@ -167,7 +167,7 @@ double case_flops(const Case& c, int64_t blocks) {
   return 4.0 * scores * static_cast<double>(c.head_dim) * static_cast<double>(blocks);
 }
 
-// Max over sampled rows of |acc/l - out64| / max|v|, the float64 output computed from the same
+// Max over sampled rows of |out - out64| / max|v|, the float64 output computed from the same
 // float inputs (natural exp, scale 1/sqrt(D)).
 double sampled_error(const Case& c, const Problem& p, double scale) {
   const int64_t rows = static_cast<int64_t>(p.blocks.size()) * c.rows_per_block;
@@ -183,7 +183,7 @@ double sampled_error(const Case& c, const Problem& p, double scale) {
     for (int64_t j = 0; j < keys; ++j) {
       double dot = 0.0;
       for (int64_t e = 0; e < c.head_dim; ++e) {
-        dot += static_cast<double>(b.q[i * b.q_stride + e]) * static_cast<double>(b.k[j * b.k_stride + e]);
+        dot += static_cast<double>(f32(b.q)[i * b.q_stride + e]) * static_cast<double>(f32(b.k)[j * b.kv_stride + e]);
       }
       s[j] = dot * scale;
       mx = std::max(mx, s[j]);
@@ -192,11 +192,10 @@ double sampled_error(const Case& c, const Problem& p, double scale) {
     for (double& x : s) denom += (x = std::exp(x - mx));
     std::fill(want.begin(), want.end(), 0.0);
     for (int64_t j = 0; j < keys; ++j) {
-      for (int64_t e = 0; e < c.head_dim; ++e) want[e] += s[j] * static_cast<double>(b.v[j * b.v_stride + e]);
+      for (int64_t e = 0; e < c.head_dim; ++e) want[e] += s[j] * static_cast<double>(f32(b.v)[j * b.kv_stride + e]);
     }
-    const double l = b.row_sum[i * b.state_stride];
     for (int64_t e = 0; e < c.head_dim; ++e) {
-      const double got = static_cast<double>(b.acc[i * b.acc_stride + e]) / l;
+      const double got = static_cast<double>(f32(b.out)[i * b.out_stride + e]);
       err = std::max(err, std::abs(got - want[e] / denom) / p.v_max);
     }
   }
@@ -209,10 +208,11 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
   prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   prm.threads = c.threads;
   std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-  const dring::kernels::AttendState state{p.acc.data(), p.row_max.data(), p.row_sum.data()};
   std::vector<double> times;
   for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    dring::kernels::cpu::init_state(state, c.seq, c.heads, c.head_dim, c.threads);
+    // Every row back to (out, lse) = (0, -inf), outside the timing.
+    std::fill(p.out.begin(), p.out.end(), 0.0f);
+    std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
     const auto t0 = Clock::now();
     dring::kernels::cpu::attend(p.blocks, prm, workspace.data());
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

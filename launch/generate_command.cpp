@@ -33,9 +33,9 @@ int generate_command(MPI_Comm comm, const GenerateOptions& o) {
 
   h5::OutputFile file(o.output, comm);
   agree(comm, [&] {
-    file.write_rows("q", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.q.data(), fp64);
-    file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.data(), fp64);
-    file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.data(), fp64);
+    file.write_rows("q", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.q.f32(), fp64);
+    file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.f32(), fp64);
+    file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.f32(), fp64);
     if (o.dout) {
       Buffer<float> dout(tracker, shard.q.size(), MemCategory::kInputs);
       fill_synthetic(o.shape.seed, TensorId::kDout, s, shard.begin, shard.rows, dout.data(), threads);

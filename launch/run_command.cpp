@@ -118,20 +118,48 @@ RankStats rank_stats(int rank, const MemoryTracker& tracker, const PassStats& pa
   return mine;
 }
 
+// Whether a tensor can be read and written as floats in place (fp32 in host memory).
+bool host_f32(const TensorBuffer& t, Backend& backend) {
+  return backend.space() == MemSpace::kHost && t.dtype() == DType::kF32;
+}
+
 // Reads rows of dataset `name` of the input into a tensor of the shard, and checks them.
 void read_input(MPI_Comm comm, const std::string& path, const Problem& problem, const ShardBuffers& shard,
-                const char* name, Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker) {
+                const char* name, TensorBuffer& tensor, Backend& backend, MemoryTracker& tracker) {
   const int64_t heads = (name[0] == 'k' || name[0] == 'v') ? problem.shape.kv_heads : problem.shape.heads;
   Buffer<float> staging;
-  float* host = buffer.data();
-  if (backend.space() != MemSpace::kHost) {
-    staging = Buffer<float>(tracker, buffer.size(), MemCategory::kWorkspace);
+  float* host = nullptr;
+  if (host_f32(tensor, backend)) {
+    host = tensor.f32();
+  } else {
+    staging = Buffer<float>(tracker, tensor.size(), MemCategory::kWorkspace);
     host = staging.data();
   }
   agree(comm, [&] { h5::read_rows(path, comm, name, shard.begin, shard.rows, host); });
   check_finite(comm, problem.shape, shard.begin, shard.rows, name, host, heads);
-  if (host != buffer.data()) backend.upload(host, buffer.data(), buffer.size());
+  if (!host_f32(tensor, backend)) backend.upload(host, tensor.data(), tensor.size(), tensor.dtype());
 }
+
+// A tensor as fp32 host memory: the tensor itself, or a downloaded copy.
+class HostView {
+ public:
+  HostView(const TensorBuffer& t, Backend& backend, MemoryTracker& tracker) {
+    if (t.size() == 0) return;
+    if (host_f32(t, backend)) {
+      data_ = t.f32();
+      return;
+    }
+    copy_ = Buffer<float>(tracker, t.size(), MemCategory::kWorkspace);
+    backend.download(t.data(), t.dtype(), copy_.data(), t.size());
+    backend.synchronize();
+    data_ = copy_.data();
+  }
+  const float* data() const { return data_; }
+
+ private:
+  Buffer<float> copy_;
+  const float* data_ = nullptr;
+};
 
 void write_json_file(const std::string& path, const nlohmann::json& j) {
   const std::string temp = path + ".tmp";
@@ -182,7 +210,9 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   // 2. This rank's inputs.
   MemoryTracker tracker;
   std::unique_ptr<Backend> backend = make_cpu_backend(tracker, threads);
-  ShardBuffers shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator());
+  const DType dtype = parse_dtype(o.dtype);
+  ShardBuffers shard =
+      allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator(), dtype);
   if (o.input.empty()) {
     fill_synthetic_shard(o.shape.seed, problem.shape, shard, *backend, tracker, threads);
   } else {
@@ -195,6 +225,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   comm::MpiTransport transport(comm);
   ProgressPrinter progress(rank == 0);
   ExecutorOptions exec;
+  exec.dtype = dtype;
   exec.threads = threads;
   exec.exchange_chunk_bytes = o.exchange_chunk_kib * 1024;
   exec.on_progress = [&progress](double fraction) { progress(fraction); };
@@ -208,6 +239,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   report.threads = threads;
   report.repeat = o.repeat;
   report.backend = backend->name();
+  report.dtype = dtype_name(dtype);
   report.input = o.input.empty() ? "synthetic seed " + std::to_string(o.shape.seed) : o.input;
   report.transport = transport.name();
   report.pass_ms = forward.pass_ms;
@@ -248,12 +280,12 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
         source = std::make_unique<h5::FileRowSource>(o.input);
       }
     });
-    DRING_CHECK(backend->space() == MemSpace::kHost, Status::kInternal, "--check reads results in host memory");
-    report.check = check_rows(problem, layout, rank, shard.out.data(), shard.lse.data(), *source, rows, tolerance, comm);
+    const HostView out(shard.out, *backend, tracker);
+    report.check = check_rows(problem, layout, rank, out.data(), shard.lse.data(), *source, rows, tolerance, comm);
     if (report.backward) {
-      report.backward->check = check_gradient_rows(problem, layout, rank, shard.dq.data(), shard.dk.data(),
-                                                   shard.dv.data(), *source, rows, tolerance,
-                                                   kGradCheckBudgetScores, comm);
+      const HostView dq(shard.dq, *backend, tracker), dk(shard.dk, *backend, tracker), dv(shard.dv, *backend, tracker);
+      report.backward->check = check_gradient_rows(problem, layout, rank, dq.data(), dk.data(), dv.data(), *source,
+                                                   rows, tolerance, kGradCheckBudgetScores, comm);
     }
   }
 
@@ -263,12 +295,12 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     const AttentionShape& s = problem.shape;
     const std::vector<int64_t> q_dims{s.batch, s.seq, s.heads, s.head_dim}, kv_dims{s.batch, s.seq, s.kv_heads, s.head_dim};
     agree(comm, [&] {
-      out.write_rows("out", q_dims, 1, shard.begin, shard.rows, shard.out.data());
+      out.write_rows("out", q_dims, 1, shard.begin, shard.rows, HostView(shard.out, *backend, tracker).data());
       out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows, shard.lse.data());
       if (o.backward) {
-        out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, shard.dq.data());
-        out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, shard.dk.data());
-        out.write_rows("dv", kv_dims, 1, shard.begin, shard.rows, shard.dv.data());
+        out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, HostView(shard.dq, *backend, tracker).data());
+        out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dk, *backend, tracker).data());
+        out.write_rows("dv", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dv, *backend, tracker).data());
       }
       h5::RunAttributes attributes;
       attributes.problem = problem;

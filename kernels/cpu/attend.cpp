@@ -2,9 +2,12 @@
 //
 // Thread mapping: the blocks are cut into work items, each a tile of up to q_tile query rows of
 // one block (or a run of consecutive small blocks); an OpenMP team takes items dynamically. A work
-// item owns its query rows' state, so items never write the same memory. Inside an item, keys are
-// visited k_tile rows at a time: S = alpha*Q*K^T (sgemm straight from the strided rows), causal
-// mask on the diagonal tile, running max and sum updated, P = exp2(S - m), acc = acc*c + P*V.
+// item owns its query rows' (out, lse), so items never write the same memory. Inside an item the
+// rows' state is unpacked into running max m, running sum l and unnormalised acc (m = lse, l = 1,
+// acc = out: the same distribution), keys are visited k_tile rows at a time — S = alpha*Q*K^T
+// (sgemm straight from the strided rows), causal mask on the diagonal tile, m and l updated,
+// P = exp2(S - m), acc = acc*c + P*V (sgemm into the out rows) — and the state is packed back:
+// out = acc / l, lse = m + log2(l). That is the log-sum-exp merge of the block into the rows.
 #include <cblas.h>
 #include <omp.h>
 
@@ -28,6 +31,36 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// An AttendBlock with its fp32 pointers typed.
+struct Block {
+  const float* q;
+  int64_t q_stride;
+  const float* k;
+  const float* v;
+  int64_t kv_stride;
+  float* out;
+  int64_t out_stride;
+  float* lse;
+  int64_t lse_stride;
+  int64_t n_q, n_k;
+  bool causal;
+  explicit Block(const AttendBlock& b)
+      : q(static_cast<const float*>(b.q)), q_stride(b.q_stride), k(static_cast<const float*>(b.k)),
+        v(static_cast<const float*>(b.v)), kv_stride(b.kv_stride), out(static_cast<float*>(b.out)),
+        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), causal(b.causal) {}
+};
+
+// (out, lse) of a row as running (m, l) in log2 units, acc being the out row itself.
+inline void unpack(float lse, float* m, float* l) {
+  *m = lse == kNegInf ? kNegInf : lse * kLog2e;
+  *l = lse == kNegInf ? 0.0f : 1.0f;
+}
+inline float pack(float* acc, int64_t d, float m, float l) {
+  if (l == 0.0f) return kNegInf;  // no key has reached the row yet; acc is still 0
+  if (l != 1.0f) scale(acc, d, 1.0f / l);
+  return (m + std::log2(l)) * kLn2;
+}
+
 struct WorkItem {
   int64_t block_begin;  // blocks [block_begin, block_end): one big block, or a run of small ones
   int64_t block_end;
@@ -49,55 +82,55 @@ void pack_rows(T** x, int64_t* stride, int64_t rows, int64_t d, float* space) {
 // Direct path for tiny blocks (a dilation that leaves a few rows per segment): per query row, one
 // fused online-softmax update (attend_row) per chunk of keys. The rows of a dilated block lie r
 // rows apart, often a page or more: when the block fits in the scratch, its strided q, k, v and
-// acc rows are first copied there in one sweep (many cache misses in flight at once, as in
-// sgemm's packing) and acc is copied back at the end. On the 8x8 and 16x16 dilated rows of
+// out rows are first copied there in one sweep (many cache misses in flight at once, as in
+// sgemm's packing) and out is copied back at the end. On the 8x8 and 16x16 dilated rows of
 // dring_kernel_bench this was about 1.8x faster than the same code on the strided rows.
-void attend_small(const AttendBlock& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
+void attend_small(const Block& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
   float* scores = scratch;
-  AttendBlock p = b;
+  Block p = b;
+  int64_t k_stride = b.kv_stride, v_stride = b.kv_stride;
   const bool packed = (2 * b.n_q + 2 * b.n_k) * d + b.n_k <= scratch_floats;
   if (packed) {
     float* space = scratch + b.n_k;
     pack_rows(&p.q, &p.q_stride, b.n_q, d, space);
-    pack_rows(&p.k, &p.k_stride, b.n_k, d, space + b.n_q * d);
-    pack_rows(&p.v, &p.v_stride, b.n_k, d, space + (b.n_q + b.n_k) * d);
-    pack_rows(&p.acc, &p.acc_stride, b.n_q, d, space + (b.n_q + 2 * b.n_k) * d);
+    pack_rows(&p.k, &k_stride, b.n_k, d, space + b.n_q * d);
+    pack_rows(&p.v, &v_stride, b.n_k, d, space + (b.n_q + b.n_k) * d);
+    pack_rows(&p.out, &p.out_stride, b.n_q, d, space + (b.n_q + 2 * b.n_k) * d);
   }
   const int64_t chunk = packed ? std::max<int64_t>(b.n_k, 1) : scratch_floats;
   for (int64_t i = 0; i < p.n_q; ++i) {
+    float m = 0.0f, l = 0.0f;
+    unpack(p.lse[i * p.lse_stride], &m, &l);
+    float* acc = p.out + i * p.out_stride;
     const int64_t keys = p.causal ? std::min(p.n_k, i + 1) : p.n_k;
     for (int64_t j0 = 0; j0 < keys; j0 += chunk) {
-      attend_row(p.q + i * p.q_stride, p.k + j0 * p.k_stride, p.k_stride, p.v + j0 * p.v_stride, p.v_stride,
-                 std::min(chunk, keys - j0), d, alpha, scores, &p.row_max[i * p.state_stride],
-                 &p.row_sum[i * p.state_stride], p.acc + i * p.acc_stride);
+      attend_row(p.q + i * p.q_stride, p.k + j0 * k_stride, k_stride, p.v + j0 * v_stride, v_stride,
+                 std::min(chunk, keys - j0), d, alpha, scores, &m, &l, acc);
     }
+    p.lse[i * p.lse_stride] = pack(acc, d, m, l);
   }
-  if (p.acc != b.acc) {  // copy the packed acc back
-    for (int64_t i = 0; i < b.n_q; ++i) std::copy(p.acc + i * d, p.acc + (i + 1) * d, b.acc + i * b.acc_stride);
+  if (p.out != b.out) {  // copy the packed out rows back
+    for (int64_t i = 0; i < b.n_q; ++i) std::copy(p.out + i * d, p.out + (i + 1) * d, b.out + i * b.out_stride);
   }
 }
 
 // One tile of query rows [i0, i1) of a block against all its (visible) keys.
-void attend_tile(const AttendBlock& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
-                 float* scratch) {
+void attend_tile(const Block& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha, float* scratch) {
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
-  float* scores = scratch;                  // [q_tile, k_tile]
-  float* m = scores + prm.q_tile * bk;      // running max of the tile's rows
-  float* l = m + prm.q_tile;                // running sum
-  for (int64_t i = 0; i < nq; ++i) {
-    m[i] = b.row_max[(i0 + i) * b.state_stride];
-    l[i] = b.row_sum[(i0 + i) * b.state_stride];
-  }
+  float* scores = scratch;              // [q_tile, k_tile]
+  float* m = scores + prm.q_tile * bk;  // running max of the tile's rows
+  float* l = m + prm.q_tile;            // running sum
+  for (int64_t i = 0; i < nq; ++i) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
   const float* q = b.q + i0 * b.q_stride;
-  float* acc = b.acc + i0 * b.acc_stride;
+  float* acc = b.out + i0 * b.out_stride;
   const int64_t key_end = b.causal ? std::min(b.n_k, i1) : b.n_k;
   for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
     const int64_t nk = std::min(bk, key_end - j0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
-                static_cast<int>(d), alpha, q, static_cast<int>(b.q_stride), b.k + j0 * b.k_stride,
-                static_cast<int>(b.k_stride), 0.0f, scores, static_cast<int>(bk));
+                static_cast<int>(d), alpha, q, static_cast<int>(b.q_stride), b.k + j0 * b.kv_stride,
+                static_cast<int>(b.kv_stride), 0.0f, scores, static_cast<int>(bk));
     const bool diagonal = b.causal && j0 + nk - 1 > i0;
     for (int64_t i = 0; i < nq; ++i) {
       float* row = scores + i * bk;
@@ -112,18 +145,15 @@ void attend_tile(const AttendBlock& b, int64_t i0, int64_t i1, const AttendParam
       }
       const float row_sum = exp2_shifted_sum(row, nk, m_new);
       const float correction = std::exp2(m[i] - m_new);
-      if (correction != 1.0f) scale(acc + i * b.acc_stride, d, correction);
+      if (correction != 1.0f) scale(acc + i * b.out_stride, d, correction);
       l[i] = l[i] * correction + row_sum;
       m[i] = m_new;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
-                static_cast<int>(nk), 1.0f, scores, static_cast<int>(bk), b.v + j0 * b.v_stride,
-                static_cast<int>(b.v_stride), 1.0f, acc, static_cast<int>(b.acc_stride));
+                static_cast<int>(nk), 1.0f, scores, static_cast<int>(bk), b.v + j0 * b.kv_stride,
+                static_cast<int>(b.kv_stride), 1.0f, acc, static_cast<int>(b.out_stride));
   }
-  for (int64_t i = 0; i < nq; ++i) {
-    b.row_max[(i0 + i) * b.state_stride] = m[i];
-    b.row_sum[(i0 + i) * b.state_stride] = l[i];
-  }
+  for (int64_t i = 0; i < nq; ++i) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * b.out_stride, d, m[i], l[i]);
 }
 
 std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
@@ -163,6 +193,7 @@ int64_t workspace_floats_per_thread(const AttendParams& params) {
 
 void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float* workspace) {
   DRING_ASSERT(prm.head_dim >= 1 && prm.q_tile >= 1 && prm.k_tile >= 1 && prm.threads >= 1);
+  DRING_CHECK(prm.dtype == DType::kF32, Status::kUnsupported, "the cpu kernels compute in fp32 only");
   DRING_ASSERT(prm.head_dim <= std::numeric_limits<int>::max());
   const float alpha = static_cast<float>(prm.scale) * kLog2e;
   const std::vector<WorkItem> items = make_work(blocks, prm);
@@ -179,8 +210,8 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     for (int64_t it = 0; it < n_items; ++it) {
       const WorkItem& item = items[it];
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-        const AttendBlock& blk = blocks[b];
-        if (is_small(blk, prm)) {
+        const Block blk(blocks[b]);
+        if (is_small(blocks[b], prm)) {
           attend_small(blk, prm.head_dim, alpha, scratch, prm.q_tile * prm.k_tile);
         } else {
           attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
@@ -188,37 +219,6 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
       }
       const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
       if (thread == 0) prm.progress(static_cast<double>(done) / static_cast<double>(n_items));
-    }
-  }
-}
-
-void init_state(const AttendState& state, int64_t rows, int64_t heads, int64_t head_dim, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    std::fill(state.acc + r * heads * head_dim, state.acc + (r + 1) * heads * head_dim, 0.0f);
-    std::fill(state.row_max + r * heads, state.row_max + (r + 1) * heads, kNegInf);
-    std::fill(state.row_sum + r * heads, state.row_sum + (r + 1) * heads, 0.0f);
-  }
-}
-
-void finalize(const FinalizeParams& p, int threads) {
-  const int64_t rows = p.batch * p.rows;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t br = 0; br < rows; ++br) {
-    const int64_t b = br / p.rows;
-    const int64_t i = br % p.rows;
-    for (int64_t h = 0; h < p.heads; ++h) {
-      const int64_t state = br * p.heads + h;
-      float* out = p.acc + state * p.head_dim;
-      const float l = p.row_sum[state];
-      float& lse = p.lse[(b * p.heads + h) * p.rows + i];
-      if (l > 0.0f) {
-        scale(out, p.head_dim, 1.0f / l);
-        lse = (p.row_max[state] + std::log2(l)) * kLn2;
-      } else {
-        std::fill(out, out + p.head_dim, 0.0f);
-        lse = kNegInf;
-      }
     }
   }
 }

@@ -36,6 +36,8 @@ struct Item {
 
 bool is_small(const GradBlock& b, const AttendParams& p) { return b.n_heads * b.n_q * b.n_k <= p.small_block_scores; }
 
+const float* f32(const void* p) { return static_cast<const float*>(p); }
+
 int64_t q_tiles(const GradBlock& b, const AttendParams& p) { return (b.n_q + p.q_tile - 1) / p.q_tile; }
 
 // Spin lock over one dq tile; held only for one small sgemm.
@@ -56,8 +58,8 @@ class TileLock {
 void backward_small(const GradBlock& b, int64_t d, float scale) {
   const float alpha = scale * kLog2e;
   for (int64_t n = 0; n < b.n_heads; ++n) {
-    const float* q = b.q + n * b.q_head_step;
-    const float* dout = b.dout + n * b.q_head_step;
+    const float* q = f32(b.q) + n * b.q_head_step;
+    const float* dout = f32(b.dout) + n * b.q_head_step;
     float* dq = b.dq + n * b.q_head_step;
     for (int64_t i = 0; i < b.n_q; ++i) {
       const float lse2 = b.lse[n * b.state_head_step + i * b.state_stride] * kLog2e;
@@ -67,8 +69,8 @@ void backward_small(const GradBlock& b, int64_t d, float scale) {
       float* dqi = dq + i * b.q_stride;
       const int64_t keys = b.causal ? std::min(b.n_k, i + 1) : b.n_k;
       for (int64_t j = 0; j < keys; ++j) {
-        const float* kj = b.k + j * b.kv_stride;
-        const float* vj = b.v + j * b.kv_stride;
+        const float* kj = f32(b.k) + j * b.kv_stride;
+        const float* vj = f32(b.v) + j * b.kv_stride;
         float s = 0.0f, dp = 0.0f;
         for (int64_t c = 0; c < d; ++c) {
           s += qi[c] * kj[c];
@@ -97,8 +99,8 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   const int64_t nk = j1 - j0, ld = prm.k_tile;
   float* p_tile = scratch;                       // [q_tile, k_tile]: scores, then P
   float* ds_tile = p_tile + prm.q_tile * ld;     // [q_tile, k_tile]: dP, then dS
-  const float* k = b.k + j0 * b.kv_stride;
-  const float* v = b.v + j0 * b.kv_stride;
+  const float* k = f32(b.k) + j0 * b.kv_stride;
+  const float* v = f32(b.v) + j0 * b.kv_stride;
   float* dk = b.dk + j0 * b.dkv_stride;
   float* dv = b.dv + j0 * b.dkv_stride;
   const int64_t tiles = q_tiles(b, prm);
@@ -111,8 +113,8 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
       const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
       const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
       const int64_t nq = i1 - i0;
-      const float* q = b.q + n * b.q_head_step + i0 * b.q_stride;
-      const float* dout = b.dout + n * b.q_head_step + i0 * b.q_stride;
+      const float* q = f32(b.q) + n * b.q_head_step + i0 * b.q_stride;
+      const float* dout = f32(b.dout) + n * b.q_head_step + i0 * b.q_stride;
       const int qs = static_cast<int>(b.q_stride), kvs = static_cast<int>(b.kv_stride);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk), ki, alpha, q, qs,
                   k, kvs, 0.0f, p_tile, kk);
@@ -150,6 +152,7 @@ int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
 
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm, float* workspace) {
   DRING_ASSERT(prm.head_dim >= 1 && prm.q_tile >= 1 && prm.k_tile >= 1 && prm.threads >= 1);
+  DRING_CHECK(prm.dtype == DType::kF32, Status::kUnsupported, "the cpu kernels compute in fp32 only");
   // Work items, and one lock per (block, head, query tile) of the big blocks.
   std::vector<Item> items;
   std::vector<int64_t> lock_base(blocks.size(), 0);
@@ -199,13 +202,14 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
 }
 
 void delta(const DeltaParams& p, int threads) {
+  DRING_CHECK(p.dtype == DType::kF32, Status::kUnsupported, "the cpu kernels compute in fp32 only");
   const int64_t rows = p.batch * p.rows;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t br = 0; br < rows; ++br) {
     const int64_t b = br / p.rows, i = br % p.rows;
     for (int64_t h = 0; h < p.heads; ++h) {
-      const float* o = p.out + (br * p.heads + h) * p.head_dim;
-      const float* g = p.dout + (br * p.heads + h) * p.head_dim;
+      const float* o = f32(p.out) + (br * p.heads + h) * p.head_dim;
+      const float* g = f32(p.dout) + (br * p.heads + h) * p.head_dim;
       float sum = 0.0f;
       for (int64_t c = 0; c < p.head_dim; ++c) sum += o[c] * g[c];
       p.delta[(b * p.heads + h) * p.rows + i] = sum;

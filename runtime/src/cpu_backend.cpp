@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "dring/backend.hpp"
+#include "dring/error.hpp"
 #include "dring/kernels/cpu.hpp"
 
 namespace dring {
@@ -15,36 +16,45 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return "cpu"; }
   Allocator& allocator() override { return tracker_.host(); }
+  bool supports(DType dtype) const override { return dtype == DType::kF32; }
 
-  void upload(const float* host, float* dst, int64_t count) override { copy(host, dst, count); }
-  void download(const float* src, float* host, int64_t count) override { copy(src, host, count); }
-  void fill_zero(float* dst, int64_t count) override {
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (int64_t i = 0; i < count; ++i) dst[i] = 0.0f;
+  void upload(const float* host, void* dst, int64_t count, DType dtype) override {
+    require_f32(dtype);
+    if (host != dst) std::memcpy(dst, host, static_cast<size_t>(count) * sizeof(float));
   }
+  void download(const void* src, DType dtype, float* host, int64_t count) override {
+    require_f32(dtype);
+    if (src != host) std::memcpy(host, src, static_cast<size_t>(count) * sizeof(float));
+  }
+  void fill(void* dst, int64_t count, DType dtype, float value) override {
+    require_f32(dtype);
+    float* x = static_cast<float*>(dst);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (int64_t i = 0; i < count; ++i) x[i] = value;
+  }
+  void cast(const float* src, void* dst, int64_t count, DType dtype) override { upload(src, dst, count, dtype); }
 
-  void copy_rows(std::span<const RowRun> runs, int64_t d) override {
+  void copy_rows(std::span<const RowRun> runs, int64_t d, DType dtype) override {
+    const int64_t bytes = dtype_bytes(dtype);
     for (const RowRun& run : runs) {
-      for (int64_t i = 0; i < run.rows; ++i) std::memcpy(run.dst + i * run.dst_stride, run.src + i * run.src_stride, d * 4);
+      for (int64_t i = 0; i < run.rows; ++i) {
+        std::memcpy(offset(run.dst, i * run.dst_stride, dtype), offset(run.src, i * run.src_stride, dtype), d * bytes);
+      }
     }
   }
   void add_rows(std::span<const RowRun> runs, int64_t d) override {
     for (const RowRun& run : runs) {
       for (int64_t i = 0; i < run.rows; ++i) {
-        float* dst = run.dst + i * run.dst_stride;
-        const float* src = run.src + i * run.src_stride;
+        float* dst = static_cast<float*>(run.dst) + i * run.dst_stride;
+        const float* src = static_cast<const float*>(run.src) + i * run.src_stride;
         for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
       }
     }
   }
 
-  void init_state(const kernels::AttendState& state, int64_t rows, int64_t heads, int64_t head_dim) override {
-    kernels::cpu::init_state(state, rows, heads, head_dim, threads_);
-  }
   void attend(std::span<const kernels::AttendBlock> blocks, const kernels::AttendParams& params) override {
     kernels::cpu::attend(blocks, params, workspace(kernels::cpu::workspace_floats_per_thread(params), params.threads));
   }
-  void finalize(const kernels::FinalizeParams& params) override { kernels::cpu::finalize(params, threads_); }
   void delta(const kernels::DeltaParams& params) override { kernels::cpu::delta(params, threads_); }
   void attend_backward(std::span<const kernels::GradBlock> blocks, const kernels::AttendParams& params) override {
     kernels::cpu::attend_backward(
@@ -53,8 +63,9 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
  private:
-  void copy(const float* src, float* dst, int64_t count) {
-    if (src != dst) std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
+  static void require_f32(DType dtype) {
+    DRING_CHECK(dtype == DType::kF32, Status::kUnsupported,
+                "the cpu backend stores tensors in fp32 (got " << dtype_name(dtype) << ")");
   }
   // Per-thread scratch, grown on demand and kept (category workspace).
   float* workspace(int64_t per_thread, int threads) {

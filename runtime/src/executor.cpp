@@ -23,9 +23,18 @@ double scores_of(const kernels::AttendBlock& b) {
 
 }  // namespace
 
-int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes) {
+comm::ElementType element_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return comm::ElementType::kFloat32;
+    case DType::kF16: return comm::ElementType::kFloat16;
+    case DType::kBF16: return comm::ElementType::kBFloat16;
+  }
+  return comm::ElementType::kFloat32;
+}
+
+int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes, DType dtype) {
   const AttentionShape& s = problem.shape;
-  const int64_t row_bytes = 2 * s.head_dim * static_cast<int64_t>(sizeof(float));  // one K and one V row
+  const int64_t row_bytes = 2 * s.head_dim * dtype_bytes(dtype);  // one K and one V row
   if (chunk_bytes <= 0) {
     const ShardLayout layout(s.seq, world_size);
     const int64_t shard_kv_bytes = s.batch * layout.max_size() * s.kv_heads * row_bytes;
@@ -47,9 +56,10 @@ RingExecutor::Impl::Impl(const Problem& p, comm::Transport& t, Backend& b, Execu
       transport(t),
       backend(b),
       options(std::move(o)),
-      plan(p, t.world_size(), default_message_rows(p, t.world_size(), options.exchange_chunk_bytes)) {
+      plan(p, t.world_size(), default_message_rows(p, t.world_size(), options.exchange_chunk_bytes, options.dtype)) {
   rank = t.world_rank();
   world = t.world_size();
+  dtype = options.dtype;
   const AttentionShape& s = p.shape;
   index = ShardIndex{plan.layout().begin(rank), plan.layout().size(rank), s.heads, s.kv_heads, s.head_dim};
   steps = plan.schedule(rank);
@@ -58,6 +68,7 @@ RingExecutor::Impl::Impl(const Problem& p, comm::Transport& t, Backend& b, Execu
     largest_recv_rows = std::max(largest_recv_rows, step.recv.rows);
     largest_send_rows = std::max(largest_send_rows, step.send.rows);
   }
+  params.dtype = dtype;
   params.head_dim = s.head_dim;
   params.scale = p.scale();
   params.threads = options.threads;
@@ -91,22 +102,26 @@ void RingExecutor::Impl::ensure(Buffer<float>& buffer, int64_t floats, MemCatego
   if (buffer.size() < floats) buffer = Buffer<float>(backend.allocator(), floats, category);
 }
 
-std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const float* k, const float* v, float* k_out,
-                                                     float* v_out, float* payload, bool into_payload) const {
+void RingExecutor::Impl::ensure(TensorBuffer& buffer, int64_t count, MemCategory category) {
+  if (buffer.size() < count) buffer = TensorBuffer(backend.allocator(), count, dtype, category);
+}
+
+std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const void* k, const void* v, void* k_out,
+                                                     void* v_out, void* payload, bool into_payload, DType type) const {
   const int64_t d = index.head_dim;
   std::vector<RowRun> runs;
   runs.reserve(2 * msg.slabs.size());
   for (const KvSlab& slab : msg.slabs) {
     const int64_t at = index.kv_at(slab.batch, slab.keys.first, slab.kv_head);
     const int64_t stride = slab.keys.stride * index.kv_heads * d;
-    float* k_rows = payload + slab.message_row * d;
-    float* v_rows = payload + (msg.rows + slab.message_row) * d;
+    void* k_rows = offset(payload, slab.message_row * d, type);
+    void* v_rows = offset(payload, (msg.rows + slab.message_row) * d, type);
     if (into_payload) {
-      runs.push_back({k + at, stride, k_rows, d, slab.keys.count});
-      runs.push_back({v + at, stride, v_rows, d, slab.keys.count});
+      runs.push_back({offset(k, at, type), stride, k_rows, d, slab.keys.count});
+      runs.push_back({offset(v, at, type), stride, v_rows, d, slab.keys.count});
     } else {
-      runs.push_back({k_rows, d, k_out + at, stride, slab.keys.count});
-      runs.push_back({v_rows, d, v_out + at, stride, slab.keys.count});
+      runs.push_back({k_rows, d, offset(k_out, at, type), stride, slab.keys.count});
+      runs.push_back({v_rows, d, offset(v_out, at, type), stride, slab.keys.count});
     }
   }
   return runs;
@@ -115,16 +130,17 @@ std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const f
 void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& stats) {
   const PlanStep& step = steps[i];
   const int64_t d = index.head_dim;
+  const comm::ElementType type = element_type(dtype);
   if (!step.recv.empty()) {
-    std::span<float> into(kv_recv[i % 2].data(), 2 * step.recv.rows * d);
-    pending_kv_recv = transport.post_recv(into, (rank - step.shift + world) % world, kv_tag(step.shift));
+    pending_kv_recv = transport.post_recv_raw(kv_recv[i % 2].data(), 2 * step.recv.rows * d, type,
+                                              (rank - step.shift + world) % world, kv_tag(step.shift));
   }
   if (!step.send.empty()) {
     const auto t0 = Clock::now();
-    backend.copy_rows(message_runs(step.send, in.k, in.v, nullptr, nullptr, kv_send.data(), true), d);
+    backend.copy_rows(message_runs(step.send, in.k, in.v, nullptr, nullptr, kv_send.data(), true, dtype), d, dtype);
     stats.compute_ms += ms_since(t0);
-    std::span<const float> from(kv_send.data(), 2 * step.send.rows * d);
-    pending_kv_send = transport.post_send(from, (rank + step.shift) % world, kv_tag(step.shift));
+    pending_kv_send = transport.post_send_raw(kv_send.data(), 2 * step.send.rows * d, type,
+                                              (rank + step.shift) % world, kv_tag(step.shift));
   }
 }
 
@@ -165,27 +181,24 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   const AttentionShape& s = m.problem.shape;
   const int64_t d = s.head_dim;
   const ShardIndex& ix = m.index;
+  const DType dt = m.dtype;
   const bool causal = m.problem.config.causal;
   PassStats stats;
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
 
-  const int64_t state_rows = s.batch * ix.rows * s.heads;
-  m.ensure(m.row_max, state_rows, MemCategory::kWorkspace);
-  m.ensure(m.row_sum, state_rows, MemCategory::kWorkspace);
   for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
   m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
 
-  // One block per query head: its query rows (state alongside) against keys given by the caller.
+  // One block per query head: its query rows (and their out, lse) against keys given by the caller.
   auto query_block = [&](int64_t b, int64_t h, const StridedRange& rows) {
     kernels::AttendBlock blk;
-    blk.q = in.q + ix.q_at(b, rows.first, h);
+    blk.q = offset(in.q, ix.q_at(b, rows.first, h), dt);
     blk.q_stride = rows.stride * s.heads * d;
-    blk.acc = out.out + ix.q_at(b, rows.first, h);
-    blk.acc_stride = blk.q_stride;
-    blk.row_max = m.row_max.data() + ix.state_at(b, rows.first, h);
-    blk.row_sum = m.row_sum.data() + ix.state_at(b, rows.first, h);
-    blk.state_stride = rows.stride * s.heads;
+    blk.out = offset(out.out, ix.q_at(b, rows.first, h), dt);
+    blk.out_stride = blk.q_stride;
+    blk.lse = out.lse + ix.lse_at(b, h, rows.first);
+    blk.lse_stride = rows.stride;
     blk.n_q = rows.count;
     return blk;
   };
@@ -195,24 +208,24 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
       for (int64_t h = off; h < s.heads; h += r) {
         kernels::AttendBlock blk = query_block(b, h, rows);
         const int64_t g = m.problem.kv_head_of(h);
-        blk.k = in.k + ix.kv_at(b, rows.first, g);
-        blk.v = in.v + ix.kv_at(b, rows.first, g);
-        blk.k_stride = blk.v_stride = rows.stride * s.kv_heads * d;
+        blk.k = offset(in.k, ix.kv_at(b, rows.first, g), dt);
+        blk.v = offset(in.v, ix.kv_at(b, rows.first, g), dt);
+        blk.kv_stride = rows.stride * s.kv_heads * d;
         blk.n_k = rows.count;
         blk.causal = causal;
         visit(blk);
       }
     });
   };
-  auto message_blocks = [&](const Message& msg, const float* payload, int p, auto&& visit) {
+  auto message_blocks = [&](const Message& msg, const void* payload, int p, auto&& visit) {
     for (const KvSlab& slab : msg.slabs) {
       if (slab.pair != p) continue;
       const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.geometry[p].r);
       for (int64_t n = 0; n < heads.count; ++n) {
         kernels::AttendBlock blk = query_block(slab.batch, heads.first + n * heads.step, slab.queries);
-        blk.k = payload + slab.message_row * d;
-        blk.v = payload + (msg.rows + slab.message_row) * d;
-        blk.k_stride = blk.v_stride = d;
+        blk.k = offset(payload, slab.message_row * d, dt);
+        blk.v = offset(payload, (msg.rows + slab.message_row) * d, dt);
+        blk.kv_stride = d;
         blk.n_k = slab.keys.count;
         blk.causal = false;  // keys of another rank are all before (causal) or all visible
         visit(blk);
@@ -248,8 +261,10 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   }
   m.start_progress(total);
 
+  // Every row starts at (out, lse) = (0, -inf); each block merges into it.
   auto t0 = Clock::now();
-  m.backend.init_state({out.out, m.row_max.data(), m.row_sum.data()}, s.batch * ix.rows, s.heads, d);
+  m.backend.fill(out.out, s.batch * ix.rows * s.heads * d, dt, 0.0f);
+  m.backend.fill(out.lse, s.batch * s.heads * ix.rows, DType::kF32, -std::numeric_limits<float>::infinity());
   stats.compute_ms += ms_since(t0);
   if (!m.steps.empty()) m.post_kv(0, in, stats);
   t0 = Clock::now();
@@ -273,10 +288,6 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   }
   m.wait(m.pending_kv_recv, stats);
   m.wait(m.pending_kv_send, stats);
-
-  t0 = Clock::now();
-  m.backend.finalize({s.batch, ix.rows, s.heads, d, out.out, m.row_max.data(), m.row_sum.data(), out.lse});
-  stats.compute_ms += ms_since(t0);
   m.finish(stats, pass_start, before);
   return stats;
 }

@@ -27,24 +27,38 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   const AttentionShape& s = m.problem.shape;
   const int64_t d = s.head_dim;
   const ShardIndex& ix = m.index;
+  const DType dt = m.dtype;
   const bool causal = m.problem.config.causal;
   PassStats stats;
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
+  const int64_t q_elems = s.batch * ix.rows * s.heads * d, kv_elems = s.batch * ix.rows * s.kv_heads * d;
 
   m.ensure(m.delta, s.batch * s.heads * ix.rows, MemCategory::kWorkspace);
   for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
   m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
   for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
   for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  // Gradients accumulate in fp32: in the outputs themselves for fp32, else in workspace.
+  float* dq = static_cast<float*>(out.dq);
+  float* dk = static_cast<float*>(out.dk);
+  float* dv = static_cast<float*>(out.dv);
+  if (dt != DType::kF32) {
+    m.ensure(m.dq_acc, q_elems, MemCategory::kWorkspace);
+    m.ensure(m.dk_acc, kv_elems, MemCategory::kWorkspace);
+    m.ensure(m.dv_acc, kv_elems, MemCategory::kWorkspace);
+    dq = m.dq_acc.data();
+    dk = m.dk_acc.data();
+    dv = m.dv_acc.data();
+  }
 
   // One block per (kv head, offset) run of query heads, against keys given by the caller.
   auto query_block = [&](int64_t b, const HeadRun& heads, const StridedRange& rows) {
     kernels::GradBlock blk;
     const int64_t at = ix.q_at(b, rows.first, heads.first);
-    blk.q = in.forward.q + at;
-    blk.dout = in.dout + at;
-    blk.dq = out.dq + at;
+    blk.q = offset(in.forward.q, at, dt);
+    blk.dout = offset(in.dout, at, dt);
+    blk.dq = dq + at;
     blk.q_stride = rows.stride * s.heads * d;
     blk.q_head_step = heads.step * d;
     const int64_t state = ix.lse_at(b, heads.first, rows.first);
@@ -64,10 +78,10 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
         if (heads.count == 0) continue;
         kernels::GradBlock blk = query_block(b, heads, rows);
         const int64_t at = ix.kv_at(b, rows.first, g);
-        blk.k = in.forward.k + at;
-        blk.v = in.forward.v + at;
-        blk.dk = out.dk + at;
-        blk.dv = out.dv + at;
+        blk.k = offset(in.forward.k, at, dt);
+        blk.v = offset(in.forward.v, at, dt);
+        blk.dk = dk + at;
+        blk.dv = dv + at;
         blk.kv_stride = blk.dkv_stride = rows.stride * s.kv_heads * d;
         blk.n_k = rows.count;
         blk.causal = causal;
@@ -75,13 +89,13 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       }
     });
   };
-  auto message_blocks = [&](const Message& msg, const float* payload, float* grads, int p, auto&& visit) {
+  auto message_blocks = [&](const Message& msg, const void* payload, float* grads, int p, auto&& visit) {
     for (const KvSlab& slab : msg.slabs) {
       if (slab.pair != p) continue;
       const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.geometry[p].r);
       kernels::GradBlock blk = query_block(slab.batch, heads, slab.queries);
-      blk.k = payload + slab.message_row * d;
-      blk.v = payload + (msg.rows + slab.message_row) * d;
+      blk.k = offset(payload, slab.message_row * d, dt);
+      blk.v = offset(payload, (msg.rows + slab.message_row) * d, dt);
       blk.kv_stride = d;
       if (grads != nullptr) {
         blk.dk = grads + slab.message_row * d;
@@ -136,15 +150,15 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     const Message& sent = m.steps[i].send;
     if (sent.empty()) return;
     const auto t0 = Clock::now();
-    m.backend.add_rows(m.message_runs(sent, nullptr, nullptr, out.dk, out.dv, m.grad_recv[i % 2].data(), false), d);
+    m.backend.add_rows(m.message_runs(sent, nullptr, nullptr, dk, dv, m.grad_recv[i % 2].data(), false, DType::kF32), d);
     stats.compute_ms += ms_since(t0);
   };
 
   auto t0 = Clock::now();
-  m.backend.delta({s.batch, ix.rows, s.heads, d, in.out, in.dout, m.delta.data()});
-  m.backend.fill_zero(out.dq, s.batch * ix.rows * s.heads * d);
-  m.backend.fill_zero(out.dk, s.batch * ix.rows * s.kv_heads * d);
-  m.backend.fill_zero(out.dv, s.batch * ix.rows * s.kv_heads * d);
+  m.backend.delta({dt, s.batch, ix.rows, s.heads, d, in.out, in.dout, m.delta.data()});
+  m.backend.fill(dq, q_elems, DType::kF32, 0.0f);
+  m.backend.fill(dk, kv_elems, DType::kF32, 0.0f);
+  m.backend.fill(dv, kv_elems, DType::kF32, 0.0f);
   stats.compute_ms += ms_since(t0);
   if (!m.steps.empty()) post_step(0);
   t0 = Clock::now();
@@ -164,7 +178,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     m.wait(m.pending_grad_send[i % 2], stats);  // step i-2's gradients have left this buffer
     t0 = Clock::now();
     float* grads = m.grad_send[i % 2].data();
-    m.backend.fill_zero(grads, 2 * step.recv.rows * d);
+    m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
     for (int p = 0; p < pairs; ++p) {
       message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
       flush();
@@ -178,6 +192,13 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   m.wait(m.pending_kv_recv, stats);
   m.wait(m.pending_kv_send, stats);
   for (auto& request : m.pending_grad_send) m.wait(request, stats);
+  if (dt != DType::kF32) {
+    t0 = Clock::now();
+    m.backend.cast(dq, out.dq, q_elems, dt);
+    m.backend.cast(dk, out.dk, kv_elems, dt);
+    m.backend.cast(dv, out.dv, kv_elems, dt);
+    stats.compute_ms += ms_since(t0);
+  }
   m.finish(stats, pass_start, before);
   return stats;
 }

@@ -35,6 +35,7 @@ struct ShardIndex {
 };
 
 // Message tags: K/V rows travel with tag `shift`, their gradients back with `world + shift`.
+comm::ElementType element_type(DType dtype);
 inline int kv_tag(int shift) { return shift; }
 inline int grad_tag(int world, int shift) { return world + shift; }
 
@@ -55,13 +56,17 @@ struct RingExecutor::Impl {
   int64_t largest_recv_rows = 0;
   int64_t largest_send_rows = 0;
 
-  // Exchange buffers (allocated for the pass that needs them, then kept).
-  Buffer<float> kv_recv[2];
-  Buffer<float> kv_send;
+  DType dtype = DType::kF32;
+  // Exchange buffers (allocated for the pass that needs them, then kept): K/V messages in the
+  // storage dtype, gradient messages in fp32.
+  TensorBuffer kv_recv[2];
+  TensorBuffer kv_send;
   Buffer<float> grad_send[2];
   Buffer<float> grad_recv[2];
-  // Per-row scalars: forward running max and sum, backward delta.
-  Buffer<float> row_max, row_sum, delta;
+  // Backward: delta per (row, head), and fp32 accumulators of dq, dk, dv when the storage dtype
+  // is not fp32 (for fp32 the outputs accumulate in place).
+  Buffer<float> delta;
+  Buffer<float> dq_acc, dk_acc, dv_acc;
 
   std::unique_ptr<comm::Request> pending_kv_recv, pending_kv_send;
   std::unique_ptr<comm::Request> pending_grad_recv[2], pending_grad_send[2];
@@ -76,6 +81,7 @@ struct RingExecutor::Impl {
   void finish_call(double scores);
 
   void ensure(Buffer<float>& buffer, int64_t floats, MemCategory category);
+  void ensure(TensorBuffer& buffer, int64_t count, MemCategory category);
   // Visits every piece of pair p on this rank: (batch, selected rows, offset).
   template <class Visit>
   void for_each_local_piece(int p, Visit&& visit) const {
@@ -91,9 +97,11 @@ struct RingExecutor::Impl {
       }
     }
   }
-  // Row runs between a message payload and the shard rows of its slabs (K runs, then V runs).
-  std::vector<RowRun> message_runs(const Message& msg, const float* k, const float* v, float* k_out, float* v_out,
-                                   float* payload, bool into_payload) const;
+  // Row runs between a message payload and the shard rows of its slabs: from shard tensors k, v
+  // into the payload (packing K/V), or from the payload into k_out, v_out (returned gradients).
+  // Offsets are in elements of `type`.
+  std::vector<RowRun> message_runs(const Message& msg, const void* k, const void* v, void* k_out, void* v_out,
+                                   void* payload, bool into_payload, DType type) const;
   // Posts step i's K/V receive and packed send.
   void post_kv(size_t i, const ShardInputs& in, PassStats& stats);
   void wait(std::unique_ptr<comm::Request>& request, PassStats& stats);

@@ -12,17 +12,17 @@
 
 namespace dring {
 
-ShardBuffers allocate_shard(const AttentionShape& s, int64_t begin, int64_t rows, Allocator& allocator,
+ShardBuffers allocate_shard(const AttentionShape& s, int64_t begin, int64_t rows, Allocator& allocator, DType dtype,
                             bool backward) {
   ShardBuffers shard;
   shard.begin = begin;
   shard.rows = rows;
   const int64_t q_elems = s.batch * rows * s.heads * s.head_dim;
   const int64_t kv_elems = s.batch * rows * s.kv_heads * s.head_dim;
-  shard.q = Buffer<float>(allocator, q_elems, MemCategory::kInputs);
-  shard.k = Buffer<float>(allocator, kv_elems, MemCategory::kInputs);
-  shard.v = Buffer<float>(allocator, kv_elems, MemCategory::kInputs);
-  shard.out = Buffer<float>(allocator, q_elems, MemCategory::kOutputs);
+  shard.q = TensorBuffer(allocator, q_elems, dtype, MemCategory::kInputs);
+  shard.k = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kInputs);
+  shard.v = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kInputs);
+  shard.out = TensorBuffer(allocator, q_elems, dtype, MemCategory::kOutputs);
   shard.lse = Buffer<float>(allocator, s.batch * s.heads * rows, MemCategory::kOutputs);
   if (backward) allocate_gradients(s, allocator, shard);
   return shard;
@@ -31,22 +31,23 @@ ShardBuffers allocate_shard(const AttentionShape& s, int64_t begin, int64_t rows
 void allocate_gradients(const AttentionShape& s, Allocator& allocator, ShardBuffers& shard) {
   const int64_t q_elems = s.batch * shard.rows * s.heads * s.head_dim;
   const int64_t kv_elems = s.batch * shard.rows * s.kv_heads * s.head_dim;
-  shard.dout = Buffer<float>(allocator, q_elems, MemCategory::kInputs);
-  shard.dq = Buffer<float>(allocator, q_elems, MemCategory::kOutputs);
-  shard.dk = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
-  shard.dv = Buffer<float>(allocator, kv_elems, MemCategory::kOutputs);
+  const DType dtype = shard.q.dtype();
+  shard.dout = TensorBuffer(allocator, q_elems, dtype, MemCategory::kInputs);
+  shard.dq = TensorBuffer(allocator, q_elems, dtype, MemCategory::kOutputs);
+  shard.dk = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kOutputs);
+  shard.dv = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kOutputs);
 }
 
 void fill_synthetic_tensor(uint64_t seed, TensorId id, const AttentionShape& shape, const ShardBuffers& shard,
-                           Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker, int threads) {
+                           TensorBuffer& buffer, Backend& backend, MemoryTracker& tracker, int threads) {
   if (buffer.size() == 0) return;
-  if (backend.space() == MemSpace::kHost) {
-    fill_synthetic(seed, id, shape, shard.begin, shard.rows, buffer.data(), threads);
+  if (backend.space() == MemSpace::kHost && buffer.dtype() == DType::kF32) {
+    fill_synthetic(seed, id, shape, shard.begin, shard.rows, buffer.f32(), threads);
     return;
   }
   Buffer<float> staging(tracker, buffer.size(), MemCategory::kWorkspace);
   fill_synthetic(seed, id, shape, shard.begin, shard.rows, staging.data(), threads);
-  backend.upload(staging.data(), buffer.data(), buffer.size());
+  backend.upload(staging.data(), buffer.data(), buffer.size(), buffer.dtype());
   backend.synchronize();
 }
 

@@ -30,7 +30,7 @@ GradRun run_backward(const Problem& problem, MPI_Comm comm, uint64_t seed, const
   const int rank = transport.world_rank();
   std::unique_ptr<Backend> backend = make_cpu_backend(tracker, options.threads);
   GradRun run;
-  run.shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator(), true);
+  run.shard = allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator(), DType::kF32, true);
   fill_synthetic_shard(seed, problem.shape, run.shard, *backend, tracker, options.threads);
   RingExecutor executor(problem, transport, *backend, options);
   executor.forward(run.shard.inputs(), run.shard.outputs());
@@ -73,7 +73,7 @@ TEST_P(RingBackward, EqualsOneRankAndReference) {
         for (double x : *g) largest = std::max(largest, std::abs(x));
       }
       double vs_reference = 0.0, vs_one_rank = 0.0;
-      auto compare = [&](const Buffer<float>& got, const Buffer<float>& one, const std::vector<double>& want, int64_t heads) {
+      auto compare = [&](const TensorBuffer& got, const TensorBuffer& one, const std::vector<double>& want, int64_t heads) {
         const int64_t row = heads * s.head_dim, rows = dist.shard.rows;
         for (int64_t b = 0; b < s.batch; ++b) {
           for (int64_t i = 0; i < rows; ++i) {

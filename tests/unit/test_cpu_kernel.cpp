@@ -15,18 +15,19 @@ namespace {
 struct BlockCase {
   int64_t n_q, n_k, d;
   bool causal;
+  // Row strides in multiples of d (1 = packed rows, as in an exchange message).
+  int64_t q_rows = 3, kv_rows = 2;
 };
 
-// Runs `calls` consecutive kernel calls over disjoint key ranges of one block and finalizes;
-// returns the max error of out (relative to max |v|) and of lse against float64.
+// Runs `calls` consecutive kernel calls over disjoint key ranges of one block, merging into the
+// rows' (out, lse); returns the max error of out (relative to max |v|) and of lse against float64.
 std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads) {
-  // Strided layout: rows of q/acc every 3*d floats, k every 2*d, v every 5*d.
-  const int64_t qs = 3 * c.d, ks = 2 * c.d, vs = 5 * c.d;
+  const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
   const auto q = test::random_tensor(c.n_q * qs, 11);
-  const auto k = test::random_tensor(c.n_k * ks, 12);
-  const auto v = test::random_tensor(c.n_k * vs, 13);
+  const auto k = test::random_tensor(c.n_k * kvs, 12);
+  const auto v = test::random_tensor(c.n_k * kvs, 13);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
-  std::vector<float> acc(c.n_q * qs, 0.0f), m(c.n_q * 2, -std::numeric_limits<float>::infinity()), l(c.n_q * 2, 0.0f);
+  std::vector<float> out(c.n_q * qs, 0.0f), lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
 
   kernels::AttendParams prm;
   prm.head_dim = c.d;
@@ -44,15 +45,13 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
     kernels::AttendBlock blk;
     blk.q = q.data();
     blk.q_stride = qs;
-    blk.k = k.data() + j0 * ks;
-    blk.k_stride = ks;
-    blk.v = v.data() + j0 * vs;
-    blk.v_stride = vs;
-    blk.acc = acc.data();
-    blk.acc_stride = qs;
-    blk.row_max = m.data();
-    blk.row_sum = l.data();
-    blk.state_stride = 2;
+    blk.k = k.data() + j0 * kvs;
+    blk.v = v.data() + j0 * kvs;
+    blk.kv_stride = kvs;
+    blk.out = out.data();
+    blk.out_stride = qs;
+    blk.lse = lse.data();
+    blk.lse_stride = 2;
     blk.n_q = c.n_q;
     blk.n_k = j1 - j0;
     blk.causal = c.causal;
@@ -66,19 +65,17 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
     double mx = -INFINITY;
     for (int64_t j = 0; j < keys; ++j) {
       double dot = 0;
-      for (int64_t e = 0; e < c.d; ++e) dot += double(q[i * qs + e]) * double(k[j * ks + e]);
+      for (int64_t e = 0; e < c.d; ++e) dot += double(q[i * qs + e]) * double(k[j * kvs + e]);
       s[j] = dot * scale;
       mx = std::max(mx, s[j]);
     }
     double denom = 0;
     for (double& x : s) denom += (x = std::exp(x - mx));
-    const float l_i = l[i * 2];
-    const double lse = (m[i * 2] + std::log2(static_cast<double>(l_i))) * std::log(2.0);
-    err_lse = std::max(err_lse, std::abs(lse - (mx + std::log(denom))));
+    err_lse = std::max(err_lse, std::abs(lse[i * 2] - (mx + std::log(denom))));
     for (int64_t e = 0; e < c.d; ++e) {
       double want = 0;
-      for (int64_t j = 0; j < keys; ++j) want += s[j] / denom * v[j * vs + e];
-      err_out = std::max(err_out, std::abs(acc[i * qs + e] / l_i - want) / vmax);
+      for (int64_t j = 0; j < keys; ++j) want += s[j] / denom * v[j * kvs + e];
+      err_out = std::max(err_out, std::abs(out[i * qs + e] - want) / vmax);
     }
   }
   return {err_out, err_lse};
@@ -105,7 +102,21 @@ TEST(CpuKernel, SmallBlockPathMatchesFloat64) {
   }
 }
 
-TEST(CpuKernel, StateCarriesAcrossCallsLikeOneCall) {
+// The small path packs strided rows into scratch and uses packed rows in place: every mix.
+TEST(CpuKernel, SmallBlockPathTakesPackedAndStridedRows) {
+  for (int64_t q_rows : {1, 4}) {
+    for (int64_t kv_rows : {1, 3}) {
+      for (bool causal : {false, true}) {
+        BlockCase c{9, 9, 5, causal, q_rows, kv_rows};
+        const auto [out, lse] = run_block(c, 1 << 30, 1, 1);
+        EXPECT_LT(out, 2e-6) << "q stride " << q_rows << "d, kv stride " << kv_rows << "d causal " << causal;
+        EXPECT_LT(lse, 2e-5);
+      }
+    }
+  }
+}
+
+TEST(CpuKernel, MergingBlocksLikeOneBlock) {
   for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
     const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2);
     EXPECT_LT(out, 2e-6);
@@ -113,17 +124,30 @@ TEST(CpuKernel, StateCarriesAcrossCallsLikeOneCall) {
   }
 }
 
-TEST(CpuKernel, FinalizeGivesZeroAndMinusInfinityForRowsWithoutKeys) {
-  // Two rows, one head, d = 2: row 0 has state (m, l) = (1, 2) in log2 units, row 1 nothing.
-  std::vector<float> acc = {4.0f, 6.0f, 0.0f, 0.0f};
-  std::vector<float> m = {1.0f, -std::numeric_limits<float>::infinity()}, l = {2.0f, 0.0f};
-  std::vector<float> lse(2);
-  kernels::cpu::finalize({1, 2, 1, 2, acc.data(), m.data(), l.data(), lse.data()}, 1);
-  EXPECT_FLOAT_EQ(acc[0], 2.0f);
-  EXPECT_FLOAT_EQ(acc[1], 3.0f);
-  EXPECT_FLOAT_EQ(lse[0], 2.0f * std::log(2.0f));
-  EXPECT_EQ(acc[2], 0.0f);
-  EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0);
+TEST(CpuKernel, RowsNoKeyReachesStayZeroWithMinusInfinity) {
+  // A block with no keys leaves its rows' (out, lse) at (0, -inf), on both paths.
+  for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
+    std::vector<float> q(8, 1.0f), out(8, 0.0f), lse(2, -std::numeric_limits<float>::infinity());
+    kernels::AttendBlock blk;
+    blk.q = q.data();
+    blk.q_stride = 4;
+    blk.k = blk.v = q.data();
+    blk.kv_stride = 4;
+    blk.out = out.data();
+    blk.out_stride = 4;
+    blk.lse = lse.data();
+    blk.lse_stride = 1;
+    blk.n_q = 2;
+    blk.n_k = 0;
+    kernels::AttendParams prm;
+    prm.head_dim = 4;
+    prm.scale = 0.5;
+    prm.small_block_scores = small;
+    std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm));
+    kernels::cpu::attend({&blk, 1}, prm, workspace.data());
+    for (float x : out) EXPECT_EQ(x, 0.0f);
+    for (float x : lse) EXPECT_TRUE(std::isinf(x) && x < 0);
+  }
 }
 
 }  // namespace

@@ -19,43 +19,46 @@
 #include "dring/backend.hpp"
 #include "dring/comm/transport.hpp"
 #include "dring/config.hpp"
+#include "dring/dtype.hpp"
 #include "dring/plan.hpp"
 
 namespace dring {
 
 struct ExecutorOptions {
-  int threads = 1;  // kernel threads of a CPU backend
+  DType dtype = DType::kF32;  // storage dtype of q, k, v, out (and dout, dq, dk, dv)
+  int threads = 1;            // kernel threads of a CPU backend
   // Cap on one exchange message; 0 picks 1/16 of a shard's K+V bytes (at least 64 KiB), which
   // keeps the exchange buffers a small fraction of the shard.
   int64_t exchange_chunk_bytes = 0;
   int64_t q_tile = 128;
   int64_t k_tile = 256;
-  int64_t small_block_scores = 1024;
+  int64_t small_block_scores = 256;
   // Called on the calling thread with the fraction of this rank's pass done (0..1), at most a few
   // times a second. Optional.
   std::function<void(double)> on_progress;
 };
 
-// This rank's shard: rows [begin, end) of the sequence, all batches, contiguous.
+// This rank's shard: rows [begin, end) of the sequence, all batches, contiguous, in the backend's
+// memory; tensors in the storage dtype, lse in fp32.
 struct ShardInputs {
-  const float* q = nullptr;  // [B, rows, H, D]
-  const float* k = nullptr;  // [B, rows, Hkv, D]
-  const float* v = nullptr;  // [B, rows, Hkv, D]
+  const void* q = nullptr;  // [B, rows, H, D]
+  const void* k = nullptr;  // [B, rows, Hkv, D]
+  const void* v = nullptr;  // [B, rows, Hkv, D]
 };
 struct ShardOutputs {
-  float* out = nullptr;  // [B, rows, H, D]
+  void* out = nullptr;   // [B, rows, H, D]
   float* lse = nullptr;  // [B, H, rows], natural log
 };
 struct GradInputs {
-  ShardInputs forward;        // q, k, v
-  const float* out = nullptr;  // saved forward output
-  const float* lse = nullptr;  // saved forward lse
-  const float* dout = nullptr;  // [B, rows, H, D]
+  ShardInputs forward;          // q, k, v
+  const void* out = nullptr;    // saved forward output
+  const float* lse = nullptr;   // saved forward lse
+  const void* dout = nullptr;   // [B, rows, H, D]
 };
 struct GradOutputs {
-  float* dq = nullptr;  // [B, rows, H, D]
-  float* dk = nullptr;  // [B, rows, Hkv, D]
-  float* dv = nullptr;  // [B, rows, Hkv, D]
+  void* dq = nullptr;  // [B, rows, H, D]
+  void* dk = nullptr;  // [B, rows, Hkv, D]
+  void* dv = nullptr;  // [B, rows, Hkv, D]
 };
 
 struct PassStats {
@@ -87,7 +90,8 @@ class RingExecutor {
   std::unique_ptr<Impl> impl_;
 };
 
-// The message cap ExecutorOptions{exchange_chunk_bytes = 0} resolves to, in rows.
-int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes);
+// The message cap ExecutorOptions{exchange_chunk_bytes = 0} resolves to, in rows of K and V of
+// `dtype` (a row of a message is one K row and one V row).
+int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes, DType dtype = DType::kF32);
 
 }  // namespace dring

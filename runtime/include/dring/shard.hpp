@@ -13,15 +13,15 @@
 
 namespace dring {
 
-// Tensors in the backend's memory (host or device).
+// Tensors in the backend's memory (host or device), in the storage dtype; lse in fp32.
 struct ShardBuffers {
   int64_t begin = 0;  // first sequence position of the shard
   int64_t rows = 0;
-  Buffer<float> q, k, v;  // [B, rows, H or Hkv, D], category inputs
-  Buffer<float> out;      // [B, rows, H, D], category outputs
-  Buffer<float> lse;      // [B, H, rows], category outputs
+  TensorBuffer q, k, v;  // [B, rows, H or Hkv, D], category inputs
+  TensorBuffer out;      // [B, rows, H, D], category outputs
+  Buffer<float> lse;     // [B, H, rows], category outputs
   // Backward only (empty otherwise): dout is an input, dq, dk, dv outputs shaped like q, k, v.
-  Buffer<float> dout, dq, dk, dv;
+  TensorBuffer dout, dq, dk, dv;
 
   ShardInputs inputs() const { return {q.data(), k.data(), v.data()}; }
   ShardOutputs outputs() { return {out.data(), lse.data()}; }
@@ -30,7 +30,7 @@ struct ShardBuffers {
 };
 
 ShardBuffers allocate_shard(const AttentionShape& shape, int64_t begin, int64_t rows, Allocator& allocator,
-                            bool backward = false);
+                            DType dtype = DType::kF32, bool backward = false);
 // Adds dout, dq, dk and dv to a forward shard (so the forward pass is measured without them).
 void allocate_gradients(const AttentionShape& shape, Allocator& allocator, ShardBuffers& shard);
 
@@ -40,7 +40,7 @@ void fill_synthetic_shard(uint64_t seed, const AttentionShape& shape, ShardBuffe
                           MemoryTracker& tracker, int threads);
 // Fills one tensor of the shard (q, k, v or dout) the same way.
 void fill_synthetic_tensor(uint64_t seed, TensorId id, const AttentionShape& shape, const ShardBuffers& shard,
-                           Buffer<float>& buffer, Backend& backend, MemoryTracker& tracker, int threads);
+                           TensorBuffer& buffer, Backend& backend, MemoryTracker& tracker, int threads);
 
 // Collective: throws CollectiveError on every rank if any rank's rows of tensor `name` (host
 // memory, [B, rows, heads, D]) hold a NaN or Inf, naming the first such element of the whole

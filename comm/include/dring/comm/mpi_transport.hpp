@@ -37,14 +37,12 @@ class MpiTransport final : public Transport {
   int world_size() const override { return size_; }
   MPI_Comm comm() const { return comm_; }
 
-  void barrier() override;
-  double allreduce_max(double value) override;
-  int64_t allreduce_sum(int64_t value) override;
-
- protected:
   std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
                                          int tag) override;
   std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
+  void barrier() override;
+  double allreduce_max(double value) override;
+  int64_t allreduce_sum(int64_t value) override;
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

@@ -54,6 +54,12 @@ class Transport {
     return post_recv_raw(data.data(), static_cast<int64_t>(data.size()), element_type_of<T>(), peer, tag);
   }
 
+  // The same, for buffers whose element type is decided at run time (bf16 K/V rows, say).
+  virtual std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+                                                 int tag) = 0;
+  virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer,
+                                                 int tag) = 0;
+
   virtual void barrier() = 0;
   virtual double allreduce_max(double value) = 0;
   virtual int64_t allreduce_sum(int64_t value) = 0;
@@ -62,10 +68,6 @@ class Transport {
   void reset_counters() { counters_ = CommCounters{}; }
 
  protected:
-  virtual std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
-                                                 int tag) = 0;
-  virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer,
-                                                 int tag) = 0;
   CommCounters counters_;
 };
 

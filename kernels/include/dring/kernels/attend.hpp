@@ -1,35 +1,37 @@
 // dring/kernels/attend.hpp — the kernel family every backend implements: dense attention on one
-// block of strided rows, accumulated into an online-softmax state.
+// block of strided rows, merged into the rows' running (out, lse).
 //
 // Dilated attention over a ring decomposes into blocks: for one (pair, segment, head) the rows a
 // dilation selects are every r-th row of a shard, so q, k and v of a block are plain strided row
-// views (row stride r*heads*head_dim in a shard, head_dim in a packed message). Each block updates
-// a per-row state (running maximum m, running sum l, unnormalised output acc); blocks of all pairs
-// and all ring steps accumulate into the same state, and `finalize` turns it into out and lse.
-// This is the log-sum-exp merge of blocks, done incrementally.
+// views (row stride r*heads*head_dim in a shard, head_dim in a packed message). The state of a
+// query row is its output so far and its log-sum-exp so far: (out, lse) starts at (0, -inf), and
+// each block is merged in by log-sum-exp — out' = (e^lse out + sum_j e^s_j v_j) / e^lse', lse' =
+// log(e^lse + sum_j e^s_j). Blocks of all pairs and all ring steps merge into the same rows, in
+// any order; after the last one, (out, lse) is the answer. No other per-row state exists.
 //
-// State units: m is kept in log2 units of the scaled score (scale*q.k*log2(e)), so the kernels
-// use exp2; finalize converts lse back to natural log.
+// Tensors q, k, v, out, dout are in the params' storage dtype (fp32 on CPUs; fp16, bf16 or fp32
+// on GPUs); lse, delta and gradient accumulators are fp32. Pointers are untyped for that reason;
+// strides and counts are in elements.
 #pragma once
 
 #include <cstdint>
+
+#include "dring/dtype.hpp"
 
 namespace dring::kernels {
 
 // One dense (optionally causal) attention block. Row i of q attends to rows j of k and v; with
 // `causal`, only to j <= i (q and k are then the same rows). All pointers are non-owning.
 struct AttendBlock {
-  const float* q = nullptr;
+  const void* q = nullptr;
   int64_t q_stride = 0;  // elements between consecutive rows
-  const float* k = nullptr;
-  int64_t k_stride = 0;
-  const float* v = nullptr;
-  int64_t v_stride = 0;
-  float* acc = nullptr;  // unnormalised output rows, head_dim each
-  int64_t acc_stride = 0;
-  float* row_max = nullptr;  // m, log2 units
-  float* row_sum = nullptr;  // l
-  int64_t state_stride = 0;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t kv_stride = 0;
+  void* out = nullptr;  // normalised output so far; the rows of q's layout
+  int64_t out_stride = 0;
+  float* lse = nullptr;  // natural log; -inf for a row nothing has reached yet
+  int64_t lse_stride = 0;
   int64_t n_q = 0;
   int64_t n_k = 0;
   bool causal = false;
@@ -47,26 +49,28 @@ struct ProgressHook {
 };
 
 struct AttendParams {
+  DType dtype = DType::kF32;
   int64_t head_dim = 0;
   double scale = 0.0;  // multiplies q.k
   int threads = 1;
   int64_t q_tile = 128;  // rows of q per work item
   int64_t k_tile = 256;  // rows of k per inner step
-  // Blocks with at most this many scores take the direct path (no tile products).
-  int64_t small_block_scores = 1024;
+  // Blocks with at most this many scores take the direct path (no tile products); measured on
+  // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16.
+  int64_t small_block_scores = 256;
   ProgressHook progress;
 };
 
 // Backward of one block, flash-style: scores are recomputed tile by tile from q, k and the saved
-// lse, with delta = rowsum(dout * out); dq, dk and dv accumulate (+=). The block serves the
-// `n_heads` query heads that read the same key rows (same kv head, same offset): query head n's
-// rows start n * q_head_step elements after head 0's, its lse and delta n * state_head_step after.
-// With `causal`, query i sees keys j <= i. Within one call, blocks must not share dq rows or dk/dv
-// rows.
+// lse, with delta = rowsum(dout * out); dq, dk and dv accumulate (+=) in fp32. The block serves
+// the `n_heads` query heads that read the same key rows (same kv head, same offset): query head
+// n's rows start n * q_head_step elements after head 0's, its lse and delta n * state_head_step
+// after. With `causal`, query i sees keys j <= i. Within one call, blocks must not share dq rows
+// or dk/dv rows.
 struct GradBlock {
-  const float* q = nullptr;
-  const float* dout = nullptr;
-  float* dq = nullptr;
+  const void* q = nullptr;
+  const void* dout = nullptr;
+  float* dq = nullptr;   // fp32, the layout of q
   int64_t q_stride = 0;  // q, dout and dq rows
   int64_t q_head_step = 0;
   const float* lse = nullptr;    // natural log
@@ -75,46 +79,27 @@ struct GradBlock {
   int64_t state_head_step = 0;
   int64_t n_heads = 1;
   int64_t n_q = 0;
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
   int64_t kv_stride = 0;
-  float* dk = nullptr;
-  float* dv = nullptr;
+  float* dk = nullptr;  // fp32
+  float* dv = nullptr;  // fp32
   int64_t dkv_stride = 0;
   int64_t n_k = 0;
   bool causal = false;
 };
 
 // delta[b, h, i] = sum_c out[b, i, h, c] * dout[b, i, h, c]; out and dout are [batch, rows, heads,
-// head_dim], delta is [batch, heads, rows] like lse.
+// head_dim] in the storage dtype, delta is [batch, heads, rows] like lse.
 struct DeltaParams {
+  DType dtype = DType::kF32;
   int64_t batch = 0;
   int64_t rows = 0;
   int64_t heads = 0;
   int64_t head_dim = 0;
-  const float* out = nullptr;
-  const float* dout = nullptr;
+  const void* out = nullptr;
+  const void* dout = nullptr;
   float* delta = nullptr;
-};
-
-// Row state over `rows` rows of `heads` heads: acc = 0, m = -inf, l = 0.
-struct AttendState {
-  float* acc = nullptr;  // [rows, heads, head_dim]
-  float* row_max = nullptr;  // [rows, heads]
-  float* row_sum = nullptr;  // [rows, heads]
-};
-
-// Finalize: out = acc / l (0 where l = 0), lse = ln(sum exp(score)) (-inf where l = 0).
-// acc is [batch, rows, heads, head_dim] and becomes out in place; lse is [batch, heads, rows].
-struct FinalizeParams {
-  int64_t batch = 0;
-  int64_t rows = 0;
-  int64_t heads = 0;
-  int64_t head_dim = 0;
-  float* acc = nullptr;
-  const float* row_max = nullptr;  // [batch, rows, heads]
-  const float* row_sum = nullptr;
-  float* lse = nullptr;
 };
 
 }  // namespace dring::kernels

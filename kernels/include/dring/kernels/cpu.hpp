@@ -15,12 +15,9 @@ namespace dring::kernels::cpu {
 // Floats of scratch each worker thread needs.
 int64_t workspace_floats_per_thread(const AttendParams& params);
 
-// Runs every block. Blocks must not share accumulator rows (the caller groups blocks so that
-// they do not); `workspace` holds workspace_floats_per_thread(params) * params.threads floats.
+// Runs every block (fp32 only). Blocks must not share output rows (the caller groups blocks so
+// that they do not); `workspace` holds workspace_floats_per_thread(params) * params.threads floats.
 void attend(std::span<const AttendBlock> blocks, const AttendParams& params, float* workspace);
-
-void init_state(const AttendState& state, int64_t rows, int64_t heads, int64_t head_dim, int threads);
-void finalize(const FinalizeParams& params, int threads);
 
 // Backward (attend_backward.cpp): work items are key tiles of a block, so each owns its dk/dv rows;
 // dq tiles are shared between the key tiles of a block and updated under a per-tile lock.
