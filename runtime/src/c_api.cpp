@@ -10,16 +10,16 @@
 
 #include "dring/backend.hpp"
 #include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
 #include "dring/config.h"
 #include "dring/executor.hpp"
 #include "dring/node.hpp"
+#include "dring/select.hpp"
 
 struct dring_context {
   dring::Problem problem;
   dring::MemoryTracker tracker;
-  std::unique_ptr<dring::comm::MpiTransport> transport;
-  std::unique_ptr<dring::Backend> backend;
+  MPI_Comm comm = MPI_COMM_NULL;  // the caller's, for agreeing on argument errors
+  dring::Runtime runtime;
   std::unique_ptr<dring::RingExecutor> executor;
 };
 
@@ -93,8 +93,8 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     dring::agree(comm, [&] {
       require(context != nullptr, "context is NULL");
       ctx->problem = to_problem(problem);
-      DRING_CHECK(o.backend == DRING_BACKEND_CPU, dring::Status::kUnsupported,
-                  "this build of dring has no CUDA backend (use DRING_BACKEND_CPU)");
+      DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
+                  "unknown backend " << static_cast<int>(o.backend));
       DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
                   "threads and exchange_chunk_bytes must not be negative");
       int size = 0;
@@ -114,12 +114,14 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
                                    differing);
     }
     const int threads = o.threads > 0 ? o.threads : dring::default_threads(comm);
-    ctx->transport = std::make_unique<dring::comm::MpiTransport>(comm);
-    ctx->backend = dring::make_cpu_backend(ctx->tracker, threads);
+    const char* backend = o.backend == DRING_BACKEND_CUDA ? "cuda" : "cpu";
+    ctx->comm = comm;
+    ctx->runtime = dring::select_runtime(comm, backend, dring::DType::kF32, threads, ctx->tracker, o.cuda_stream);
     dring::ExecutorOptions exec;
     exec.threads = threads;
     exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
-    ctx->executor = std::make_unique<dring::RingExecutor>(ctx->problem, *ctx->transport, *ctx->backend, exec);
+    ctx->executor =
+        std::make_unique<dring::RingExecutor>(ctx->problem, *ctx->runtime.transport, *ctx->runtime.backend, exec);
     *context = ctx.release();
   });
 }
@@ -148,7 +150,7 @@ dring_status dring_forward(dring_context* context, const float* q, const float* 
                            float* lse) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->transport->comm(), [&] {
+    dring::agree(context->comm, [&] {
       require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
               "dring_forward: q, k, v, out and lse must not be NULL");
     });
@@ -160,7 +162,7 @@ dring_status dring_backward(dring_context* context, const float* q, const float*
                             const float* lse, const float* dout, float* dq, float* dk, float* dv) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->transport->comm(), [&] {
+    dring::agree(context->comm, [&] {
       require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
                   dq != nullptr && dk != nullptr && dv != nullptr,
               "dring_backward: no tensor may be NULL");

@@ -105,6 +105,7 @@ nlohmann::json to_json(const RunReport& r) {
   j["backend"] = r.backend;
   j["dtype"] = r.dtype;
   j["transport"] = r.transport;
+  if (!r.note.empty()) j["note"] = r.note;
   j["input"] = r.input;
   j["threads"] = r.threads;
   j["repeat"] = r.repeat;
@@ -141,6 +142,7 @@ std::string format_table(const RunReport& r) {
                 r.world_size == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s", r.backend.c_str(), r.dtype.c_str(),
                 r.transport.c_str(), r.input.c_str());
   out << line;
+  if (!r.note.empty()) out << "note:      " << r.note << "\n";
   std::snprintf(line, sizeof line, "problem:   batch %lld, seq %lld, heads %lld (kv %lld), head_dim %lld, pairs %s\n",
                 static_cast<long long>(s.batch), static_cast<long long>(s.seq), static_cast<long long>(s.heads),
                 static_cast<long long>(s.kv_heads), static_cast<long long>(s.head_dim), r.problem.describe().c_str());

@@ -47,6 +47,7 @@ struct RunReport {
   std::string dtype = "fp32";
   std::string transport = "mpi";
   std::string input = "synthetic";
+  std::string note;                // how backend and transport were chosen, when worth saying
   double time_ms = 0.0;            // median over passes of the max over ranks
   std::vector<double> pass_ms;     // every timed pass, max over ranks
   double tokens_per_s = 0.0;

@@ -1,0 +1,35 @@
+// dring/select.hpp — choosing the backend and the transport of a run.
+//
+// "cpu": host memory, the fp32 CPU kernels, the MPI transport. "cuda": one GPU per rank, chosen by
+// node-local rank (never by world rank); the NCCL transport when every rank of a node has a GPU
+// of its own, else (several ranks on one GPU, which NCCL refuses) the MPI transport through host
+// staging, and the run says so. "auto": cuda when this build has it and every rank sees a GPU,
+// else cpu. The choice is collective: all ranks make the same one or all fail together.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "dring/backend.hpp"
+#include "dring/comm/transport.hpp"
+#include "dring/dtype.hpp"
+
+namespace dring {
+
+struct Runtime {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<comm::Transport> transport;
+  std::string note;  // how the choice was made, for the report ("" when nothing to say)
+};
+
+// Collective. `cuda_stream` (a cudaStream_t) is the stream of the caller's work for the cuda
+// backend, or null for a stream of dring's own.
+Runtime select_runtime(MPI_Comm comm, const std::string& backend, DType dtype, int threads, MemoryTracker& tracker,
+                       void* cuda_stream = nullptr);
+
+// Collective: whether this build has the CUDA backend and every rank sees at least one GPU.
+bool cuda_available(MPI_Comm comm);
+
+}  // namespace dring
