@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -327,8 +328,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(sgemm_n), reps, before.gflops, after.gflops, ceiling,
                 std::max(before.max_err, after.max_err));
     if (cpu_has_avx512() && !openblas_uses_avx512(core)) {
-      std::printf("# note: this CPU has AVX-512 but OpenBLAS runs its %s kernels; OPENBLAS_CORETYPE=SkylakeX "
-                  "in the environment may raise both the ceiling and the kernel\n", core.c_str());
+      const char* forced = std::getenv("OPENBLAS_CORETYPE");
+      std::printf("# note: this CPU has AVX-512 but OpenBLAS runs its %s kernels%s%s%s\n", core.c_str(),
+                  forced != nullptr ? " because the environment sets OPENBLAS_CORETYPE=" : "",
+                  forced != nullptr ? forced : "",
+                  forced != nullptr ? "" : "; OPENBLAS_CORETYPE=SkylakeX may raise both the ceiling and the kernel");
     }
     if (drift > 0.1) {
       std::printf("# warning: the ceiling moved %.0f%% during the run; the machine was busy\n", 100 * drift);

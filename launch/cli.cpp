@@ -52,7 +52,7 @@ Parsed parse(int argc, char** argv) {
   run_app->add_option("--output", run.output, "write out and lse to this HDF5 file");
   run_app->add_flag("--check", run.check, "compare sampled rows with the float64 reference; exit 3 on mismatch");
   run_app->add_option("--check-rows", run.check_rows, "rows sampled by --check")->capture_default_str();
-  run_app->add_option("--check-tol", run.check_tolerance, "tolerance of --check (default 1e-4)");
+  run_app->add_option("--check-tol", run.check_tolerance, "tolerance of --check (default by dtype: 2e-5 fp32, 2e-3 fp16, 1e-2 bf16)");
   run_app->add_option("--json", run.json, "write the machine-readable report to this file");
   run_app->add_option("--exchange-chunk-kib", run.exchange_chunk_kib,
                       "cap on one exchange message in KiB (default: 1/16 of a shard's K and V)");
@@ -73,7 +73,7 @@ Parsed parse(int argc, char** argv) {
   verify_app->add_option("--input", verify.input, "the HDF5 input the output was computed from")->required();
   verify_app->add_option("--output", verify.output, "the HDF5 output of dring run")->required();
   verify_app->add_option("--rows", verify.rows, "rows to check, sampled; 0 checks every row")->capture_default_str();
-  verify_app->add_option("--tol", verify.tolerance, "tolerance (default 1e-4)");
+  verify_app->add_option("--tol", verify.tolerance, "tolerance (default: that of --check for the dtype the run used)");
 
   SummarizeOptions summarize;
   CLI::App* sum_app = app.add_subcommand("summarize", "compare JSON reports of one problem at several world sizes");

@@ -270,7 +270,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   // 5. --check against the float64 reference, which regenerates or reads the rows it needs.
   if (o.check) {
     const std::vector<RowId> rows = sample_rows(problem.shape, layout, o.check_rows, o.shape.seed + 1);
-    const double tolerance = o.check_tolerance > 0 ? o.check_tolerance : kDefaultCheckTolerance;
+    const double tolerance = o.check_tolerance > 0 ? o.check_tolerance : default_check_tolerance(dtype);
     std::unique_ptr<reference::RowSource> source;
     agree(comm, [&] {
       if (o.input.empty()) {
@@ -305,6 +305,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
       attributes.problem = problem;
       attributes.world_size = world;
       attributes.backend = backend->name();
+      attributes.dtype = dtype_name(dtype);
       if (o.input.empty()) attributes.seed = o.shape.seed;
       attributes.input = o.input;
       out.write_attributes(attributes);

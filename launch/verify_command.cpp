@@ -73,7 +73,7 @@ int verify_command(MPI_Comm comm, const VerifyOptions& o) {
     // Sample around the shard edges of the run that wrote the file.
     rows = sample_rows(s, ShardLayout(s.seq, std::min<int64_t>(attributes.world_size, s.seq)), o.rows, 7);
   }
-  const double tolerance = o.tolerance > 0 ? o.tolerance : kDefaultCheckTolerance;
+  const double tolerance = o.tolerance > 0 ? o.tolerance : default_check_tolerance(parse_dtype(attributes.dtype));
   CheckResult forward, backward;
   forward.tolerance = backward.tolerance = tolerance;
   double grad_err = 0.0, grad_ref = 0.0;

@@ -11,6 +11,15 @@
 
 namespace dring {
 
+double default_check_tolerance(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 2e-5;
+    case DType::kF16: return 2e-3;
+    case DType::kBF16: return 1e-2;
+  }
+  return 2e-5;
+}
+
 std::vector<RowId> sample_rows(const AttentionShape& s, const ShardLayout& layout, int64_t count, uint64_t seed) {
   std::vector<RowId> rows;
   std::set<std::tuple<int64_t, int64_t, int64_t>> seen;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dring/config.hpp"
+#include "dring/dtype.hpp"
 #include "dring/kernels/reference.hpp"
 #include "dring/layout.hpp"
 
@@ -33,7 +34,9 @@ struct CheckResult {
   bool passed = true;
 };
 
-inline constexpr double kDefaultCheckTolerance = 1e-4;
+// Default tolerances of --check and dring verify by storage dtype (docs/math.md): a few times the
+// error a plain implementation of the same precision makes, far below a real mistake.
+double default_check_tolerance(DType dtype);
 
 // `count` distinct rows: the first and last of the sequence and of every shard, the rest spread by
 // a hash of `seed`. The same on every rank.
