@@ -55,7 +55,7 @@ Parsed parse(int argc, char** argv) {
   run_app->add_option("--check-tol", run.check_tolerance, "tolerance of --check (default by dtype: 2e-5 fp32, 2e-3 fp16, 1e-2 bf16)");
   run_app->add_option("--json", run.json, "write the machine-readable report to this file");
   run_app->add_option("--exchange-chunk-kib", run.exchange_chunk_kib,
-                      "cap on one exchange message in KiB (default: 1/16 of a shard's K and V)");
+                      "cap on one exchange message in KiB (default: 1/32 of a shard's K and V, at least 64 KiB)");
   run_app->add_flag("--quiet", run.quiet, "no report table on stdout");
 
   GenerateOptions generate;

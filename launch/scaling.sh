@@ -18,8 +18,4 @@ if ! "$python" -c 'import numpy, h5py, matplotlib' 2>/dev/null; then
     "run launch/install-deps.sh python3-matplotlib python3-h5py python3-numpy" >&2
   exit 2
 fi
-# The command as it will appear in report.md (a job script names itself in DRING_SCALING_VIA).
-args=""
-[ $# -gt 0 ] && args=$(printf ' %q' "$@")
-export DRING_SCALING_COMMAND="${DRING_SCALING_VIA:+$DRING_SCALING_VIA -> }launch/scaling.sh$args"
 exec "$python" "$root/bench/scaling/sweep.py" "$@"

@@ -38,7 +38,7 @@ int64_t default_message_rows(const Problem& problem, int world_size, int64_t chu
   if (chunk_bytes <= 0) {
     const ShardLayout layout(s.seq, world_size);
     const int64_t shard_kv_bytes = s.batch * layout.max_size() * s.kv_heads * row_bytes;
-    chunk_bytes = std::max<int64_t>(shard_kv_bytes / 16, 64 * 1024);
+    chunk_bytes = std::max<int64_t>(shard_kv_bytes / 32, 64 * 1024);
   }
   const int64_t int_limit_rows = std::numeric_limits<int>::max() / (2 * s.head_dim);
   return std::clamp<int64_t>(chunk_bytes / row_bytes, 1, int_limit_rows);

@@ -72,7 +72,7 @@ typedef struct dring_problem {
 typedef struct dring_options {
   dring_backend backend;        /* DRING_BACKEND_CPU (default) */
   int threads;                  /* kernel threads per rank; 0: cores of the node / ranks on it */
-  int64_t exchange_chunk_bytes; /* cap on one message; 0: automatic (1/16 of a shard's K and V) */
+  int64_t exchange_chunk_bytes; /* cap on one message; 0: automatic (1/32 of a shard's K and V, at least 64 KiB) */
   void* cuda_stream;            /* cudaStream_t for the CUDA backend; NULL: the default stream */
 } dring_options;
 

@@ -27,7 +27,7 @@ namespace dring {
 struct ExecutorOptions {
   DType dtype = DType::kF32;  // storage dtype of q, k, v, out (and dout, dq, dk, dv)
   int threads = 1;            // kernel threads of a CPU backend
-  // Cap on one exchange message; 0 picks 1/16 of a shard's K+V bytes (at least 64 KiB), which
+  // Cap on one exchange message; 0 picks 1/32 of a shard's K+V bytes (at least 64 KiB), which
   // keeps the exchange buffers a small fraction of the shard.
   int64_t exchange_chunk_bytes = 0;
   int64_t q_tile = 128;
