@@ -12,10 +12,6 @@ namespace dring {
 
 namespace {
 
-// Blocks go to the kernel in batches of this many, so a pair with millions of tiny segments
-// never materialises millions of block descriptors at once.
-constexpr size_t kBlockBatch = 8192;
-
 double scores_of(const kernels::AttendBlock& b) {
   const double nq = static_cast<double>(b.n_q), nk = static_cast<double>(b.n_k);
   return b.causal ? nq * (nq + 1) / 2 : nq * nk;
@@ -235,20 +231,9 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
 
   // Blocks of different pairs write the same rows, so pairs run one after another; within a pair
   // every block owns its rows and the kernel runs them in parallel.
-  std::vector<kernels::AttendBlock> batch;
-  auto flush = [&]() {
-    if (batch.empty()) return;
-    m.call_scores = 0.0;
-    for (const auto& blk : batch) m.call_scores += scores_of(blk);
-    m.backend.attend(batch, m.params);
-    m.done_scores += m.call_scores;
-    m.call_scores = 0.0;
-    batch.clear();
-  };
-  auto collect = [&](const kernels::AttendBlock& blk) {
-    batch.push_back(blk);
-    if (batch.size() >= kBlockBatch) flush();
-  };
+  Impl::Batch<kernels::AttendBlock> batch(
+      m, [&](std::span<const kernels::AttendBlock> blocks) { m.backend.attend(blocks, m.params); }, scores_of);
+  auto collect = [&](const kernels::AttendBlock& blk) { batch.add(blk); };
   const int pairs = static_cast<int>(m.geometry.size());
 
   double total = 0.0;
@@ -270,7 +255,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   t0 = Clock::now();
   for (int p = 0; p < pairs; ++p) {
     local_blocks(p, collect);
-    flush();
+    batch.flush();
   }
   stats.compute_ms += ms_since(t0);
 
@@ -282,7 +267,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
     const Message& msg = m.steps[i].recv;
     for (int p = 0; p < pairs && !msg.empty(); ++p) {
       message_blocks(msg, m.kv_recv[i % 2].data(), p, collect);
-      flush();
+      batch.flush();
     }
     stats.compute_ms += ms_since(t0);
   }

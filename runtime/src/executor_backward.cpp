@@ -108,20 +108,10 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     }
   };
 
-  std::vector<kernels::GradBlock> batch;
-  auto flush = [&]() {
-    if (batch.empty()) return;
-    m.call_scores = 0.0;
-    for (const auto& blk : batch) m.call_scores += scores_of(blk);
-    m.backend.attend_backward(batch, m.params);
-    m.done_scores += m.call_scores;
-    m.call_scores = 0.0;
-    batch.clear();
-  };
-  auto collect = [&](const kernels::GradBlock& blk) {
-    batch.push_back(blk);
-    if (batch.size() >= 8192) flush();
-  };
+  Impl::Batch<kernels::GradBlock> batch(
+      m, [&](std::span<const kernels::GradBlock> blocks) { m.backend.attend_backward(blocks, m.params); },
+      scores_of);
+  auto collect = [&](const kernels::GradBlock& blk) { batch.add(blk); };
   const int pairs = static_cast<int>(m.geometry.size());
   double total = 0.0;
   if (m.options.on_progress) {
@@ -164,7 +154,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   t0 = Clock::now();
   for (int p = 0; p < pairs; ++p) {
     local_blocks(p, collect);
-    flush();
+    batch.flush();
   }
   stats.compute_ms += ms_since(t0);
 
@@ -181,7 +171,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
     for (int p = 0; p < pairs; ++p) {
       message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
-      flush();
+      batch.flush();
     }
     stats.compute_ms += ms_since(t0);
     std::span<const float> from(grads, 2 * step.recv.rows * d);

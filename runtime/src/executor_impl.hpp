@@ -4,7 +4,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "dring/executor.hpp"
@@ -33,6 +35,10 @@ struct ShardIndex {
   int64_t state_at(int64_t b, int64_t pos, int64_t h) const { return (b * rows + pos - begin) * heads + h; }
   int64_t lse_at(int64_t b, int64_t h, int64_t pos) const { return (b * heads + h) * rows + pos - begin; }
 };
+
+// Blocks go to a kernel in batches of at most this many, so a pair with millions of tiny
+// segments never materialises millions of block descriptors at once.
+inline constexpr size_t kBlockBatch = 8192;
 
 // Message tags: K/V rows travel with tag `shift`, their gradients back with `world + shift`.
 comm::ElementType element_type(DType dtype);
@@ -106,6 +112,34 @@ struct RingExecutor::Impl {
   void post_kv(size_t i, const ShardInputs& in, PassStats& stats);
   void wait(std::unique_ptr<comm::Request>& request, PassStats& stats);
   void finish(PassStats& stats, Clock::time_point start, const comm::CommCounters& before);
+
+  // Collects blocks of one kind and hands them to `run` (a backend call) kBlockBatch at a time,
+  // keeping the progress accounting; `scores` is the work of one block.
+  template <class Block>
+  class Batch {
+   public:
+    Batch(Impl& impl, std::function<void(std::span<const Block>)> run, double (*scores)(const Block&))
+        : impl_(impl), run_(std::move(run)), scores_(scores) {}
+    void add(const Block& block) {
+      blocks_.push_back(block);
+      if (blocks_.size() >= kBlockBatch) flush();
+    }
+    void flush() {
+      if (blocks_.empty()) return;
+      impl_.call_scores = 0.0;
+      for (const Block& b : blocks_) impl_.call_scores += scores_(b);
+      run_(blocks_);
+      impl_.done_scores += impl_.call_scores;
+      impl_.call_scores = 0.0;
+      blocks_.clear();
+    }
+
+   private:
+    Impl& impl_;
+    std::function<void(std::span<const Block>)> run_;
+    double (*scores_)(const Block&);
+    std::vector<Block> blocks_;
+  };
 };
 
 }  // namespace dring
