@@ -9,10 +9,8 @@
 // P = exp2(S - m), acc = acc*c + P*V (sgemm into the out rows) — and the state is packed back:
 // out = acc / l, lse = m + log2(l). That is the log-sum-exp merge of the block into the rows.
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -20,8 +18,7 @@
 #include "dring/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "vector_math.hpp"
-
-extern "C" void openblas_set_num_threads(int num_threads);
+#include "work_items.hpp"
 
 namespace dring::kernels::cpu {
 
@@ -197,30 +194,16 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
   DRING_ASSERT(prm.head_dim <= std::numeric_limits<int>::max());
   const float alpha = static_cast<float>(prm.scale) * kLog2e;
   const std::vector<WorkItem> items = make_work(blocks, prm);
-  const int64_t n_items = static_cast<int64_t>(items.size());
-  const int64_t per_thread = workspace_floats_per_thread(prm);
-  // Each worker calls a single-threaded sgemm; OpenBLAS must not start threads of its own.
-  openblas_set_num_threads(1);
-  std::atomic<int64_t> items_done{0};
-#pragma omp parallel num_threads(prm.threads)
-  {
-    const int thread = omp_get_thread_num();
-    float* scratch = workspace + thread * per_thread;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_items; ++it) {
-      const WorkItem& item = items[it];
-      for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-        const Block blk(blocks[b]);
-        if (is_small(blocks[b], prm)) {
-          attend_small(blk, prm.head_dim, alpha, scratch, prm.q_tile * prm.k_tile);
-        } else {
-          attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
-        }
+  run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
+    for (int64_t b = item.block_begin; b < item.block_end; ++b) {
+      const Block blk(blocks[b]);
+      if (is_small(blocks[b], prm)) {
+        attend_small(blk, prm.head_dim, alpha, scratch, prm.q_tile * prm.k_tile);
+      } else {
+        attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
       }
-      const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
-      if (thread == 0) prm.progress(static_cast<double>(done) / static_cast<double>(n_items));
     }
-  }
+  });
 }
 
 }  // namespace dring::kernels::cpu

@@ -9,7 +9,6 @@
 // their query sweep at different tiles, so threads rarely meet). Tiny blocks take a direct path,
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,8 +19,7 @@
 #include "dring/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "vector_math.hpp"
-
-extern "C" void openblas_set_num_threads(int num_threads);
+#include "work_items.hpp"
 
 namespace dring::kernels::cpu {
 
@@ -177,28 +175,15 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     ++b;
   }
   std::unique_ptr<std::atomic_flag[]> locks(new std::atomic_flag[std::max<int64_t>(locks_needed, 1)]);
-  const int64_t n_items = static_cast<int64_t>(items.size());
-  const int64_t per_thread = backward_workspace_floats_per_thread(prm);
-  openblas_set_num_threads(1);
-  std::atomic<int64_t> items_done{0};
-#pragma omp parallel num_threads(prm.threads)
-  {
-    const int thread = omp_get_thread_num();
-    float* scratch = workspace + thread * per_thread;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_items; ++it) {
-      const Item& item = items[it];
-      for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-        if (is_small(blocks[b], prm)) {
-          backward_small(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
-        } else {
-          backward_key_tile(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
-        }
+  run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
+    for (int64_t b = item.block_begin; b < item.block_end; ++b) {
+      if (is_small(blocks[b], prm)) {
+        backward_small(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
+      } else {
+        backward_key_tile(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
       }
-      const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
-      if (thread == 0) prm.progress(static_cast<double>(done) / static_cast<double>(n_items));
     }
-  }
+  });
 }
 
 void delta(const DeltaParams& p, int threads) {
