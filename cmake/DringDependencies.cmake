@@ -53,6 +53,5 @@ if(DRING_BUILD_BENCH)
   dring_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
 endif()
 
-# The GPU backend arrives with its own issue; until then the switches are off.
-set(DRING_HAVE_CUDA 0)
-set(DRING_HAVE_NCCL 0)
+# The optional GPU backend (CUDA, cuBLAS, NCCL): sets DRING_HAVE_CUDA and DRING_HAVE_NCCL.
+include(DringCuda)

@@ -137,23 +137,27 @@ void read_input(MPI_Comm comm, const std::string& path, const Problem& problem, 
   if (!host_f32(tensor, backend)) backend.upload(host, tensor.data(), tensor.size(), tensor.dtype());
 }
 
-// A tensor as fp32 host memory: the tensor itself, or a downloaded copy.
+// A tensor (or the fp32 lse) as fp32 host memory: the memory itself, or a downloaded copy.
 class HostView {
  public:
-  HostView(const TensorBuffer& t, Backend& backend, MemoryTracker& tracker) {
-    if (t.size() == 0) return;
-    if (host_f32(t, backend)) {
-      data_ = t.f32();
-      return;
-    }
-    copy_ = Buffer<float>(tracker, t.size(), MemCategory::kWorkspace);
-    backend.download(t.data(), t.dtype(), copy_.data(), t.size());
-    backend.synchronize();
-    data_ = copy_.data();
-  }
+  HostView(const TensorBuffer& t, Backend& backend, MemoryTracker& tracker)
+      : HostView(t.data(), t.size(), t.dtype(), host_f32(t, backend), backend, tracker) {}
+  HostView(const Buffer<float>& b, Backend& backend, MemoryTracker& tracker)
+      : HostView(b.data(), b.size(), DType::kF32, b.space() == MemSpace::kHost, backend, tracker) {}
   const float* data() const { return data_; }
 
  private:
+  HostView(const void* data, int64_t count, DType dtype, bool readable, Backend& backend, MemoryTracker& tracker) {
+    if (count == 0) return;
+    if (readable) {
+      data_ = static_cast<const float*>(data);
+      return;
+    }
+    copy_ = Buffer<float>(tracker, count, MemCategory::kWorkspace);
+    backend.download(data, dtype, copy_.data(), count);
+    backend.synchronize();
+    data_ = copy_.data();
+  }
   Buffer<float> copy_;
   const float* data_ = nullptr;
 };
@@ -279,8 +283,8 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
         source = std::make_unique<h5::FileRowSource>(o.input);
       }
     });
-    const HostView out(shard.out, *backend, tracker);
-    report.check = check_rows(problem, layout, rank, out.data(), shard.lse.data(), *source, rows, tolerance, comm);
+    const HostView out(shard.out, *backend, tracker), lse(shard.lse, *backend, tracker);
+    report.check = check_rows(problem, layout, rank, out.data(), lse.data(), *source, rows, tolerance, comm);
     if (report.backward) {
       const HostView dq(shard.dq, *backend, tracker), dk(shard.dk, *backend, tracker), dv(shard.dv, *backend, tracker);
       report.backward->check = check_gradient_rows(problem, layout, rank, dq.data(), dk.data(), dv.data(), *source,
@@ -295,7 +299,8 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     const std::vector<int64_t> q_dims{s.batch, s.seq, s.heads, s.head_dim}, kv_dims{s.batch, s.seq, s.kv_heads, s.head_dim};
     agree(comm, [&] {
       out.write_rows("out", q_dims, 1, shard.begin, shard.rows, HostView(shard.out, *backend, tracker).data());
-      out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows, shard.lse.data());
+      out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows,
+                     HostView(shard.lse, *backend, tracker).data());
       if (o.backward) {
         out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, HostView(shard.dq, *backend, tracker).data());
         out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dk, *backend, tracker).data());

@@ -127,6 +127,7 @@ void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& sta
   const PlanStep& step = steps[i];
   const int64_t d = index.head_dim;
   const comm::ElementType type = element_type(dtype);
+  transport.begin_step();
   if (!step.recv.empty()) {
     pending_kv_recv = transport.post_recv_raw(kv_recv[i % 2].data(), 2 * step.recv.rows * d, type,
                                               (rank - step.shift + world) % world, kv_tag(step.shift));
@@ -138,6 +139,7 @@ void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& sta
     pending_kv_send = transport.post_send_raw(kv_send.data(), 2 * step.send.rows * d, type,
                                               (rank + step.shift) % world, kv_tag(step.shift));
   }
+  transport.end_step();
 }
 
 void RingExecutor::Impl::wait(std::unique_ptr<comm::Request>& request, PassStats& stats) {
@@ -152,6 +154,7 @@ void RingExecutor::Impl::finish(PassStats& stats, Clock::time_point start, const
   const auto t0 = Clock::now();
   backend.synchronize();
   stats.compute_ms += ms_since(t0);
+  stats.comm_wait_ms += transport.take_device_wait_ms();
   stats.total_ms = ms_since(start);
   stats.sent_bytes = transport.counters().sent_bytes - before.sent_bytes;
   stats.recv_bytes = transport.counters().recv_bytes - before.recv_bytes;

@@ -3,8 +3,11 @@
 // Step i moves K/V exactly as the forward pass does. The receiver computes, for the rows it got,
 // dq of its own query rows and dk, dv of those key rows into a gradient message laid out like the
 // K/V message, and sends it straight back to the rows' owner, which adds it into its dk, dv one
-// step later (so the return trip overlaps the next step's compute). Buffers: two K/V receives, one
-// K/V send, two gradient sends, two gradient receives, each as large as the largest message.
+// step later (so the return trip overlaps the next step's compute). The gradient exchange of step
+// i is a step of its own for the transport: every rank posts its gradient send (to t - s) and the
+// receive of the gradients of what it sent (from t + s) together, after computing step i. Buffers:
+// two K/V receives, one K/V send, two gradient sends, two gradient receives, each as large as the
+// largest message.
 #include <algorithm>
 #include <span>
 
@@ -123,16 +126,22 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   }
   m.start_progress(total);
 
-  // Posts step i: K/V as in the forward pass, and the receive of the gradients of what this rank
-  // sends in step i.
-  auto post_step = [&](size_t i) {
-    m.post_kv(i, in.forward, stats);
+  // Posts the gradient exchange of step i: the gradients of the rows this rank received go back to
+  // their owner, those of the rows it sent come back.
+  auto post_gradients = [&](size_t i, const float* grads) {
     const PlanStep& step = m.steps[i];
+    m.transport.begin_step();
     if (!step.send.empty()) {
       std::span<float> into(m.grad_recv[i % 2].data(), 2 * step.send.rows * d);
       m.pending_grad_recv[i % 2] =
           m.transport.post_recv(into, (m.rank + step.shift) % m.world, grad_tag(m.world, step.shift));
     }
+    if (!step.recv.empty()) {
+      std::span<const float> from(grads, 2 * step.recv.rows * d);
+      m.pending_grad_send[i % 2] =
+          m.transport.post_send(from, (m.rank - step.shift + m.world) % m.world, grad_tag(m.world, step.shift));
+    }
+    m.transport.end_step();
   };
   // Adds the returned gradients of step i into this rank's dk, dv.
   auto absorb = [&](size_t i) {
@@ -150,7 +159,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   m.backend.fill(dk, kv_elems, DType::kF32, 0.0f);
   m.backend.fill(dv, kv_elems, DType::kF32, 0.0f);
   stats.compute_ms += ms_since(t0);
-  if (!m.steps.empty()) post_step(0);
+  if (!m.steps.empty()) m.post_kv(0, in.forward, stats);
   t0 = Clock::now();
   for (int p = 0; p < pairs; ++p) {
     local_blocks(p, collect);
@@ -162,21 +171,20 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     m.wait(m.pending_kv_recv, stats);
     m.wait(m.pending_kv_send, stats);
     if (i >= 1) absorb(i - 1);  // frees grad_recv[(i+1) % 2] for step i+1
-    if (i + 1 < m.steps.size()) post_step(i + 1);
+    if (i + 1 < m.steps.size()) m.post_kv(i + 1, in.forward, stats);
     const PlanStep& step = m.steps[i];
-    if (step.recv.empty()) continue;
-    m.wait(m.pending_grad_send[i % 2], stats);  // step i-2's gradients have left this buffer
-    t0 = Clock::now();
     float* grads = m.grad_send[i % 2].data();
-    m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
-    for (int p = 0; p < pairs; ++p) {
-      message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
-      batch.flush();
+    if (!step.recv.empty()) {
+      m.wait(m.pending_grad_send[i % 2], stats);  // step i-2's gradients have left this buffer
+      t0 = Clock::now();
+      m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
+      for (int p = 0; p < pairs; ++p) {
+        message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
+        batch.flush();
+      }
+      stats.compute_ms += ms_since(t0);
     }
-    stats.compute_ms += ms_since(t0);
-    std::span<const float> from(grads, 2 * step.recv.rows * d);
-    m.pending_grad_send[i % 2] =
-        m.transport.post_send(from, (m.rank - step.shift + m.world) % m.world, grad_tag(m.world, step.shift));
+    post_gradients(i, grads);
   }
   if (!m.steps.empty()) absorb(m.steps.size() - 1);
   m.wait(m.pending_kv_recv, stats);

@@ -60,6 +60,17 @@ class Transport {
   virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer,
                                                  int tag) = 0;
 
+  // Operations posted between begin_step() and end_step() form one step of the exchange plan. A
+  // transport may start them together: NCCL issues a step as one group, which keeps it free of
+  // deadlock as long as every rank brackets its matching steps in the same global order (the ring
+  // executor does). MPI starts every operation at once and ignores the brackets.
+  virtual void begin_step() {}
+  virtual void end_step() {}
+  // Milliseconds the device spent waiting for transfers since the last call, for transports whose
+  // wait() does not block the host (NCCL makes the compute stream wait instead). Call once the
+  // backend has synchronised. Host-blocking transports return 0: their waits are timed by the caller.
+  virtual double take_device_wait_ms() { return 0.0; }
+
   virtual void barrier() = 0;
   virtual double allreduce_max(double value) = 0;
   virtual int64_t allreduce_sum(int64_t value) = 0;

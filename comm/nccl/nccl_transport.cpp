@@ -1,0 +1,237 @@
+// nccl_transport.cpp — NCCL send/recv on a communication stream, ordered with the compute stream by
+// events, one group per step; grouping and the watchdog are described in dring/comm/nccl_transport.hpp.
+#include "dring/comm/nccl_transport.hpp"
+
+#include <cstdlib>
+#include <exception>
+#include <sstream>
+
+#include "dring/comm/mpi_transport.hpp"
+
+namespace dring::comm {
+
+void nccl_fail(ncclResult_t code, const char* call) {
+  const char* detail = ncclGetLastError(nullptr);
+  DRING_FAIL(Status::kCommError, "NCCL call " << call << " failed on world rank " << cuda::world_rank_or_unknown()
+                                              << ": " << ncclGetErrorString(code)
+                                              << (detail != nullptr && detail[0] != '\0' ? std::string(" (") + detail + ")"
+                                                                                          : std::string()));
+}
+
+namespace {
+
+ncclDataType_t nccl_type(ElementType type) {
+  switch (type) {
+    case ElementType::kFloat32: return ncclFloat32;
+    case ElementType::kFloat64: return ncclFloat64;
+    case ElementType::kFloat16: return ncclFloat16;
+    case ElementType::kBFloat16: return ncclBfloat16;
+  }
+  return ncclFloat32;
+}
+
+class NcclRequest final : public Request {
+ public:
+  NcclRequest(NcclTransport& transport, std::shared_ptr<NcclTransport::Op> op)
+      : transport_(transport), op_(std::move(op)) {}
+  bool test() override { return op_->issued && op_->done->done(); }
+  void wait() override {
+    if (waited_) return;
+    transport_.wait_on(*op_);
+    waited_ = true;
+  }
+
+ private:
+  NcclTransport& transport_;
+  std::shared_ptr<NcclTransport::Op> op_;
+  bool waited_ = false;
+};
+
+double timeout_from_environment() {
+  const char* env = std::getenv("DRING_COMM_TIMEOUT_S");
+  if (env == nullptr) return 600.0;
+  const double seconds = std::atof(env);
+  return seconds > 0.0 ? seconds : 600.0;
+}
+
+}  // namespace
+
+NcclTransport::NcclTransport(MPI_Comm comm, cudaStream_t compute)
+    : compute_(compute), timeout_s_(timeout_from_environment()) {
+  DRING_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  DRING_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  DRING_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  // Rank 0 makes the unique id; its success travels with it, so a failure there is everyone's
+  // failure rather than a hang in the broadcast.
+  struct {
+    int rc = 0;
+    ncclUniqueId id;
+  } shared;
+  if (rank_ == 0) shared.rc = static_cast<int>(ncclGetUniqueId(&shared.id));
+  DRING_MPI_CHECK(MPI_Bcast(&shared, sizeof shared, MPI_BYTE, 0, comm_));
+  DRING_CHECK(shared.rc == 0, Status::kCommError,
+              "ncclGetUniqueId failed on world rank 0: " << ncclGetErrorString(static_cast<ncclResult_t>(shared.rc)));
+  stream_ = cuda::Stream::create();
+  DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, size_, shared.id, rank_));
+}
+
+NcclTransport::~NcclTransport() {
+  bool idle = true;
+  for (const InFlight& f : in_flight_) {
+    if (cudaEventQuery(f.done->get()) != cudaSuccess) idle = false;
+  }
+  if (!idle || std::uncaught_exceptions() > 0) {
+    abort_all();  // an error path: never wait on a peer that may be gone
+  } else if (nccl_ != nullptr) {
+    ncclCommDestroy(nccl_);
+    nccl_ = nullptr;
+  }
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm_ != MPI_COMM_NULL && !finalized && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
+}
+
+void NcclTransport::abort_all() noexcept {
+  if (nccl_ != nullptr) ncclCommAbort(nccl_);
+  nccl_ = nullptr;
+  aborted_ = true;
+}
+
+std::shared_ptr<NcclTransport::Op> NcclTransport::make_op(bool send, const void* data, int64_t count, ElementType type,
+                                                          int peer, int tag) {
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  auto op = std::make_shared<Op>();
+  op->send = send;
+  op->data = const_cast<void*>(data);
+  op->count = count;
+  op->type = type;
+  op->peer = peer;
+  op->tag = tag;
+  op->ready = cuda::Event::create();
+  op->ready.record(compute_);  // the kernels enqueued so far (the packing of a send, the readers of a receive buffer)
+  return op;
+}
+
+void NcclTransport::post(const std::shared_ptr<Op>& op) {
+  if (in_step_) {
+    step_.push_back(op);
+  } else {
+    issue({op});
+  }
+}
+
+std::unique_ptr<Request> NcclTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+                                                      int tag) {
+  auto op = make_op(true, data, count, type, peer, tag);
+  post(op);
+  counters_.sent_bytes += count * element_bytes(type);
+  counters_.messages_sent += 1;
+  return std::make_unique<NcclRequest>(*this, op);
+}
+
+std::unique_ptr<Request> NcclTransport::post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) {
+  auto op = make_op(false, data, count, type, peer, tag);
+  post(op);
+  counters_.recv_bytes += count * element_bytes(type);
+  counters_.messages_received += 1;
+  return std::make_unique<NcclRequest>(*this, op);
+}
+
+void NcclTransport::begin_step() {
+  DRING_ASSERT(!in_step_);
+  in_step_ = true;
+}
+
+void NcclTransport::end_step() {
+  DRING_ASSERT(in_step_);
+  in_step_ = false;
+  if (!step_.empty()) issue(step_);
+  step_.clear();
+}
+
+void NcclTransport::issue(const std::vector<std::shared_ptr<Op>>& ops) {
+  for (const auto& op : ops) DRING_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), op->ready.get(), 0));
+  DRING_NCCL_CHECK(ncclGroupStart());
+  for (const auto& op : ops) {
+    const size_t count = static_cast<size_t>(op->count);
+    if (op->send) {
+      DRING_NCCL_CHECK(ncclSend(op->data, count, nccl_type(op->type), op->peer, nccl_, stream_.get()));
+    } else {
+      DRING_NCCL_CHECK(ncclRecv(op->data, count, nccl_type(op->type), op->peer, nccl_, stream_.get()));
+    }
+  }
+  DRING_NCCL_CHECK(ncclGroupEnd());
+  auto done = std::make_shared<cuda::Event>(cuda::Event::create());
+  done->record(stream_.get());
+  std::ostringstream what;
+  for (const auto& op : ops) {
+    what << (what.tellp() > 0 ? " + " : "") << (op->send ? "send to" : "receive from") << " rank " << op->peer
+         << " (tag " << op->tag << ", " << op->count * element_bytes(op->type) << " bytes)";
+    op->done = done;
+    op->issued = true;
+  }
+  // Forget completed groups, keep the rest for the watchdog.
+  std::erase_if(in_flight_, [](const InFlight& f) { return cudaEventQuery(f.done->get()) == cudaSuccess; });
+  in_flight_.push_back({done, std::chrono::steady_clock::now(), what.str()});
+}
+
+void NcclTransport::wait_on(Op& op) {
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  DRING_CHECK(op.issued, Status::kInternal, "an NCCL operation was waited on before its step ended");
+  std::pair<cuda::Event, cuda::Event> timing{cuda::Event::create(true), cuda::Event::create(true)};
+  timing.first.record(compute_);
+  DRING_CUDA_CHECK(cudaStreamWaitEvent(compute_, op.done->get(), 0));
+  timing.second.record(compute_);
+  waits_.push_back(std::move(timing));
+}
+
+void NcclTransport::check_health() {
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  ncclResult_t async = ncclSuccess;
+  DRING_NCCL_CHECK(ncclCommGetAsyncError(nccl_, &async));
+  if (async != ncclSuccess && async != ncclInProgress) {
+    abort_all();
+    DRING_FAIL(Status::kCommError, "NCCL reported an asynchronous error on world rank "
+                                       << rank_ << ": " << ncclGetErrorString(async) << "; its communicator was aborted");
+  }
+  std::erase_if(in_flight_, [](const InFlight& f) { return cudaEventQuery(f.done->get()) == cudaSuccess; });
+  const auto now = std::chrono::steady_clock::now();
+  for (const InFlight& f : in_flight_) {
+    const double age_s = std::chrono::duration<double>(now - f.issued_at).count();
+    if (age_s > timeout_s_) {
+      const std::string what = f.what;
+      abort_all();
+      DRING_FAIL(Status::kCommError, "NCCL " << what << " did not complete within " << timeout_s_
+                                             << " s on world rank " << rank_
+                                             << " (a peer failed, or ranks posted mismatched messages); "
+                                                "its communicator was aborted (DRING_COMM_TIMEOUT_S sets the limit)");
+    }
+  }
+}
+
+double NcclTransport::take_device_wait_ms() {
+  double total = 0.0;
+  for (const auto& [before, after] : waits_) {
+    float ms = 0.0f;
+    if (cudaEventElapsedTime(&ms, before.get(), after.get()) == cudaSuccess) total += ms;
+  }
+  waits_.clear();
+  return total;
+}
+
+void NcclTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
+
+double NcclTransport::allreduce_max(double value) {
+  double result = 0.0;
+  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, comm_));
+  return result;
+}
+
+int64_t NcclTransport::allreduce_sum(int64_t value) {
+  int64_t result = 0;
+  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_SUM, comm_));
+  return result;
+}
+
+}  // namespace dring::comm

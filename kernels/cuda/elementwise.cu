@@ -1,0 +1,134 @@
+// elementwise.cu — fill, casts, random fill, and the row movement of message packing.
+//
+// Thread mapping: the element-wise kernels are grid-stride loops, thread x takes elements x,
+// x + gridDim*blockDim, ...; the row kernels give one warp one row (lanes split its head_dim
+// elements), warp w of the grid-stride loop taking global row w of the concatenated runs.
+#include <cstdint>
+
+#include "common.cuh"
+#include "dring/kernels/cuda.hpp"
+
+namespace dring::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <class T>
+__global__ void fill_kernel(T* dst, int64_t count, float value) {
+  const T x = from_float<T>(value);
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += step) dst[i] = x;
+}
+
+template <class From, class To>
+__global__ void cast_kernel(const From* src, To* dst, int64_t count) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += step) {
+    dst[i] = from_float<To>(to_float(src[i]));
+  }
+}
+
+// splitmix64 of (seed, index): two uniforms, then Box-Muller.
+__device__ __forceinline__ uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+template <class T>
+__global__ void fill_random_kernel(T* dst, int64_t count, uint64_t seed) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += step) {
+    const uint64_t h = mix(seed * 0x100000001b3ull + static_cast<uint64_t>(i));
+    const float u1 = (static_cast<float>(h >> 40) + 1.0f) * (1.0f / 16777217.0f);  // (0, 1]
+    const float u2 = static_cast<float>((h >> 16) & 0xffffffull) * (1.0f / 16777216.0f);
+    dst[i] = from_float<T>(sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+  }
+}
+
+template <class T>
+__global__ void copy_rows_kernel(RowsLaunch p) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < p.n_rows; w += warps) {
+    const int64_t r = find_item(p.row_prefix, p.n_runs, w);
+    const RowRun run = p.runs[r];
+    const int64_t i = w - p.row_prefix[r];
+    const T* src = static_cast<const T*>(run.src) + i * run.src_stride;
+    T* dst = static_cast<T*>(run.dst) + i * run.dst_stride;
+    for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] = src[c];
+  }
+}
+
+__global__ void add_rows_kernel(RowsLaunch p) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < p.n_rows; w += warps) {
+    const int64_t r = find_item(p.row_prefix, p.n_runs, w);
+    const RowRun run = p.runs[r];
+    const int64_t i = w - p.row_prefix[r];
+    const float* src = static_cast<const float*>(run.src) + i * run.src_stride;
+    float* dst = static_cast<float*>(run.dst) + i * run.dst_stride;
+    for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] += src[c];
+  }
+}
+
+}  // namespace
+
+void launch_fill(void* dst, int64_t count, DType dtype, float value, cudaStream_t stream) {
+  if (count == 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    fill_kernel<T><<<stride_grid(count, kThreads), kThreads, 0, stream>>>(static_cast<T*>(dst), count, value);
+    DRING_CUDA_CHECK_LAUNCH("fill_kernel");
+  });
+}
+
+void launch_cast_from_f32(const float* src, void* dst, int64_t count, DType dtype, cudaStream_t stream) {
+  if (count == 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    cast_kernel<float, T><<<stride_grid(count, kThreads), kThreads, 0, stream>>>(src, static_cast<T*>(dst), count);
+    DRING_CUDA_CHECK_LAUNCH("cast_kernel");
+  });
+}
+
+void launch_cast_to_f32(const void* src, DType dtype, float* dst, int64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    cast_kernel<T, float><<<stride_grid(count, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(src), dst, count);
+    DRING_CUDA_CHECK_LAUNCH("cast_kernel");
+  });
+}
+
+void launch_fill_random(void* dst, int64_t count, DType dtype, uint64_t seed, cudaStream_t stream) {
+  if (count == 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    fill_random_kernel<T><<<stride_grid(count, kThreads), kThreads, 0, stream>>>(static_cast<T*>(dst), count, seed);
+    DRING_CUDA_CHECK_LAUNCH("fill_random_kernel");
+  });
+}
+
+void launch_copy_rows(const RowsLaunch& p, cudaStream_t stream) {
+  if (p.n_rows == 0) return;
+  // 16-bit rows are copied as 16-bit words: the bytes move unchanged whatever the dtype.
+  auto grid = stride_grid(p.n_rows * 32, kThreads);
+  if (p.dtype == DType::kF32) {
+    copy_rows_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    copy_rows_kernel<uint16_t><<<grid, kThreads, 0, stream>>>(p);
+  }
+  DRING_CUDA_CHECK_LAUNCH("copy_rows_kernel");
+}
+
+void launch_add_rows(const RowsLaunch& p, cudaStream_t stream) {
+  if (p.n_rows == 0) return;
+  add_rows_kernel<<<stride_grid(p.n_rows * 32, kThreads), kThreads, 0, stream>>>(p);
+  DRING_CUDA_CHECK_LAUNCH("add_rows_kernel");
+}
+
+}  // namespace dring::kernels::cuda

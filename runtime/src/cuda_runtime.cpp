@@ -1,0 +1,110 @@
+// cuda_runtime.cpp — choosing a rank's GPU and transport (make_cuda_runtime, cuda_backend.hpp).
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "dring/collective.hpp"
+#include "dring/comm/mpi_transport.hpp"
+#include "dring/comm/staged_transport.hpp"
+#include "dring/config.h"
+#include "dring/cuda_backend.hpp"
+#include "dring/cuda_util.hpp"
+#include "dring/node.hpp"
+#if DRING_HAVE_NCCL
+#include "dring/comm/nccl_transport.hpp"
+#endif
+
+namespace dring {
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // no driver, no device: not an error here
+    return 0;
+  }
+  return count;
+}
+
+namespace {
+
+CudaTransportChoice choice_from_environment(CudaTransportChoice choice) {
+  if (choice != CudaTransportChoice::kAuto) return choice;
+  const char* env = std::getenv("DRING_CUDA_TRANSPORT");
+  if (env == nullptr || std::strcmp(env, "auto") == 0 || env[0] == '\0') return choice;
+  if (std::strcmp(env, "nccl") == 0) return CudaTransportChoice::kNccl;
+  if (std::strcmp(env, "mpi") == 0) return CudaTransportChoice::kMpi;
+  throw CollectiveError(Status::kInvalidArgument,
+                        std::string("DRING_CUDA_TRANSPORT=") + env + ": expected auto, nccl or mpi", -1);
+}
+
+bool all_ranks(MPI_Comm comm, bool mine) {
+  int in = mine ? 1 : 0, all = 0;
+  DRING_MPI_CHECK(MPI_Allreduce(&in, &all, 1, MPI_INT, MPI_MIN, comm));
+  return all == 1;
+}
+
+}  // namespace
+
+Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, void* cuda_stream,
+                          CudaTransportChoice transport) {
+  int rank = 0, world = 1;
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  DRING_MPI_CHECK(MPI_Comm_size(comm, &world));
+  const NodePlacement place = node_placement(comm);
+  const int devices = cuda_device_count();
+  agree(comm, [&] {
+    DRING_CHECK(devices > 0, Status::kUnsupported,
+                "--backend cuda: no CUDA device is visible on world rank " << rank
+                                                                           << " (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides them)");
+  });
+  const int device = place.local_rank % devices;
+  const CudaTransportChoice choice = choice_from_environment(transport);
+  // NCCL refuses two ranks on one device: it needs as many GPUs as ranks on every node.
+  const bool own_gpus = all_ranks(comm, place.local_size <= devices);
+  const bool nccl_built = DRING_HAVE_NCCL != 0;
+  agree(comm, [&] {
+    DRING_CHECK(choice != CudaTransportChoice::kNccl || (nccl_built && own_gpus), Status::kUnsupported,
+                "NCCL transport requested, but " << (nccl_built ? "several ranks share a GPU on some node, which NCCL refuses"
+                                                                : "this build has no NCCL (configure with -DDRING_NCCL=ON)"));
+  });
+  const bool use_nccl = nccl_built && own_gpus && choice != CudaTransportChoice::kMpi;
+
+  Runtime runtime;
+  agree(comm, [&] {
+    DRING_CUDA_CHECK(cudaSetDevice(device));
+    runtime.backend = make_cuda_backend(tracker, device, cuda_stream);
+  });
+  DRING_ASSERT(runtime.backend->supports(dtype));
+  const auto stream = static_cast<cudaStream_t>(cuda_stream_of(*runtime.backend));
+  std::ostringstream note;
+  note << "cuda device " << device << " of " << devices << " (node-local rank " << place.local_rank << " of "
+       << place.local_size << "); ";
+  if (use_nccl) {
+#if DRING_HAVE_NCCL
+    auto nccl = std::make_unique<comm::NcclTransport>(comm, stream);
+    comm::NcclTransport* watched = nccl.get();
+    set_cuda_watchdog(*runtime.backend, [watched] { watched->check_health(); });
+    runtime.transport = std::move(nccl);
+    note << "NCCL transport: every rank has a GPU of its own";
+#endif
+  } else {
+    const bool aware = all_ranks(comm, comm::StagedMpiTransport::cuda_aware_mpi_available());
+    const auto mode = aware ? comm::StagedMpiTransport::Mode::kCudaAware : comm::StagedMpiTransport::Mode::kHostStaging;
+    runtime.transport = std::make_unique<comm::StagedMpiTransport>(comm, stream, mode, tracker);
+    note << "MPI transport " << (aware ? "(CUDA-aware MPI)" : "with host staging") << ": ";
+    if (choice == CudaTransportChoice::kMpi) {
+      note << "asked for (DRING_CUDA_TRANSPORT=mpi or the caller)";
+    } else if (!nccl_built) {
+      note << "this build has no NCCL";
+    } else {
+      note << "ranks share a GPU on a node (" << place.local_size << " ranks, " << devices
+           << " GPU(s)), which NCCL refuses";
+    }
+  }
+  runtime.note = note.str();
+  return runtime;
+}
+
+}  // namespace dring
