@@ -10,7 +10,8 @@ dring_backward in a torch.autograd.Function, so a model can call
 
 Every rank of `comm` (an mpi4py communicator) holds rows ctx.begin .. ctx.begin + ctx.rows of the
 sequence; forward and backward are collective, so every rank must call them in the same order.
-Tensors: float32, contiguous, on the CPU (CUDA tensors need a context of the CUDA backend).
+Tensors: contiguous; on the CPU float32; with `device="cuda"` (a dring build with CUDA) on the
+rank's GPU, float32, float16 or bfloat16 (`dtype`), and dring works on torch's current stream.
 """
 import ctypes
 import os
@@ -29,7 +30,10 @@ class _Problem(ctypes.Structure):
 
 class _Options(ctypes.Structure):
     _fields_ = [("backend", c_int), ("threads", c_int), ("exchange_chunk_bytes", c_int64),
-                ("cuda_stream", c_void_p)]
+                ("cuda_stream", c_void_p), ("dtype", c_int)]
+
+
+_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 _lib = None
@@ -69,7 +73,7 @@ class DringContext:
     """One attention problem bound to an mpi4py communicator (collective to create and close)."""
 
     def __init__(self, comm, *, seq, heads, head_dim, batch=1, kv_heads=None, segments=(), dilations=None,
-                 causal=False, scale=0.0, threads=0, library=None):
+                 causal=False, scale=0.0, threads=0, device="cpu", dtype=torch.float32, library=None):
         lib = load_library(library)
         segments = list(segments)
         dilations = list(dilations) if dilations is not None else [1] * len(segments)
@@ -84,6 +88,13 @@ class DringContext:
         options = _Options()
         lib.dring_options_init(ctypes.byref(options))
         options.threads = threads
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {list(_DTYPES)}")
+        self.device, self.dtype = torch.device(device), dtype
+        options.dtype = _DTYPES[dtype]
+        if self.device.type == "cuda":
+            options.backend = 1
+            options.cuda_stream = c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
         handle = c_void_p()
         _check(lib.dring_context_create_f(ctypes.byref(problem), comm.py2f(), ctypes.byref(options),
                                           ctypes.byref(handle)))
@@ -105,10 +116,10 @@ class DringContext:
 
     def _require(self, name, t, heads):
         shape = (self.batch, self.rows, heads, self.head_dim)
-        if t.is_cuda:
-            raise DringError(6, f"{name} is a CUDA tensor: this context runs the CPU backend")
-        if t.dtype != torch.float32 or tuple(t.shape) != shape or not t.is_contiguous():
-            raise DringError(1, f"{name} must be a contiguous float32 tensor of shape {shape}, "
+        if t.device.type != self.device.type:
+            raise DringError(1, f"{name} is on {t.device}, this context on {self.device}")
+        if t.dtype != self.dtype or tuple(t.shape) != shape or not t.is_contiguous():
+            raise DringError(1, f"{name} must be a contiguous {self.dtype} tensor of shape {shape}, "
                                 f"got {t.dtype} {tuple(t.shape)}")
 
 
@@ -122,7 +133,7 @@ class _DringAttention(torch.autograd.Function):
         for name, t, heads in (("q", q, context.heads), ("k", k, context.kv_heads), ("v", v, context.kv_heads)):
             context._require(name, t, heads)
         out = torch.empty_like(q)
-        lse = torch.empty((context.batch, context.heads, context.rows), dtype=torch.float32)
+        lse = torch.empty((context.batch, context.heads, context.rows), dtype=torch.float32, device=q.device)
         _check(_lib.dring_forward(context.handle, _ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse)))
         fctx.save_for_backward(q, k, v, out, lse)
         fctx.context = context
@@ -131,7 +142,7 @@ class _DringAttention(torch.autograd.Function):
     @staticmethod
     def backward(fctx, dout):
         q, k, v, out, lse = fctx.saved_tensors
-        dout = dout.contiguous().to(torch.float32)
+        dout = dout.contiguous().to(q.dtype)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         _check(_lib.dring_backward(fctx.context.handle, _ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse),
                                    _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv)))

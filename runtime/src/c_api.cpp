@@ -67,6 +67,10 @@ void require(bool ok, const char* what) {
   DRING_CHECK(ok, dring::Status::kInvalidArgument, what);
 }
 
+static_assert(static_cast<int>(dring::DType::kF32) == DRING_DTYPE_F32 &&
+              static_cast<int>(dring::DType::kF16) == DRING_DTYPE_F16 &&
+              static_cast<int>(dring::DType::kBF16) == DRING_DTYPE_BF16);
+
 }  // namespace
 
 extern "C" {
@@ -77,6 +81,7 @@ void dring_options_init(dring_options* options) {
   options->threads = 0;
   options->exchange_chunk_bytes = 0;
   options->cuda_stream = nullptr;
+  options->dtype = DRING_DTYPE_F32;
 }
 
 dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, const dring_options* options,
@@ -97,6 +102,8 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
                   "unknown backend " << static_cast<int>(o.backend));
       DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
                   "threads and exchange_chunk_bytes must not be negative");
+      DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
+                  dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
       int size = 0;
       MPI_Comm_size(comm, &size);
       dring::ShardLayout(ctx->problem.shape.seq, size);
@@ -116,8 +123,10 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     const int threads = o.threads > 0 ? o.threads : dring::default_threads(comm);
     const char* backend = o.backend == DRING_BACKEND_CUDA ? "cuda" : "cpu";
     ctx->comm = comm;
-    ctx->runtime = dring::select_runtime(comm, backend, dring::DType::kF32, threads, ctx->tracker, o.cuda_stream);
+    const auto dtype = static_cast<dring::DType>(o.dtype);  // the enums share their values
+    ctx->runtime = dring::select_runtime(comm, backend, dtype, threads, ctx->tracker, o.cuda_stream);
     dring::ExecutorOptions exec;
+    exec.dtype = dtype;
     exec.threads = threads;
     exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
     ctx->executor =

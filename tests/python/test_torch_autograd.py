@@ -45,6 +45,13 @@ def main():
     comm = MPI.COMM_WORLD
     torch.set_num_threads(1)
     failures = 0
+    # Where every rank has a GPU (and dring was built with CUDA), the same cases run on GPU tensors
+    # too; decided together, so no rank skips a collective the others enter.
+    cuda = comm.allreduce(int(torch.cuda.is_available()), op=MPI.MIN) == 1
+    runs = [("cpu", torch.float32, 1e-5)]
+    if cuda:
+        torch.cuda.set_device(comm.rank % torch.cuda.device_count())
+        runs += [("cuda", torch.float32, 1e-4), ("cuda", torch.bfloat16, 3e-2)]
     cases = [
         ("dense", 2, 37, 2, 2, 8, [], False),
         ("dilated_gqa_causal", 2, 41, 6, 2, 8, [(8, 2), (24, 1), (64, 4)], True),
@@ -61,20 +68,23 @@ def main():
         out_ref = reference(qr, kr, vr, pairs or [(s, 1)], causal, scale)
         (out_ref * w).sum().backward()
 
-        with dring_torch.DringContext(comm, seq=s, heads=h, kv_heads=hkv, head_dim=d, batch=b,
-                                      segments=[p[0] for p in pairs], dilations=[p[1] for p in pairs],
-                                      causal=causal, scale=scale, threads=1, library=library) as ctx:
-            rows = slice(ctx.begin, ctx.begin + ctx.rows)
-            qs, ks, vs = (x[:, rows].float().contiguous().requires_grad_() for x in (q, k, v))
-            out = dring_torch.dring_attention(qs, ks, vs, ctx)
-            (out * w[:, rows].float()).sum().backward()
-            checks = [("out", out.detach(), out_ref.detach()[:, rows]), ("dq", qs.grad, qr.grad[:, rows]),
-                      ("dk", ks.grad, kr.grad[:, rows]), ("dv", vs.grad, vr.grad[:, rows])]
-            for what, got, want in checks:
-                err = (got.double() - want).abs().max().item() / want.abs().max().item()
-                if err > 1e-5:
-                    print(f"rank {comm.rank}: {name}: {what} differs from torch autograd: {err:.3g}", flush=True)
-                    failures += 1
+        for device, dtype, tolerance in runs:
+            with dring_torch.DringContext(comm, seq=s, heads=h, kv_heads=hkv, head_dim=d, batch=b,
+                                          segments=[p[0] for p in pairs], dilations=[p[1] for p in pairs],
+                                          causal=causal, scale=scale, threads=1, device=device, dtype=dtype,
+                                          library=library) as ctx:
+                rows = slice(ctx.begin, ctx.begin + ctx.rows)
+                qs, ks, vs = (x[:, rows].to(device, dtype).contiguous().requires_grad_() for x in (q, k, v))
+                out = dring_torch.dring_attention(qs, ks, vs, ctx)
+                (out * w[:, rows].to(device, dtype)).sum().backward()
+                checks = [("out", out.detach(), out_ref.detach()[:, rows]), ("dq", qs.grad, qr.grad[:, rows]),
+                          ("dk", ks.grad, kr.grad[:, rows]), ("dv", vs.grad, vr.grad[:, rows])]
+                for what, got, want in checks:
+                    err = (got.double().cpu() - want).abs().max().item() / want.abs().max().item()
+                    if err > tolerance:
+                        print(f"rank {comm.rank}: {name} ({device}, {dtype}): {what} differs from torch "
+                              f"autograd: {err:.3g}", flush=True)
+                        failures += 1
         # A bad call raises DringError with dring's message, on every rank alike.
         try:
             dring_torch.DringContext(comm, seq=s, heads=h, kv_heads=hkv, head_dim=d, segments=[6],
@@ -85,7 +95,8 @@ def main():
                 failures += 1
     failures = comm.allreduce(failures, op=MPI.MAX)
     if comm.rank == 0:
-        print(f"test_torch_autograd on {comm.size} rank(s): {'FAILED' if failures else 'passed'}")
+        where = "cpu and cuda" if cuda else "cpu (no GPU: cuda cases skipped)"
+        print(f"test_torch_autograd on {comm.size} rank(s), {where}: {'FAILED' if failures else 'passed'}")
     sys.exit(1 if failures else 0)
 
 

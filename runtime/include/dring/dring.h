@@ -5,8 +5,8 @@
  * communicator. The sequence is sharded over the communicator's ranks: rank t owns rows
  * [begin, begin + rows) (dring_shard_range), and every tensor passed to dring_forward and
  * dring_backward is that rank's shard, contiguous, row-major, caller-owned:
- *   q, out, dout, dq  [batch, rows, heads,    head_dim]   float32
- *   k, v, dk, dv      [batch, rows, kv_heads, head_dim]   float32
+ *   q, out, dout, dq  [batch, rows, heads,    head_dim]   options.dtype (float32 by default)
+ *   k, v, dk, dv      [batch, rows, kv_heads, head_dim]   options.dtype
  *   lse               [batch, heads, rows]                float32, natural log
  * dring never keeps a pointer after a call returns.
  *
@@ -22,7 +22,10 @@
  * Errors. Every function returns a dring_status; no C++ exception crosses this interface. The
  * message of the last failure on the calling thread is dring_last_error().
  *
- * Streams. The CPU backend is synchronous: results are complete when a call returns.
+ * Memory and streams. With the CPU backend tensors are host memory and calls are synchronous.
+ * With the CUDA backend tensors are device memory of the rank's GPU (chosen by node-local rank);
+ * the work runs on options.cuda_stream after whatever the caller enqueued there before, and the
+ * call returns once it is complete.
  */
 #ifndef DRING_DRING_H
 #define DRING_DRING_H
@@ -55,6 +58,10 @@ typedef enum dring_status {
 
 typedef enum dring_backend { DRING_BACKEND_CPU = 0, DRING_BACKEND_CUDA = 1 } dring_backend;
 
+/* Storage type of q, k, v, out, dout, dq, dk, dv (lse is always float32). The CPU backend takes
+ * float32 only; the CUDA backend all three, always accumulating in float32. */
+typedef enum dring_dtype { DRING_DTYPE_F32 = 0, DRING_DTYPE_F16 = 1, DRING_DTYPE_BF16 = 2 } dring_dtype;
+
 /* The function (docs/math.md). num_pairs == 0 means dense attention. */
 typedef struct dring_problem {
   int64_t batch;
@@ -74,6 +81,7 @@ typedef struct dring_options {
   int threads;                  /* kernel threads per rank; 0: cores of the node / ranks on it */
   int64_t exchange_chunk_bytes; /* cap on one message; 0: automatic (1/32 of a shard's K and V, at least 64 KiB) */
   void* cuda_stream;            /* cudaStream_t for the CUDA backend; NULL: the default stream */
+  dring_dtype dtype;            /* DRING_DTYPE_F32 (default) */
 } dring_options;
 
 typedef struct dring_context dring_context; /* opaque */
