@@ -192,12 +192,19 @@ void for_each_query_of_key(const Problem& problem, int64_t pos, int64_t kv_head,
 }  // namespace
 
 double grad_kv_row_cost(const Problem& problem, int64_t pos, int64_t kv_head) {
-  double queries = 0.0;
-  for_each_query_of_key(problem, pos, kv_head, [&](int64_t, int64_t) { queries += 1.0; });
-  // Each query costs its forward row: at most the longest effective segment.
-  int64_t longest = 0;
-  for (const DilatedPair& pair : problem.pairs()) longest = std::max(longest, PairGeometry(pair, problem.shape.seq).w);
-  return queries * static_cast<double>(longest) * static_cast<double>(problem.pairs().size());
+  // Each query that reads the key costs its forward row: every key of its multiset, a k and a v row.
+  double key_rows = 0.0;
+  for_each_query_of_key(problem, pos, kv_head, [&](int64_t i, int64_t h) {
+    for (const DilatedPair& pair : problem.pairs()) {
+      const PairGeometry geom(pair, problem.shape.seq);
+      const int64_t off = geom.offset_of_head(h);
+      if (!geom.selects(i, off)) continue;
+      const int64_t seg = geom.segment_of(i);
+      const int64_t end = problem.config.causal ? i + 1 : geom.segment_end(seg);
+      key_rows += static_cast<double>(geom.selected(seg, off, geom.segment_begin(seg), end).count);
+    }
+  });
+  return 2.0 * key_rows * static_cast<double>(problem.shape.head_dim);
 }
 
 std::vector<double> grad_kv_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,

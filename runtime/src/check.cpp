@@ -91,7 +91,7 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
 
 GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
                                     const float* dk, const float* dv, const reference::RowSource& source,
-                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_scores,
+                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
                                     MPI_Comm comm) {
   const AttentionShape& s = problem.shape;
   const int64_t d = s.head_dim, begin = layout.begin(rank), n = layout.size(rank);
@@ -112,7 +112,7 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
     ++q_rows;
     const int64_t g = problem.kv_head_of(row.head);
     const double cost = reference::grad_kv_row_cost(problem, row.pos, g);
-    if (spent + cost > kv_budget_scores) continue;
+    if (spent + cost > kv_budget_elements) continue;
     spent += cost;
     const std::vector<double> kv = reference::grad_kv_row(problem, source, row.batch, row.pos, g);
     const int64_t at = ((row.batch * n + i) * s.kv_heads + g) * d;

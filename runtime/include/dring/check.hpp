@@ -53,7 +53,8 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
 
 // Collective: the gradients of the sampled rows against the float64 reference: dq of every sampled
 // (row, head), and dk, dv of the sampled rows' kv heads while their reference cost (each key row
-// needs the forward rows of all queries that read it) stays within `kv_budget_scores` per rank.
+// needs the forward rows of all queries that read it) stays within `kv_budget_elements` input
+// elements read per rank.
 // Errors are relative to the largest reference gradient element among the checked rows.
 struct GradCheckResult {
   CheckResult result;
@@ -61,7 +62,7 @@ struct GradCheckResult {
 };
 GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
                                     const float* dk, const float* dv, const reference::RowSource& source,
-                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_scores,
+                                    const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
                                     MPI_Comm comm);
 
 }  // namespace dring

@@ -53,7 +53,8 @@ std::vector<double> grad_q_row(const Problem& problem, const RowSource& source, 
 // cost of its forward row. Returns [dk(D), dv(D)].
 std::vector<double> grad_kv_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
                                 int64_t kv_head);
-// Scores the per-row gradient of key row `pos` would compute (to budget --check).
+// Input elements the per-row gradient of key row `pos` reads (to budget --check): the k and v rows
+// of the forward row of every query that reads the key.
 double grad_kv_row_cost(const Problem& problem, int64_t pos, int64_t kv_head);
 
 // A RowSource over whole tensors in memory: q [B, S, H, D], k and v [B, S, Hkv, D].
