@@ -29,9 +29,7 @@ void mpi_fail(int code, const char* call, const char* file, int line) {
   DRING_FAIL(Status::kCommError, "MPI call " << call << " failed on world rank " << rank << ": " << text);
 }
 
-namespace {
-
-MPI_Datatype mpi_type(ElementType type) {
+MPI_Datatype mpi_datatype(ElementType type) {
   switch (type) {
     case ElementType::kFloat32: return MPI_FLOAT;
     case ElementType::kFloat64: return MPI_DOUBLE;
@@ -41,11 +39,13 @@ MPI_Datatype mpi_type(ElementType type) {
   return MPI_DATATYPE_NULL;
 }
 
-int checked_count(int64_t count) {
+int mpi_count(int64_t count) {
   DRING_CHECK(count >= 0 && count <= std::numeric_limits<int>::max(), Status::kInternal,
               "MPI message of " << count << " elements exceeds the int count MPI takes");
   return static_cast<int>(count);
 }
+
+namespace {
 
 class MpiRequest final : public Request {
  public:
@@ -73,14 +73,14 @@ class MpiRequest final : public Request {
 
 }  // namespace
 
-MpiTransport::MpiTransport(MPI_Comm comm) {
+MpiCommTransport::MpiCommTransport(MPI_Comm comm) {
   DRING_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
   DRING_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
   DRING_MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
-MpiTransport::~MpiTransport() {
+MpiCommTransport::~MpiCommTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   // Freeing a communicator is collective: while an exception unwinds (perhaps on this rank only,
@@ -91,7 +91,7 @@ MpiTransport::~MpiTransport() {
 std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,
                                                      int tag) {
   auto request = std::make_unique<MpiRequest>();
-  DRING_MPI_CHECK(MPI_Isend(data, checked_count(count), mpi_type(type), peer, tag, comm_, request->handle()));
+  DRING_MPI_CHECK(MPI_Isend(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.sent_bytes += count * element_bytes(type);
   counters_.messages_sent += 1;
   return request;
@@ -100,21 +100,21 @@ std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t c
 std::unique_ptr<Request> MpiTransport::post_recv_raw(void* data, int64_t count, ElementType type, int peer,
                                                      int tag) {
   auto request = std::make_unique<MpiRequest>();
-  DRING_MPI_CHECK(MPI_Irecv(data, checked_count(count), mpi_type(type), peer, tag, comm_, request->handle()));
+  DRING_MPI_CHECK(MPI_Irecv(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.recv_bytes += count * element_bytes(type);
   counters_.messages_received += 1;
   return request;
 }
 
-void MpiTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
 
-double MpiTransport::allreduce_max(double value) {
+double MpiCommTransport::allreduce_max(double value) {
   double result = 0.0;
   DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, comm_));
   return result;
 }
 
-int64_t MpiTransport::allreduce_sum(int64_t value) {
+int64_t MpiCommTransport::allreduce_sum(int64_t value) {
   int64_t result = 0;
   DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_SUM, comm_));
   return result;

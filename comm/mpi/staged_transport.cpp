@@ -16,23 +16,6 @@ namespace dring::comm {
 
 namespace {
 
-// 16-bit elements travel as opaque words, as in MpiTransport.
-MPI_Datatype mpi_type(ElementType type) {
-  switch (type) {
-    case ElementType::kFloat32: return MPI_FLOAT;
-    case ElementType::kFloat64: return MPI_DOUBLE;
-    case ElementType::kFloat16:
-    case ElementType::kBFloat16: return MPI_UINT16_T;
-  }
-  return MPI_DATATYPE_NULL;
-}
-
-int checked_count(int64_t count) {
-  DRING_CHECK(count >= 0 && count <= std::numeric_limits<int>::max(), Status::kInternal,
-              "MPI message of " << count << " elements exceeds the int count MPI takes");
-  return static_cast<int>(count);
-}
-
 // Pinned buffers are rounded up so that slightly different message sizes share them.
 constexpr int64_t kStagingGranule = int64_t{1} << 20;
 
@@ -93,12 +76,8 @@ bool StagedMpiTransport::cuda_aware_mpi_available() {
 }
 
 StagedMpiTransport::StagedMpiTransport(MPI_Comm comm, cudaStream_t compute, Mode mode, MemoryTracker& tracker)
-    : compute_(compute), mode_(mode), tracker_(tracker) {
+    : MpiCommTransport(comm), compute_(compute), mode_(mode), tracker_(tracker) {
   drained_ = cuda::Event::create();
-  DRING_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
-  DRING_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-  DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  DRING_MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
 StagedMpiTransport::~StagedMpiTransport() {
@@ -106,9 +85,6 @@ StagedMpiTransport::~StagedMpiTransport() {
     if (staging->pending_copy) cudaEventSynchronize(staging->reusable.get());
     tracker_.record_free(MemSpace::kHost, MemCategory::kExchange, staging->host.bytes());
   }
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
 }
 
 void StagedMpiTransport::drain_compute() {
@@ -169,7 +145,7 @@ std::unique_ptr<Request> StagedMpiTransport::post_send_raw(const void* data, int
     request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes);
     drain_compute();
   }
-  DRING_MPI_CHECK(MPI_Isend(from, checked_count(count), mpi_type(type), peer, tag, comm_, request->handle()));
+  DRING_MPI_CHECK(MPI_Isend(from, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.sent_bytes += bytes;
   counters_.messages_sent += 1;
   return request;
@@ -190,24 +166,10 @@ std::unique_ptr<Request> StagedMpiTransport::post_recv_raw(void* data, int64_t c
     request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes);
     drain_compute();  // MPI writes `data` directly: the kernels reading it must be done
   }
-  DRING_MPI_CHECK(MPI_Irecv(into, checked_count(count), mpi_type(type), peer, tag, comm_, request->handle()));
+  DRING_MPI_CHECK(MPI_Irecv(into, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.recv_bytes += bytes;
   counters_.messages_received += 1;
   return request;
-}
-
-void StagedMpiTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
-
-double StagedMpiTransport::allreduce_max(double value) {
-  double result = 0.0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, comm_));
-  return result;
-}
-
-int64_t StagedMpiTransport::allreduce_sum(int64_t value) {
-  int64_t result = 0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_SUM, comm_));
-  return result;
 }
 
 }  // namespace dring::comm

@@ -57,23 +57,19 @@ double timeout_from_environment() {
 }  // namespace
 
 NcclTransport::NcclTransport(MPI_Comm comm, cudaStream_t compute)
-    : compute_(compute), timeout_s_(timeout_from_environment()) {
-  DRING_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
-  DRING_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-  DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  DRING_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    : MpiCommTransport(comm), compute_(compute), timeout_s_(timeout_from_environment()) {
   // Rank 0 makes the unique id; its success travels with it, so a failure there is everyone's
   // failure rather than a hang in the broadcast.
   struct {
     int rc = 0;
     ncclUniqueId id;
   } shared;
-  if (rank_ == 0) shared.rc = static_cast<int>(ncclGetUniqueId(&shared.id));
-  DRING_MPI_CHECK(MPI_Bcast(&shared, sizeof shared, MPI_BYTE, 0, comm_));
+  if (world_rank() == 0) shared.rc = static_cast<int>(ncclGetUniqueId(&shared.id));
+  DRING_MPI_CHECK(MPI_Bcast(&shared, sizeof shared, MPI_BYTE, 0, this->comm()));
   DRING_CHECK(shared.rc == 0, Status::kCommError,
               "ncclGetUniqueId failed on world rank 0: " << ncclGetErrorString(static_cast<ncclResult_t>(shared.rc)));
   stream_ = cuda::Stream::create();
-  DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, size_, shared.id, rank_));
+  DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, world_size(), shared.id, world_rank()));
 }
 
 NcclTransport::~NcclTransport() {
@@ -87,9 +83,6 @@ NcclTransport::~NcclTransport() {
     ncclCommDestroy(nccl_);
     nccl_ = nullptr;
   }
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
 }
 
 void NcclTransport::abort_all() noexcept {
@@ -100,7 +93,7 @@ void NcclTransport::abort_all() noexcept {
 
 std::shared_ptr<NcclTransport::Op> NcclTransport::make_op(bool send, const void* data, int64_t count, ElementType type,
                                                           int peer, int tag) {
-  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << world_rank() << " was aborted earlier");
   auto op = std::make_shared<Op>();
   op->send = send;
   op->data = const_cast<void*>(data);
@@ -177,7 +170,7 @@ void NcclTransport::issue(const std::vector<std::shared_ptr<Op>>& ops) {
 }
 
 void NcclTransport::wait_on(Op& op) {
-  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << world_rank() << " was aborted earlier");
   DRING_CHECK(op.issued, Status::kInternal, "an NCCL operation was waited on before its step ended");
   std::pair<cuda::Event, cuda::Event> timing{cuda::Event::create(true), cuda::Event::create(true)};
   timing.first.record(compute_);
@@ -187,13 +180,13 @@ void NcclTransport::wait_on(Op& op) {
 }
 
 void NcclTransport::check_health() {
-  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << rank_ << " was aborted earlier");
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << world_rank() << " was aborted earlier");
   ncclResult_t async = ncclSuccess;
   DRING_NCCL_CHECK(ncclCommGetAsyncError(nccl_, &async));
   if (async != ncclSuccess && async != ncclInProgress) {
     abort_all();
     DRING_FAIL(Status::kCommError, "NCCL reported an asynchronous error on world rank "
-                                       << rank_ << ": " << ncclGetErrorString(async) << "; its communicator was aborted");
+                                       << world_rank() << ": " << ncclGetErrorString(async) << "; its communicator was aborted");
   }
   std::erase_if(in_flight_, [](const InFlight& f) { return cudaEventQuery(f.done->get()) == cudaSuccess; });
   const auto now = std::chrono::steady_clock::now();
@@ -203,7 +196,7 @@ void NcclTransport::check_health() {
       const std::string what = f.what;
       abort_all();
       DRING_FAIL(Status::kCommError, "NCCL " << what << " did not complete within " << timeout_s_
-                                             << " s on world rank " << rank_
+                                             << " s on world rank " << world_rank()
                                              << " (a peer failed, or ranks posted mismatched messages); "
                                                 "its communicator was aborted (DRING_COMM_TIMEOUT_S sets the limit)");
     }
@@ -218,20 +211,6 @@ double NcclTransport::take_device_wait_ms() {
   }
   waits_.clear();
   return total;
-}
-
-void NcclTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
-
-double NcclTransport::allreduce_max(double value) {
-  double result = 0.0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, comm_));
-  return result;
-}
-
-int64_t NcclTransport::allreduce_sum(int64_t value) {
-  int64_t result = 0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_SUM, comm_));
-  return result;
 }
 
 }  // namespace dring::comm

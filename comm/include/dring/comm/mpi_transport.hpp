@@ -23,31 +23,44 @@ void mpi_fail(int code, const char* call, const char* file, int line);
 
 namespace dring::comm {
 
-// Owns a duplicate of the caller's communicator (so dring's messages never match the caller's),
-// with errors returned rather than fatal, so they become exceptions with the rank in them.
-class MpiTransport final : public Transport {
- public:
-  explicit MpiTransport(MPI_Comm comm);
-  ~MpiTransport() override;
-  MpiTransport(const MpiTransport&) = delete;
-  MpiTransport& operator=(const MpiTransport&) = delete;
+// The MPI datatype moving `type` (16-bit floats travel as opaque 16-bit words).
+MPI_Datatype mpi_datatype(ElementType type);
+// `count` as the int MPI takes; throws Error(kInternal) past INT_MAX.
+int mpi_count(int64_t count);
 
-  const char* name() const override { return "mpi"; }
+// A Transport whose ranks are those of a duplicate of the caller's communicator (so dring's
+// messages never match the caller's), with MPI errors returned rather than fatal, so they become
+// exceptions with the rank in them; barrier and small allreduce run over it. The MPI, staged-MPI
+// and NCCL transports build on it.
+class MpiCommTransport : public Transport {
+ public:
   int world_rank() const override { return rank_; }
   int world_size() const override { return size_; }
   MPI_Comm comm() const { return comm_; }
-
-  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
-                                         int tag) override;
-  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
   void barrier() override;
   double allreduce_max(double value) override;
   int64_t allreduce_sum(int64_t value) override;
+
+ protected:
+  explicit MpiCommTransport(MPI_Comm comm);
+  ~MpiCommTransport() override;
+  MpiCommTransport(const MpiCommTransport&) = delete;
+  MpiCommTransport& operator=(const MpiCommTransport&) = delete;
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
+};
+
+// Host memory over MPI point-to-point.
+class MpiTransport final : public MpiCommTransport {
+ public:
+  explicit MpiTransport(MPI_Comm comm) : MpiCommTransport(comm) {}
+  const char* name() const override { return "mpi"; }
+  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+                                         int tag) override;
+  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
 };
 
 }  // namespace dring::comm

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "dring/comm/mpi_transport.hpp"
 #include "dring/comm/transport.hpp"
 #include "dring/cuda_util.hpp"
 
@@ -50,7 +51,7 @@ namespace dring::comm {
 
 namespace dring::comm {
 
-class NcclTransport final : public Transport {
+class NcclTransport final : public MpiCommTransport {
  public:
   // Collective over `comm`: rank 0 makes the NCCL unique id and broadcasts it over MPI. The
   // current CUDA device must be this rank's own GPU (NCCL refuses two ranks on one device).
@@ -60,8 +61,6 @@ class NcclTransport final : public Transport {
   NcclTransport& operator=(const NcclTransport&) = delete;
 
   const char* name() const override { return "nccl"; }
-  int world_rank() const override { return rank_; }
-  int world_size() const override { return size_; }
 
   std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
                                          int tag) override;
@@ -71,10 +70,6 @@ class NcclTransport final : public Transport {
   // GPU time the compute stream spent waiting for transfers (wait()) since the last call, in ms:
   // what the overlap did not hide. Call after the compute stream is synchronised.
   double take_device_wait_ms() override;
-  // Host values over MPI (a duplicate of the caller's communicator).
-  void barrier() override;
-  double allreduce_max(double value) override;
-  int64_t allreduce_sum(int64_t value) override;
 
   // Throws (after aborting the communicators) on an asynchronous NCCL error or a timed-out group.
   void check_health();
@@ -105,9 +100,6 @@ class NcclTransport final : public Transport {
   void issue(const std::vector<std::shared_ptr<Op>>& ops);
   void abort_all() noexcept;
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0;
-  int size_ = 1;
   cudaStream_t compute_;
   ncclComm_t nccl_ = nullptr;
   cuda::Stream stream_;  // the communication stream

@@ -19,13 +19,14 @@
 #include <memory>
 #include <vector>
 
+#include "dring/comm/mpi_transport.hpp"
 #include "dring/comm/transport.hpp"
 #include "dring/cuda_util.hpp"
 #include "dring/memory.hpp"
 
 namespace dring::comm {
 
-class StagedMpiTransport final : public Transport {
+class StagedMpiTransport final : public MpiCommTransport {
  public:
   enum class Mode { kHostStaging, kCudaAware };
 
@@ -40,17 +41,11 @@ class StagedMpiTransport final : public Transport {
   static bool cuda_aware_mpi_available();
 
   const char* name() const override { return mode_ == Mode::kCudaAware ? "mpi-cuda-aware" : "mpi-staged"; }
-  int world_rank() const override { return rank_; }
-  int world_size() const override { return size_; }
   Mode mode() const { return mode_; }
 
   std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
                                          int tag) override;
   std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
-  void barrier() override;
-  double allreduce_max(double value) override;
-  int64_t allreduce_sum(int64_t value) override;
-
   // A pinned staging buffer of the pool (internal, used by the requests).
   struct Staging {
     cuda::PinnedBuffer host;
@@ -66,9 +61,6 @@ class StagedMpiTransport final : public Transport {
   // Blocks until the compute stream's work enqueued so far has completed.
   void drain_compute();
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0;
-  int size_ = 1;
   cudaStream_t compute_;
   Mode mode_;
   MemoryTracker& tracker_;
