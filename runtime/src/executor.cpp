@@ -103,11 +103,13 @@ void RingExecutor::Impl::ensure(TensorBuffer& buffer, int64_t count, MemCategory
 }
 
 std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const void* k, const void* v, void* k_out,
-                                                     void* v_out, void* payload, bool into_payload, DType type) const {
+                                                     void* v_out, void* payload, bool into_payload, DType type,
+                                                     int pair) const {
   const int64_t d = index.head_dim;
   std::vector<RowRun> runs;
   runs.reserve(2 * msg.slabs.size());
   for (const KvSlab& slab : msg.slabs) {
+    if (pair >= 0 && slab.pair != pair) continue;
     const int64_t at = index.kv_at(slab.batch, slab.keys.first, slab.kv_head);
     const int64_t stride = slab.keys.stride * index.kv_heads * d;
     void* k_rows = offset(payload, slab.message_row * d, type);

@@ -149,7 +149,12 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     const Message& sent = m.steps[i].send;
     if (sent.empty()) return;
     const auto t0 = Clock::now();
-    m.backend.add_rows(m.message_runs(sent, nullptr, nullptr, dk, dv, m.grad_recv[i % 2].data(), false, DType::kF32), d);
+    // A key row selected by two pairs comes back once per pair: add pair by pair, so the rows of
+    // one call are distinct (and the sum's order is fixed).
+    for (int p = 0; p < static_cast<int>(m.geometry.size()); ++p) {
+      m.backend.add_rows(
+          m.message_runs(sent, nullptr, nullptr, dk, dv, m.grad_recv[i % 2].data(), false, DType::kF32, p), d);
+    }
     stats.compute_ms += ms_since(t0);
   };
 

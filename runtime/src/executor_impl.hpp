@@ -105,9 +105,10 @@ struct RingExecutor::Impl {
   }
   // Row runs between a message payload and the shard rows of its slabs: from shard tensors k, v
   // into the payload (packing K/V), or from the payload into k_out, v_out (returned gradients).
-  // Offsets are in elements of `type`.
+  // Offsets are in elements of `type`. With `pair` >= 0, only that pair's slabs (the slabs of one
+  // pair hold distinct rows; a row selected by two pairs appears once per pair).
   std::vector<RowRun> message_runs(const Message& msg, const void* k, const void* v, void* k_out, void* v_out,
-                                   void* payload, bool into_payload, DType type) const;
+                                   void* payload, bool into_payload, DType type, int pair = -1) const;
   // Posts step i's K/V receive and packed send.
   void post_kv(size_t i, const ShardInputs& in, PassStats& stats);
   void wait(std::unique_ptr<comm::Request>& request, PassStats& stats);

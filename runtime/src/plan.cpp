@@ -83,21 +83,33 @@ std::vector<Message> ExchangePlan::split(int src, int dst) const {
   return messages;
 }
 
+int64_t ExchangePlan::chunks_at_shift(int shift) const {
+  const int k = layout_.world_size();
+  int64_t chunks = 0;
+  for (int src = 0; src < k; ++src) {
+    int64_t rows = 0;
+    for (const KvSlab& slab : needed(src, (src + shift) % k)) rows += slab.keys.count;
+    chunks = std::max(chunks, (rows + max_message_rows_ - 1) / max_message_rows_);
+  }
+  return chunks;
+}
+
 std::vector<PlanStep> ExchangePlan::schedule(int rank) const {
   const int k = layout_.world_size();
   std::vector<PlanStep> steps;
   for (int shift = 1; shift < k; ++shift) {
-    const int to = (rank + shift) % k;
-    const int from = (rank - shift + k) % k;
-    std::vector<Message> sends = split(rank, to);
-    std::vector<Message> recvs = split(from, rank);
-    const size_t chunks = std::max(sends.size(), recvs.size());
-    for (size_t c = 0; c < chunks; ++c) {
+    // Every rank lists the same (shift, chunk) steps, empty where it has nothing to move, so that
+    // ranks interleaving two kinds of messages (K/V and returning gradients) do it identically.
+    const int64_t chunks = chunks_at_shift(shift);
+    if (chunks == 0) continue;
+    std::vector<Message> sends = split(rank, (rank + shift) % k);
+    std::vector<Message> recvs = split((rank - shift + k) % k, rank);
+    for (int64_t c = 0; c < chunks; ++c) {
       PlanStep step;
       step.shift = shift;
-      step.chunk = static_cast<int64_t>(c);
-      if (c < sends.size()) step.send = std::move(sends[c]);
-      if (c < recvs.size()) step.recv = std::move(recvs[c]);
+      step.chunk = c;
+      if (c < static_cast<int64_t>(sends.size())) step.send = std::move(sends[c]);
+      if (c < static_cast<int64_t>(recvs.size())) step.recv = std::move(recvs[c]);
       steps.push_back(std::move(step));
     }
   }

@@ -117,7 +117,7 @@ void check_plan(const Problem& problem, int k, int64_t cap_rows) {
     }
   }
   // Schedules: sender and receiver agree on every message; caps hold; one send and one receive
-  // per step; the order is shift-major.
+  // per step; the order is shift-major; every rank lists the same (shift, chunk) steps.
   std::vector<std::vector<PlanStep>> schedules;
   for (int t = 0; t < k; ++t) schedules.push_back(plan.schedule(t));
   for (int t = 0; t < k; ++t) {
@@ -130,7 +130,9 @@ void check_plan(const Problem& problem, int k, int64_t cap_rows) {
       }
       EXPECT_LE(step.send.rows, cap_rows);
       EXPECT_LE(step.recv.rows, cap_rows);
-      EXPECT_FALSE(step.send.empty() && step.recv.empty());
+      ASSERT_EQ(schedules[t].size(), schedules[0].size()) << "rank " << t;
+      EXPECT_EQ(step.shift, schedules[0][i].shift);
+      EXPECT_EQ(step.chunk, schedules[0][i].chunk);
       received += step.recv.rows;
       if (step.send.empty()) continue;
       const int to = (t + step.shift) % k;

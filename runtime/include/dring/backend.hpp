@@ -46,7 +46,8 @@ class Backend {
   // fp32 accumulators into a tensor of the storage dtype.
   virtual void cast(const float* src, void* dst, int64_t count, DType dtype) = 0;
 
-  // Row movement: packing messages (any dtype) and adding returned gradients (fp32).
+  // Row movement: packing messages (any dtype) and adding returned gradients (fp32). The runs of
+  // one call must not share destination rows (they may run in parallel).
   virtual void copy_rows(std::span<const RowRun> runs, int64_t head_dim, DType dtype) = 0;
   virtual void add_rows(std::span<const RowRun> runs, int64_t head_dim) = 0;
 

@@ -37,7 +37,8 @@ struct Message {
   bool empty() const { return rows == 0; }
 };
 
-// In each step a rank sends at most one message and receives at most one.
+// In each step a rank sends at most one message and receives at most one. Every rank's schedule
+// lists the same (shift, chunk) steps; a rank's step is empty where it has nothing to move.
 struct PlanStep {
   int shift = 0;      // sends go to rank + shift, receives come from rank - shift (mod world size)
   int64_t chunk = 0;  // index of the message within this shift's transfer
@@ -56,7 +57,8 @@ class ExchangePlan {
 
   // Everything dst needs from src (src != dst), unsplit, in a fixed order.
   std::vector<KvSlab> needed(int src, int dst) const;
-  // The steps of `rank`, in the global order every rank follows: shift 1..k-1, then chunk.
+  // The steps of `rank`, in the global order every rank follows: shift 1..k-1 (those that move
+  // anything anywhere), then chunk (as many as the longest transfer of that shift needs).
   std::vector<PlanStep> schedule(int rank) const;
 
   // Rows of the largest message `rank` sends or receives (sizes its exchange buffers).
@@ -67,6 +69,7 @@ class ExchangePlan {
 
  private:
   std::vector<Message> split(int src, int dst) const;
+  int64_t chunks_at_shift(int shift) const;
 
   Problem problem_;
   ShardLayout layout_;

@@ -82,7 +82,8 @@ void launch_cast_to_f32(const void* src, DType dtype, float* dst, int64_t count,
 void launch_fill_random(void* dst, int64_t count, DType dtype, uint64_t seed, cudaStream_t stream);
 
 // Row runs (dring/backend.hpp's RowRun): warp w of the grid takes global row w, found in run r with
-// row_prefix[r] <= w < row_prefix[r+1]. copy: any dtype; add: fp32 dst += src.
+// row_prefix[r] <= w < row_prefix[r+1]. copy: any dtype; add: fp32 dst += src. The rows of one call
+// must be distinct destinations (Backend::copy_rows/add_rows): warps do not synchronise.
 struct RowsLaunch {
   const RowRun* runs = nullptr;
   const int64_t* row_prefix = nullptr;
