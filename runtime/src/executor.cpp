@@ -241,15 +241,15 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   auto collect = [&](const kernels::AttendBlock& blk) { batch.add(blk); };
   const int pairs = static_cast<int>(m.geometry.size());
 
-  double total = 0.0;
-  if (m.options.on_progress) {
-    auto count = [&](const kernels::AttendBlock& b) { total += scores_of(b); };
+  if (m.options.on_progress && m.pass_scores < 0.0) {
+    m.pass_scores = 0.0;
+    auto count = [&](const kernels::AttendBlock& b) { m.pass_scores += scores_of(b); };
     for (int p = 0; p < pairs; ++p) {
       local_blocks(p, count);
       for (const PlanStep& step : m.steps) message_blocks(step.recv, nullptr, p, count);
     }
   }
-  m.start_progress(total);
+  m.start_progress(std::max(m.pass_scores, 0.0));
 
   // Every row starts at (out, lse) = (0, -inf); each block merges into it.
   auto t0 = Clock::now();

@@ -116,15 +116,15 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       scores_of);
   auto collect = [&](const kernels::GradBlock& blk) { batch.add(blk); };
   const int pairs = static_cast<int>(m.geometry.size());
-  double total = 0.0;
-  if (m.options.on_progress) {
-    auto count = [&](const kernels::GradBlock& b) { total += scores_of(b); };
+  if (m.options.on_progress && m.pass_scores < 0.0) {
+    m.pass_scores = 0.0;
+    auto count = [&](const kernels::GradBlock& b) { m.pass_scores += scores_of(b); };
     for (int p = 0; p < pairs; ++p) {
       local_blocks(p, count);
       for (const PlanStep& step : m.steps) message_blocks(step.recv, nullptr, nullptr, p, count);
     }
   }
-  m.start_progress(total);
+  m.start_progress(std::max(m.pass_scores, 0.0));
 
   // Posts the gradient exchange of step i: the gradients of the rows this rank received go back to
   // their owner, those of the rows it sent come back.

@@ -79,6 +79,9 @@ struct RingExecutor::Impl {
 
   // Progress: work (scores) of the pass, of finished kernel calls, of the call in flight.
   double total_scores = 0.0, done_scores = 0.0, call_scores = 0.0;
+  // Scores of one whole pass on this rank (forward and backward visit the same ones): counted by
+  // the first pass that reports progress, then kept.
+  double pass_scores = -1.0;
   Clock::time_point last_report;
 
   static void hook(void* ctx, double fraction);
