@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "dring/comm/mpi_transport.hpp"
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace {
 

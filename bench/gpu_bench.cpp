@@ -37,14 +37,14 @@
 #include <string>
 #include <vector>
 
-#include "dring/check.hpp"
+#include "dring/runtime/check.hpp"
 #include "dring/config.h"
-#include "dring/cuda_backend.hpp"
-#include "dring/cuda_util.hpp"
-#include "dring/executor.hpp"
+#include "dring/runtime/cuda_backend.hpp"
+#include "dring/core/cuda.hpp"
+#include "dring/runtime/executor.hpp"
 #include "dring/kernels/cuda.hpp"
 #include "dring/kernels/reference.hpp"
-#include "dring/shard.hpp"
+#include "dring/runtime/shard.hpp"
 #if DRING_HAVE_NCCL
 #include "dring/comm/nccl_transport.hpp"
 #endif
@@ -67,6 +67,7 @@ float to_host_float(const void* p, DType dtype) {
     case DType::kF32: return *static_cast<const float*>(p);
     case DType::kF16: return __half2float(*static_cast<const __half*>(p));
     case DType::kBF16: return __bfloat162float(*static_cast<const __nv_bfloat16*>(p));
+    case DType::kF64: return static_cast<float>(*static_cast<const double*>(p));
   }
   return 0.0f;
 }

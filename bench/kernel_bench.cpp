@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 
 namespace {

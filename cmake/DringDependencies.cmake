@@ -48,10 +48,6 @@ if(DRING_BUILD_TESTS)
   find_package(GTest CONFIG)
   dring_require(GTest_FOUND "GoogleTest" "libgtest-dev")
 endif()
-if(DRING_BUILD_BENCH)
-  find_package(benchmark CONFIG)
-  dring_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
-endif()
 
 # The optional GPU backend (CUDA, cuBLAS, NCCL): sets DRING_HAVE_CUDA and DRING_HAVE_NCCL.
 include(DringCuda)

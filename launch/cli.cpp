@@ -29,7 +29,7 @@ Parsed parse(int argc, char** argv) {
   app.set_version_flag("--version", std::string("dring ") + DRING_VERSION);
 
   RunOptions run;
-  CLI::App* run_app = app.add_subcommand("run", "one forward pass on synthetic inputs or an HDF5 file");
+  CLI::App* run_app = app.add_subcommand("run", "a forward pass (and with --backward the backward pass) on synthetic inputs or an HDF5 file");
   std::vector<CLI::Option*> shape_flags;
   add_shape(run_app, run.shape, &shape_flags);
   CLI::Option* input = run_app->add_option("--input", run.input, "HDF5 file with datasets q, k, v [B, S, H, D]");

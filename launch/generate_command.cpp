@@ -1,13 +1,13 @@
 // generate_command.cpp — `dring generate`: the synthetic inputs of a seed, written to HDF5.
 // `dring run --input` on this file computes exactly what `dring run --seed` computes.
 #include "commands.hpp"
-#include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
-#include "dring/hdf5_io.hpp"
-#include "dring/layout.hpp"
-#include "dring/node.hpp"
-#include "dring/shard.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/comm/mpi_check.hpp"
+#include "dring/runtime/hdf5_io.hpp"
+#include "dring/runtime/layout.hpp"
+#include "dring/runtime/node.hpp"
+#include "dring/runtime/shard.hpp"
+#include "dring/runtime/synthetic.hpp"
 
 namespace dring::cli {
 

@@ -8,7 +8,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (+ h5ls/h5diff used by the tests)
   libopenblas-openmp-dev                # CBLAS, OpenMP build (the kernel calls it from its own threads)
   libcli11-dev nlohmann-json3-dev       # command line, JSON reports
-  libgtest-dev libbenchmark-dev         # tests, benchmarks
+  libgtest-dev                          # tests
   "$@"
 )
 missing=()

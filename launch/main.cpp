@@ -14,8 +14,8 @@
 
 #include "cli.hpp"
 #include "commands.hpp"
-#include "dring/collective.hpp"
-#include "dring/error.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/core/error.hpp"
 
 namespace {
 
@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   MPI_Comm comm = MPI_COMM_WORLD;
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
+  dring::attach_error_rank();
   int code = 0;
   try {
     // Every rank must run the same command: a rank started differently would otherwise wait

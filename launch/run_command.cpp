@@ -12,16 +12,16 @@
 #include <memory>
 
 #include "commands.hpp"
-#include "dring/check.hpp"
-#include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
-#include "dring/executor.hpp"
-#include "dring/hdf5_io.hpp"
-#include "dring/node.hpp"
-#include "dring/report.hpp"
-#include "dring/select.hpp"
-#include "dring/shard.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/check.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/comm/mpi_check.hpp"
+#include "dring/runtime/executor.hpp"
+#include "dring/runtime/hdf5_io.hpp"
+#include "dring/runtime/node.hpp"
+#include "dring/runtime/report.hpp"
+#include "dring/runtime/select.hpp"
+#include "dring/runtime/shard.hpp"
+#include "dring/runtime/synthetic.hpp"
 
 namespace dring::cli {
 

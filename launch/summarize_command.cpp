@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "dring/collective.hpp"
-#include "dring/report.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/runtime/report.hpp"
 
 namespace dring::cli {
 

@@ -7,10 +7,10 @@
 #include <limits>
 
 #include "commands.hpp"
-#include "dring/check.hpp"
-#include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
-#include "dring/hdf5_io.hpp"
+#include "dring/runtime/check.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/comm/mpi_check.hpp"
+#include "dring/runtime/hdf5_io.hpp"
 
 namespace dring::cli {
 

@@ -6,35 +6,21 @@
 
 namespace dring::comm {
 
-int64_t element_bytes(ElementType type) {
-  switch (type) {
-    case ElementType::kFloat32: return 4;
-    case ElementType::kFloat64: return 8;
-    case ElementType::kFloat16:
-    case ElementType::kBFloat16: return 2;
-  }
-  return 0;
-}
-
 void mpi_fail(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
   MPI_Error_string(code, text, &length);
-  int rank = -1;
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   (void)file;
   (void)line;
-  DRING_FAIL(Status::kCommError, "MPI call " << call << " failed on world rank " << rank << ": " << text);
+  DRING_FAIL(Status::kCommError, "MPI call " << call << " failed on " << error_rank_text() << ": " << text);
 }
 
-MPI_Datatype mpi_datatype(ElementType type) {
+MPI_Datatype mpi_datatype(DType type) {
   switch (type) {
-    case ElementType::kFloat32: return MPI_FLOAT;
-    case ElementType::kFloat64: return MPI_DOUBLE;
-    case ElementType::kFloat16:
-    case ElementType::kBFloat16: return MPI_UINT16_T;  // moved as opaque 16-bit words
+    case DType::kF32: return MPI_FLOAT;
+    case DType::kF64: return MPI_DOUBLE;
+    case DType::kF16:
+    case DType::kBF16: return MPI_UINT16_T;  // moved as opaque 16-bit words
   }
   return MPI_DATATYPE_NULL;
 }
@@ -88,21 +74,19 @@ MpiCommTransport::~MpiCommTransport() {
   if (comm_ != MPI_COMM_NULL && !finalized && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
 }
 
-std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t count, DType type, int peer,
                                                      int tag) {
   auto request = std::make_unique<MpiRequest>();
   DRING_MPI_CHECK(MPI_Isend(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
-  counters_.sent_bytes += count * element_bytes(type);
-  counters_.messages_sent += 1;
+  counters_.sent_bytes += count * dtype_bytes(type);
   return request;
 }
 
-std::unique_ptr<Request> MpiTransport::post_recv_raw(void* data, int64_t count, ElementType type, int peer,
+std::unique_ptr<Request> MpiTransport::post_recv_raw(void* data, int64_t count, DType type, int peer,
                                                      int tag) {
   auto request = std::make_unique<MpiRequest>();
   DRING_MPI_CHECK(MPI_Irecv(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
-  counters_.recv_bytes += count * element_bytes(type);
-  counters_.messages_received += 1;
+  counters_.recv_bytes += count * dtype_bytes(type);
   return request;
 }
 

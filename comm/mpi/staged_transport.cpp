@@ -76,14 +76,13 @@ bool StagedMpiTransport::cuda_aware_mpi_available() {
 }
 
 StagedMpiTransport::StagedMpiTransport(MPI_Comm comm, cudaStream_t compute, Mode mode, MemoryTracker& tracker)
-    : MpiCommTransport(comm), compute_(compute), mode_(mode), tracker_(tracker) {
+    : MpiCommTransport(comm), compute_(compute), mode_(mode), pinned_(tracker) {
   drained_ = cuda::Event::create();
 }
 
 StagedMpiTransport::~StagedMpiTransport() {
   for (const auto& staging : pool_) {
     if (staging->pending_copy) cudaEventSynchronize(staging->reusable.get());
-    tracker_.record_free(MemSpace::kHost, MemCategory::kExchange, staging->host.bytes());
   }
 }
 
@@ -103,9 +102,8 @@ StagedMpiTransport::Staging* StagedMpiTransport::acquire(int64_t bytes) {
   if (best == nullptr) {
     auto staging = std::make_unique<Staging>();
     const int64_t rounded = (std::max<int64_t>(bytes, 1) + kStagingGranule - 1) / kStagingGranule * kStagingGranule;
-    staging->host = cuda::PinnedBuffer(rounded);
+    staging->host = Buffer<std::byte>(pinned_, rounded, MemCategory::kExchange);
     staging->reusable = cuda::Event::create();
-    tracker_.record_alloc(MemSpace::kHost, MemCategory::kExchange, rounded);
     pool_.push_back(std::move(staging));
     best = pool_.back().get();
   } else if (best->pending_copy) {
@@ -128,9 +126,9 @@ void StagedMpiTransport::release(Staging* staging, bool copy_enqueued) {
   staging->busy = false;
 }
 
-std::unique_ptr<Request> StagedMpiTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+std::unique_ptr<Request> StagedMpiTransport::post_send_raw(const void* data, int64_t count, DType type, int peer,
                                                            int tag) {
-  const int64_t bytes = count * element_bytes(type);
+  const int64_t bytes = count * dtype_bytes(type);
   std::unique_ptr<StagedRequest> request;
   const void* from = data;
   if (mode_ == Mode::kHostStaging) {
@@ -147,13 +145,12 @@ std::unique_ptr<Request> StagedMpiTransport::post_send_raw(const void* data, int
   }
   DRING_MPI_CHECK(MPI_Isend(from, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.sent_bytes += bytes;
-  counters_.messages_sent += 1;
   return request;
 }
 
-std::unique_ptr<Request> StagedMpiTransport::post_recv_raw(void* data, int64_t count, ElementType type, int peer,
+std::unique_ptr<Request> StagedMpiTransport::post_recv_raw(void* data, int64_t count, DType type, int peer,
                                                            int tag) {
-  const int64_t bytes = count * element_bytes(type);
+  const int64_t bytes = count * dtype_bytes(type);
   std::unique_ptr<StagedRequest> request;
   void* into = data;
   if (mode_ == Mode::kHostStaging) {
@@ -168,7 +165,6 @@ std::unique_ptr<Request> StagedMpiTransport::post_recv_raw(void* data, int64_t c
   }
   DRING_MPI_CHECK(MPI_Irecv(into, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.recv_bytes += bytes;
-  counters_.messages_received += 1;
   return request;
 }
 

@@ -12,7 +12,7 @@ namespace dring::comm {
 
 void nccl_fail(ncclResult_t code, const char* call) {
   const char* detail = ncclGetLastError(nullptr);
-  DRING_FAIL(Status::kCommError, "NCCL call " << call << " failed on world rank " << cuda::world_rank_or_unknown()
+  DRING_FAIL(Status::kCommError, "NCCL call " << call << " failed on " << error_rank_text()
                                               << ": " << ncclGetErrorString(code)
                                               << (detail != nullptr && detail[0] != '\0' ? std::string(" (") + detail + ")"
                                                                                           : std::string()));
@@ -20,12 +20,12 @@ void nccl_fail(ncclResult_t code, const char* call) {
 
 namespace {
 
-ncclDataType_t nccl_type(ElementType type) {
+ncclDataType_t nccl_type(DType type) {
   switch (type) {
-    case ElementType::kFloat32: return ncclFloat32;
-    case ElementType::kFloat64: return ncclFloat64;
-    case ElementType::kFloat16: return ncclFloat16;
-    case ElementType::kBFloat16: return ncclBfloat16;
+    case DType::kF32: return ncclFloat32;
+    case DType::kF64: return ncclFloat64;
+    case DType::kF16: return ncclFloat16;
+    case DType::kBF16: return ncclBfloat16;
   }
   return ncclFloat32;
 }
@@ -91,7 +91,7 @@ void NcclTransport::abort_all() noexcept {
   aborted_ = true;
 }
 
-std::shared_ptr<NcclTransport::Op> NcclTransport::make_op(bool send, const void* data, int64_t count, ElementType type,
+std::shared_ptr<NcclTransport::Op> NcclTransport::make_op(bool send, const void* data, int64_t count, DType type,
                                                           int peer, int tag) {
   DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << world_rank() << " was aborted earlier");
   auto op = std::make_shared<Op>();
@@ -114,20 +114,18 @@ void NcclTransport::post(const std::shared_ptr<Op>& op) {
   }
 }
 
-std::unique_ptr<Request> NcclTransport::post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+std::unique_ptr<Request> NcclTransport::post_send_raw(const void* data, int64_t count, DType type, int peer,
                                                       int tag) {
   auto op = make_op(true, data, count, type, peer, tag);
   post(op);
-  counters_.sent_bytes += count * element_bytes(type);
-  counters_.messages_sent += 1;
+  counters_.sent_bytes += count * dtype_bytes(type);
   return std::make_unique<NcclRequest>(*this, op);
 }
 
-std::unique_ptr<Request> NcclTransport::post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) {
+std::unique_ptr<Request> NcclTransport::post_recv_raw(void* data, int64_t count, DType type, int peer, int tag) {
   auto op = make_op(false, data, count, type, peer, tag);
   post(op);
-  counters_.recv_bytes += count * element_bytes(type);
-  counters_.messages_received += 1;
+  counters_.recv_bytes += count * dtype_bytes(type);
   return std::make_unique<NcclRequest>(*this, op);
 }
 
@@ -160,7 +158,7 @@ void NcclTransport::issue(const std::vector<std::shared_ptr<Op>>& ops) {
   std::ostringstream what;
   for (const auto& op : ops) {
     what << (what.tellp() > 0 ? " + " : "") << (op->send ? "send to" : "receive from") << " rank " << op->peer
-         << " (tag " << op->tag << ", " << op->count * element_bytes(op->type) << " bytes)";
+         << " (tag " << op->tag << ", " << op->count * dtype_bytes(op->type) << " bytes)";
     op->done = done;
     op->issued = true;
   }

@@ -15,7 +15,7 @@
 #include <limits>
 #include <vector>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "vector_math.hpp"
 #include "work_items.hpp"

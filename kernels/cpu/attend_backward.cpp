@@ -16,7 +16,7 @@
 #include <memory>
 #include <vector>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "vector_math.hpp"
 #include "work_items.hpp"

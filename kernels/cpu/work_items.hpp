@@ -1,12 +1,18 @@
 // work_items.hpp — the thread team shared by the CPU kernels: work items taken dynamically by an
 // OpenMP team, each thread with its slice of the scratch, single-threaded OpenBLAS inside, and the
 // progress hook called by the first thread (the caller's, the only one that may call MPI).
+//
+// No exception leaves the parallel region (that would end the process in std::terminate): the
+// first one thrown by a work item or by the progress hook is kept, the remaining items are
+// skipped, and it is rethrown on the calling thread once the team has finished.
 #pragma once
 
 #include <omp.h>
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <vector>
 
 #include "dring/kernels/attend.hpp"
@@ -16,7 +22,7 @@ extern "C" void openblas_set_num_threads(int num_threads);
 namespace dring::kernels::cpu {
 
 // Calls work(item, scratch) for every item on params.threads threads; scratch is the thread's
-// `per_thread` floats of `workspace`.
+// `per_thread` floats of `workspace`. Rethrows the first exception of any thread after the team.
 template <class Item, class Work>
 void run_items(const std::vector<Item>& items, const AttendParams& params, float* workspace, int64_t per_thread,
                Work&& work) {
@@ -24,17 +30,28 @@ void run_items(const std::vector<Item>& items, const AttendParams& params, float
   // Each worker calls a single-threaded sgemm; OpenBLAS must not start threads of its own.
   openblas_set_num_threads(1);
   std::atomic<int64_t> items_done{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
 #pragma omp parallel num_threads(params.threads)
   {
     const int thread = omp_get_thread_num();
     float* scratch = workspace + thread * per_thread;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
-      work(items[it], scratch);
-      const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
-      if (thread == 0) params.progress(static_cast<double>(done) / static_cast<double>(n_items));
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        work(items[it], scratch);
+        const int64_t done = items_done.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (thread == 0) params.progress(static_cast<double>(done) / static_cast<double>(n_items));
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+      }
     }
   }
+  if (first_error) std::rethrow_exception(first_error);
 }
 
 }  // namespace dring::kernels::cpu

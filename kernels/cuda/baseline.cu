@@ -55,6 +55,7 @@ cudaDataType_t cuda_type(DType dtype) {
     case DType::kF32: return CUDA_R_32F;
     case DType::kF16: return CUDA_R_16F;
     case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF64: return CUDA_R_64F;
   }
   return CUDA_R_32F;
 }
@@ -62,7 +63,7 @@ cudaDataType_t cuda_type(DType dtype) {
 }  // namespace
 
 void cublas_fail(cublasStatus_t status, const char* call) {
-  DRING_FAIL(Status::kDeviceError, "cuBLAS call " << call << " failed on world rank " << dring::cuda::world_rank_or_unknown()
+  DRING_FAIL(Status::kDeviceError, "cuBLAS call " << call << " failed on " << error_rank_text()
                                                   << ": " << cublasGetStatusString(status));
 }
 

@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-#include "dring/cuda_util.hpp"
-#include "dring/dtype.hpp"
-#include "dring/error.hpp"
+#include "dring/core/cuda.hpp"
+#include "dring/core/dtype.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring::kernels::cuda {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring::reference {
 
@@ -112,14 +112,15 @@ RowResult attention_row(const Problem& problem, const RowSource& source, int64_t
 void attention_forward(const Problem& problem, const RowSource& source, std::vector<double>& out,
                        std::vector<double>& lse) {
   const AttentionShape& s = problem.shape;
-  out.assign(s.batch * s.seq * s.heads * s.head_dim, 0.0);
-  lse.assign(s.batch * s.heads * s.seq, 0.0);
+  const TensorDims qd = s.q_dims(s.seq);
+  out.assign(qd.elements(), 0.0);
+  lse.assign(qd.state_elements(), 0.0);
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int64_t i = 0; i < s.seq; ++i) {
       for (int64_t h = 0; h < s.heads; ++h) {
         const RowResult row = attention_row(problem, source, b, i, h);
-        std::copy(row.out.begin(), row.out.end(), out.begin() + ((b * s.seq + i) * s.heads + h) * s.head_dim);
-        lse[(b * s.heads + h) * s.seq + i] = row.lse;
+        std::copy(row.out.begin(), row.out.end(), out.begin() + qd.at(b, i, h));
+        lse[qd.state_at(b, h, i)] = row.lse;
       }
     }
   }
@@ -130,21 +131,22 @@ void attention_backward(const Problem& problem, const RowSource& source, std::ve
   const AttentionShape& s = problem.shape;
   const int64_t d = s.head_dim;
   const double scale = problem.scale();
-  dq.assign(s.batch * s.seq * s.heads * d, 0.0);
-  dk.assign(s.batch * s.seq * s.kv_heads * d, 0.0);
-  dv.assign(s.batch * s.seq * s.kv_heads * d, 0.0);
+  const TensorDims qd = s.q_dims(s.seq), kvd = s.kv_dims(s.seq);
+  dq.assign(qd.elements(), 0.0);
+  dk.assign(kvd.elements(), 0.0);
+  dv.assign(kvd.elements(), 0.0);
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int64_t i = 0; i < s.seq; ++i) {
       for (int64_t h = 0; h < s.heads; ++h) {
         const QueryState st = query_state(problem, source, b, i, h);
         if (!st.has_keys) continue;
-        double* dq_row = &dq[((b * s.seq + i) * s.heads + h) * d];
+        double* dq_row = &dq[qd.at(b, i, h)];
         const int64_t g = problem.kv_head_of(h);
         for_each_key(problem, source, b, i, h, [&](int64_t j, const double* k, const double* v) {
           const double p = std::exp(scale * dot(st.q.data(), k, d) - st.lse);
           const double ds = p * (dot(st.dout.data(), v, d) - st.delta);
-          double* dk_row = &dk[((b * s.seq + j) * s.kv_heads + g) * d];
-          double* dv_row = &dv[((b * s.seq + j) * s.kv_heads + g) * d];
+          double* dk_row = &dk[kvd.at(b, j, g)];
+          double* dv_row = &dv[kvd.at(b, j, g)];
           for (int64_t c = 0; c < d; ++c) {
             dq_row[c] += scale * ds * k[c];
             dk_row[c] += scale * ds * st.q[c];

@@ -1,6 +1,6 @@
 // backend.cpp — the host views of a TensorBuffer.
-#include "dring/backend.hpp"
-#include "dring/error.hpp"
+#include "dring/runtime/backend.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 

@@ -8,12 +8,12 @@
 #include <new>
 #include <string>
 
-#include "dring/backend.hpp"
-#include "dring/collective.hpp"
+#include "dring/runtime/backend.hpp"
+#include "dring/runtime/collective.hpp"
 #include "dring/config.h"
-#include "dring/executor.hpp"
-#include "dring/node.hpp"
-#include "dring/select.hpp"
+#include "dring/runtime/executor.hpp"
+#include "dring/runtime/node.hpp"
+#include "dring/runtime/select.hpp"
 
 struct dring_context {
   dring::Problem problem;

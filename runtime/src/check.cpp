@@ -1,5 +1,5 @@
 // check.cpp — sampled comparison against the float64 reference.
-#include "dring/check.hpp"
+#include "dring/runtime/check.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include <set>
 #include <tuple>
 
-#include "dring/comm/mpi_transport.hpp"
+#include "dring/comm/mpi_check.hpp"
 
 namespace dring {
 
@@ -16,6 +16,7 @@ double default_check_tolerance(DType dtype) {
     case DType::kF32: return 2e-5;
     case DType::kF16: return 2e-3;
     case DType::kBF16: return 1e-2;
+    case DType::kF64: return 1e-12;
   }
   return 2e-5;
 }
@@ -71,14 +72,14 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
                        const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
                        MPI_Comm comm) {
   const AttentionShape& s = problem.shape;
-  const int64_t begin = layout.begin(rank), n = layout.size(rank);
+  const int64_t begin = layout.begin(rank);
+  const TensorDims q = s.q_dims(layout.size(rank));
   CheckResult mine;
   for (const RowId& row : rows) {
     if (layout.owner(row.pos) != rank) continue;
     const int64_t i = row.pos - begin;
     const reference::RowResult ref = reference::attention_row(problem, source, row.batch, row.pos, row.head);
-    add_row_error(ref, out + ((row.batch * n + i) * s.heads + row.head) * s.head_dim,
-                  lse[(row.batch * s.heads + row.head) * n + i], mine);
+    add_row_error(ref, out + q.at(row.batch, i, row.head), lse[q.state_at(row.batch, row.head, i)], mine);
   }
   CheckResult all;
   all.tolerance = tolerance;
@@ -94,7 +95,8 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
                                     const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
                                     MPI_Comm comm) {
   const AttentionShape& s = problem.shape;
-  const int64_t d = s.head_dim, begin = layout.begin(rank), n = layout.size(rank);
+  const int64_t d = s.head_dim, begin = layout.begin(rank);
+  const TensorDims q = s.q_dims(layout.size(rank)), kvd = s.kv_dims(layout.size(rank));
   double max_err = 0.0, max_ref = 0.0, spent = 0.0;
   int64_t q_rows = 0, kv_rows = 0;
   auto compare = [&](const std::vector<double>& want, const float* got) {
@@ -108,14 +110,14 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
     if (layout.owner(row.pos) != rank) continue;
     const int64_t i = row.pos - begin;
     compare(reference::grad_q_row(problem, source, row.batch, row.pos, row.head),
-            dq + ((row.batch * n + i) * s.heads + row.head) * d);
+            dq + q.at(row.batch, i, row.head));
     ++q_rows;
     const int64_t g = problem.kv_head_of(row.head);
     const double cost = reference::grad_kv_row_cost(problem, row.pos, g);
     if (spent + cost > kv_budget_elements) continue;
     spent += cost;
     const std::vector<double> kv = reference::grad_kv_row(problem, source, row.batch, row.pos, g);
-    const int64_t at = ((row.batch * n + i) * s.kv_heads + g) * d;
+    const int64_t at = kvd.at(row.batch, i, g);
     compare(std::vector<double>(kv.begin(), kv.begin() + d), dk + at);
     compare(std::vector<double>(kv.begin() + d, kv.end()), dv + at);
     ++kv_rows;

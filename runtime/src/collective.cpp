@@ -1,14 +1,24 @@
 // collective.cpp — agreement on errors and on arguments across ranks.
-#include "dring/collective.hpp"
+#include "dring/runtime/collective.hpp"
 
 #include <climits>
 #include <cstdint>
 #include <functional>
 #include <vector>
 
-#include "dring/comm/mpi_transport.hpp"
+#include "dring/comm/mpi_check.hpp"
 
 namespace dring {
+
+void attach_error_rank() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  set_error_rank(rank);
+}
 
 void agree_on(MPI_Comm comm, const std::optional<Error>& local) {
   int rank = 0;

@@ -2,8 +2,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "dring/backend.hpp"
-#include "dring/error.hpp"
+#include "dring/runtime/backend.hpp"
+#include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 
 namespace dring {

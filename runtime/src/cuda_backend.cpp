@@ -1,13 +1,13 @@
 // cuda_backend.cpp — the Backend on one GPU: tracked device memory, one compute stream, and the
 // descriptor ring that carries each call's blocks or row runs to the kernels (kernels/cuda).
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "dring/cuda_util.hpp"
-#include "dring/error.hpp"
+#include "dring/core/cuda.hpp"
+#include "dring/core/error.hpp"
 #include "dring/kernels/cuda.hpp"
 
 namespace dring {
@@ -33,8 +33,8 @@ class CudaAllocator final : public Allocator {
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
       DRING_FAIL(Status::kOutOfMemory, "device memory: cannot allocate " << bytes << " bytes of "
-                                           << mem_category_name(category) << " on world rank "
-                                           << cuda::world_rank_or_unknown() << " (device " << device_ << ", "
+                                           << mem_category_name(category) << " on " << error_rank_text()
+                                           << " (device " << device_ << ", "
                                            << free_bytes << " of " << total_bytes
                                            << " bytes free): " << cudaGetErrorString(rc));
     }
@@ -65,15 +65,13 @@ class DescriptorRing {
   static constexpr int kSlots = 6;
   static constexpr int64_t kSlotBytes = int64_t{2} << 20;
 
-  DescriptorRing(Allocator& device, MemoryTracker& tracker) : tracker_(tracker) {
+  DescriptorRing(Allocator& device, MemoryTracker& tracker) : pinned_(tracker) {
     for (Slot& slot : slots_) {
-      slot.host = cuda::PinnedBuffer(kSlotBytes);
+      slot.host = Buffer<std::byte>(pinned_, kSlotBytes, MemCategory::kWorkspace);
       slot.device = Buffer<std::byte>(device, kSlotBytes, MemCategory::kWorkspace);
       slot.done = cuda::Event::create();
-      tracker_.record_alloc(MemSpace::kHost, MemCategory::kWorkspace, kSlotBytes);
     }
   }
-  ~DescriptorRing() { tracker_.record_free(MemSpace::kHost, MemCategory::kWorkspace, kSlots * kSlotBytes); }
   DescriptorRing(const DescriptorRing&) = delete;
   DescriptorRing& operator=(const DescriptorRing&) = delete;
 
@@ -97,12 +95,12 @@ class DescriptorRing {
 
  private:
   struct Slot {
-    cuda::PinnedBuffer host;
+    Buffer<std::byte> host;  // pinned
     Buffer<std::byte> device;
     cuda::Event done;
     bool used = false;
   };
-  MemoryTracker& tracker_;
+  cuda::PinnedAllocator pinned_;  // before slots_: the buffers are freed first
   Slot slots_[kSlots];
   int next_ = 0;
 };

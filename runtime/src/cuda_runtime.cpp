@@ -5,13 +5,13 @@
 #include <cstring>
 #include <sstream>
 
-#include "dring/collective.hpp"
+#include "dring/runtime/collective.hpp"
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/comm/staged_transport.hpp"
 #include "dring/config.h"
-#include "dring/cuda_backend.hpp"
-#include "dring/cuda_util.hpp"
-#include "dring/node.hpp"
+#include "dring/runtime/cuda_backend.hpp"
+#include "dring/core/cuda.hpp"
+#include "dring/runtime/node.hpp"
 #if DRING_HAVE_NCCL
 #include "dring/comm/nccl_transport.hpp"
 #endif

@@ -1,11 +1,11 @@
 // executor.cpp — the ring executor: shared machinery and the forward pass (executor.hpp).
-#include "dring/executor.hpp"
+#include "dring/runtime/executor.hpp"
 
 #include <algorithm>
 #include <limits>
 #include <span>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #include "executor_impl.hpp"
 
 namespace dring {
@@ -18,15 +18,6 @@ double scores_of(const kernels::AttendBlock& b) {
 }
 
 }  // namespace
-
-comm::ElementType element_type(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return comm::ElementType::kFloat32;
-    case DType::kF16: return comm::ElementType::kFloat16;
-    case DType::kBF16: return comm::ElementType::kBFloat16;
-  }
-  return comm::ElementType::kFloat32;
-}
 
 int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes, DType dtype) {
   const AttentionShape& s = problem.shape;
@@ -57,7 +48,8 @@ RingExecutor::Impl::Impl(const Problem& p, comm::Transport& t, Backend& b, Execu
   world = t.world_size();
   dtype = options.dtype;
   const AttentionShape& s = p.shape;
-  index = ShardIndex{plan.layout().begin(rank), plan.layout().size(rank), s.heads, s.kv_heads, s.head_dim};
+  const int64_t rows = plan.layout().size(rank);
+  index = ShardIndex{plan.layout().begin(rank), rows, s.q_dims(rows), s.kv_dims(rows)};
   steps = plan.schedule(rank);
   for (const DilatedPair& pair : p.pairs()) geometry.emplace_back(pair, s.seq);
   for (const PlanStep& step : steps) {
@@ -105,13 +97,13 @@ void RingExecutor::Impl::ensure(TensorBuffer& buffer, int64_t count, MemCategory
 std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const void* k, const void* v, void* k_out,
                                                      void* v_out, void* payload, bool into_payload, DType type,
                                                      int pair) const {
-  const int64_t d = index.head_dim;
+  const int64_t d = index.kv.head_dim;
   std::vector<RowRun> runs;
   runs.reserve(2 * msg.slabs.size());
   for (const KvSlab& slab : msg.slabs) {
     if (pair >= 0 && slab.pair != pair) continue;
     const int64_t at = index.kv_at(slab.batch, slab.keys.first, slab.kv_head);
-    const int64_t stride = slab.keys.stride * index.kv_heads * d;
+    const int64_t stride = slab.keys.stride * index.kv.row_stride();
     void* k_rows = offset(payload, slab.message_row * d, type);
     void* v_rows = offset(payload, (msg.rows + slab.message_row) * d, type);
     if (into_payload) {
@@ -127,18 +119,17 @@ std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const v
 
 void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& stats) {
   const PlanStep& step = steps[i];
-  const int64_t d = index.head_dim;
-  const comm::ElementType type = element_type(dtype);
+  const int64_t d = index.kv.head_dim;
   transport.begin_step();
   if (!step.recv.empty()) {
-    pending_kv_recv = transport.post_recv_raw(kv_recv[i % 2].data(), 2 * step.recv.rows * d, type,
+    pending_kv_recv = transport.post_recv_raw(kv_recv[i % 2].data(), 2 * step.recv.rows * d, dtype,
                                               (rank - step.shift + world) % world, kv_tag(step.shift));
   }
   if (!step.send.empty()) {
     const auto t0 = Clock::now();
     backend.copy_rows(message_runs(step.send, in.k, in.v, nullptr, nullptr, kv_send.data(), true, dtype), d, dtype);
     stats.compute_ms += ms_since(t0);
-    pending_kv_send = transport.post_send_raw(kv_send.data(), 2 * step.send.rows * d, type,
+    pending_kv_send = transport.post_send_raw(kv_send.data(), 2 * step.send.rows * d, dtype,
                                               (rank + step.shift) % world, kv_tag(step.shift));
   }
   transport.end_step();

@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <span>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #include "executor_impl.hpp"
 
 namespace dring {
@@ -35,9 +35,9 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   PassStats stats;
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
-  const int64_t q_elems = s.batch * ix.rows * s.heads * d, kv_elems = s.batch * ix.rows * s.kv_heads * d;
+  const int64_t q_elems = ix.q.elements(), kv_elems = ix.kv.elements();
 
-  m.ensure(m.delta, s.batch * s.heads * ix.rows, MemCategory::kWorkspace);
+  m.ensure(m.delta, ix.q.state_elements(), MemCategory::kWorkspace);
   for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
   m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
   for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);

@@ -9,8 +9,9 @@
 #include <span>
 #include <vector>
 
-#include "dring/executor.hpp"
-#include "dring/layout.hpp"
+#include "dring/core/tensor.hpp"
+#include "dring/runtime/executor.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring {
 
@@ -27,13 +28,15 @@ struct HeadRun {
 };
 HeadRun heads_with_offset(const Problem& problem, int64_t kv_head, int64_t offset, int64_t dilation);
 
-// Element offsets into this rank's shard tensors.
+// Element offsets into this rank's shard tensors (rows [begin, begin + rows) of the sequence).
 struct ShardIndex {
-  int64_t begin = 0, rows = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t q_at(int64_t b, int64_t pos, int64_t h) const { return ((b * rows + pos - begin) * heads + h) * head_dim; }
-  int64_t kv_at(int64_t b, int64_t pos, int64_t g) const { return ((b * rows + pos - begin) * kv_heads + g) * head_dim; }
-  int64_t state_at(int64_t b, int64_t pos, int64_t h) const { return (b * rows + pos - begin) * heads + h; }
-  int64_t lse_at(int64_t b, int64_t h, int64_t pos) const { return (b * heads + h) * rows + pos - begin; }
+  int64_t begin = 0;
+  int64_t rows = 0;
+  TensorDims q;   // q, out, dout, dq: [batch, rows, heads, head_dim]; lse, delta: [batch, heads, rows]
+  TensorDims kv;  // k, v, dk, dv: [batch, rows, kv_heads, head_dim]
+  int64_t q_at(int64_t b, int64_t pos, int64_t h) const { return q.at(b, pos - begin, h); }
+  int64_t kv_at(int64_t b, int64_t pos, int64_t g) const { return kv.at(b, pos - begin, g); }
+  int64_t lse_at(int64_t b, int64_t h, int64_t pos) const { return q.state_at(b, h, pos - begin); }
 };
 
 // Blocks go to a kernel in batches of at most this many, so a pair with millions of tiny
@@ -41,7 +44,6 @@ struct ShardIndex {
 inline constexpr size_t kBlockBatch = 8192;
 
 // Message tags: K/V rows travel with tag `shift`, their gradients back with `world + shift`.
-comm::ElementType element_type(DType dtype);
 inline int kv_tag(int shift) { return shift; }
 inline int grad_tag(int world, int shift) { return world + shift; }
 

@@ -1,5 +1,5 @@
 // hdf5_io.cpp — HDF5 inputs and outputs (see hdf5_io.hpp and docs/file-format.md).
-#include "dring/hdf5_io.hpp"
+#include "dring/runtime/hdf5_io.hpp"
 
 #include <hdf5.h>
 #include <unistd.h>
@@ -10,10 +10,10 @@
 #include <cstring>
 #include <exception>
 
-#include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/comm/mpi_check.hpp"
 #include "dring/config.h"
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t in headers");
 

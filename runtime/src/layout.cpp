@@ -1,7 +1,7 @@
 // layout.cpp — construction checks of the shard layout.
-#include "dring/layout.hpp"
+#include "dring/runtime/layout.hpp"
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 

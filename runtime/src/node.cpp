@@ -1,12 +1,12 @@
 // node.cpp — node-local placement of a rank.
-#include "dring/node.hpp"
+#include "dring/runtime/node.hpp"
 
 #include <sched.h>
 
 #include <algorithm>
 #include <thread>
 
-#include "dring/comm/mpi_transport.hpp"
+#include "dring/comm/mpi_check.hpp"
 
 namespace dring {
 

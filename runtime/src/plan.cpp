@@ -1,9 +1,9 @@
 // plan.cpp — computing the exchange plan.
-#include "dring/plan.hpp"
+#include "dring/runtime/plan.hpp"
 
 #include <algorithm>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 
@@ -114,12 +114,6 @@ std::vector<PlanStep> ExchangePlan::schedule(int rank) const {
     }
   }
   return steps;
-}
-
-int64_t ExchangePlan::largest_message_rows(int rank) const {
-  int64_t largest = 0;
-  for (const PlanStep& step : schedule(rank)) largest = std::max({largest, step.send.rows, step.recv.rows});
-  return largest;
 }
 
 int64_t ExchangePlan::rows_received(int dst) const {

@@ -1,12 +1,12 @@
 // report.cpp — gathering per-rank statistics and rendering the run report.
-#include "dring/report.hpp"
+#include "dring/runtime/report.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <type_traits>
 
-#include "dring/comm/mpi_transport.hpp"
+#include "dring/comm/mpi_check.hpp"
 
 namespace dring {
 

@@ -1,12 +1,12 @@
 // select.cpp — backend and transport selection (see select.hpp).
-#include "dring/select.hpp"
+#include "dring/runtime/select.hpp"
 
-#include "dring/collective.hpp"
+#include "dring/runtime/collective.hpp"
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/config.h"
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 #if DRING_HAVE_CUDA
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 #endif
 
 namespace dring {
@@ -25,6 +25,7 @@ bool cuda_available(MPI_Comm comm) {
 
 Runtime select_runtime(MPI_Comm comm, const std::string& backend, DType dtype, int threads, MemoryTracker& tracker,
                        void* cuda_stream) {
+  attach_error_rank();
   std::string choice = backend;
   if (choice == "auto") choice = cuda_available(comm) ? "cuda" : "cpu";
   Runtime runtime;

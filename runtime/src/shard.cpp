@@ -1,14 +1,14 @@
 // shard.cpp — allocation and synthetic filling of a rank's tensors.
-#include "dring/shard.hpp"
+#include "dring/runtime/shard.hpp"
 
 #include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
 
-#include "dring/collective.hpp"
-#include "dring/comm/mpi_transport.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/collective.hpp"
+#include "dring/comm/mpi_check.hpp"
+#include "dring/runtime/synthetic.hpp"
 
 namespace dring {
 
@@ -17,20 +17,20 @@ ShardBuffers allocate_shard(const AttentionShape& s, int64_t begin, int64_t rows
   ShardBuffers shard;
   shard.begin = begin;
   shard.rows = rows;
-  const int64_t q_elems = s.batch * rows * s.heads * s.head_dim;
-  const int64_t kv_elems = s.batch * rows * s.kv_heads * s.head_dim;
+  const int64_t q_elems = s.q_dims(rows).elements();
+  const int64_t kv_elems = s.kv_dims(rows).elements();
   shard.q = TensorBuffer(allocator, q_elems, dtype, MemCategory::kInputs);
   shard.k = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kInputs);
   shard.v = TensorBuffer(allocator, kv_elems, dtype, MemCategory::kInputs);
   shard.out = TensorBuffer(allocator, q_elems, dtype, MemCategory::kOutputs);
-  shard.lse = Buffer<float>(allocator, s.batch * s.heads * rows, MemCategory::kOutputs);
+  shard.lse = Buffer<float>(allocator, s.q_dims(rows).state_elements(), MemCategory::kOutputs);
   if (backward) allocate_gradients(s, allocator, shard);
   return shard;
 }
 
 void allocate_gradients(const AttentionShape& s, Allocator& allocator, ShardBuffers& shard) {
-  const int64_t q_elems = s.batch * shard.rows * s.heads * s.head_dim;
-  const int64_t kv_elems = s.batch * shard.rows * s.kv_heads * s.head_dim;
+  const int64_t q_elems = s.q_dims(shard.rows).elements();
+  const int64_t kv_elems = s.kv_dims(shard.rows).elements();
   const DType dtype = shard.q.dtype();
   shard.dout = TensorBuffer(allocator, q_elems, dtype, MemCategory::kInputs);
   shard.dq = TensorBuffer(allocator, q_elems, dtype, MemCategory::kOutputs);

@@ -1,5 +1,5 @@
 // synthetic.cpp — counter-based normal samples (splitmix64 hash, Box-Muller).
-#include "dring/synthetic.hpp"
+#include "dring/runtime/synthetic.hpp"
 
 #include <cmath>
 
@@ -31,22 +31,20 @@ int64_t heads_of(TensorId id, const AttentionShape& shape) {
 
 float synthetic_value(uint64_t seed, TensorId id, const AttentionShape& shape, int64_t batch, int64_t pos,
                       int64_t head, int64_t c) {
-  const int64_t heads = heads_of(id, shape);
-  const uint64_t index =
-      static_cast<uint64_t>(((batch * shape.seq + pos) * heads + head) * shape.head_dim + c);
+  const TensorDims dims{shape.batch, shape.seq, heads_of(id, shape), shape.head_dim};
+  const uint64_t index = static_cast<uint64_t>(dims.at(batch, pos, head) + c);
   return normal_from(mix(mix(seed) ^ static_cast<uint64_t>(id)) ^ index);
 }
 
 void fill_synthetic(uint64_t seed, TensorId id, const AttentionShape& shape, int64_t begin, int64_t rows,
                     float* out, int threads) {
-  const int64_t heads = heads_of(id, shape);
-  const int64_t d = shape.head_dim;
+  const TensorDims dims{shape.batch, rows, heads_of(id, shape), shape.head_dim};
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t b = 0; b < shape.batch; ++b) {
     for (int64_t i = 0; i < rows; ++i) {
-      for (int64_t h = 0; h < heads; ++h) {
-        float* row = out + ((b * rows + i) * heads + h) * d;
-        for (int64_t c = 0; c < d; ++c) row[c] = synthetic_value(seed, id, shape, b, begin + i, h, c);
+      for (int64_t h = 0; h < dims.heads; ++h) {
+        float* row = out + dims.at(b, i, h);
+        for (int64_t c = 0; c < dims.head_dim; ++c) row[c] = synthetic_value(seed, id, shape, b, begin + i, h, c);
       }
     }
   }

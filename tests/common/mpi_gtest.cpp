@@ -6,6 +6,8 @@
 
 #include <cstdio>
 
+#include "dring/core/error.hpp"
+
 namespace dring::test {
 
 namespace {
@@ -32,6 +34,7 @@ int run_mpi_gtests(int argc, char** argv, const std::function<void(int)>& before
   testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  dring::set_error_rank(rank);
   if (before) before(rank);
   if (rank != 0) {
     testing::TestEventListeners& listeners = testing::UnitTest::GetInstance()->listeners();

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "dring/config.hpp"
+#include "dring/core/problem.hpp"
 
 namespace dring::test {
 

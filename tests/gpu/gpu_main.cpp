@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 #include "gpu_test_util.hpp"
 #include "mpi_gtest.hpp"
 

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "dring/backend.hpp"
+#include "dring/runtime/backend.hpp"
 
 namespace dring::gpu_test {
 
@@ -52,6 +52,7 @@ inline double out_tolerance(DType dtype) {
     case DType::kF32: return 2e-5;
     case DType::kF16: return 4e-3;
     case DType::kBF16: return 2e-2;
+    case DType::kF64: return 1e-12;
   }
   return 2e-5;
 }

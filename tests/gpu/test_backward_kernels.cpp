@@ -6,7 +6,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 #include "gpu_test_util.hpp"
 
 namespace dring {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 #include "dring/kernels/cuda.hpp"
 #include "gpu_test_util.hpp"
 

@@ -8,11 +8,11 @@
 #include <cmath>
 
 #include "dring/config.h"
-#include "dring/cuda_backend.hpp"
-#include "dring/executor.hpp"
+#include "dring/runtime/cuda_backend.hpp"
+#include "dring/runtime/executor.hpp"
 #include "dring/kernels/reference.hpp"
-#include "dring/shard.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/shard.hpp"
+#include "dring/runtime/synthetic.hpp"
 #include "gpu_test_util.hpp"
 #include "test_util.hpp"
 #if DRING_HAVE_NCCL

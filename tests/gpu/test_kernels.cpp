@@ -12,7 +12,7 @@
 #include <limits>
 #include <tuple>
 
-#include "dring/cuda_backend.hpp"
+#include "dring/runtime/cuda_backend.hpp"
 #include "gpu_test_util.hpp"
 
 namespace dring {

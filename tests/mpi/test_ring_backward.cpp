@@ -8,10 +8,10 @@
 #include <cmath>
 
 #include "dring/comm/mpi_transport.hpp"
-#include "dring/executor.hpp"
+#include "dring/runtime/executor.hpp"
 #include "dring/kernels/reference.hpp"
-#include "dring/shard.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/shard.hpp"
+#include "dring/runtime/synthetic.hpp"
 #include "test_util.hpp"
 
 namespace dring {

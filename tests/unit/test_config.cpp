@@ -4,8 +4,8 @@
 #include <cmath>
 #include <string>
 
-#include "dring/config.hpp"
-#include "dring/error.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/core/error.hpp"
 #include "test_util.hpp"
 
 namespace dring {

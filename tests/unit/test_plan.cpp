@@ -7,9 +7,9 @@
 #include <set>
 #include <tuple>
 
-#include "dring/error.hpp"
-#include "dring/layout.hpp"
-#include "dring/plan.hpp"
+#include "dring/core/error.hpp"
+#include "dring/runtime/layout.hpp"
+#include "dring/runtime/plan.hpp"
 #include "test_util.hpp"
 
 namespace dring {

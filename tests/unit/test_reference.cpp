@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "dring/kernels/reference.hpp"
-#include "dring/layout.hpp"
+#include "dring/runtime/layout.hpp"
 #include "test_util.hpp"
 
 namespace dring {

@@ -5,26 +5,13 @@
 
 #include <string>
 
+#include "dring/comm/mpi_check.hpp"
 #include "dring/comm/transport.hpp"
-#include "dring/error.hpp"
-
-namespace dring::comm {
-
-// Throws dring::Error(kCommError) naming the call, the MPI error string and the rank.
-void mpi_fail(int code, const char* call, const char* file, int line);
-
-}  // namespace dring::comm
-
-#define DRING_MPI_CHECK(call)                                                        \
-  do {                                                                               \
-    const int dring_mpi_rc_ = (call);                                                \
-    if (dring_mpi_rc_ != MPI_SUCCESS) ::dring::comm::mpi_fail(dring_mpi_rc_, #call, __FILE__, __LINE__); \
-  } while (0)
 
 namespace dring::comm {
 
 // The MPI datatype moving `type` (16-bit floats travel as opaque 16-bit words).
-MPI_Datatype mpi_datatype(ElementType type);
+MPI_Datatype mpi_datatype(DType type);
 // `count` as the int MPI takes; throws Error(kInternal) past INT_MAX.
 int mpi_count(int64_t count);
 
@@ -58,9 +45,9 @@ class MpiTransport final : public MpiCommTransport {
  public:
   explicit MpiTransport(MPI_Comm comm) : MpiCommTransport(comm) {}
   const char* name() const override { return "mpi"; }
-  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, DType type, int peer,
                                          int tag) override;
-  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
+  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, DType type, int peer, int tag) override;
 };
 
 }  // namespace dring::comm

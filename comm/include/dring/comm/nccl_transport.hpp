@@ -34,7 +34,7 @@
 
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/comm/transport.hpp"
-#include "dring/cuda_util.hpp"
+#include "dring/core/cuda.hpp"
 
 namespace dring::comm {
 
@@ -62,9 +62,9 @@ class NcclTransport final : public MpiCommTransport {
 
   const char* name() const override { return "nccl"; }
 
-  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, DType type, int peer,
                                          int tag) override;
-  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
+  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, DType type, int peer, int tag) override;
   void begin_step() override;
   void end_step() override;
   // GPU time the compute stream spent waiting for transfers (wait()) since the last call, in ms:
@@ -80,7 +80,7 @@ class NcclTransport final : public MpiCommTransport {
     bool send = false;
     void* data = nullptr;
     int64_t count = 0;
-    ElementType type = ElementType::kFloat32;
+    DType type = DType::kF32;
     int peer = 0;
     int tag = 0;
     cuda::Event ready;  // the compute stream's work before the post
@@ -95,7 +95,7 @@ class NcclTransport final : public MpiCommTransport {
     std::chrono::steady_clock::time_point issued_at;
     std::string what;
   };
-  std::shared_ptr<Op> make_op(bool send, const void* data, int64_t count, ElementType type, int peer, int tag);
+  std::shared_ptr<Op> make_op(bool send, const void* data, int64_t count, DType type, int peer, int tag);
   void post(const std::shared_ptr<Op>& op);
   void issue(const std::vector<std::shared_ptr<Op>>& ops);
   void abort_all() noexcept;

@@ -10,19 +10,20 @@
 //     DRING_CUDA_AWARE_MPI is not 0): device pointers go to MPI directly, after the compute stream's
 //     work so far has completed.
 // Pinned staging buffers are pooled, reused once the copies that read them are done, and recorded
-// in the MemoryTracker (host, category exchange). Only in builds with DRING_HAVE_CUDA.
+// in the MemoryTracker (host, category exchange) by their allocator. Only in builds with DRING_HAVE_CUDA.
 #pragma once
 
 #include <cuda_runtime_api.h>
 #include <mpi.h>
 
+#include <cstddef>
 #include <memory>
 #include <vector>
 
 #include "dring/comm/mpi_transport.hpp"
 #include "dring/comm/transport.hpp"
-#include "dring/cuda_util.hpp"
-#include "dring/memory.hpp"
+#include "dring/core/cuda.hpp"
+#include "dring/core/memory.hpp"
 
 namespace dring::comm {
 
@@ -43,12 +44,12 @@ class StagedMpiTransport final : public MpiCommTransport {
   const char* name() const override { return mode_ == Mode::kCudaAware ? "mpi-cuda-aware" : "mpi-staged"; }
   Mode mode() const { return mode_; }
 
-  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+  std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, DType type, int peer,
                                          int tag) override;
-  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer, int tag) override;
+  std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, DType type, int peer, int tag) override;
   // A pinned staging buffer of the pool (internal, used by the requests).
   struct Staging {
-    cuda::PinnedBuffer host;
+    Buffer<std::byte> host;
     cuda::Event reusable;  // completes when the last copy out of/into `host` is done
     bool busy = false;
     bool pending_copy = false;
@@ -63,7 +64,7 @@ class StagedMpiTransport final : public MpiCommTransport {
 
   cudaStream_t compute_;
   Mode mode_;
-  MemoryTracker& tracker_;
+  cuda::PinnedAllocator pinned_;  // before pool_: the buffers are freed first
   cuda::Event drained_;
   std::vector<std::unique_ptr<Staging>> pool_;
 };

@@ -9,18 +9,11 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <type_traits>
+
+#include "dring/core/dtype.hpp"
 
 namespace dring::comm {
-
-enum class ElementType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
-int64_t element_bytes(ElementType type);
-
-template <class T>
-constexpr ElementType element_type_of();
-template <>
-constexpr ElementType element_type_of<float>() { return ElementType::kFloat32; }
-template <>
-constexpr ElementType element_type_of<double>() { return ElementType::kFloat64; }
 
 // A posted send or receive. Move-only through unique_ptr; destroying an unfinished request
 // cancels it (only error paths do that).
@@ -34,8 +27,6 @@ class Request {
 struct CommCounters {
   int64_t sent_bytes = 0;
   int64_t recv_bytes = 0;
-  int64_t messages_sent = 0;
-  int64_t messages_received = 0;
 };
 
 class Transport {
@@ -47,17 +38,17 @@ class Transport {
 
   template <class T>
   std::unique_ptr<Request> post_send(std::span<const T> data, int peer, int tag) {
-    return post_send_raw(data.data(), static_cast<int64_t>(data.size()), element_type_of<T>(), peer, tag);
+    return post_send_raw(data.data(), static_cast<int64_t>(data.size()), dtype_of<std::remove_const_t<T>>(), peer, tag);
   }
   template <class T>
   std::unique_ptr<Request> post_recv(std::span<T> data, int peer, int tag) {
-    return post_recv_raw(data.data(), static_cast<int64_t>(data.size()), element_type_of<T>(), peer, tag);
+    return post_recv_raw(data.data(), static_cast<int64_t>(data.size()), dtype_of<std::remove_const_t<T>>(), peer, tag);
   }
 
   // The same, for buffers whose element type is decided at run time (bf16 K/V rows, say).
-  virtual std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, ElementType type, int peer,
+  virtual std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, DType type, int peer,
                                                  int tag) = 0;
-  virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, ElementType type, int peer,
+  virtual std::unique_ptr<Request> post_recv_raw(void* data, int64_t count, DType type, int peer,
                                                  int tag) = 0;
 
   // Operations posted between begin_step() and end_step() form one step of the exchange plan. A
@@ -76,7 +67,6 @@ class Transport {
   virtual int64_t allreduce_sum(int64_t value) = 0;
 
   const CommCounters& counters() const { return counters_; }
-  void reset_counters() { counters_ = CommCounters{}; }
 
  protected:
   CommCounters counters_;

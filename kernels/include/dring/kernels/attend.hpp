@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "dring/dtype.hpp"
+#include "dring/core/dtype.hpp"
 
 namespace dring::kernels {
 
@@ -39,7 +39,9 @@ struct AttendBlock {
 
 // Called now and then by the first worker thread (the calling thread) between tiles, with the
 // fraction of the call's work done so far; the ring executor uses it to drive communication
-// progress while the kernel runs, and to report progress. Must be cheap and must not throw.
+// progress while the kernel runs, and to report progress. Must be cheap. It may throw (an MPI
+// error while testing a request, say): the kernel then stops taking work and rethrows the first
+// exception on the calling thread once its threads are done, never from inside a parallel region.
 struct ProgressHook {
   void (*fn)(void* ctx, double fraction_done) = nullptr;
   void* ctx = nullptr;
@@ -59,6 +61,16 @@ struct AttendParams {
   // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16.
   int64_t small_block_scores = 256;
   ProgressHook progress;
+};
+
+// Row movement (a backend's copy_rows and add_rows): `rows` rows of head_dim elements from src (row stride src_stride) to dst (row stride
+// dst_stride); strides in elements.
+struct RowRun {
+  const void* src = nullptr;
+  int64_t src_stride = 0;
+  void* dst = nullptr;
+  int64_t dst_stride = 0;
+  int64_t rows = 0;
 };
 
 // Backward of one block, flash-style: scores are recomputed tile by tile from q, k and the saved

@@ -13,8 +13,7 @@
 #include <cstdint>
 #include <span>
 
-#include "dring/backend.hpp"
-#include "dring/dtype.hpp"
+#include "dring/core/dtype.hpp"
 #include "dring/kernels/attend.hpp"
 
 namespace dring::kernels::cuda {
@@ -81,7 +80,7 @@ void launch_cast_to_f32(const void* src, DType dtype, float* dst, int64_t count,
 // Standard normal values from a counter-based hash of (seed, index), for benchmarks and tests.
 void launch_fill_random(void* dst, int64_t count, DType dtype, uint64_t seed, cudaStream_t stream);
 
-// Row runs (dring/backend.hpp's RowRun): warp w of the grid takes global row w, found in run r with
+// Row runs (dring/kernels/attend.hpp's RowRun): warp w of the grid takes global row w, found in run r with
 // row_prefix[r] <= w < row_prefix[r+1]. copy: any dtype; add: fp32 dst += src. The rows of one call
 // must be distinct destinations (Backend::copy_rows/add_rows): warps do not synchronise.
 struct RowsLaunch {

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "dring/config.hpp"
-#include "dring/layout.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/core/geometry.hpp"
 
 namespace dring::reference {
 
@@ -71,7 +71,7 @@ class TensorSource final : public RowSource {
   void kv_rows(int64_t b, int64_t g, StridedRange rows, double* k, double* v) const override {
     const int64_t d = shape_.head_dim;
     for (int64_t n = 0; n < rows.count; ++n) {
-      const int64_t at = ((b * shape_.seq + rows.first + n * rows.stride) * shape_.kv_heads + g) * d;
+      const int64_t at = shape_.kv_dims(shape_.seq).at(b, rows.first + n * rows.stride, g);
       for (int64_t c = 0; c < d; ++c) {
         k[n * d + c] = static_cast<double>(k_[at + c]);
         v[n * d + c] = static_cast<double>(v_[at + c]);
@@ -81,7 +81,7 @@ class TensorSource final : public RowSource {
 
  private:
   void copy_row(const T* x, int64_t b, int64_t pos, int64_t head, double* out) const {
-    const T* row = x + ((b * shape_.seq + pos) * shape_.heads + head) * shape_.head_dim;
+    const T* row = x + shape_.q_dims(shape_.seq).at(b, pos, head);
     for (int64_t c = 0; c < shape_.head_dim; ++c) out[c] = static_cast<double>(row[c]);
   }
   AttentionShape shape_;

@@ -1,4 +1,4 @@
-// dring/config.hpp — what is computed: tensor shape plus the dilated-attention configuration.
+// dring/core/problem.hpp — what is computed: tensor shape plus the dilated-attention configuration.
 //
 // The function is LongNet's dilated attention (docs/math.md): a list of (segment length,
 // dilation rate) pairs, head h using offset h mod r in each pair, one joint softmax per row over
@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "dring/core/tensor.hpp"
 
 namespace dring {
 
@@ -24,6 +26,9 @@ struct AttentionShape {
   int64_t heads = 1;
   int64_t kv_heads = 1;
   int64_t head_dim = 64;
+  // The q-shaped and kv-shaped tensors of `rows` rows (the whole sequence, a shard, a message).
+  TensorDims q_dims(int64_t rows) const { return TensorDims{batch, rows, heads, head_dim}; }
+  TensorDims kv_dims(int64_t rows) const { return TensorDims{batch, rows, kv_heads, head_dim}; }
   bool operator==(const AttentionShape&) const = default;
 };
 

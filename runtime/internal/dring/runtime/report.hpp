@@ -12,9 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dring/check.hpp"
-#include "dring/config.hpp"
-#include "dring/memory.hpp"
+#include "dring/runtime/check.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/core/memory.hpp"
 
 namespace dring {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "dring/config.hpp"
+#include "dring/core/problem.hpp"
 #include "dring/kernels/reference.hpp"
 
 namespace dring::h5 {

@@ -1,5 +1,7 @@
-// dring/cuda_util.hpp — CUDA errors as dring::Error, and move-only owners of CUDA streams, events
-// and pinned host memory (destructors never throw). Only in builds with DRING_HAVE_CUDA.
+// dring/core/cuda.hpp — CUDA errors as dring::Error, move-only owners of CUDA streams and events
+// (destructors never throw), and the tracked pinned-host allocator. The CUDA part of the ground
+// floor (target dring_core_cuda): it needs the CUDA runtime, never MPI. Only in builds with
+// DRING_HAVE_CUDA.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -9,16 +11,13 @@
 #include <functional>
 #include <utility>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring::cuda {
 
 // Throws Error(kDeviceError, or kOutOfMemory for an allocation) naming the call, the CUDA error,
-// the device and the world rank (when MPI is initialised).
+// the device and the world rank (dring/core/error.hpp, error_rank_text).
 [[noreturn]] void fail(cudaError_t code, const char* call, const char* file, int line);
-
-// World rank of this process, or -1 before MPI_Init / after MPI_Finalize.
-int world_rank_or_unknown();
 
 }  // namespace dring::cuda
 
@@ -82,28 +81,17 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
-// Page-locked host memory (cudaMallocHost), for transfers that overlap compute.
-class PinnedBuffer {
+// Page-locked host memory (cudaMallocHost) for transfers that overlap compute, recorded in the
+// tracker as host memory of the buffer's category. Use it through Buffer<T>.
+class PinnedAllocator final : public Allocator {
  public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(int64_t bytes);
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    PinnedBuffer moved(std::move(other));
-    std::swap(data_, moved.data_);
-    std::swap(bytes_, moved.bytes_);
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer();
-  void* data() const { return data_; }
-  int64_t bytes() const { return bytes_; }
+  explicit PinnedAllocator(MemoryTracker& tracker) : tracker_(tracker) {}
+  MemSpace space() const override { return MemSpace::kHost; }
+  void* allocate(int64_t bytes, MemCategory category) override;
+  void deallocate(void* ptr, int64_t bytes, MemCategory category) noexcept override;
 
  private:
-  void* data_ = nullptr;
-  int64_t bytes_ = 0;
+  MemoryTracker& tracker_;
 };
 
 // Blocks the calling thread until `event` has completed, polling, and calls `watchdog` (when set)

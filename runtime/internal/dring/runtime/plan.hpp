@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "dring/config.hpp"
-#include "dring/layout.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring {
 
@@ -61,8 +61,6 @@ class ExchangePlan {
   // anything anywhere), then chunk (as many as the longest transfer of that shift needs).
   std::vector<PlanStep> schedule(int rank) const;
 
-  // Rows of the largest message `rank` sends or receives (sizes its exchange buffers).
-  int64_t largest_message_rows(int rank) const;
   // K/V rows dst receives in total, over all peers (each row is 2*head_dim elements).
   int64_t rows_received(int dst) const;
   int64_t rows_sent(int src) const;

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "dring/config.hpp"
+#include "dring/core/problem.hpp"
 #include "dring/kernels/reference.hpp"
 
 namespace dring {

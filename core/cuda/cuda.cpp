@@ -1,21 +1,9 @@
-// cuda_util.cpp — the CUDA error path and the owners of streams, events and pinned memory.
-#include "dring/cuda_util.hpp"
-
-#include <mpi.h>
+// cuda.cpp — the CUDA error path, the owners of streams and events, and pinned host memory.
+#include "dring/core/cuda.hpp"
 
 #include <thread>
 
 namespace dring::cuda {
-
-int world_rank_or_unknown() {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized) return -1;
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
 
 void fail(cudaError_t code, const char* call, const char* file, int line) {
   (void)file;
@@ -24,7 +12,7 @@ void fail(cudaError_t code, const char* call, const char* file, int line) {
   cudaGetDevice(&device);
   cudaGetLastError();  // clear a sticky launch error so later calls report their own
   const Status status = code == cudaErrorMemoryAllocation ? Status::kOutOfMemory : Status::kDeviceError;
-  DRING_FAIL(status, "CUDA call " << call << " failed on world rank " << world_rank_or_unknown() << " (device "
+  DRING_FAIL(status, "CUDA call " << call << " failed on " << error_rank_text() << " (device "
                                   << device << "): " << cudaGetErrorName(code) << ": " << cudaGetErrorString(code));
 }
 
@@ -55,12 +43,24 @@ bool Event::done() const {
   return true;
 }
 
-PinnedBuffer::PinnedBuffer(int64_t bytes) : bytes_(bytes) {
-  if (bytes > 0) DRING_CUDA_CHECK(cudaMallocHost(&data_, static_cast<size_t>(bytes)));
+void* PinnedAllocator::allocate(int64_t bytes, MemCategory category) {
+  void* ptr = nullptr;
+  if (bytes > 0) {
+    const cudaError_t rc = cudaMallocHost(&ptr, static_cast<size_t>(bytes));
+    if (rc != cudaSuccess) {
+      cudaGetLastError();
+      DRING_FAIL(Status::kOutOfMemory, "pinned host memory: cannot allocate " << bytes << " bytes of "
+                                           << mem_category_name(category) << " on " << error_rank_text() << ": "
+                                           << cudaGetErrorString(rc));
+    }
+  }
+  tracker_.record_alloc(MemSpace::kHost, category, bytes);
+  return ptr;
 }
 
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) cudaFreeHost(data_);
+void PinnedAllocator::deallocate(void* ptr, int64_t bytes, MemCategory category) noexcept {
+  if (ptr != nullptr) cudaFreeHost(ptr);
+  tracker_.record_free(MemSpace::kHost, category, bytes);
 }
 
 void wait_polling(cudaEvent_t event, const std::function<void()>& watchdog) {

@@ -14,8 +14,8 @@
 #include <memory>
 #include <string>
 
-#include "dring/backend.hpp"
-#include "dring/select.hpp"
+#include "dring/runtime/backend.hpp"
+#include "dring/runtime/select.hpp"
 
 namespace dring {
 

@@ -12,10 +12,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "dring/config.hpp"
-#include "dring/dtype.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/core/dtype.hpp"
 #include "dring/kernels/reference.hpp"
-#include "dring/layout.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring {
 

@@ -1,10 +1,10 @@
-// dring/executor.hpp — the ring executor: one rank's part of a distributed pass.
+// dring/runtime/executor.hpp — the ring executor: one rank's part of a distributed pass.
 //
 // Each rank holds its shard of q, k, v. Forward: the executor runs the local blocks while the
 // first message of the plan is in flight, then walks the plan's steps with double-buffered
 // receives: while step s computes on the rows it received, step s+1's rows are already arriving.
-// Every block (local or received) folds into one online-softmax state per row, finalized into out
-// and lse at the end. Backward: the same steps carry K and V again; each rank computes dq for its
+// Every block (local or received) merges into its rows' (out, lse) by log-sum-exp; after the last
+// block they are the answer (there is no other per-row state and no final pass). Backward: the same steps carry K and V again; each rank computes dq for its
 // own rows and the dk, dv of the rows it received, which travel straight back to their owner and
 // are added there, one step later so that this return also overlaps compute.
 //
@@ -16,11 +16,11 @@
 #include <functional>
 #include <memory>
 
-#include "dring/backend.hpp"
+#include "dring/runtime/backend.hpp"
 #include "dring/comm/transport.hpp"
-#include "dring/config.hpp"
-#include "dring/dtype.hpp"
-#include "dring/plan.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/core/dtype.hpp"
+#include "dring/runtime/plan.hpp"
 
 namespace dring {
 

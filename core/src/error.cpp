@@ -1,7 +1,20 @@
 // error.cpp — status names and the single place dring::Error is thrown from.
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
+
+#include <atomic>
 
 namespace dring {
+
+namespace {
+std::atomic<int> g_error_rank{-1};
+}  // namespace
+
+void set_error_rank(int world_rank) { g_error_rank.store(world_rank, std::memory_order_relaxed); }
+int error_rank() { return g_error_rank.load(std::memory_order_relaxed); }
+std::string error_rank_text() {
+  const int rank = error_rank();
+  return rank >= 0 ? "world rank " + std::to_string(rank) : std::string("an unknown rank");
+}
 
 const char* status_name(Status status) {
   switch (status) {

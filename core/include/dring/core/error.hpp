@@ -1,9 +1,14 @@
-// dring/error.hpp — the one status enum and the one exception type of the project.
+// dring/core/error.hpp — the one status enum and the one exception type of the project.
 //
 // Library code reports failure by throwing dring::Error, which owns a complete one-line message
 // (what failed and where). The C ABI converts it to a Status once; only launch/ ends a process.
-// The DRING_*_CHECK macros in this header and in the backend headers are the only way errors are
-// raised, so every message has the same shape.
+// The DRING_*_CHECK macros (this header; DRING_CUDA_CHECK in dring/core/cuda.hpp, DRING_MPI_CHECK
+// in dring/comm/mpi_check.hpp, DRING_NCCL_CHECK in dring/comm/nccl_transport.hpp) are the only
+// way errors are raised, so every message has the same shape. Nothing here depends on MPI or CUDA.
+//
+// Which rank failed: the runtime attaches this process's world rank once (set_error_rank), when it
+// learns it; error helpers of device and communication calls name it from there
+// (error_rank_text), so kernels and transports never look it up themselves.
 #pragma once
 
 #include <sstream>
@@ -26,6 +31,12 @@ enum class Status : int {
 };
 
 const char* status_name(Status status);
+
+// The world rank named by device and communication errors; -1 (the default) means unknown.
+void set_error_rank(int world_rank);
+int error_rank();
+// "world rank 3", or "an unknown rank" before set_error_rank.
+std::string error_rank_text();
 
 class Error : public std::runtime_error {
  public:

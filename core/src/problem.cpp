@@ -1,12 +1,11 @@
-// config.cpp — validation and derived quantities of a Problem.
-#include "dring/config.hpp"
+// problem.cpp — validation and derived quantities of a Problem.
+#include "dring/core/problem.hpp"
 
 #include <cmath>
 #include <sstream>
 
-#include "dring/dtype.hpp"
-#include "dring/error.hpp"
-#include "dring/layout.hpp"
+#include "dring/core/error.hpp"
+#include "dring/core/geometry.hpp"
 
 namespace dring {
 
@@ -71,17 +70,6 @@ void validate(const Problem& p) {
                 "segment length " << pair.segment << " (pair " << i + 1
                                   << ") is not a multiple of its dilation rate " << pair.dilation);
   }
-}
-
-}  // namespace dring
-
-namespace dring {
-
-DType parse_dtype(const std::string& name) {
-  if (name == "fp32") return DType::kF32;
-  if (name == "fp16") return DType::kF16;
-  if (name == "bf16") return DType::kBF16;
-  DRING_FAIL(Status::kInvalidArgument, "unknown dtype '" << name << "' (expected fp32, fp16 or bf16)");
 }
 
 }  // namespace dring

@@ -12,9 +12,9 @@
 #include <memory>
 #include <string>
 
-#include "dring/backend.hpp"
+#include "dring/runtime/backend.hpp"
 #include "dring/comm/transport.hpp"
-#include "dring/dtype.hpp"
+#include "dring/core/dtype.hpp"
 
 namespace dring {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 
@@ -43,6 +43,11 @@ void agree(MPI_Comm comm, Step&& step) {
   }
   agree_on(comm, local);
 }
+
+// Attaches this process's MPI_COMM_WORLD rank to dring's device and communication errors
+// (dring/core/error.hpp, set_error_rank). Not collective; the runtime calls it wherever it starts
+// (the dring program, select_runtime), and it is harmless to call again.
+void attach_error_rank();
 
 // Collective: true on every rank when every rank passed the same `text` (hash compared).
 bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank);

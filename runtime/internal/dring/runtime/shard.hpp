@@ -5,11 +5,11 @@
 
 #include <cstdint>
 
-#include "dring/backend.hpp"
-#include "dring/config.hpp"
-#include "dring/executor.hpp"
-#include "dring/memory.hpp"
-#include "dring/synthetic.hpp"
+#include "dring/runtime/backend.hpp"
+#include "dring/core/problem.hpp"
+#include "dring/runtime/executor.hpp"
+#include "dring/core/memory.hpp"
+#include "dring/runtime/synthetic.hpp"
 
 namespace dring {
 

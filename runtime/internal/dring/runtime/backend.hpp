@@ -1,4 +1,4 @@
-// dring/backend.hpp — where a rank's tensors live and how the executor's work is done on them.
+// dring/runtime/backend.hpp — where a rank's tensors live and how the executor's work is done on them.
 //
 // The ring executor is written once against this interface: it decides which blocks to compute
 // and which rows to move; a backend owns the memory (host or device) and runs the kernels. All
@@ -13,21 +13,13 @@
 #include <span>
 #include <string>
 
-#include "dring/dtype.hpp"
+#include "dring/core/dtype.hpp"
 #include "dring/kernels/attend.hpp"
-#include "dring/memory.hpp"
+#include "dring/core/memory.hpp"
 
 namespace dring {
 
-// `rows` rows of head_dim elements from src (row stride src_stride) to dst (row stride
-// dst_stride); strides in elements.
-struct RowRun {
-  const void* src = nullptr;
-  int64_t src_stride = 0;
-  void* dst = nullptr;
-  int64_t dst_stride = 0;
-  int64_t rows = 0;
-};
+using kernels::RowRun;
 
 class Backend {
  public:

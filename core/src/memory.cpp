@@ -1,5 +1,5 @@
 // memory.cpp — the tracking allocator and the process peak-RSS probe.
-#include "dring/memory.hpp"
+#include "dring/core/memory.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <new>
 
-#include "dring/error.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 
