@@ -39,6 +39,29 @@ add_library(dring_openblas INTERFACE)
 target_link_libraries(dring_openblas INTERFACE ${DRING_OPENBLAS_LIBRARY})
 target_include_directories(dring_openblas SYSTEM INTERFACE ${DRING_CBLAS_INCLUDE_DIR})
 
+# oneDNN (DRING_DNNL=AUTO|ON|OFF): the CPU kernels' GEMM engine where found, chosen by
+# measurement (docs/benchmarks.md, "GEMM engine"): its sgemm JIT-compiles for the CPU's features at
+# run time, where Debian's OpenBLAS 0.3.21 falls back to SSE3 kernels on CPUs newer than itself.
+set(DRING_DNNL AUTO CACHE STRING "Use oneDNN's sgemm in the CPU kernels: AUTO, ON or OFF")
+set_property(CACHE DRING_DNNL PROPERTY STRINGS AUTO ON OFF)
+string(TOUPPER "${DRING_DNNL}" _dring_dnnl_mode)
+set(DRING_HAVE_DNNL 0)
+if(NOT _dring_dnnl_mode STREQUAL "OFF")
+  find_library(DRING_DNNL_LIBRARY NAMES dnnl)
+  find_path(DRING_DNNL_INCLUDE_DIR NAMES oneapi/dnnl/dnnl.h)
+  if(DRING_DNNL_LIBRARY AND DRING_DNNL_INCLUDE_DIR)
+    set(DRING_HAVE_DNNL 1)
+    add_library(dring_dnnl INTERFACE)
+    target_link_libraries(dring_dnnl INTERFACE ${DRING_DNNL_LIBRARY})
+    target_include_directories(dring_dnnl SYSTEM INTERFACE ${DRING_DNNL_INCLUDE_DIR})
+  elseif(_dring_dnnl_mode STREQUAL "ON")
+    message(FATAL_ERROR "-DDRING_DNNL=ON: oneDNN not found: install it (Debian: apt-get install libdnnl-dev)")
+  else()
+    message(STATUS "dring: oneDNN not found; the CPU kernels use OpenBLAS's sgemm (slower on CPUs newer "
+                   "than OpenBLAS; Debian: apt-get install libdnnl-dev)")
+  endif()
+endif()
+
 find_package(CLI11 CONFIG)
 dring_require(CLI11_FOUND "CLI11" "libcli11-dev")
 find_package(nlohmann_json CONFIG)

@@ -11,6 +11,9 @@ packages=(
   libgtest-dev                          # tests
   "$@"
 )
+# oneDNN, the CPU kernels' GEMM engine (docs/benchmarks.md, "GEMM engine"); Debian builds it for
+# amd64, elsewhere the kernels use OpenBLAS.
+[ "$(dpkg --print-architecture)" = amd64 ] && packages+=(libdnnl-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -246,6 +246,9 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   report.input = o.input.empty() ? "synthetic seed " + std::to_string(o.shape.seed) : o.input;
   report.transport = transport.name();
   report.note = runtime.note;
+  if (const std::string bound = binding_note(comm); !bound.empty()) {
+    report.note += (report.note.empty() ? "" : "; ") + bound;
+  }
   report.pass_ms = forward.pass_ms;
   report.time_ms = median(forward.pass_ms);
   report.tokens_per_s = static_cast<double>(problem.shape.batch * problem.shape.seq) / (report.time_ms * 1e-3);

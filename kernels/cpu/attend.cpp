@@ -8,7 +8,6 @@
 // (sgemm straight from the strided rows), causal mask on the diagonal tile, m and l updated,
 // P = exp2(S - m), acc = acc*c + P*V (sgemm into the out rows) — and the state is packed back:
 // out = acc / l, lse = m + log2(l). That is the log-sum-exp merge of the block into the rows.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -125,9 +124,7 @@ void attend_tile(const Block& b, int64_t i0, int64_t i1, const AttendParams& prm
   const int64_t key_end = b.causal ? std::min(b.n_k, i1) : b.n_k;
   for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
     const int64_t nk = std::min(bk, key_end - j0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
-                static_cast<int>(d), alpha, q, static_cast<int>(b.q_stride), b.k + j0 * b.kv_stride,
-                static_cast<int>(b.kv_stride), 0.0f, scores, static_cast<int>(bk));
+    sgemm(false, true, nq, nk, d, alpha, q, b.q_stride, b.k + j0 * b.kv_stride, b.kv_stride, 0.0f, scores, bk);
     const bool diagonal = b.causal && j0 + nk - 1 > i0;
     for (int64_t i = 0; i < nq; ++i) {
       float* row = scores + i * bk;
@@ -146,9 +143,7 @@ void attend_tile(const Block& b, int64_t i0, int64_t i1, const AttendParams& prm
       l[i] = l[i] * correction + row_sum;
       m[i] = m_new;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
-                static_cast<int>(nk), 1.0f, scores, static_cast<int>(bk), b.v + j0 * b.kv_stride,
-                static_cast<int>(b.kv_stride), 1.0f, acc, static_cast<int>(b.out_stride));
+    sgemm(false, false, nq, d, nk, 1.0f, scores, bk, b.v + j0 * b.kv_stride, b.kv_stride, 1.0f, acc, b.out_stride);
   }
   for (int64_t i = 0; i < nq; ++i) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * b.out_stride, d, m[i], l[i]);
 }

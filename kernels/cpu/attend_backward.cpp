@@ -8,7 +8,6 @@
 // other key tiles of the block, so that last product is taken under the tile's lock (items start
 // their query sweep at different tiles, so threads rarely meet). Tiny blocks take a direct path,
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
-#include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
@@ -114,10 +113,8 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
       const float* q = f32(b.q) + n * b.q_head_step + i0 * b.q_stride;
       const float* dout = f32(b.dout) + n * b.q_head_step + i0 * b.q_stride;
       const int qs = static_cast<int>(b.q_stride), kvs = static_cast<int>(b.kv_stride);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk), ki, alpha, q, qs,
-                  k, kvs, 0.0f, p_tile, kk);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk), ki, 1.0f, dout,
-                  qs, v, kvs, 0.0f, ds_tile, kk);
+      sgemm(false, true, nq, nk, ki, alpha, q, qs, k, kvs, 0.0f, p_tile, kk);
+      sgemm(false, true, nq, nk, ki, 1.0f, dout, qs, v, kvs, 0.0f, ds_tile, kk);
       for (int64_t i = 0; i < nq; ++i) {
         const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
         const float lse2 = b.lse[state] * kLog2e;
@@ -131,13 +128,10 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
         for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta);
       }
       const int ds = static_cast<int>(b.dkv_stride);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(nk), ki, static_cast<int>(nq), 1.0f, p_tile,
-                  kk, dout, qs, 1.0f, dv, ds);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(nk), ki, static_cast<int>(nq), scale,
-                  ds_tile, kk, q, qs, 1.0f, dk, ds);
+      sgemm(true, false, nk, ki, nq, 1.0f, p_tile, kk, dout, qs, 1.0f, dv, ds);
+      sgemm(true, false, nk, ki, nq, scale, ds_tile, kk, q, qs, 1.0f, dk, ds);
       TileLock lock(locks[n * tiles + t]);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), ki, static_cast<int>(nk), scale,
-                  ds_tile, kk, k, kvs, 1.0f, b.dq + n * b.q_head_step + i0 * b.q_stride, qs);
+      sgemm(false, false, nq, ki, nk, scale, ds_tile, kk, k, kvs, 1.0f, b.dq + n * b.q_head_step + i0 * b.q_stride, qs);
     }
   }
 }

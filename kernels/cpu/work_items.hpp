@@ -1,5 +1,5 @@
 // work_items.hpp — the thread team shared by the CPU kernels: work items taken dynamically by an
-// OpenMP team, each thread with its slice of the scratch, single-threaded OpenBLAS inside, and the
+// OpenMP team, each thread with its slice of the scratch, single-threaded sgemm inside, and the
 // progress hook called by the first thread (the caller's, the only one that may call MPI).
 //
 // No exception leaves the parallel region (that would end the process in std::terminate): the
@@ -16,8 +16,7 @@
 #include <vector>
 
 #include "dring/kernels/attend.hpp"
-
-extern "C" void openblas_set_num_threads(int num_threads);
+#include "dring/kernels/cpu_gemm.hpp"
 
 namespace dring::kernels::cpu {
 
@@ -27,8 +26,6 @@ template <class Item, class Work>
 void run_items(const std::vector<Item>& items, const AttendParams& params, float* workspace, int64_t per_thread,
                Work&& work) {
   const int64_t n_items = static_cast<int64_t>(items.size());
-  // Each worker calls a single-threaded sgemm; OpenBLAS must not start threads of its own.
-  openblas_set_num_threads(1);
   std::atomic<int64_t> items_done{0};
   std::atomic<bool> failed{false};
   std::exception_ptr first_error;
@@ -36,6 +33,7 @@ void run_items(const std::vector<Item>& items, const AttendParams& params, float
 #pragma omp parallel num_threads(params.threads)
   {
     const int thread = omp_get_thread_num();
+    sgemm_single_thread();  // each worker calls a single-threaded sgemm
     float* scratch = workspace + thread * per_thread;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {

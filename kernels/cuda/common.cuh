@@ -70,8 +70,9 @@ void dispatch_dtype(DType dtype, F&& f) {
     case DType::kF32: f(float{}); return;
     case DType::kF16: f(__half{}); return;
     case DType::kBF16: f(__nv_bfloat16{}); return;
+    case DType::kF64: break;  // not a storage dtype of the kernels
   }
-  DRING_FAIL(Status::kInternal, "internal error: unknown dtype " << static_cast<int>(dtype));
+  DRING_FAIL(Status::kInternal, "internal error: the CUDA kernels take no dtype " << dtype_name(dtype));
 }
 
 // A grid of `blocks` CTAs, checked against the hardware's limit on gridDim.x.

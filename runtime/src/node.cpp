@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <string>
 #include <thread>
 
 #include "dring/comm/mpi_check.hpp"
@@ -29,6 +30,31 @@ int default_threads(MPI_Comm comm) {
   const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   // A rank bound to fewer cores than its share gets those; an unbound rank gets its share.
   return std::max(1, std::min(placement.cores, hardware / placement.local_size));
+}
+
+std::string binding_note(MPI_Comm comm) {
+  const NodePlacement placement = node_placement(comm);
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int share = std::max(1, hardware / placement.local_size);
+  // The worst rank: the fewest allowed cores relative to its share.
+  int mine[2] = {placement.cores < share ? placement.cores : share, share};
+  int worst[2] = {0, 0};
+  struct {
+    int value;
+    int rank;
+  } in{mine[0] - mine[1], 0}, out{0, 0};
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &in.rank));
+  DRING_MPI_CHECK(MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MINLOC, comm));
+  if (out.value >= 0) return "";
+  if (in.rank == out.rank) {
+    worst[0] = mine[0];
+    worst[1] = mine[1];
+  }
+  DRING_MPI_CHECK(MPI_Bcast(worst, 2, MPI_INT, out.rank, comm));
+  return "rank " + std::to_string(out.rank) + " may run on " + std::to_string(worst[0]) + " of the " +
+         std::to_string(worst[1]) + " cores its share of the node allows (the launcher bound it): launch with "
+         "`mpirun --bind-to none` (or `--map-by slot:PE=" + std::to_string(worst[1]) +
+         "`), or `srun --cpus-per-task=" + std::to_string(worst[1]) + "`";
 }
 
 }  // namespace dring

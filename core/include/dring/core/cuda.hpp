@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "dring/core/error.hpp"
+#include "dring/core/memory.hpp"
 
 namespace dring::cuda {
 
