@@ -347,9 +347,6 @@ Row ring_row(MemoryTracker& tracker, DType dtype, int64_t rows, int64_t h, int64
     }
     return blocks;
   };
-  const comm::ElementType type = dtype == DType::kBF16 ? comm::ElementType::kBFloat16
-                                 : dtype == DType::kF16 ? comm::ElementType::kFloat16
-                                                         : comm::ElementType::kFloat32;
   auto pass = [&](bool exchange) {
     backend.fill(out.data(), q_elems, dtype, 0.0f);
     backend.fill(lse.data(), h * rows, DType::kF32, -INFINITY);
@@ -357,8 +354,8 @@ Row ring_row(MemoryTracker& tracker, DType dtype, int64_t rows, int64_t h, int64
     // One step: the receive and the send to itself in one NCCL group.
     auto post = [&](int slot) {
       nccl.begin_step();
-      r = nccl.post_recv_raw(recv[slot].data(), msg_elems, type, 0, 1);
-      s = nccl.post_send_raw(send.data(), msg_elems, type, 0, 1);
+      r = nccl.post_recv_raw(recv[slot].data(), msg_elems, dtype, 0, 1);
+      s = nccl.post_send_raw(send.data(), msg_elems, dtype, 0, 1);
       nccl.end_step();
     };
     if (exchange) post(0);

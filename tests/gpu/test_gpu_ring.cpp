@@ -228,8 +228,8 @@ TEST(NcclTransport, SelfExchangeMovesTheBytes) {
   TensorBuffer dst(backend.allocator(), n, DType::kBF16, MemCategory::kExchange);
   backend.fill(dst.data(), n, DType::kBF16, 0.0f);
   runtime.transport->begin_step();  // a send to itself must be in the receive's group
-  auto recv = runtime.transport->post_recv_raw(dst.data(), n, comm::ElementType::kBFloat16, 0, 1);
-  auto send = runtime.transport->post_send_raw(src.device.data(), n, comm::ElementType::kBFloat16, 0, 1);
+  auto recv = runtime.transport->post_recv_raw(dst.data(), n, DType::kBF16, 0, 1);
+  auto send = runtime.transport->post_send_raw(src.device.data(), n, DType::kBF16, 0, 1);
   runtime.transport->end_step();
   recv->wait();
   send->wait();
