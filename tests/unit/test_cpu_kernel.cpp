@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "dring/kernels/cpu.hpp"
 #include "test_util.hpp"
@@ -148,6 +149,49 @@ TEST(CpuKernel, RowsNoKeyReachesStayZeroWithMinusInfinity) {
     for (float x : out) EXPECT_EQ(x, 0.0f);
     for (float x : lse) EXPECT_TRUE(std::isinf(x) && x < 0);
   }
+}
+
+// The progress hook may throw (an MPI error while testing a request): the kernels must carry the
+// exception out of their OpenMP team and rethrow it on the calling thread, not std::terminate.
+TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
+  const int64_t d = 16, n = 300;
+  const auto q = test::random_tensor(n * d, 21);
+  std::vector<float> out(n * d, 0.0f), lse(n, -std::numeric_limits<float>::infinity());
+  std::vector<float> dq(n * d, 0.0f), dk(n * d, 0.0f), dv(n * d, 0.0f), delta(n, 0.0f);
+  kernels::AttendParams prm;
+  prm.head_dim = d;
+  prm.scale = 0.25;
+  prm.threads = 2;
+  prm.q_tile = 16;
+  prm.k_tile = 32;
+  int calls = 0;
+  prm.progress = kernels::ProgressHook{[](void* ctx, double) {
+                                         if (++*static_cast<int*>(ctx) == 2) throw std::runtime_error("peer died");
+                                       },
+                                       &calls};
+  kernels::AttendBlock blk;
+  blk.q = blk.k = blk.v = q.data();
+  blk.q_stride = blk.kv_stride = blk.out_stride = d;
+  blk.out = out.data();
+  blk.lse = lse.data();
+  blk.lse_stride = 1;
+  blk.n_q = blk.n_k = n;
+  std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * prm.threads);
+  EXPECT_THROW(kernels::cpu::attend({&blk, 1}, prm, workspace.data()), std::runtime_error);
+
+  calls = 0;
+  kernels::GradBlock g;
+  g.q = g.k = g.v = g.dout = q.data();
+  g.dq = dq.data();
+  g.dk = dk.data();
+  g.dv = dv.data();
+  g.q_stride = g.kv_stride = g.dkv_stride = d;
+  g.lse = lse.data();
+  g.delta = delta.data();
+  g.state_stride = 1;
+  g.n_q = g.n_k = n;
+  std::vector<float> grad_workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * prm.threads);
+  EXPECT_THROW(kernels::cpu::attend_backward({&g, 1}, prm, grad_workspace.data()), std::runtime_error);
 }
 
 }  // namespace
