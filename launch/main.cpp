@@ -70,6 +70,12 @@ int main(int argc, char** argv) {
                                        "'s differ from rank 0's); start every rank with the same command line",
                                    differing);
     }
+    if (provided < MPI_THREAD_FUNNELED) {
+      throw dring::CollectiveError(dring::Status::kCommError,
+                                   "the MPI library offers thread level " + std::to_string(provided) +
+                                       ", below MPI_THREAD_FUNNELED, which dring's kernels need",
+                                   -1);
+    }
     const dring::cli::Parsed parsed = dring::cli::parse(argc, argv);
     if (parsed.exit_code >= 0) {
       // Every rank parsed the same line, so every rank stops here together.

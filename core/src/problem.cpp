@@ -49,6 +49,10 @@ std::string Problem::describe() const {
   return out.str();
 }
 
+namespace {
+constexpr int64_t kMaxTensorBytes = int64_t{1} << 60;
+}  // namespace
+
 void validate(const Problem& p) {
   const AttentionShape& s = p.shape;
   DRING_CHECK(s.batch >= 1, Status::kInvalidArgument, "batch must be at least 1 (got " << s.batch << ")");
@@ -58,6 +62,16 @@ void validate(const Problem& p) {
   DRING_CHECK(s.head_dim >= 1, Status::kInvalidArgument, "head dim must be at least 1 (got " << s.head_dim << ")");
   DRING_CHECK(s.heads % s.kv_heads == 0, Status::kInvalidArgument,
               "heads (" << s.heads << ") must be a multiple of kv heads (" << s.kv_heads << ")");
+  // Sizes: every element and byte offset of a full-sequence tensor (and every row stride, r*H*D)
+  // must fit dring's 64-bit arithmetic, checked before anything multiplies them.
+  int64_t elements = 1;
+  for (const int64_t factor : {s.batch, s.seq, s.heads, s.head_dim, int64_t{8}}) {
+    DRING_CHECK(!__builtin_mul_overflow(elements, factor, &elements) && elements <= kMaxTensorBytes,
+                Status::kInvalidArgument,
+                "the problem is too large: --batch " << s.batch << " x --seq " << s.seq << " x --heads " << s.heads
+                                                     << " x --head-dim " << s.head_dim << " elements of 8 bytes exceed "
+                                                     << kMaxTensorBytes << " bytes (2^60), dring's limit");
+  }
   DRING_CHECK(std::isfinite(p.config.scale), Status::kInvalidArgument,
               "scale must be finite (got " << p.config.scale << ")");
   for (size_t i = 0; i < p.config.pairs.size(); ++i) {
@@ -66,6 +80,11 @@ void validate(const Problem& p) {
                 "segment length " << pair.segment << " (pair " << i + 1 << ") must be at least 1");
     DRING_CHECK(pair.dilation >= 1, Status::kInvalidArgument,
                 "dilation rate " << pair.dilation << " (pair " << i + 1 << ") must be at least 1");
+    int64_t stride = 0;
+    DRING_CHECK(!__builtin_mul_overflow(pair.dilation, s.heads * s.head_dim, &stride) && stride <= kMaxTensorBytes,
+                Status::kInvalidArgument,
+                "dilation rate " << pair.dilation << " (pair " << i + 1 << ") is too large: its row stride, rate x "
+                                 << "--heads x --head-dim, exceeds 2^60 elements");
     DRING_CHECK(pair.segment % pair.dilation == 0, Status::kInvalidArgument,
                 "segment length " << pair.segment << " (pair " << i + 1
                                   << ") is not a multiple of its dilation rate " << pair.dilation);

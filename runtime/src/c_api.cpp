@@ -91,6 +91,11 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     int initialized = 0;
     MPI_Initialized(&initialized);
     DRING_CHECK(initialized, dring::Status::kInvalidArgument, "MPI is not initialised (call MPI_Init_thread first)");
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    DRING_CHECK(provided >= MPI_THREAD_FUNNELED, dring::Status::kInvalidArgument,
+                "MPI was initialised with thread level " << provided << "; dring needs at least MPI_THREAD_FUNNELED ("
+                                                         << MPI_THREAD_FUNNELED << "): use MPI_Init_thread");
     dring_options defaults;
     dring_options_init(&defaults);
     const dring_options& o = options != nullptr ? *options : defaults;

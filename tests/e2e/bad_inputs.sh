@@ -42,6 +42,8 @@ out=(--output "$work/existing.h5")
 expect unknown_flag 2 "not expected: --frobnicate" run --frobnicate "${out[@]}"
 expect bad_number 2 "--seq = 12x" run --seq 12x "${out[@]}"
 expect bad_list_number 2 "--segments" run --segments 8,x "${out[@]}"
+expect huge_seq 2 "the problem is too large: --batch 1 x --seq 4611686018427387904" run --seq 4611686018427387904 "${out[@]}"
+expect huge_dilation 2 "dilation rate 9223372036854775800 (pair 1) is too large" run --seq 64 --segments 9223372036854775800 --dilations 9223372036854775800 "${out[@]}"
 expect missing_input 2 "cannot read $work/nope.h5: No such file" run --input "$work/nope.h5" "${out[@]}"
 expect not_hdf5 2 "not an HDF5 file" run --input "$work/not_hdf5.h5" "${out[@]}"
 expect missing_dataset 2 "dataset 'v' is missing" run --input "$work/missing_v.h5" "${out[@]}"
