@@ -344,7 +344,7 @@ int main(int argc, char** argv) {
                 "%.1f after; OpenBLAS %.1f / %.1f; using the best, %.1f; max_err %.1e\n",
                 static_cast<long long>(sgemm_n), reps, before.gflops, after.gflops, openblas_before.gflops,
                 openblas_after.gflops, ceiling, std::max(before.max_err, after.max_err));
-    if (cpu_has_avx512() && !openblas_uses_avx512(core)) {
+    if (engine.rfind("openblas", 0) == 0 && cpu_has_avx512() && !openblas_uses_avx512(core)) {
       const char* forced = std::getenv("OPENBLAS_CORETYPE");
       std::printf("# note: this CPU has AVX-512 but OpenBLAS runs its %s kernels%s%s%s\n", core.c_str(),
                   forced != nullptr ? " because the environment sets OPENBLAS_CORETYPE=" : "",
