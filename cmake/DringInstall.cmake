@@ -19,7 +19,10 @@ set(DRING_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/dring" CACHE STRING
     "Where dringConfig.cmake goes, relative to the install prefix")
 set(DRING_INSTALL_DATADIR "${CMAKE_INSTALL_DATADIR}/dring")
 
-# The library and its header.
+# The library and its header. Installed binaries keep the directories of the external libraries
+# they were linked against (OpenBLAS's OpenMP build, CUDA, ...) in their RUNPATH, so they load the
+# same ones as in the build tree; no directory of the build or of the install prefix is kept.
+set_target_properties(dring_c PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
 install(TARGETS dring_c EXPORT dringTargets
   LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
   INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")

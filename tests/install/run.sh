@@ -37,9 +37,13 @@ done
 soname=$(readelf -d "$lib/libdring.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ "$soname" =~ ^libdring\.so\.[0-9]+$ ]] && [ -e "$lib/$soname" ] || fail "SONAME '$soname'"
 runpath=$(readelf -d "$prefix/bin/dring" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
-[[ "$runpath" == '$ORIGIN/'* ]] || fail "bin/dring RUNPATH '$runpath' is not relative to \$ORIGIN"
+[[ "$runpath" == '$ORIGIN/'* ]] || fail "bin/dring RUNPATH '$runpath' does not start relative to \$ORIGIN"
+for f in "$prefix/bin/dring" "$lib/libdring.so"; do
+  if readelf -d "$f" | grep -e "$work" -e "$build"; then fail "$f: RUNPATH names the staging prefix or the build"; fi
+done
 if grep -rIl -e "$work/staged" -e "$build" "$prefix"; then fail "the files above name the staging prefix or the build"; fi
-say "tree: SONAME $soname, bin/dring RUNPATH $runpath, no absolute install path in the text files"
+say "tree: SONAME $soname, bin/dring RUNPATH $runpath"
+say "tree: no path of the staging prefix or the build in a RUNPATH or a text file"
 
 # 3. README.md's Embedding example is main.c, whole.
 awk '/<!-- tests\/install\/outside\/main.c -->/ {on=1; next} on && /^```c$/ {body=1; next}
