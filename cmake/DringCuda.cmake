@@ -97,10 +97,19 @@ endif()
 
 # 4. NCCL.
 if(NOT _dring_nccl_mode STREQUAL "OFF")
-  find_path(DRING_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} PATHS $ENV{NCCL_HOME} $ENV{NCCL_ROOT}
-    PATH_SUFFIXES include)
-  find_library(DRING_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} PATHS $ENV{NCCL_HOME} $ENV{NCCL_ROOT}
-    PATH_SUFFIXES lib lib64)
+  # Also where pip puts NCCL (the nvidia-nccl-cu* wheels PyTorch depends on): site-packages/nvidia/
+  # nccl, whose lib/ holds only libnccl.so.2 (no unversioned link), hence the second name.
+  set(_dring_nccl_pip "")
+  find_program(_dring_python3 python3)
+  if(_dring_python3)
+    execute_process(COMMAND ${_dring_python3} -c
+      "import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])"
+      OUTPUT_VARIABLE _dring_nccl_pip OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  endif()
+  find_path(DRING_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS}
+    PATHS $ENV{NCCL_HOME} $ENV{NCCL_ROOT} ${_dring_nccl_pip} PATH_SUFFIXES include)
+  find_library(DRING_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR}
+    PATHS $ENV{NCCL_HOME} $ENV{NCCL_ROOT} ${_dring_nccl_pip} PATH_SUFFIXES lib lib64)
   if(DRING_NCCL_INCLUDE_DIR AND DRING_NCCL_LIBRARY)
     set(DRING_HAVE_NCCL 1)
     add_library(dring_nccl INTERFACE)

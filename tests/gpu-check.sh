@@ -2,7 +2,7 @@
 # gpu-check.sh OUTDIR — the first command to run on a machine with an NVIDIA GPU.
 #
 # 1. probes the machine (GPU, driver, nvcc, CMake, Python/torch);
-# 2. finds MPI, parallel HDF5, OpenBLAS, CLI11, nlohmann/json, GoogleTest and Google Benchmark, or
+# 2. finds MPI, parallel HDF5, OpenBLAS, CLI11, nlohmann/json and GoogleTest, or, when any is missing,
 #    unpacks the offline bundle deps/debs (launch/deps-bundle.sh download, on a networked Debian
 #    machine, then carry deps/) into $DRING_DEPS_PREFIX (default /opt/dring-deps);
 # 3. builds with -DDRING_CUDA=ON for this GPU's architecture into build-gpu/;
@@ -51,13 +51,27 @@ have_torch=0
 if python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; then have_torch=1; fi
 
 say "dependencies"
-if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
+# What this machine lacks of the build's dependencies (names, one per missing piece); the offline
+# bundle is used when anything is missing, not only MPI (a machine may have its own MPI but no
+# parallel HDF5 or OpenBLAS).
+missing_deps() {
+  command -v mpicc >/dev/null || echo "mpicc"
+  command -v mpirun >/dev/null || echo "mpirun"
+  local header
+  for header in hdf5/openmpi/hdf5.h CLI/CLI.hpp nlohmann/json.hpp gtest/gtest.h; do
+    [ -e "/usr/include/$header" ] || echo "$header"
+  done
+  ls /usr/include/*/openblas-openmp/cblas.h /usr/include/openblas/cblas.h >/dev/null 2>&1 || echo "OpenBLAS (cblas.h)"
+}
+missing=$(missing_deps | tr '\n' ' ')
+[ -n "$missing" ] && echo "gpu-check: not on this machine: $missing"
+if [ -n "$missing" ]; then
   prefix=${DRING_DEPS_PREFIX:-/opt/dring-deps}
   if [ ! -f "$prefix/env.sh" ]; then
     if [ -d "$root/deps/debs" ]; then
       "$root/launch/deps-bundle.sh" extract "$root/deps/debs" "$prefix" || fail "unpacking deps/debs"
     else
-      echo "gpu-check: no MPI here and no bundle in deps/debs: run launch/deps-bundle.sh download on a"
+      echo "gpu-check: dependencies missing and no bundle in deps/debs: run launch/deps-bundle.sh download on a"
       echo "networked Debian 12 machine and bring deps/ along (carry it), or install the packages."
       exit 1
     fi

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "dring/runtime/collective.hpp"
 #include "dring/comm/mpi_transport.hpp"
@@ -45,6 +46,34 @@ bool all_ranks(MPI_Comm comm, bool mine) {
   return all == 1;
 }
 
+// Whether no other rank of this node uses the same physical GPU as `device`. Compared by device
+// UUID over the node's ranks, so ranks that each see one GPU (--gpus-per-task=1, or their own
+// CUDA_VISIBLE_DEVICES) are told apart from ranks that share one. Collective over comm.
+bool device_is_exclusive(MPI_Comm comm, int device) {
+  // A rank whose query fails still joins the exchange (no peer left waiting) and reports "shared";
+  // the cudaSetDevice that follows, agreed among the ranks, names the failure.
+  cudaDeviceProp prop{};
+  const bool known = cudaGetDeviceProperties(&prop, device) == cudaSuccess;
+  if (!known) cudaGetLastError();
+  MPI_Comm node = MPI_COMM_NULL;
+  DRING_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_size(node, &local_size);
+  constexpr int kUuidBytes = static_cast<int>(sizeof prop.uuid.bytes);
+  std::vector<char> uuids(static_cast<size_t>(local_size) * kUuidBytes);
+  const int rc = MPI_Allgather(prop.uuid.bytes, kUuidBytes, MPI_BYTE, uuids.data(), kUuidBytes, MPI_BYTE, node);
+  MPI_Comm_free(&node);
+  DRING_MPI_CHECK(rc);
+  for (int other = 0; other < local_size; ++other) {
+    if (other != local_rank &&
+        std::memcmp(&uuids[static_cast<size_t>(other) * kUuidBytes], prop.uuid.bytes, kUuidBytes) == 0) {
+      return false;
+    }
+  }
+  return known;
+}
+
 }  // namespace
 
 Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, void* cuda_stream,
@@ -61,8 +90,9 @@ Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, vo
   });
   const int device = place.local_rank % devices;
   const CudaTransportChoice choice = choice_from_environment(transport);
-  // NCCL refuses two ranks on one device: it needs as many GPUs as ranks on every node.
-  const bool own_gpus = all_ranks(comm, place.local_size <= devices);
+  // NCCL refuses two ranks on one device: every rank needs a GPU no other rank of its node uses.
+  // Decided by device UUID, not by counting visible devices (ranks bound to one GPU each see one).
+  const bool own_gpus = all_ranks(comm, device_is_exclusive(comm, device));
   const bool nccl_built = DRING_HAVE_NCCL != 0;
   agree(comm, [&] {
     DRING_CHECK(choice != CudaTransportChoice::kNccl || (nccl_built && own_gpus), Status::kUnsupported,
@@ -100,7 +130,7 @@ Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, vo
       note << "this build has no NCCL";
     } else {
       note << "ranks share a GPU on a node (" << place.local_size << " ranks, " << devices
-           << " GPU(s)), which NCCL refuses";
+           << " GPU(s) visible to this rank; compared by device UUID), which NCCL refuses";
     }
   }
   runtime.note = note.str();
