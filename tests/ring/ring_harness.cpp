@@ -243,3 +243,10 @@ int64_t max_over_world(int64_t value) {
 }
 
 }  // namespace dring::ring_test
+
+namespace dring::gpu_test {
+
+// gpu_test_util.hpp's collective answer (DRING_REQUIRE_GPU), in the binaries of this harness.
+bool available() { return ring_test::gpu_available(); }
+
+}  // namespace dring::gpu_test

@@ -22,11 +22,6 @@
 namespace dring::ring_test {
 namespace {
 
-#define DRING_REQUIRE_GPU()                                                                  \
-  do {                                                                                       \
-    if (!::dring::ring_test::gpu_available()) GTEST_SKIP() << "no GPU on some rank (decided collectively)"; \
-  } while (0)
-
 TEST(CudaRuntime, ReportsDeviceMemoryAndTransport) {
   DRING_REQUIRE_GPU();
   MemoryTracker tracker;
@@ -62,8 +57,8 @@ TEST(CudaNcclTransport, SelfExchangeMovesTheBytes) {
   TensorBuffer dst(backend.allocator(), n, DType::kBF16, MemCategory::kExchange);
   backend.fill(dst.data(), n, DType::kBF16, 0.0f);
   runtime.transport->begin_step();  // a send to itself must be in the receive's group
-  auto recv = runtime.transport->post_recv_raw(dst.data(), n, comm::ElementType::kBFloat16, 0, 1);
-  auto send = runtime.transport->post_send_raw(src.device.data(), n, comm::ElementType::kBFloat16, 0, 1);
+  auto recv = runtime.transport->post_recv_raw(dst.data(), n, DType::kBF16, 0, 1);
+  auto send = runtime.transport->post_send_raw(src.device.data(), n, DType::kBF16, 0, 1);
   runtime.transport->end_step();
   recv->wait();
   send->wait();
