@@ -63,9 +63,6 @@ class RowOps : public testing::TestWithParam<RowOpsCase> {
   DType dtype() const { return GetParam().dtype; }
   Backend& backend() { return *backend_; }
   std::vector<float> get(const TensorBuffer& t) { return gpu_test::download(*backend_, t.data(), t.dtype(), t.size()); }
-  std::vector<float> get(const void* data, DType dtype, int64_t count) {
-    return gpu_test::download(*backend_, data, dtype, count);
-  }
   gpu_test::DeviceTensor random(int64_t count, DType dtype, uint64_t seed) {
     return gpu_test::random_tensor(*backend_, count, dtype, seed);
   }
