@@ -1,4 +1,5 @@
-// attend.cpp — fp32 CPU attention blocks: tiled online softmax over strided rows.
+// attend.cpp — CPU attention blocks: tiled online softmax over strided rows, fp32 arithmetic on
+// fp32 or bf16 storage.
 //
 // Thread mapping: the blocks are cut into work items, each a tile of up to q_tile query rows of
 // one block (or a run of consecutive small blocks); an OpenMP team takes items dynamically. A work
@@ -8,6 +9,8 @@
 // (sgemm straight from the strided rows), causal mask on the diagonal tile, m and l updated,
 // P = exp2(S - m), acc = acc*c + P*V (sgemm into the out rows) — and the state is packed back:
 // out = acc / l, lse = m + log2(l). That is the log-sum-exp merge of the block into the rows.
+// bf16: the item's q and out rows and each K/V tile are widened into the thread's scratch first
+// (f32_rows.hpp) and the same fp32 code runs there; out is rounded to bf16 once, at the end.
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +19,7 @@
 
 #include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
+#include "f32_rows.hpp"
 #include "vector_math.hpp"
 #include "work_items.hpp"
 
@@ -27,22 +31,23 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// An AttendBlock with its fp32 pointers typed.
+// An AttendBlock with its pointers typed: T is float (fp32) or uint16_t (bf16).
+template <class T>
 struct Block {
-  const float* q;
+  const T* q;
   int64_t q_stride;
-  const float* k;
-  const float* v;
+  const T* k;
+  const T* v;
   int64_t kv_stride;
-  float* out;
+  T* out;
   int64_t out_stride;
   float* lse;
   int64_t lse_stride;
   int64_t n_q, n_k;
   bool causal;
   explicit Block(const AttendBlock& b)
-      : q(static_cast<const float*>(b.q)), q_stride(b.q_stride), k(static_cast<const float*>(b.k)),
-        v(static_cast<const float*>(b.v)), kv_stride(b.kv_stride), out(static_cast<float*>(b.out)),
+      : q(static_cast<const T*>(b.q)), q_stride(b.q_stride), k(static_cast<const T*>(b.k)),
+        v(static_cast<const T*>(b.v)), kv_stride(b.kv_stride), out(static_cast<T*>(b.out)),
         out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), causal(b.causal) {}
 };
 
@@ -64,15 +69,19 @@ struct WorkItem {
   int64_t q_end;
 };
 
-bool is_small(const AttendBlock& b, const AttendParams& p) { return b.n_q * b.n_k <= p.small_block_scores; }
+// Floats the direct path packs a block into: scores, then q, k, v and out rows.
+int64_t small_pack_floats(const AttendBlock& b, int64_t d) { return b.n_k + (2 * b.n_q + 2 * b.n_k) * d; }
 
-// Points *x at a packed copy of its `rows` rows (made at `space`) unless they are packed already.
-template <class T>
-void pack_rows(T** x, int64_t* stride, int64_t rows, int64_t d, float* space) {
-  if (*stride == d) return;
-  for (int64_t i = 0; i < rows; ++i) std::copy(*x + i * *stride, *x + i * *stride + d, space + i * d);
-  *x = space;
-  *stride = d;
+// Scratch of the direct path: the score tile's (fp32), the whole thread's scratch (bf16, which
+// must pack).
+int64_t small_scratch_floats(const AttendParams& p) {
+  return p.dtype == DType::kBF16 ? workspace_floats_per_thread(p) : p.q_tile * p.k_tile;
+}
+
+// A bf16 block takes the direct path only when it fits the packed scratch; else it is tiled.
+bool is_small(const AttendBlock& b, const AttendParams& p) {
+  if (b.n_q * b.n_k > p.small_block_scores) return false;
+  return p.dtype != DType::kBF16 || small_pack_floats(b, p.head_dim) <= small_scratch_floats(p);
 }
 
 // Direct path for tiny blocks (a dilation that leaves a few rows per segment): per query row, one
@@ -80,51 +89,59 @@ void pack_rows(T** x, int64_t* stride, int64_t rows, int64_t d, float* space) {
 // rows apart, often a page or more: when the block fits in the scratch, its strided q, k, v and
 // out rows are first copied there in one sweep (many cache misses in flight at once, as in
 // sgemm's packing) and out is copied back at the end. On the 8x8 and 16x16 dilated rows of
-// dring_kernel_bench this was about 1.8x faster than the same code on the strided rows.
-void attend_small(const Block& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
+// dring_kernel_bench this was about 1.8x faster than the same code on the strided rows. bf16
+// blocks are always packed (widened on the way in, rounded on the way out).
+template <class T>
+void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
   float* scores = scratch;
-  Block p = b;
-  int64_t k_stride = b.kv_stride, v_stride = b.kv_stride;
   const bool packed = (2 * b.n_q + 2 * b.n_k) * d + b.n_k <= scratch_floats;
-  if (packed) {
-    float* space = scratch + b.n_k;
-    pack_rows(&p.q, &p.q_stride, b.n_q, d, space);
-    pack_rows(&p.k, &k_stride, b.n_k, d, space + b.n_q * d);
-    pack_rows(&p.v, &v_stride, b.n_k, d, space + (b.n_q + b.n_k) * d);
-    pack_rows(&p.out, &p.out_stride, b.n_q, d, space + (b.n_q + 2 * b.n_k) * d);
-  }
+  DRING_ASSERT(packed || !kIsBf16<T>);  // is_small sends bf16 blocks that do not fit to the tiles
+  // The packed rows after the scores: q [n_q, d], k and v [n_k, d], out [n_q, d].
+  auto space = [&](int64_t rows_before) { return packed ? scratch + b.n_k + rows_before * d : nullptr; };
+  int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;
+  const float* q = f32_rows(b.q, b.q_stride, b.n_q, d, space(0), packed, &q_stride);
+  const float* k = f32_rows(b.k, b.kv_stride, b.n_k, d, space(b.n_q), packed, &k_stride);
+  const float* v = f32_rows(b.v, b.kv_stride, b.n_k, d, space(b.n_q + b.n_k), packed, &v_stride);
+  float* out = f32_rows(b.out, b.out_stride, b.n_q, d, space(b.n_q + 2 * b.n_k), packed, &out_stride);
   const int64_t chunk = packed ? std::max<int64_t>(b.n_k, 1) : scratch_floats;
-  for (int64_t i = 0; i < p.n_q; ++i) {
+  for (int64_t i = 0; i < b.n_q; ++i) {
     float m = 0.0f, l = 0.0f;
-    unpack(p.lse[i * p.lse_stride], &m, &l);
-    float* acc = p.out + i * p.out_stride;
-    const int64_t keys = p.causal ? std::min(p.n_k, i + 1) : p.n_k;
+    unpack(b.lse[i * b.lse_stride], &m, &l);
+    float* acc = out + i * out_stride;
+    const int64_t keys = b.causal ? std::min(b.n_k, i + 1) : b.n_k;
     for (int64_t j0 = 0; j0 < keys; j0 += chunk) {
-      attend_row(p.q + i * p.q_stride, p.k + j0 * k_stride, k_stride, p.v + j0 * v_stride, v_stride,
+      attend_row(q + i * q_stride, k + j0 * k_stride, k_stride, v + j0 * v_stride, v_stride,
                  std::min(chunk, keys - j0), d, alpha, scores, &m, &l, acc);
     }
-    p.lse[i * p.lse_stride] = pack(acc, d, m, l);
+    b.lse[i * b.lse_stride] = pack(acc, d, m, l);
   }
-  if (p.out != b.out) {  // copy the packed out rows back
-    for (int64_t i = 0; i < b.n_q; ++i) std::copy(p.out + i * d, p.out + (i + 1) * d, b.out + i * b.out_stride);
-  }
+  store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);  // the packed out rows back
 }
 
 // One tile of query rows [i0, i1) of a block against all its (visible) keys.
-void attend_tile(const Block& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha, float* scratch) {
+template <class T>
+void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha, float* scratch) {
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
   float* scores = scratch;              // [q_tile, k_tile]
   float* m = scores + prm.q_tile * bk;  // running max of the tile's rows
   float* l = m + prm.q_tile;            // running sum
+  // bf16 only: the widened q, out (acc), K and V tiles.
+  float* q_space = kIsBf16<T> ? l + prm.q_tile : nullptr;
+  float* acc_space = kIsBf16<T> ? q_space + prm.q_tile * d : nullptr;
+  float* k_space = kIsBf16<T> ? acc_space + prm.q_tile * d : nullptr;
+  float* v_space = kIsBf16<T> ? k_space + bk * d : nullptr;
   for (int64_t i = 0; i < nq; ++i) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
-  const float* q = b.q + i0 * b.q_stride;
-  float* acc = b.out + i0 * b.out_stride;
+  int64_t q_ld = 0, acc_ld = 0;
+  const float* q = f32_rows(b.q + i0 * b.q_stride, b.q_stride, nq, d, q_space, false, &q_ld);
+  float* acc = f32_rows(b.out + i0 * b.out_stride, b.out_stride, nq, d, acc_space, false, &acc_ld);
   const int64_t key_end = b.causal ? std::min(b.n_k, i1) : b.n_k;
   for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
     const int64_t nk = std::min(bk, key_end - j0);
-    sgemm(false, true, nq, nk, d, alpha, q, b.q_stride, b.k + j0 * b.kv_stride, b.kv_stride, 0.0f, scores, bk);
+    int64_t k_ld = 0, v_ld = 0;
+    const float* k = f32_rows(b.k + j0 * b.kv_stride, b.kv_stride, nk, d, k_space, false, &k_ld);
+    sgemm(false, true, nq, nk, d, alpha, q, q_ld, k, k_ld, 0.0f, scores, bk);
     const bool diagonal = b.causal && j0 + nk - 1 > i0;
     for (int64_t i = 0; i < nq; ++i) {
       float* row = scores + i * bk;
@@ -139,13 +156,15 @@ void attend_tile(const Block& b, int64_t i0, int64_t i1, const AttendParams& prm
       }
       const float row_sum = exp2_shifted_sum(row, nk, m_new);
       const float correction = std::exp2(m[i] - m_new);
-      if (correction != 1.0f) scale(acc + i * b.out_stride, d, correction);
+      if (correction != 1.0f) scale(acc + i * acc_ld, d, correction);
       l[i] = l[i] * correction + row_sum;
       m[i] = m_new;
     }
-    sgemm(false, false, nq, d, nk, 1.0f, scores, bk, b.v + j0 * b.kv_stride, b.kv_stride, 1.0f, acc, b.out_stride);
+    const float* v = f32_rows(b.v + j0 * b.kv_stride, b.kv_stride, nk, d, v_space, false, &v_ld);
+    sgemm(false, false, nq, d, nk, 1.0f, scores, bk, v, v_ld, 1.0f, acc, acc_ld);
   }
-  for (int64_t i = 0; i < nq; ++i) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * b.out_stride, d, m[i], l[i]);
+  for (int64_t i = 0; i < nq; ++i) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * acc_ld, d, m[i], l[i]);
+  store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
 std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
@@ -180,24 +199,29 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
 }  // namespace
 
 int64_t workspace_floats_per_thread(const AttendParams& params) {
-  return params.q_tile * params.k_tile + 2 * params.q_tile;
+  const int64_t f32 = params.q_tile * params.k_tile + 2 * params.q_tile;
+  if (params.dtype != DType::kBF16) return f32;
+  return f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim;  // widened q, out, K, V tiles
 }
 
 void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float* workspace) {
   DRING_ASSERT(prm.head_dim >= 1 && prm.q_tile >= 1 && prm.k_tile >= 1 && prm.threads >= 1);
-  DRING_CHECK(prm.dtype == DType::kF32, Status::kUnsupported, "the cpu kernels compute in fp32 only");
   DRING_ASSERT(prm.head_dim <= std::numeric_limits<int>::max());
-  const float alpha = static_cast<float>(prm.scale) * kLog2e;
-  const std::vector<WorkItem> items = make_work(blocks, prm);
-  run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
-    for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-      const Block blk(blocks[b]);
-      if (is_small(blocks[b], prm)) {
-        attend_small(blk, prm.head_dim, alpha, scratch, prm.q_tile * prm.k_tile);
-      } else {
-        attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+  dispatch_storage(prm.dtype, [&](auto element) {
+    using T = decltype(element);
+    const float alpha = static_cast<float>(prm.scale) * kLog2e;
+    const std::vector<WorkItem> items = make_work(blocks, prm);
+    const int64_t small_scratch = small_scratch_floats(prm);
+    run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
+      for (int64_t b = item.block_begin; b < item.block_end; ++b) {
+        const Block<T> blk(blocks[b]);
+        if (is_small(blocks[b], prm)) {
+          attend_small(blk, prm.head_dim, alpha, scratch, small_scratch);
+        } else {
+          attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+        }
       }
-    }
+    });
   });
 }
 

@@ -1,5 +1,6 @@
-// vector_math.cpp — exp2 by range reduction and a polynomial, and the fused row update of the
-// small-block path, written so GCC vectorises them (omp simd reductions allow reordered sums).
+// vector_math.cpp — exp2 by range reduction and a polynomial, the fused row update of the
+// small-block path and the bf16 <-> fp32 conversions, written so GCC vectorises them (omp simd
+// reductions allow reordered sums).
 //
 // 2^x = 2^n * 2^f with n = rint(x), f in [-0.5, 0.5]; 2^f is a degree-6 least-squares polynomial
 // (relative error 2.6e-9, below float rounding). Arguments are clamped to [-127, 0]: the callers
@@ -7,6 +8,9 @@
 // which is what masked (-inf) scores must give; 2^0 is exactly 1.
 #include "vector_math.hpp"
 
+#include "dring/kernels/cpu.hpp"
+
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -120,6 +124,28 @@ void attend_row(const float* q, const float* k, int64_t k_stride, const float* v
   }
   *l = *l * correction + sum;
   *m = m_new;
+}
+
+// bf16 is the upper half of an fp32: widening is a 16-bit shift, exact for every value.
+DRING_VECTOR_CLONES
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dst[j] = std::bit_cast<float>(static_cast<uint32_t>(src[j]) << 16);
+}
+
+// Narrowing rounds to nearest, ties to even: add 0x7fff plus the lowest kept bit, then drop the
+// low half (a carry into the exponent is the correct round-up, to inf past the largest finite
+// value). A NaN would round like a number and could become inf, so it keeps its upper half with
+// the quiet bit set instead. Branch-free (a select), so the loop vectorises.
+DRING_VECTOR_CLONES
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t bits = std::bit_cast<uint32_t>(src[j]);
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (bits >> 16) | 0x40u;
+    dst[j] = static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  }
 }
 
 }  // namespace dring::kernels::cpu

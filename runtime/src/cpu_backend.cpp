@@ -1,4 +1,5 @@
-// cpu_backend.cpp — the Backend of host memory and the fp32 CPU kernels.
+// cpu_backend.cpp — the Backend of host memory and the CPU kernels: fp32 or bf16 storage (bf16
+// elements are their 16-bit patterns; conversions round to nearest even), fp32 arithmetic.
 #include <algorithm>
 #include <cstring>
 
@@ -16,18 +17,38 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return "cpu"; }
   Allocator& allocator() override { return tracker_.host(); }
-  bool supports(DType dtype) const override { return dtype == DType::kF32; }
+  bool supports(DType dtype) const override { return dtype == DType::kF32 || dtype == DType::kBF16; }
 
   void upload(const float* host, void* dst, int64_t count, DType dtype) override {
-    require_f32(dtype);
-    if (host != dst) std::memcpy(dst, host, static_cast<size_t>(count) * sizeof(float));
+    require_supported(dtype);
+    if (dtype == DType::kBF16) {
+      in_chunks(count, [&](int64_t begin, int64_t n) {
+        kernels::cpu::f32_to_bf16(host + begin, static_cast<uint16_t*>(dst) + begin, n);
+      });
+    } else if (host != dst) {
+      std::memcpy(dst, host, static_cast<size_t>(count) * sizeof(float));
+    }
   }
   void download(const void* src, DType dtype, float* host, int64_t count) override {
-    require_f32(dtype);
-    if (src != host) std::memcpy(host, src, static_cast<size_t>(count) * sizeof(float));
+    require_supported(dtype);
+    if (dtype == DType::kBF16) {
+      in_chunks(count, [&](int64_t begin, int64_t n) {
+        kernels::cpu::bf16_to_f32(static_cast<const uint16_t*>(src) + begin, host + begin, n);
+      });
+    } else if (src != host) {
+      std::memcpy(host, src, static_cast<size_t>(count) * sizeof(float));
+    }
   }
   void fill(void* dst, int64_t count, DType dtype, float value) override {
-    require_f32(dtype);
+    require_supported(dtype);
+    if (dtype == DType::kBF16) {
+      uint16_t bits = 0;
+      kernels::cpu::f32_to_bf16(&value, &bits, 1);
+      uint16_t* x = static_cast<uint16_t*>(dst);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+      for (int64_t i = 0; i < count; ++i) x[i] = bits;
+      return;
+    }
     float* x = static_cast<float*>(dst);
 #pragma omp parallel for num_threads(threads_) schedule(static)
     for (int64_t i = 0; i < count; ++i) x[i] = value;
@@ -63,9 +84,17 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
  private:
-  static void require_f32(DType dtype) {
-    DRING_CHECK(dtype == DType::kF32, Status::kUnsupported,
-                "the cpu backend stores tensors in fp32 (got " << dtype_name(dtype) << ")");
+  static void require_supported(DType dtype) {
+    DRING_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, Status::kUnsupported,
+                "the cpu backend stores tensors in fp32 or bf16 (got " << dtype_name(dtype) << ")");
+  }
+  // f(begin, n) over [0, count) in chunks, on the backend's threads (conversions of whole tensors).
+  template <class F>
+  void in_chunks(int64_t count, F&& f) {
+    constexpr int64_t kChunk = int64_t{1} << 16;
+    const int64_t chunks = (count + kChunk - 1) / kChunk;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(kChunk, count - c * kChunk));
   }
   // Per-thread scratch, grown on demand and kept (category workspace).
   float* workspace(int64_t per_thread, int threads) {

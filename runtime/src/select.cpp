@@ -31,8 +31,8 @@ Runtime select_runtime(MPI_Comm comm, const std::string& backend, DType dtype, i
   Runtime runtime;
   if (choice == "cpu") {
     agree(comm, [&] {
-      DRING_CHECK(dtype == DType::kF32, Status::kUnsupported,
-                  "--dtype " << dtype_name(dtype) << " is not supported by the cpu backend (it computes in fp32)");
+      DRING_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, Status::kUnsupported,
+                  "--dtype " << dtype_name(dtype) << " is not supported by the cpu backend (fp32 or bf16)");
     });
     runtime.backend = make_cpu_backend(tracker, threads);
     runtime.transport = std::make_unique<comm::MpiTransport>(comm);

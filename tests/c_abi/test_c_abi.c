@@ -126,9 +126,9 @@ int main(int argc, char** argv) {
   st = dring_context_create(&good, MPI_COMM_WORLD, &options, &ctx);
   EXPECT(st == DRING_UNSUPPORTED, "CUDA backend in a CPU build gave status %d", (int)st);
   options.backend = DRING_BACKEND_CPU;
-  options.dtype = DRING_DTYPE_BF16;
+  options.dtype = DRING_DTYPE_F16;
   st = dring_context_create(&good, MPI_COMM_WORLD, &options, &ctx);
-  EXPECT(st == DRING_UNSUPPORTED, "bf16 on the CPU backend gave status %d", (int)st);
+  EXPECT(st == DRING_UNSUPPORTED, "fp16 on the CPU backend gave status %d", (int)st);
   options.dtype = DRING_DTYPE_F32;
 
   /* The real thing, with the communicator passed as a Fortran handle as bindings do. */

@@ -58,7 +58,7 @@ expect dilation_negative 2 "dilation rate -2 (pair 1) must be at least 1" run --
 expect list_lengths 2 "--segments has 2 values but --dilations has 3" run --seq 32 --segments 8,16 --dilations 1,2,4 "${out[@]}"
 expect too_few_tokens_flags 4 "sequence length 3 is shorter than the number of ranks 4" run --seq 3 --heads 1 "${out[@]}"
 expect too_few_tokens_file 4 "sequence length 3 is shorter than the number of ranks 4" run --input "$work/too_short.h5" "${out[@]}"
-expect unsupported_dtype_flag 2 "--dtype bf16 is not supported by the cpu backend" run --seq 32 --dtype bf16 "${out[@]}"
+expect unsupported_dtype_flag 2 "--dtype fp16 is not supported by the cpu backend" run --seq 32 --dtype fp16 "${out[@]}"
 expect unsupported_dtype_file 2 "dataset 'q' has unsupported dtype integer32" run --input "$work/int_q.h5" "${out[@]}"
 expect nan_input 2 "k\[0, 17, 1, 5\] is NaN" run --input "$work/nan_k.h5" "${out[@]}"
 expect inf_input 2 "q\[0, 11, 2, 3\] is Inf" run --input "$work/inf_q.h5" "${out[@]}"

@@ -1,8 +1,11 @@
-// dring/kernels/cpu.hpp — fp32 CPU backend of the attend family (kernels/cpu).
+// dring/kernels/cpu.hpp — CPU backend of the attend family (kernels/cpu): fp32 or bf16 storage,
+// fp32 arithmetic.
 //
 // Tiled online softmax: a work item is a tile of q rows of one block; its scores exist only as a
-// q_tile x k_tile scratch tile (OpenBLAS sgemm for q.k^T and p.v, vectorised exp2 between).
-// Work items run on an OpenMP team of params.threads threads.
+// q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between). Work items run
+// on an OpenMP team of params.threads threads. bf16 tensors (params.dtype kBF16, each element its
+// 16-bit pattern) are widened tile by tile into the thread's fp32 scratch and the fp32 code runs on
+// that; out is rounded back to bf16 once per call. lse, delta, dq, dk, dv are fp32 in both.
 #pragma once
 
 #include <cstdint>
@@ -12,10 +15,10 @@
 
 namespace dring::kernels::cpu {
 
-// Floats of scratch each worker thread needs.
+// Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);
 
-// Runs every block (fp32 only). Blocks must not share output rows (the caller groups blocks so
+// Runs every block (fp32 or bf16; Error kUnsupported for fp16). Blocks must not share output rows (the caller groups blocks so
 // that they do not); `workspace` holds workspace_floats_per_thread(params) * params.threads floats.
 void attend(std::span<const AttendBlock> blocks, const AttendParams& params, float* workspace);
 
@@ -24,5 +27,11 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& params, flo
 int64_t backward_workspace_floats_per_thread(const AttendParams& params);
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& params, float* workspace);
 void delta(const DeltaParams& params, int threads);
+
+// bf16 (as 16-bit patterns) <-> fp32, n elements. Widening is exact. Narrowing rounds to nearest,
+// ties to even; inf stays inf, a finite value past the largest bf16 becomes inf, a NaN stays a
+// (quiet) NaN with its sign, denormals round like any other value.
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
 
 }  // namespace dring::kernels::cpu

@@ -1,0 +1,443 @@
+// test_cpu_bf16.cpp — bf16 storage on the CPU: the conversions (round to nearest even, NaN, inf,
+// denormals), the forward and backward kernels against float64 on odd shapes, and the CpuBackend's
+// tensor and row operations in bf16.
+//
+// The float64 reference always reads the same bf16-rounded inputs the kernels read, so the errors
+// measure the kernels, not the rounding of the inputs. Tolerances (docs/math.md, "bf16 on the
+// CPU"): the forward rounds out to bf16 once per call, an error of at most 2^-8 of |out| <= max|v|
+// (out is a convex combination of v rows); an earlier call's error is carried on with a weight
+// <= 1; everything else is fp32 (about 1e-6). So out after `calls` merged calls is within
+// calls * 2^-8 + 2e-5 of float64, relative to max|v|; lse, delta, dq, dk, dv are never
+// rounded and keep the fp32 tolerances of test_cpu_kernel.cpp and test_backward.cpp.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "dring/core/error.hpp"
+#include "dring/kernels/cpu.hpp"
+#include "dring/runtime/backend.hpp"
+#include "test_util.hpp"
+
+namespace dring {
+namespace {
+
+// The unit roundoff of bf16: 8 significant bits, so rounding to nearest moves a value by at most
+// half an ulp, 2^-8 of it.
+constexpr double kBf16Unit = 1.0 / 256.0;
+
+uint16_t to_bf16(float x) {
+  uint16_t b = 0;
+  kernels::cpu::f32_to_bf16(&x, &b, 1);
+  return b;
+}
+float from_bf16(uint16_t b) {
+  float x = 0.0f;
+  kernels::cpu::bf16_to_f32(&b, &x, 1);
+  return x;
+}
+float from_bits(uint32_t bits) { return std::bit_cast<float>(bits); }
+
+// A random tensor in bf16 and, exactly, the values it holds as floats.
+struct Bf16Tensor {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+};
+Bf16Tensor random_bf16(int64_t count, uint64_t seed) {
+  const std::vector<float> x = test::random_tensor(count, seed);
+  Bf16Tensor t{std::vector<uint16_t>(x.size()), std::vector<float>(x.size())};
+  kernels::cpu::f32_to_bf16(x.data(), t.bits.data(), count);
+  kernels::cpu::bf16_to_f32(t.bits.data(), t.values.data(), count);
+  return t;
+}
+
+TEST(Bf16Conversion, RoundsToNearestEven) {
+  EXPECT_EQ(to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(to_bf16(-2.0f), 0xc000);
+  // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even one, 1.
+  EXPECT_EQ(to_bf16(from_bits(0x3f808000)), 0x3f80);
+  // 1 + 3*2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): up.
+  EXPECT_EQ(to_bf16(from_bits(0x3f818000)), 0x3f82);
+  // Just above and below a tie.
+  EXPECT_EQ(to_bf16(from_bits(0x3f808001)), 0x3f81);
+  EXPECT_EQ(to_bf16(from_bits(0x3f807fff)), 0x3f80);
+  EXPECT_EQ(to_bf16(from_bits(0xbf808001)), 0xbf81);
+  // A carry out of the mantissa into the exponent.
+  EXPECT_EQ(to_bf16(from_bits(0x3fffffff)), 0x4000);
+}
+
+TEST(Bf16Conversion, InfinityNanAndOverflow) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(to_bf16(inf), 0x7f80);
+  EXPECT_EQ(to_bf16(-inf), 0xff80);
+  EXPECT_EQ(to_bf16(std::numeric_limits<float>::max()), 0x7f80);  // past the largest bf16: inf
+  EXPECT_EQ(to_bf16(from_bits(0x7f7f7fff)), 0x7f7f);               // the largest bf16 stays
+  // NaNs stay NaN (a plain rounding would turn 0x7f800001 into inf), quiet, with their sign.
+  for (uint32_t nan : {0x7fc00000u, 0x7f800001u, 0x7fffffffu, 0xff800001u, 0x7f80ffffu}) {
+    const uint16_t b = to_bf16(from_bits(nan));
+    EXPECT_TRUE(std::isnan(from_bf16(b))) << std::hex << nan;
+    EXPECT_EQ(b & 0x0040, 0x0040) << std::hex << nan;
+    EXPECT_EQ(b & 0x8000, (nan >> 16) & 0x8000) << std::hex << nan;
+  }
+  EXPECT_TRUE(std::isinf(from_bf16(0x7f80)));
+}
+
+TEST(Bf16Conversion, DenormalsAndZeros) {
+  EXPECT_EQ(to_bf16(0.0f), 0x0000);
+  EXPECT_EQ(to_bf16(-0.0f), 0x8000);
+  EXPECT_EQ(to_bf16(from_bits(0x00000001)), 0x0000);  // the smallest fp32 denormal rounds to 0
+  EXPECT_EQ(to_bf16(from_bits(0x00008000)), 0x0000);  // a tie, to even (0)
+  EXPECT_EQ(to_bf16(from_bits(0x00018000)), 0x0002);  // a tie, to even (2)
+  EXPECT_EQ(to_bf16(from_bits(0x007fffff)), 0x0080);  // the largest denormal rounds to the smallest normal
+  EXPECT_EQ(from_bf16(0x0001), std::ldexp(1.0f, -133));  // bf16 denormals widen exactly
+}
+
+// Every bf16 pattern widens and narrows back to itself (NaNs to a quiet NaN); and random floats,
+// through the vectorised loops and their tails, round to the nearer neighbour (ties to even).
+TEST(Bf16Conversion, ExhaustiveRoundTripAndRandomNearest) {
+  std::vector<uint16_t> all(65536), back(65536);
+  std::vector<float> wide(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  kernels::cpu::bf16_to_f32(all.data(), wide.data(), 65536);
+  kernels::cpu::f32_to_bf16(wide.data(), back.data(), 65536);
+  for (uint32_t i = 0; i < 65536; ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(wide[i]), i << 16) << std::hex << i;
+    if (std::isnan(wide[i])) {
+      ASSERT_EQ(back[i], all[i] | 0x0040) << std::hex << i;
+    } else {
+      ASSERT_EQ(back[i], all[i]) << std::hex << i;
+    }
+  }
+  std::mt19937 gen(7);
+  for (int64_t n : {1, 7, 16, 1037}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = std::bit_cast<float>(static_cast<uint32_t>(gen() & 0xbfffffffu));  // any sign, no inf/NaN exponents
+    std::vector<uint16_t> b(n);
+    kernels::cpu::f32_to_bf16(x.data(), b.data(), n);
+    for (int64_t j = 0; j < n; ++j) {
+      const double exact = x[j];
+      const double got = from_bf16(b[j]);
+      const double up = from_bf16(static_cast<uint16_t>(b[j] + 1)), down = from_bf16(static_cast<uint16_t>(b[j] - 1));
+      // No neighbour of the result is nearer to x (past +-0 the next pattern is a NaN: no neighbour).
+      if (!std::isnan(up)) {
+        ASSERT_LE(std::abs(got - exact), std::abs(up - exact)) << x[j];
+      }
+      if (!std::isnan(down)) {
+        ASSERT_LE(std::abs(got - exact), std::abs(down - exact)) << x[j];
+      }
+      if (std::abs(exact) >= std::numeric_limits<float>::min()) {  // normal: within half an ulp
+        ASSERT_LE(std::abs(got - exact), std::abs(exact) * kBf16Unit) << x[j];
+      }
+    }
+  }
+}
+
+struct BlockCase {
+  int64_t n_q, n_k, d;
+  bool causal;
+  int64_t q_rows = 3, kv_rows = 2;  // row strides in multiples of d
+};
+
+kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_scores) {
+  kernels::AttendParams prm;
+  prm.dtype = DType::kBF16;
+  prm.head_dim = d;
+  prm.scale = 1.0 / std::sqrt(static_cast<double>(d));
+  prm.threads = threads;
+  prm.q_tile = 32;
+  prm.k_tile = 48;
+  prm.small_block_scores = small_block_scores;
+  return prm;
+}
+
+// `calls` kernel calls over disjoint key ranges of one bf16 block, merged into the rows' (out,
+// lse); returns the max error of out (relative to max |v|) and of lse against float64 on the same
+// bf16 values.
+std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads) {
+  const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
+  const Bf16Tensor q = random_bf16(c.n_q * qs, 11), k = random_bf16(c.n_k * kvs, 12), v = random_bf16(c.n_k * kvs, 13);
+  const kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores);
+  std::vector<uint16_t> out(c.n_q * qs, 0);
+  std::vector<float> lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
+  std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
+  const int parts = c.causal ? 1 : calls;
+  for (int part = 0; part < parts; ++part) {
+    const int64_t j0 = c.n_k * part / parts, j1 = c.n_k * (part + 1) / parts;
+    if (j1 == j0) continue;
+    kernels::AttendBlock blk;
+    blk.q = q.bits.data();
+    blk.q_stride = qs;
+    blk.k = k.bits.data() + j0 * kvs;
+    blk.v = v.bits.data() + j0 * kvs;
+    blk.kv_stride = kvs;
+    blk.out = out.data();
+    blk.out_stride = qs;
+    blk.lse = lse.data();
+    blk.lse_stride = 2;
+    blk.n_q = c.n_q;
+    blk.n_k = j1 - j0;
+    blk.causal = c.causal;
+    kernels::cpu::attend({&blk, 1}, prm, workspace.data());
+  }
+  double err_out = 0.0, err_lse = 0.0, vmax = 0.0;
+  for (float x : v.values) vmax = std::max(vmax, std::abs(static_cast<double>(x)));
+  const double scale = prm.scale;
+  for (int64_t i = 0; i < c.n_q; ++i) {
+    const int64_t keys = c.causal ? std::min(i + 1, c.n_k) : c.n_k;
+    std::vector<double> s(keys);
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < keys; ++j) {
+      double dot = 0;
+      for (int64_t e = 0; e < c.d; ++e) dot += double(q.values[i * qs + e]) * double(k.values[j * kvs + e]);
+      mx = std::max(mx, s[j] = dot * scale);
+    }
+    double denom = 0;
+    for (double& x : s) denom += (x = std::exp(x - mx));
+    err_lse = std::max(err_lse, std::abs(lse[i * 2] - (mx + std::log(denom))));
+    for (int64_t e = 0; e < c.d; ++e) {
+      double want = 0;
+      for (int64_t j = 0; j < keys; ++j) want += s[j] / denom * v.values[j * kvs + e];
+      err_out = std::max(err_out, std::abs(from_bf16(out[i * qs + e]) - want) / vmax);
+    }
+    for (int64_t e = c.d; e < qs; ++e) EXPECT_EQ(out[i * qs + e], 0) << "wrote between the rows";
+  }
+  return {err_out, err_lse};
+}
+
+double out_bound(int calls) { return calls * kBf16Unit + 2e-5; }
+
+TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
+  for (const BlockCase c : {BlockCase{1, 1, 1, false}, BlockCase{1, 97, 8, false}, BlockCase{97, 1, 8, false},
+                            BlockCase{31, 47, 13, false}, BlockCase{129, 200, 64, false},
+                            BlockCase{130, 130, 64, true}, BlockCase{97, 97, 7, true}, BlockCase{64, 64, 128, true},
+                            BlockCase{53, 71, 40, false, 1, 1}}) {
+    for (int threads : {1, 2}) {
+      const auto [out, lse] = run_block(c, /*small_block_scores=*/0, /*calls=*/1, threads);
+      EXPECT_LT(out, out_bound(1)) << c.n_q << "x" << c.n_k << " d " << c.d << " causal " << c.causal;
+      EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k << " d " << c.d << " causal " << c.causal;
+    }
+  }
+}
+
+TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
+  for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
+                            BlockCase{13, 11, 64, false}, BlockCase{9, 9, 5, true, 1, 1}, BlockCase{9, 9, 5, false, 4, 3}}) {
+    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1);
+    EXPECT_LT(out, out_bound(1)) << c.n_q << "x" << c.n_k;
+    EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k;
+  }
+}
+
+// A block small by its scores but too big for the packed scratch (q_tile 32, k_tile 48, d 64:
+// 11840 floats a thread) goes to the tiled path, which must give the same answer.
+TEST(CpuBf16Kernel, SmallBlockTooBigToPackTakesTheTiles) {
+  const kernels::AttendParams prm = bf16_params(64, 1, 1 << 30);
+  ASSERT_LT(kernels::cpu::workspace_floats_per_thread(prm), 61 + (2 * 97 + 2 * 61) * 64);
+  for (bool causal : {false, true}) {
+    const auto [out, lse] = run_block(BlockCase{97, causal ? 97 : 61, 64, causal}, 1 << 30, 1, 2);
+    EXPECT_LT(out, out_bound(1));
+    EXPECT_LT(lse, 2e-5);
+  }
+}
+
+TEST(CpuBf16Kernel, MergingBlocksLikeOneBlock) {
+  for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
+    const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2);
+    EXPECT_LT(out, out_bound(5));
+    EXPECT_LT(lse, 2e-5);
+  }
+}
+
+TEST(CpuBf16Kernel, Fp16IsRefusedClearly) {
+  kernels::AttendParams prm = bf16_params(4, 1, 0);
+  prm.dtype = DType::kF16;
+  std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm));
+  try {
+    kernels::cpu::attend({}, prm, workspace.data());
+    ADD_FAILURE() << "fp16 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("fp16"), std::string::npos) << e.what();
+  }
+}
+
+struct GradCase {
+  int64_t heads, n_q, n_k, d;
+  bool causal;
+};
+
+// One bf16 GradBlock of `heads` query heads over shared keys, strided rows; dq, dk, dv are fp32.
+// Returns the max error against float64 on the same bf16 values, relative to the largest
+// reference gradient. lse and delta come from float64 (they are fp32 inputs of the kernel).
+double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads) {
+  const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d, kvs = 2 * c.d;
+  const Bf16Tensor q = random_bf16(c.n_q * qs, 41), dout = random_bf16(c.n_q * qs, 42);
+  const Bf16Tensor k = random_bf16(c.n_k * kvs, 43), v = random_bf16(c.n_k * kvs, 44);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  std::vector<float> lse(c.heads * c.n_q), delta(c.heads * c.n_q);
+  std::vector<double> dq(c.n_q * qs, 0.0), dk(c.n_k * kvs, 0.0), dv(c.n_k * kvs, 0.0);
+  for (int64_t n = 0; n < c.heads; ++n) {
+    for (int64_t i = 0; i < c.n_q; ++i) {
+      const float* qi = &q.values[i * qs + n * hstep];
+      const float* gi = &dout.values[i * qs + n * hstep];
+      const int64_t keys = c.causal ? std::min(i + 1, c.n_k) : c.n_k;
+      std::vector<double> s(keys);
+      double mx = -INFINITY, den = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < c.d; ++e) dot += double(qi[e]) * k.values[j * kvs + e];
+        mx = std::max(mx, s[j] = dot * scale);
+      }
+      for (double x : s) den += std::exp(x - mx);
+      const double l = mx + std::log(den);
+      double dl = 0;
+      for (int64_t e = 0; e < c.d; ++e) {
+        double o = 0;
+        for (int64_t j = 0; j < keys; ++j) o += std::exp(s[j] - l) * v.values[j * kvs + e];
+        dl += o * gi[e];
+      }
+      lse[n * c.n_q + i] = static_cast<float>(l);
+      delta[n * c.n_q + i] = static_cast<float>(dl);
+      for (int64_t j = 0; j < keys; ++j) {
+        const double p = std::exp(s[j] - l);
+        double dp = 0;
+        for (int64_t e = 0; e < c.d; ++e) dp += double(gi[e]) * v.values[j * kvs + e];
+        const double ds = p * (dp - dl) * scale;
+        for (int64_t e = 0; e < c.d; ++e) {
+          dq[i * qs + n * hstep + e] += ds * k.values[j * kvs + e];
+          dk[j * kvs + e] += ds * qi[e];
+          dv[j * kvs + e] += p * gi[e];
+        }
+      }
+    }
+  }
+  std::vector<float> gq(c.n_q * qs, 0.0f), gk(c.n_k * kvs, 0.0f), gv(c.n_k * kvs, 0.0f);
+  kernels::GradBlock blk;
+  blk.q = q.bits.data();
+  blk.dout = dout.bits.data();
+  blk.dq = gq.data();
+  blk.q_stride = qs;
+  blk.q_head_step = hstep;
+  blk.lse = lse.data();
+  blk.delta = delta.data();
+  blk.state_stride = 1;
+  blk.state_head_step = c.n_q;
+  blk.n_heads = c.heads;
+  blk.n_q = c.n_q;
+  blk.k = k.bits.data();
+  blk.v = v.bits.data();
+  blk.kv_stride = kvs;
+  blk.dk = gk.data();
+  blk.dv = gv.data();
+  blk.dkv_stride = kvs;
+  blk.n_k = c.n_k;
+  blk.causal = c.causal;
+  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores);
+  prm.q_tile = 16;
+  prm.k_tile = 24;
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
+  kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
+  double largest = 0.0, worst = 0.0;
+  for (const auto* want : {&dq, &dk, &dv}) {
+    for (double x : *want) largest = std::max(largest, std::abs(x));
+  }
+  for (auto [got, want] : {std::pair{&gq, &dq}, std::pair{&gk, &dk}, std::pair{&gv, &dv}}) {
+    for (size_t n = 0; n < got->size(); ++n) worst = std::max(worst, std::abs((*got)[n] - (*want)[n]));
+  }
+  return worst / largest;
+}
+
+// Nothing in the backward is rounded to bf16 (P, dS and the gradients stay fp32), so on the same
+// bf16 inputs it keeps the fp32 tolerance.
+TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
+  for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
+                           GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true},
+                           GradCase{1, 41, 29, 40, true}}) {
+    for (int threads : {1, 2}) {
+      EXPECT_LT(run_grad_block(c, 0, threads), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " tiled";
+    }
+    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
+  }
+}
+
+TEST(CpuBf16BackwardKernel, DeltaReadsBf16) {
+  const int64_t batch = 2, rows = 13, heads = 3, d = 37, n = batch * rows * heads * d;
+  const Bf16Tensor out = random_bf16(n, 51), dout = random_bf16(n, 52);
+  std::vector<float> delta(batch * heads * rows);
+  kernels::DeltaParams p;
+  p.dtype = DType::kBF16;
+  p.batch = batch;
+  p.rows = rows;
+  p.heads = heads;
+  p.head_dim = d;
+  p.out = out.bits.data();
+  p.dout = dout.bits.data();
+  p.delta = delta.data();
+  kernels::cpu::delta(p, 2);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t h = 0; h < heads; ++h) {
+        double want = 0;
+        for (int64_t c = 0; c < d; ++c) {
+          const int64_t at = ((b * rows + i) * heads + h) * d + c;
+          want += double(out.values[at]) * dout.values[at];
+        }
+        EXPECT_NEAR(delta[(b * heads + h) * rows + i], want, 1e-5 * d);
+      }
+    }
+  }
+}
+
+TEST(CpuBackendBf16, TensorsAndRows) {
+  MemoryTracker tracker;
+  const std::unique_ptr<Backend> backend = make_cpu_backend(tracker, 2);
+  EXPECT_TRUE(backend->supports(DType::kBF16));
+  EXPECT_TRUE(backend->supports(DType::kF32));
+  EXPECT_FALSE(backend->supports(DType::kF16));
+
+  // upload rounds (across the parallel chunks), download widens exactly, cast is upload.
+  const int64_t n = (int64_t{1} << 17) + 3;
+  const std::vector<float> x = test::random_tensor(n, 61);
+  TensorBuffer t(backend->allocator(), n, DType::kBF16, MemCategory::kInputs);
+  backend->upload(x.data(), t.data(), n, DType::kBF16);
+  std::vector<float> back(n);
+  backend->download(t.data(), DType::kBF16, back.data(), n);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[i], from_bf16(to_bf16(x[i]))) << i;
+  backend->fill(t.data(), n, DType::kBF16, 0.0f);
+  backend->cast(x.data(), t.data(), n, DType::kBF16);
+  const uint16_t* bits = static_cast<const uint16_t*>(t.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(bits[i], to_bf16(x[i])) << i;
+  backend->fill(t.data(), n, DType::kBF16, 1.0f / 3.0f);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(bits[i], to_bf16(1.0f / 3.0f)) << i;
+
+  // copy_rows moves 2-byte rows between strided layouts, and nothing else.
+  const int64_t d = 5;
+  std::vector<uint16_t> src(7 * 3 * d), dst(4 * 2 * d, 0xffff);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint16_t>(i + 1);
+  const RowRun run{src.data() + d, 3 * d, dst.data(), 2 * d, 4};  // rows 0..3 at stride 3d, from column d
+  backend->copy_rows({&run, 1}, d, DType::kBF16);
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t c = 0; c < d; ++c) {
+      EXPECT_EQ(dst[r * 2 * d + c], src[d + r * 3 * d + c]);
+      EXPECT_EQ(dst[r * 2 * d + d + c], 0xffff);
+    }
+  }
+  // add_rows stays fp32 (the gradient accumulators).
+  std::vector<float> a(2 * d, 1.0f), g(2 * d, 0.5f);
+  const RowRun add{g.data(), d, a.data(), d, 2};
+  backend->add_rows({&add, 1}, d);
+  for (float e : a) EXPECT_EQ(e, 1.5f);
+
+  try {
+    backend->upload(x.data(), t.data(), 4, DType::kF16);
+    ADD_FAILURE() << "fp16 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::kUnsupported);
+  }
+}
+
+}  // namespace
+}  // namespace dring
