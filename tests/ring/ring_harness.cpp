@@ -47,7 +47,7 @@ std::vector<BackendCase> backend_cases(Device device) {
 }
 
 std::vector<DType> device_dtypes(Device device) {
-  if (device == Device::kCpu) return {DType::kF32};
+  if (device == Device::kCpu) return {DType::kF32, DType::kBF16};
   return {DType::kF32, DType::kF16, DType::kBF16};
 }
 
@@ -101,7 +101,7 @@ std::string unavailable_reason(const BackendCase& c) {
 }
 
 Tolerance tolerance(const BackendCase& c, DType dtype) {
-  if (c.device == Device::kCpu) return {1e-5, 2e-6, false};
+  if (c.device == Device::kCpu && dtype == DType::kF32) return {1e-5, 2e-6, false};
   const double bound = dtype == DType::kF32 ? 2e-5 : 2 * gpu_test::out_tolerance(dtype);
   return {bound, bound, true};
 }

@@ -240,14 +240,15 @@ INSTANTIATE_TEST_SUITE_P(Cpu, RowOps, testing::ValuesIn(row_ops_cases(Device::kC
 INSTANTIATE_TEST_SUITE_P(Cuda, RowOps, testing::ValuesIn(row_ops_cases(Device::kCuda)), row_ops_name);
 #endif
 
-// The CPU backend stores fp32 only, and says so.
+// The CPU backend stores fp32 and bf16, not fp16, and says so.
 TEST(CpuRowOps, RejectsOtherDtypes) {
   MemoryTracker tracker;
   const std::unique_ptr<Backend> backend = make_cpu_backend(tracker, 1);
   EXPECT_TRUE(backend->supports(DType::kF32));
-  EXPECT_FALSE(backend->supports(DType::kBF16));
+  EXPECT_TRUE(backend->supports(DType::kBF16));
+  EXPECT_FALSE(backend->supports(DType::kF16));
   float x = 1.0f;
-  EXPECT_THROW(backend->fill(&x, 1, DType::kBF16, 0.0f), Error);
+  EXPECT_THROW(backend->fill(&x, 1, DType::kF16, 0.0f), Error);
 }
 
 }  // namespace
