@@ -29,39 +29,43 @@ load() {
 ns_of() { echo "dmn${id}-$1"; }           # namespace of node NAME
 node_names() { local i; for i in $(seq "$nodes"); do echo "node$i"; done; }
 
-kill_wait() {  # kill_wait PID: TERM, up to 10 s, then KILL
-  local pid=$1
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
-  kill -9 "$pid" 2>/dev/null || true
+stop_pids() {  # stop_pids PID...: TERM to all, up to 10 s for them to end, then KILL
+  local pid alive
+  kill "$@" 2>/dev/null || true
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && return 0
+    sleep 0.2
+  done
+  kill -9 "$@" 2>/dev/null || true
 }
 
 stop() {
   load || return 0
-  local name ns pid pids
-  if [ -f "$dir/slurmctld.bgpid" ] && kill -0 "$(cat "$dir/slurmctld.bgpid")" 2>/dev/null; then
+  local name ns group pids
+  if [ -f "$dir/ctld.bgpid" ] && kill -0 "$(cat "$dir/ctld.bgpid")" 2>/dev/null; then
     SLURM_CONF=$dir/slurm.conf scancel --quiet --partition=nodes 2>/dev/null || true
     for _ in $(seq 50); do
       [ -z "$(SLURM_CONF=$dir/slurm.conf squeue -h -o %i 2>/dev/null)" ] && break
       sleep 0.2
     done
   fi
-  for name in $(node_names) ctld munged; do
-    [ -f "$dir/$name.bgpid" ] || continue
-    kill_wait "$(cat "$dir/$name.bgpid")"
-    rm -f "$dir/$name.bgpid"
+  # The slurmds together, then slurmctld, then munged (by the process ids recorded at start).
+  for group in "$(node_names)" ctld munged; do
+    pids=()
+    for name in $group; do
+      [ -f "$dir/$name.bgpid" ] && pids+=("$(cat "$dir/$name.bgpid")")
+    done
+    [ "${#pids[@]}" -gt 0 ] && stop_pids "${pids[@]}"
+    for name in $group; do rm -f "$dir/$name.bgpid"; done
   done
   for name in $(node_names); do
     ns=$(ns_of "$name")
     if [ -e "/run/netns/$ns" ]; then
       # Whatever still runs on the node (a step daemon, an orted): all of it was started here.
-      for sig in TERM KILL; do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && break
-        # shellcheck disable=SC2086
-        kill -s "$sig" $pids 2>/dev/null || true
-        sleep 1
-      done
+      mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null || true)
+      [ "${#pids[@]}" -gt 0 ] && stop_pids "${pids[@]}"
       ip netns del "$ns" 2>/dev/null || true
     fi
     ip link del "dmn${id}${name#node}" 2>/dev/null || true
