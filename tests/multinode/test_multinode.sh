@@ -52,6 +52,10 @@ fi
 echo "cluster: 3 nodes node1..node3 = $subnet.1-3 on bridge dmn${id}br ($subnet.254: slurmctld, munged)" \
   "($((SECONDS - started)) s)"
 on=("$here/cluster.sh" exec "$cluster")  # on NODE CMD...: run CMD on NODE
+# Every step has a time limit, and all of them together end 180 s after the start, so that the
+# cleanup (at most about a minute) always runs before CTest's TIMEOUT ends this script.
+deadline=$((started + 180))
+limit() { local left=$((deadline - SECONDS)); echo $((left < 5 ? 5 : left < $1 ? left : $1)); }
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
@@ -62,7 +66,7 @@ problem=(--seq 2050 --heads 2 --kv-heads 1 --head-dim 32 --causal --segments 256
 
 echo "--- 1. node-local placement under mpirun --hostfile, 2 + 1 + 1 ranks"
 printf 'node1 slots=2\nnode2 slots=1\nnode3 slots=1\n' >"$work/hosts-211"
-if timeout 60 "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-211" -np 4 --bind-to none "$probe" \
+if timeout "$(limit 60)" "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-211" -np 4 --bind-to none "$probe" \
     >"$work/probe-211.txt" 2>"$work/probe-211.err"; then
   /usr/bin/python3 "$here/check_multinode.py" placement "$work/probe-211.txt" node1=2,node2=1,node3=1 ||
     fail "placement of 2 + 1 + 1 ranks (above)"
@@ -72,11 +76,11 @@ fi
 
 echo "--- 2. dring run, 4 ranks, mpirun --hostfile across node1 and node2 (2 + 2)"
 printf 'node1 slots=2\nnode2 slots=2\n' >"$work/hosts-22"
-timeout 60 "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-22" -np 4 --bind-to none "$probe" \
+timeout "$(limit 60)" "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-22" -np 4 --bind-to none "$probe" \
   >"$work/probe-22.txt" 2>"$work/probe-22.err" || fail "probe over 2 + 2: $(tail -3 "$work/probe-22.err")"
 /usr/bin/python3 "$here/check_multinode.py" placement "$work/probe-22.txt" node1=2,node2=2 ||
   fail "placement of 2 + 2 ranks under mpirun (above)"
-timeout 90 "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-22" -np 4 --bind-to none "$dring" run "${problem[@]}" \
+timeout "$(limit 90)" "${on[@]}" node1 mpirun -q --hostfile "$work/hosts-22" -np 4 --bind-to none "$dring" run "${problem[@]}" \
   --output "$work/mpirun.h5" --json "$work/mpirun.json" >"$work/mpirun.out" 2>&1 ||
   fail "dring run across 2 nodes under mpirun: $(tail -3 "$work/mpirun.out")"
 echo "    ($((SECONDS - started)) s)"
@@ -88,7 +92,7 @@ sweep=(--ranks 4 --configs mn --config mn=256,1024:1,4 --modes strong --strong-s
 job_rc=0
 job=$(cd "$work" && DRING_ROOT=$root DRING_BIN=$dring DRING_RESULTS_ROOT=$work/results \
   DRING_JOB_SETUP="srun --mpi=pmix $probe >$work/probe-srun.txt" \
-  timeout 150 sbatch --parsable --wait -N 2 --ntasks-per-node=2 --time=00:05:00 -o "$work/job-%j.out" \
+  timeout "$(limit 150)" sbatch --parsable --wait -N 2 --ntasks-per-node=2 --time=00:05:00 -o "$work/job-%j.out" \
   "$root/slurm/cpu-multinode.sbatch" "${sweep[@]}") || job_rc=$?
 job=${job%%;*}
 echo "    job $job finished with exit status $job_rc ($((SECONDS - started)) s)"
@@ -102,10 +106,10 @@ fi
   fail "placement of 2 + 2 ranks under srun (above)"
 
 echo "--- 4. the same problem on 4 ranks of one node"
-DRING_BIN=$dring timeout 90 "$root/launch/dring-mpirun.sh" 4 run "${problem[@]}" \
+DRING_BIN=$dring timeout "$(limit 90)" "$root/launch/dring-mpirun.sh" 4 run "${problem[@]}" \
   --output "$work/one.h5" --json "$work/one.json" >"$work/one.out" 2>&1 ||
   fail "dring run on one node: $(tail -3 "$work/one.out")"
-timeout 60 mpirun -q -np 4 --oversubscribe --bind-to none "$probe" >"$work/probe-one.txt" 2>&1 ||
+timeout "$(limit 60)" mpirun -q -np 4 --oversubscribe --bind-to none "$probe" >"$work/probe-one.txt" 2>&1 ||
   fail "probe on one node: $(tail -3 "$work/probe-one.txt")"
 /usr/bin/python3 "$here/check_multinode.py" placement "$work/probe-one.txt" "$(hostname)=4" ||
   fail "placement of 4 ranks on one node (above)"
