@@ -6,6 +6,7 @@
 // and --json. Only the passes are timed.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -14,6 +15,7 @@
 #include "commands.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
+#include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_check.hpp"
 #include "dring/runtime/executor.hpp"
 #include "dring/runtime/hdf5_io.hpp"
@@ -56,6 +58,8 @@ void check_run_options(const RunOptions& o) {
   DRING_CHECK(o.check_rows >= 1, Status::kInvalidArgument, "--check-rows must be at least 1 (got " << o.check_rows << ")");
   DRING_CHECK(o.check_tolerance >= 0, Status::kInvalidArgument, "--check-tol must not be negative");
   DRING_CHECK(o.exchange_chunk_kib >= 0, Status::kInvalidArgument, "--exchange-chunk-kib must not be negative");
+  DRING_CHECK(!o.comm_timeout_s || (*o.comm_timeout_s > 0 && std::isfinite(*o.comm_timeout_s)),
+              Status::kInvalidArgument, "--comm-timeout must be a positive number of seconds (got " << *o.comm_timeout_s << ")");
   DRING_CHECK(o.output.empty() || o.output != o.input, Status::kInvalidArgument,
               "--output must not be the --input file");
 }
@@ -80,6 +84,19 @@ class ProgressPrinter {
   Clock::time_point start_, last_;
 };
 
+// Runs `collective`; a wait on the peers that passes its deadline is named by `where`.
+template <class Collective>
+auto named_wait(const std::string& where, Collective&& collective) {
+  try {
+    return collective();
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.status() != Status::kCommError) throw;
+    DRING_FAIL(Status::kCommError, where << ": " << e.what());
+  }
+}
+
 // One warm-up pass, then `repeat` timed ones, each the slowest rank's time.
 struct Timed {
   std::vector<double> pass_ms;
@@ -89,12 +106,13 @@ Timed timed_passes(const char* what, int repeat, comm::Transport& transport, Pro
                    const std::function<PassStats()>& pass) {
   Timed timed;
   for (int n = 0; n <= repeat; ++n) {
-    progress.start(n == 0 ? std::string(what) + " warm-up" : std::string(what) + " " + std::to_string(n) + " of " +
-                                                                 std::to_string(repeat));
-    transport.barrier();
+    const std::string label =
+        n == 0 ? std::string(what) + " warm-up" : std::string(what) + " " + std::to_string(n) + " of " + std::to_string(repeat);
+    progress.start(label);
+    named_wait("before the " + label, [&] { transport.barrier(); });
     const auto t0 = Clock::now();
     timed.last = pass();
-    const double ms = transport.allreduce_max(seconds_since(t0) * 1e3);
+    const double ms = named_wait("after the " + label, [&] { return transport.allreduce_max(seconds_since(t0) * 1e3); });
     if (n > 0) timed.pass_ms.push_back(ms);
   }
   return timed;
@@ -186,6 +204,8 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   int64_t file[6] = {0, 0, 0, 0, 0, 0};  // B, S, H, Hkv, D, has dout
   agree(comm, [&] {
     check_run_options(o);
+    // Every later wait for a peer (transport, agreements) has this deadline.
+    comm::set_default_comm_timeout(comm::resolve_comm_timeout(o.comm_timeout_s.value_or(0.0)));
     problem.config = config_from(o);
     if (!o.input.empty() && rank == 0) {
       const h5::InputDescription d = h5::inspect_input(o.input);
