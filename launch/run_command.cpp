@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
 #include "dring/runtime/check.hpp"
@@ -316,29 +317,50 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     }
   }
 
-  // 6. --output, written under a temporary name and renamed when complete.
+  // 6. --output, written under a temporary name and renamed when complete. The host copies are
+  // made (and agreed on) before the first collective write; each write agrees on its own outcome.
   if (!o.output.empty()) {
-    h5::OutputFile out(o.output, comm);
     const AttentionShape& s = problem.shape;
     const std::vector<int64_t> q_dims{s.batch, s.seq, s.heads, s.head_dim}, kv_dims{s.batch, s.seq, s.kv_heads, s.head_dim};
+    struct Dataset {
+      const char* name;
+      std::vector<int64_t> dims;
+      int seq_axis;
+      std::optional<HostView> rows;
+    };
+    std::vector<Dataset> datasets;
+    datasets.push_back({"out", q_dims, 1, {}});
+    datasets.push_back({"lse", {s.batch, s.heads, s.seq}, 2, {}});
+    if (o.backward) {
+      datasets.push_back({"dq", q_dims, 1, {}});
+      datasets.push_back({"dk", kv_dims, 1, {}});
+      datasets.push_back({"dv", kv_dims, 1, {}});
+    }
+    int64_t bytes = int64_t{64} << 10;  // metadata and attributes
+    for (const Dataset& d : datasets) {
+      int64_t elements = 1;
+      for (int64_t extent : d.dims) elements *= extent;
+      bytes += elements * static_cast<int64_t>(sizeof(float));
+    }
     agree(comm, [&] {
-      out.write_rows("out", q_dims, 1, shard.begin, shard.rows, HostView(shard.out, *backend, tracker).data());
-      out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows,
-                     HostView(shard.lse, *backend, tracker).data());
+      datasets[0].rows.emplace(shard.out, *backend, tracker);
+      datasets[1].rows.emplace(shard.lse, *backend, tracker);
       if (o.backward) {
-        out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, HostView(shard.dq, *backend, tracker).data());
-        out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dk, *backend, tracker).data());
-        out.write_rows("dv", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dv, *backend, tracker).data());
+        datasets[2].rows.emplace(shard.dq, *backend, tracker);
+        datasets[3].rows.emplace(shard.dk, *backend, tracker);
+        datasets[4].rows.emplace(shard.dv, *backend, tracker);
       }
-      h5::RunAttributes attributes;
-      attributes.problem = problem;
-      attributes.world_size = world;
-      attributes.backend = backend->name();
-      attributes.dtype = dtype_name(dtype);
-      if (o.input.empty()) attributes.seed = o.shape.seed;
-      attributes.input = o.input;
-      out.write_attributes(attributes);
     });
+    h5::OutputFile out(o.output, comm, bytes);
+    for (const Dataset& d : datasets) out.write_rows(d.name, d.dims, d.seq_axis, shard.begin, shard.rows, d.rows->data());
+    h5::RunAttributes attributes;
+    attributes.problem = problem;
+    attributes.world_size = world;
+    attributes.backend = backend->name();
+    attributes.dtype = dtype_name(dtype);
+    if (o.input.empty()) attributes.seed = o.shape.seed;
+    attributes.input = o.input;
+    out.write_attributes(attributes);
     out.commit();
   }
 
