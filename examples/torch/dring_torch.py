@@ -30,7 +30,7 @@ class _Problem(ctypes.Structure):
 
 class _Options(ctypes.Structure):
     _fields_ = [("backend", c_int), ("threads", c_int), ("exchange_chunk_bytes", c_int64),
-                ("cuda_stream", c_void_p), ("dtype", c_int)]
+                ("cuda_stream", c_void_p), ("dtype", c_int), ("comm_timeout_s", ctypes.c_double)]
 
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
