@@ -57,6 +57,9 @@ Parsed parse(int argc, char** argv) {
   run_app->add_option("--exchange-chunk-kib", run.exchange_chunk_kib,
                       "cap on one exchange message in KiB (default: 1/32 of a shard's K and V, at least 64 KiB)");
   run_app->add_flag("--quiet", run.quiet, "no report table on stdout");
+  run_app->add_option("--comm-timeout", run.comm_timeout_s,
+                      "seconds a rank waits for a peer before it ends the job naming the peer and the step "
+                      "(default: DRING_COMM_TIMEOUT_S, else 600)");
 
   GenerateOptions generate;
   CLI::App* gen_app = app.add_subcommand("generate", "write the synthetic inputs of a seed to an HDF5 file");

@@ -43,6 +43,7 @@ struct RunOptions {
   std::string json;
   int64_t exchange_chunk_kib = 0;  // 0: automatic
   bool quiet = false;              // no table on stdout
+  std::optional<double> comm_timeout_s;  // unset: DRING_COMM_TIMEOUT_S, else 600 s (dring/comm/deadline.hpp)
 };
 
 struct GenerateOptions {

@@ -31,17 +31,23 @@ int generate_command(MPI_Comm comm, const GenerateOptions& o) {
   fill_synthetic_shard(o.shape.seed, s, shard, *backend, tracker, threads);
   const bool fp64 = o.dtype == "fp64";
 
-  h5::OutputFile file(o.output, comm);
-  agree(comm, [&] {
-    file.write_rows("q", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.q.f32(), fp64);
-    file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.f32(), fp64);
-    file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.f32(), fp64);
-    if (o.dout) {
-      Buffer<float> dout(tracker, shard.q.size(), MemCategory::kInputs);
+  // Every write is collective and agrees on its own outcome: dout is made (and agreed on) first.
+  Buffer<float> dout;
+  if (o.dout) {
+    agree(comm, [&] {
+      dout = Buffer<float>(tracker, shard.q.size(), MemCategory::kInputs);
       fill_synthetic(o.shape.seed, TensorId::kDout, s, shard.begin, shard.rows, dout.data(), threads);
-      file.write_rows("dout", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, dout.data(), fp64);
-    }
-  });
+    });
+  }
+  const int64_t q_bytes = s.batch * s.seq * s.heads * s.head_dim * (fp64 ? 8 : 4);
+  const int64_t kv_bytes = s.batch * s.seq * s.kv_heads * s.head_dim * (fp64 ? 8 : 4);
+  h5::OutputFile file(o.output, comm, (int64_t{64} << 10) + q_bytes * (o.dout ? 2 : 1) + 2 * kv_bytes);
+  file.write_rows("q", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, shard.q.f32(), fp64);
+  file.write_rows("k", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.k.f32(), fp64);
+  file.write_rows("v", {s.batch, s.seq, s.kv_heads, s.head_dim}, 1, shard.begin, shard.rows, shard.v.f32(), fp64);
+  if (o.dout) {
+    file.write_rows("dout", {s.batch, s.seq, s.heads, s.head_dim}, 1, shard.begin, shard.rows, dout.data(), fp64);
+  }
   file.commit();
   return 0;
 }

@@ -6,14 +6,17 @@
 // and --json. Only the passes are timed.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
+#include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_check.hpp"
 #include "dring/runtime/executor.hpp"
 #include "dring/runtime/hdf5_io.hpp"
@@ -56,6 +59,8 @@ void check_run_options(const RunOptions& o) {
   DRING_CHECK(o.check_rows >= 1, Status::kInvalidArgument, "--check-rows must be at least 1 (got " << o.check_rows << ")");
   DRING_CHECK(o.check_tolerance >= 0, Status::kInvalidArgument, "--check-tol must not be negative");
   DRING_CHECK(o.exchange_chunk_kib >= 0, Status::kInvalidArgument, "--exchange-chunk-kib must not be negative");
+  DRING_CHECK(!o.comm_timeout_s || (*o.comm_timeout_s > 0 && std::isfinite(*o.comm_timeout_s)),
+              Status::kInvalidArgument, "--comm-timeout must be a positive number of seconds (got " << *o.comm_timeout_s << ")");
   DRING_CHECK(o.output.empty() || o.output != o.input, Status::kInvalidArgument,
               "--output must not be the --input file");
 }
@@ -80,6 +85,19 @@ class ProgressPrinter {
   Clock::time_point start_, last_;
 };
 
+// Runs `collective`; a wait on the peers that passes its deadline is named by `where`.
+template <class Collective>
+auto named_wait(const std::string& where, Collective&& collective) {
+  try {
+    return collective();
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.status() != Status::kCommError) throw;
+    DRING_FAIL(Status::kCommError, where << ": " << e.what());
+  }
+}
+
 // One warm-up pass, then `repeat` timed ones, each the slowest rank's time.
 struct Timed {
   std::vector<double> pass_ms;
@@ -89,12 +107,13 @@ Timed timed_passes(const char* what, int repeat, comm::Transport& transport, Pro
                    const std::function<PassStats()>& pass) {
   Timed timed;
   for (int n = 0; n <= repeat; ++n) {
-    progress.start(n == 0 ? std::string(what) + " warm-up" : std::string(what) + " " + std::to_string(n) + " of " +
-                                                                 std::to_string(repeat));
-    transport.barrier();
+    const std::string label =
+        n == 0 ? std::string(what) + " warm-up" : std::string(what) + " " + std::to_string(n) + " of " + std::to_string(repeat);
+    progress.start(label);
+    named_wait("before the " + label, [&] { transport.barrier(); });
     const auto t0 = Clock::now();
     timed.last = pass();
-    const double ms = transport.allreduce_max(seconds_since(t0) * 1e3);
+    const double ms = named_wait("after the " + label, [&] { return transport.allreduce_max(seconds_since(t0) * 1e3); });
     if (n > 0) timed.pass_ms.push_back(ms);
   }
   return timed;
@@ -186,6 +205,8 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   int64_t file[6] = {0, 0, 0, 0, 0, 0};  // B, S, H, Hkv, D, has dout
   agree(comm, [&] {
     check_run_options(o);
+    // Every later wait for a peer (transport, agreements) has this deadline.
+    comm::set_default_comm_timeout(comm::resolve_comm_timeout(o.comm_timeout_s.value_or(0.0)));
     problem.config = config_from(o);
     if (!o.input.empty() && rank == 0) {
       const h5::InputDescription d = h5::inspect_input(o.input);
@@ -296,29 +317,50 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     }
   }
 
-  // 6. --output, written under a temporary name and renamed when complete.
+  // 6. --output, written under a temporary name and renamed when complete. The host copies are
+  // made (and agreed on) before the first collective write; each write agrees on its own outcome.
   if (!o.output.empty()) {
-    h5::OutputFile out(o.output, comm);
     const AttentionShape& s = problem.shape;
     const std::vector<int64_t> q_dims{s.batch, s.seq, s.heads, s.head_dim}, kv_dims{s.batch, s.seq, s.kv_heads, s.head_dim};
+    struct Dataset {
+      const char* name;
+      std::vector<int64_t> dims;
+      int seq_axis;
+      std::optional<HostView> rows;
+    };
+    std::vector<Dataset> datasets;
+    datasets.push_back({"out", q_dims, 1, {}});
+    datasets.push_back({"lse", {s.batch, s.heads, s.seq}, 2, {}});
+    if (o.backward) {
+      datasets.push_back({"dq", q_dims, 1, {}});
+      datasets.push_back({"dk", kv_dims, 1, {}});
+      datasets.push_back({"dv", kv_dims, 1, {}});
+    }
+    int64_t bytes = int64_t{64} << 10;  // metadata and attributes
+    for (const Dataset& d : datasets) {
+      int64_t elements = 1;
+      for (int64_t extent : d.dims) elements *= extent;
+      bytes += elements * static_cast<int64_t>(sizeof(float));
+    }
     agree(comm, [&] {
-      out.write_rows("out", q_dims, 1, shard.begin, shard.rows, HostView(shard.out, *backend, tracker).data());
-      out.write_rows("lse", {s.batch, s.heads, s.seq}, 2, shard.begin, shard.rows,
-                     HostView(shard.lse, *backend, tracker).data());
+      datasets[0].rows.emplace(shard.out, *backend, tracker);
+      datasets[1].rows.emplace(shard.lse, *backend, tracker);
       if (o.backward) {
-        out.write_rows("dq", q_dims, 1, shard.begin, shard.rows, HostView(shard.dq, *backend, tracker).data());
-        out.write_rows("dk", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dk, *backend, tracker).data());
-        out.write_rows("dv", kv_dims, 1, shard.begin, shard.rows, HostView(shard.dv, *backend, tracker).data());
+        datasets[2].rows.emplace(shard.dq, *backend, tracker);
+        datasets[3].rows.emplace(shard.dk, *backend, tracker);
+        datasets[4].rows.emplace(shard.dv, *backend, tracker);
       }
-      h5::RunAttributes attributes;
-      attributes.problem = problem;
-      attributes.world_size = world;
-      attributes.backend = backend->name();
-      attributes.dtype = dtype_name(dtype);
-      if (o.input.empty()) attributes.seed = o.shape.seed;
-      attributes.input = o.input;
-      out.write_attributes(attributes);
     });
+    h5::OutputFile out(o.output, comm, bytes);
+    for (const Dataset& d : datasets) out.write_rows(d.name, d.dims, d.seq_axis, shard.begin, shard.rows, d.rows->data());
+    h5::RunAttributes attributes;
+    attributes.problem = problem;
+    attributes.world_size = world;
+    attributes.backend = backend->name();
+    attributes.dtype = dtype_name(dtype);
+    if (o.input.empty()) attributes.seed = o.shape.seed;
+    attributes.input = o.input;
+    out.write_attributes(attributes);
     out.commit();
   }
 

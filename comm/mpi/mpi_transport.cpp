@@ -3,6 +3,9 @@
 
 #include <exception>
 #include <limits>
+#include <sstream>
+
+#include "dring/comm/deadline.hpp"
 
 namespace dring::comm {
 
@@ -35,7 +38,8 @@ namespace {
 
 class MpiRequest final : public Request {
  public:
-  MpiRequest() = default;
+  MpiRequest(bool send, int peer, int tag, int64_t bytes, double timeout_s)
+      : send_(send), peer_(peer), tag_(tag), bytes_(bytes), timeout_s_(timeout_s) {}
   ~MpiRequest() override {
     if (request_ != MPI_REQUEST_NULL) {  // abandoned on an error path: best effort, never throws
       MPI_Cancel(&request_);
@@ -49,17 +53,31 @@ class MpiRequest final : public Request {
     return done != 0;
   }
   void wait() override {
-    if (request_ != MPI_REQUEST_NULL) DRING_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+    if (request_ == MPI_REQUEST_NULL) return;
+    wait_until_deadline_lazy(&request_, timeout_s_, [&] { return describe_point_to_point(send_, peer_, tag_, bytes_); });
   }
   MPI_Request* handle() { return &request_; }
 
  private:
+  bool send_;
+  int peer_;
+  int tag_;
+  int64_t bytes_;
+  double timeout_s_;
   MPI_Request request_ = MPI_REQUEST_NULL;
 };
 
 }  // namespace
 
+std::string describe_point_to_point(bool send, int peer, int tag, int64_t bytes) {
+  std::ostringstream what;
+  what << (send ? "send to world rank " : "receive from world rank ") << peer << " (tag " << tag << ", " << bytes
+       << " bytes)";
+  return what.str();
+}
+
 MpiCommTransport::MpiCommTransport(MPI_Comm comm) {
+  timeout_s_ = default_comm_timeout_s();
   DRING_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
   DRING_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -76,7 +94,7 @@ MpiCommTransport::~MpiCommTransport() {
 
 std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t count, DType type, int peer,
                                                      int tag) {
-  auto request = std::make_unique<MpiRequest>();
+  auto request = std::make_unique<MpiRequest>(true, peer, tag, count * dtype_bytes(type), timeout_s_);
   DRING_MPI_CHECK(MPI_Isend(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.sent_bytes += count * dtype_bytes(type);
   return request;
@@ -84,23 +102,23 @@ std::unique_ptr<Request> MpiTransport::post_send_raw(const void* data, int64_t c
 
 std::unique_ptr<Request> MpiTransport::post_recv_raw(void* data, int64_t count, DType type, int peer,
                                                      int tag) {
-  auto request = std::make_unique<MpiRequest>();
+  auto request = std::make_unique<MpiRequest>(false, peer, tag, count * dtype_bytes(type), timeout_s_);
   DRING_MPI_CHECK(MPI_Irecv(data, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
   counters_.recv_bytes += count * dtype_bytes(type);
   return request;
 }
 
-void MpiCommTransport::barrier() { DRING_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommTransport::barrier() { barrier_until_deadline(comm_, timeout_s_, "barrier"); }
 
 double MpiCommTransport::allreduce_max(double value) {
   double result = 0.0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, comm_));
+  allreduce_until_deadline(comm_, &value, &result, 1, MPI_DOUBLE, MPI_MAX, timeout_s_, "allreduce (max)");
   return result;
 }
 
 int64_t MpiCommTransport::allreduce_sum(int64_t value) {
   int64_t result = 0;
-  DRING_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_SUM, comm_));
+  allreduce_until_deadline(comm_, &value, &result, 1, MPI_INT64_T, MPI_SUM, timeout_s_, "allreduce (sum)");
   return result;
 }
 

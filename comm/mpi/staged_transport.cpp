@@ -6,6 +6,7 @@
 #include <exception>
 #include <limits>
 
+#include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_transport.hpp"
 
 #if __has_include(<mpi-ext.h>)
@@ -21,8 +22,10 @@ constexpr int64_t kStagingGranule = int64_t{1} << 20;
 
 class StagedRequest final : public Request {
  public:
-  StagedRequest(StagedMpiTransport& transport, StagedMpiTransport::Staging* staging, void* device, int64_t bytes)
-      : transport_(transport), staging_(staging), device_(device), bytes_(bytes) {}
+  StagedRequest(StagedMpiTransport& transport, StagedMpiTransport::Staging* staging, void* device, int64_t bytes,
+                bool send, int peer, int tag)
+      : transport_(transport), staging_(staging), device_(device), bytes_(bytes), send_(send), peer_(peer), tag_(tag),
+        timeout_s_(transport.timeout_s()) {}
   ~StagedRequest() override {
     if (request_ != MPI_REQUEST_NULL) {  // abandoned on an error path: best effort, never throws
       MPI_Cancel(&request_);
@@ -41,7 +44,9 @@ class StagedRequest final : public Request {
     return true;
   }
   void wait() override {
-    if (request_ != MPI_REQUEST_NULL) DRING_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+    if (request_ != MPI_REQUEST_NULL) {
+      wait_until_deadline_lazy(&request_, timeout_s_, [&] { return describe_point_to_point(send_, peer_, tag_, bytes_); });
+    }
     land();
   }
   MPI_Request* handle() { return &request_; }
@@ -59,6 +64,10 @@ class StagedRequest final : public Request {
   StagedMpiTransport::Staging* staging_;
   void* device_;  // receive through staging: where the data goes; else null
   int64_t bytes_;
+  bool send_;
+  int peer_;
+  int tag_;
+  double timeout_s_;
   bool copy_enqueued_ = false;
   MPI_Request request_ = MPI_REQUEST_NULL;
 };
@@ -133,14 +142,14 @@ std::unique_ptr<Request> StagedMpiTransport::post_send_raw(const void* data, int
   const void* from = data;
   if (mode_ == Mode::kHostStaging) {
     Staging* staging = acquire(bytes);
-    request = std::make_unique<StagedRequest>(*this, staging, nullptr, bytes);
+    request = std::make_unique<StagedRequest>(*this, staging, nullptr, bytes, true, peer, tag);
     // In stream order: after the kernels that packed `data`.
     DRING_CUDA_CHECK(cudaMemcpyAsync(staging->host.data(), data, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost,
                                      compute_));
     drain_compute();
     from = staging->host.data();
   } else {
-    request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes);
+    request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes, true, peer, tag);
     drain_compute();
   }
   DRING_MPI_CHECK(MPI_Isend(from, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));
@@ -157,10 +166,10 @@ std::unique_ptr<Request> StagedMpiTransport::post_recv_raw(void* data, int64_t c
     // The copy into `data` happens on the compute stream at completion, after every kernel that
     // read the buffer before: nothing to wait for here.
     Staging* staging = acquire(bytes);
-    request = std::make_unique<StagedRequest>(*this, staging, data, bytes);
+    request = std::make_unique<StagedRequest>(*this, staging, data, bytes, false, peer, tag);
     into = staging->host.data();
   } else {
-    request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes);
+    request = std::make_unique<StagedRequest>(*this, nullptr, nullptr, bytes, false, peer, tag);
     drain_compute();  // MPI writes `data` directly: the kernels reading it must be done
   }
   DRING_MPI_CHECK(MPI_Irecv(into, mpi_count(count), mpi_datatype(type), peer, tag, comm(), request->handle()));

@@ -2,10 +2,10 @@
 // events, one group per step; grouping and the watchdog are described in dring/comm/nccl_transport.hpp.
 #include "dring/comm/nccl_transport.hpp"
 
-#include <cstdlib>
 #include <exception>
 #include <sstream>
 
+#include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_transport.hpp"
 
 namespace dring::comm {
@@ -47,17 +47,10 @@ class NcclRequest final : public Request {
   bool waited_ = false;
 };
 
-double timeout_from_environment() {
-  const char* env = std::getenv("DRING_COMM_TIMEOUT_S");
-  if (env == nullptr) return 600.0;
-  const double seconds = std::atof(env);
-  return seconds > 0.0 ? seconds : 600.0;
-}
-
 }  // namespace
 
 NcclTransport::NcclTransport(MPI_Comm comm, cudaStream_t compute)
-    : MpiCommTransport(comm), compute_(compute), timeout_s_(timeout_from_environment()) {
+    : MpiCommTransport(comm), compute_(compute) {
   // Rank 0 makes the unique id; its success travels with it, so a failure there is everyone's
   // failure rather than a hang in the broadcast.
   struct {
@@ -193,10 +186,11 @@ void NcclTransport::check_health() {
     if (age_s > timeout_s_) {
       const std::string what = f.what;
       abort_all();
-      DRING_FAIL(Status::kCommError, "NCCL " << what << " did not complete within " << timeout_s_
-                                             << " s on world rank " << world_rank()
+      DRING_FAIL(Status::kCommError, "NCCL " << what << " did not complete within " << seconds_text(timeout_s_)
+                                             << " on world rank " << world_rank()
                                              << " (a peer failed, or ranks posted mismatched messages); "
-                                                "its communicator was aborted (DRING_COMM_TIMEOUT_S sets the limit)");
+                                                "its communicator was aborted (--comm-timeout or "
+                                             << kCommTimeoutVariable << " sets the limit)");
     }
   }
 }

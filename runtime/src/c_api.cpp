@@ -3,11 +3,13 @@
 // on argument errors first, so every rank returns the same status instead of some waiting.
 #include "dring/dring.h"
 
+#include <cmath>
 #include <exception>
 #include <memory>
 #include <new>
 #include <string>
 
+#include "dring/comm/deadline.hpp"
 #include "dring/runtime/backend.hpp"
 #include "dring/runtime/collective.hpp"
 #include "dring/config.h"
@@ -19,6 +21,7 @@ struct dring_context {
   dring::Problem problem;
   dring::MemoryTracker tracker;
   MPI_Comm comm = MPI_COMM_NULL;  // the caller's, for agreeing on argument errors
+  double comm_timeout_s = 0.0;    // every wait for a peer, agreements included
   dring::Runtime runtime;
   std::unique_ptr<dring::RingExecutor> executor;
 };
@@ -82,6 +85,7 @@ void dring_options_init(dring_options* options) {
   options->exchange_chunk_bytes = 0;
   options->cuda_stream = nullptr;
   options->dtype = DRING_DTYPE_F32;
+  options->comm_timeout_s = 0.0;
 }
 
 dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, const dring_options* options,
@@ -109,6 +113,10 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
                   "threads and exchange_chunk_bytes must not be negative");
       DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
                   dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
+      DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), dring::Status::kInvalidArgument,
+                  "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
+                                                                                                   << ")");
+      ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
       int size = 0;
       MPI_Comm_size(comm, &size);
       dring::ShardLayout(ctx->problem.shape.seq, size);
@@ -119,7 +127,7 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
                             " " + std::to_string(s.heads) + " " + std::to_string(s.kv_heads) + " " +
                             std::to_string(s.head_dim) + " " + std::to_string(ctx->problem.scale());
     int differing = -1;
-    if (!dring::all_ranks_equal(comm, key, &differing)) {
+    if (!dring::all_ranks_equal(comm, key, &differing, ctx->comm_timeout_s)) {
       throw dring::CollectiveError(dring::Status::kInvalidArgument,
                                    "ranks passed different problems (rank " + std::to_string(differing) +
                                        "'s differs from rank 0's)",
@@ -130,6 +138,7 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     ctx->comm = comm;
     const auto dtype = static_cast<dring::DType>(o.dtype);  // the enums share their values
     ctx->runtime = dring::select_runtime(comm, backend, dtype, threads, ctx->tracker, o.cuda_stream);
+    ctx->runtime.transport->set_timeout(ctx->comm_timeout_s);
     dring::ExecutorOptions exec;
     exec.dtype = dtype;
     exec.threads = threads;
@@ -164,7 +173,7 @@ dring_status dring_forward(dring_context* context, const float* q, const float* 
                            float* lse) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->comm, [&] {
+    dring::agree(context->comm, context->comm_timeout_s, [&] {
       require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
               "dring_forward: q, k, v, out and lse must not be NULL");
     });
@@ -176,7 +185,7 @@ dring_status dring_backward(dring_context* context, const float* q, const float*
                             const float* lse, const float* dout, float* dq, float* dk, float* dv) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->comm, [&] {
+    dring::agree(context->comm, context->comm_timeout_s, [&] {
       require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
                   dq != nullptr && dk != nullptr && dv != nullptr,
               "dring_backward: no tensor may be NULL");

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_check.hpp"
 
 namespace dring {
@@ -20,37 +21,44 @@ void attach_error_rank() {
   set_error_rank(rank);
 }
 
-void agree_on(MPI_Comm comm, const std::optional<Error>& local) {
+namespace {
+double limit(double timeout_s) { return timeout_s > 0.0 ? timeout_s : comm::default_comm_timeout_s(); }
+}  // namespace
+
+void agree_on(MPI_Comm comm, const std::optional<Error>& local, double timeout_s) {
+  const double t = limit(timeout_s);
   int rank = 0;
   DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const int mine = local ? rank : INT_MAX;
   int first = INT_MAX;
-  DRING_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  comm::allreduce_until_deadline(comm, &mine, &first, 1, MPI_INT, MPI_MIN, t, "the agreement on errors");
   if (first == INT_MAX) return;
   int status = local ? static_cast<int>(local->status()) : 0;
-  DRING_MPI_CHECK(MPI_Bcast(&status, 1, MPI_INT, first, comm));
-  const std::string message = broadcast_string(comm, local ? std::string(local->what()) : std::string(), first);
+  comm::bcast_until_deadline(comm, &status, 1, MPI_INT, first, t, "the agreement on errors");
+  const std::string message = broadcast_string(comm, local ? std::string(local->what()) : std::string(), first, t);
   throw CollectiveError(static_cast<Status>(status), message, first);
 }
 
-bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank) {
+bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank, double timeout_s) {
+  const double t = limit(timeout_s);
   const uint64_t mine = std::hash<std::string>{}(text);
   uint64_t root = mine;
-  DRING_MPI_CHECK(MPI_Bcast(&root, 1, MPI_UINT64_T, 0, comm));
+  comm::bcast_until_deadline(comm, &root, 1, MPI_UINT64_T, 0, t, "the comparison of arguments");
   int rank = 0;
   DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const int differs = mine != root ? rank : INT_MAX;
   int first = INT_MAX;
-  DRING_MPI_CHECK(MPI_Allreduce(&differs, &first, 1, MPI_INT, MPI_MIN, comm));
+  comm::allreduce_until_deadline(comm, &differs, &first, 1, MPI_INT, MPI_MIN, t, "the comparison of arguments");
   if (first_different_rank != nullptr) *first_different_rank = first == INT_MAX ? -1 : first;
   return first == INT_MAX;
 }
 
-std::string broadcast_string(MPI_Comm comm, std::string text, int root) {
+std::string broadcast_string(MPI_Comm comm, std::string text, int root, double timeout_s) {
+  const double t = limit(timeout_s);
   int64_t length = static_cast<int64_t>(text.size());
-  DRING_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm));
+  comm::bcast_until_deadline(comm, &length, 1, MPI_INT64_T, root, t, "a broadcast of a message");
   text.resize(static_cast<size_t>(length));
-  if (length > 0) DRING_MPI_CHECK(MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, root, comm));
+  if (length > 0) comm::bcast_until_deadline(comm, text.data(), static_cast<int>(length), MPI_CHAR, root, t, "a broadcast of a message");
   return text;
 }
 

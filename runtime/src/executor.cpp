@@ -135,10 +135,17 @@ void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& sta
   transport.end_step();
 }
 
-void RingExecutor::Impl::wait(std::unique_ptr<comm::Request>& request, PassStats& stats) {
+void RingExecutor::Impl::wait(std::unique_ptr<comm::Request>& request, PassStats& stats, const char* what,
+                              size_t step) {
   if (!request) return;
   const auto t0 = Clock::now();
-  request->wait();
+  try {
+    request->wait();
+  } catch (const Error& e) {
+    if (e.status() != Status::kCommError || step >= steps.size()) throw;
+    DRING_FAIL(Status::kCommError, pass_name << ", step " << step + 1 << " of " << steps.size() << " (" << what
+                                             << ", ring shift " << steps[step].shift << "): " << e.what());
+  }
   request.reset();
   stats.comm_wait_ms += ms_since(t0);
 }
@@ -176,6 +183,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   const DType dt = m.dtype;
   const bool causal = m.problem.config.causal;
   PassStats stats;
+  m.pass_name = "forward pass";
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
 
@@ -256,8 +264,8 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   stats.compute_ms += ms_since(t0);
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
-    m.wait(m.pending_kv_recv, stats);
-    m.wait(m.pending_kv_send, stats);  // the send buffer is refilled by the next step
+    m.wait(m.pending_kv_recv, stats, "K/V rows", i);
+    m.wait(m.pending_kv_send, stats, "K/V rows", i);  // the send buffer is refilled by the next step
     if (i + 1 < m.steps.size()) m.post_kv(i + 1, in, stats);
     t0 = Clock::now();
     const Message& msg = m.steps[i].recv;
@@ -267,8 +275,6 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
     }
     stats.compute_ms += ms_since(t0);
   }
-  m.wait(m.pending_kv_recv, stats);
-  m.wait(m.pending_kv_send, stats);
   m.finish(stats, pass_start, before);
   return stats;
 }

@@ -33,6 +33,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   const DType dt = m.dtype;
   const bool causal = m.problem.config.causal;
   PassStats stats;
+  m.pass_name = "backward pass";
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
   const int64_t q_elems = ix.q.elements(), kv_elems = ix.kv.elements();
@@ -145,7 +146,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   };
   // Adds the returned gradients of step i into this rank's dk, dv.
   auto absorb = [&](size_t i) {
-    m.wait(m.pending_grad_recv[i % 2], stats);
+    m.wait(m.pending_grad_recv[i % 2], stats, "gradients", i);
     const Message& sent = m.steps[i].send;
     if (sent.empty()) return;
     const auto t0 = Clock::now();
@@ -173,14 +174,14 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   stats.compute_ms += ms_since(t0);
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
-    m.wait(m.pending_kv_recv, stats);
-    m.wait(m.pending_kv_send, stats);
+    m.wait(m.pending_kv_recv, stats, "K/V rows", i);
+    m.wait(m.pending_kv_send, stats, "K/V rows", i);
     if (i >= 1) absorb(i - 1);  // frees grad_recv[(i+1) % 2] for step i+1
     if (i + 1 < m.steps.size()) m.post_kv(i + 1, in.forward, stats);
     const PlanStep& step = m.steps[i];
     float* grads = m.grad_send[i % 2].data();
     if (!step.recv.empty()) {
-      m.wait(m.pending_grad_send[i % 2], stats);  // step i-2's gradients have left this buffer
+      m.wait(m.pending_grad_send[i % 2], stats, "gradients", i - 2);  // step i-2's have left this buffer
       t0 = Clock::now();
       m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
       for (int p = 0; p < pairs; ++p) {
@@ -192,9 +193,9 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     post_gradients(i, grads);
   }
   if (!m.steps.empty()) absorb(m.steps.size() - 1);
-  m.wait(m.pending_kv_recv, stats);
-  m.wait(m.pending_kv_send, stats);
-  for (auto& request : m.pending_grad_send) m.wait(request, stats);
+  for (size_t i = m.steps.size() < 2 ? 0 : m.steps.size() - 2; i < m.steps.size(); ++i) {
+    m.wait(m.pending_grad_send[i % 2], stats, "gradients", i);
+  }
   if (dt != DType::kF32) {
     t0 = Clock::now();
     m.backend.cast(dq, out.dq, q_elems, dt);

@@ -65,6 +65,7 @@ struct RingExecutor::Impl {
   int64_t largest_send_rows = 0;
 
   DType dtype = DType::kF32;
+  const char* pass_name = "forward pass";  // of the pass in progress, for error messages
   // Exchange buffers (allocated for the pass that needs them, then kept): K/V messages in the
   // storage dtype, gradient messages in fp32.
   TensorBuffer kv_recv[2];
@@ -116,7 +117,10 @@ struct RingExecutor::Impl {
                                    void* payload, bool into_payload, DType type, int pair = -1) const;
   // Posts step i's K/V receive and packed send.
   void post_kv(size_t i, const ShardInputs& in, PassStats& stats);
-  void wait(std::unique_ptr<comm::Request>& request, PassStats& stats);
+  // Completes a request of step i (`what`: "K/V rows", "gradients"). A wait that passes the
+  // transport's deadline throws Error(kCommError) naming the pass, the step and the ring shift
+  // before the transport's own words (peer, tag, time waited).
+  void wait(std::unique_ptr<comm::Request>& request, PassStats& stats, const char* what, size_t step);
   void finish(PassStats& stats, Clock::time_point start, const comm::CommCounters& before);
 
   // Collects blocks of one kind and hands them to `run` (a backend call) kBlockBatch at a time,

@@ -1,7 +1,9 @@
 // hdf5_io.cpp — HDF5 inputs and outputs (see hdf5_io.hpp and docs/file-format.md).
 #include "dring/runtime/hdf5_io.hpp"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <array>
@@ -25,6 +27,18 @@ static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t in h
 namespace dring::h5 {
 
 namespace {
+
+// Reserves `bytes` of disk for the file behind `fd` without changing its size: 0, or an errno.
+int posix_reserve(int fd, int64_t bytes) {
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) == 0) return 0;
+  return errno;
+}
+
+std::string bytes_text(int64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return text;
+}
 
 // HDF5 prints its error stack by default; dring reports one line of its own instead.
 void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
@@ -227,81 +241,152 @@ void read_rows(const std::string& path, MPI_Comm comm, const char* name, int64_t
                  path << ": cannot read rows " << begin << ".." << begin + rows << " of '" << name << "'");
 }
 
-OutputFile::OutputFile(const std::string& path, MPI_Comm comm) : path_(path), comm_(comm) {
+// Writing an output. Every collective HDF5 call (create the file, create a dataset, write it, close
+// the file) runs on every rank with its failure captured, not thrown; the ranks agree on the
+// outcome after each one (settle). So a rank whose write failed never sits in the agreement while
+// its peers sit in the next collective call, and after a failure every rank closes the file
+// together and rank 0 removes the temporary; the target is never touched.
+
+OutputFile::OutputFile(const std::string& path, MPI_Comm comm, int64_t expected_bytes) : path_(path), comm_(comm) {
   quiet();
-  int rank = 0;
-  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  DRING_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   // Same directory as the target, so the final rename is atomic; the pid of rank 0 makes it unique.
   temp_path_ = broadcast_string(comm, path + ".tmp-" + std::to_string(getpid()), 0);
-  agree(comm, [&] {
-    Handle fapl = file_access_mpi(comm);
-    file_ = H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
-    DRING_CHECK(file_ >= 0, Status::kIoError,
-                "cannot create --output " << path << " (temporary " << temp_path_ << "): check the directory exists and is writable");
-  });
+  // Rank 0 creates the temporary by hand first, for the reason of a failure (HDF5 does not say).
+  std::optional<Error> local;
+  if (rank_ == 0) {
+    const int fd = open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+      local = Error(Status::kIoError, "cannot create --output " + path + " (temporary " + temp_path_ +
+                                          "): " + std::strerror(errno));
+    } else {
+      close(fd);
+      created_ = true;
+    }
+  }
+  settle(local);
+  Handle fapl = file_access_mpi(comm);
+  file_ = H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (file_ < 0) {
+    local = Error(Status::kIoError,
+                  "cannot create --output " + path + " (temporary " + temp_path_ + ") with parallel HDF5");
+  }
+  settle(local);
+  // Reserve the space the datasets need, so a full disk or an exhausted quota is one clear error
+  // now rather than a failed collective write later. Filesystems without fallocate skip this.
+  if (rank_ == 0 && expected_bytes > 0) {
+    const int fd = open(temp_path_.c_str(), O_WRONLY);
+    const int rc = fd < 0 ? errno : posix_reserve(fd, expected_bytes);
+    if (fd >= 0) close(fd);
+    if (rc != 0 && rc != EOPNOTSUPP && rc != ENOSYS && rc != EINVAL) {
+      local = Error(Status::kIoError, "cannot write --output " + path + ": " + std::strerror(rc) + " (it needs " +
+                                          bytes_text(expected_bytes) + ")");
+    }
+  }
+  settle(local);
 }
 
 OutputFile::~OutputFile() {
-  // Closing a parallel file is collective. While an exception unwinds (perhaps on this rank only,
-  // on its way to MPI_Abort) the handle is left for HDF5 to close at MPI_Finalize; removing the
-  // temporary file is local and always safe.
+  // Closing a parallel file is collective. While an exception unwinds on this rank only (on its
+  // way to MPI_Abort) the handle is left for HDF5 to close at MPI_Finalize; after an agreed
+  // failure settle() has closed it already. Removing the temporary file is local and always safe.
   if (file_ >= 0 && std::uncaught_exceptions() == 0) H5Fclose(file_);
-  if (!committed_) {
-    int rank = 0;
-    MPI_Comm_rank(comm_, &rank);
-    if (rank == 0) std::remove(temp_path_.c_str());
+  if (!committed_ && rank_ == 0 && created_) std::remove(temp_path_.c_str());
+}
+
+void OutputFile::settle(std::optional<Error>& local) {
+  std::optional<Error> mine;
+  mine.swap(local);
+  try {
+    agree_on(comm_, mine);
+  } catch (const CollectiveError&) {
+    // Every rank is here: close together, then drop the temporary.
+    if (file_ >= 0) H5Fclose(file_);
+    file_ = -1;
+    if (rank_ == 0 && created_) std::remove(temp_path_.c_str());
+    created_ = false;
+    throw;
   }
 }
 
 void OutputFile::write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis, int64_t begin,
                             int64_t rows, const float* data, bool store_float64) {
+  std::optional<Error> local;
   std::vector<hsize_t> full(dims.begin(), dims.end());
   Handle file_space(H5Screate_simple(static_cast<int>(full.size()), full.data(), nullptr), H5Sclose);
   Handle ds(H5Dcreate2(file_, name, store_float64 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE, file_space.get(), H5P_DEFAULT,
                        H5P_DEFAULT, H5P_DEFAULT),
             H5Dclose);
-  DRING_CHECK(ds.valid(), Status::kIoError, path_ << ": cannot create dataset '" << name << "'");
-  Handle memory;
-  Handle selection = select_rows(dims, seq_axis, begin, rows, &memory);
-  Handle dxpl = collective_transfer();
-  DRING_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, memory.get(), selection.get(), dxpl.get(), data),
-                 path_ << ": cannot write dataset '" << name << "'");
+  if (!ds.valid()) local = Error(Status::kIoError, path_ + ": cannot create dataset '" + name + "'");
+  settle(local);
+  Handle memory, selection, dxpl;
+  try {
+    selection = select_rows(dims, seq_axis, begin, rows, &memory);
+    dxpl = collective_transfer();
+  } catch (const Error& e) {
+    local = e;
+  }
+  settle(local);
+  if (H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, memory.get(), selection.get(), dxpl.get(), data) < 0) {
+    local = Error(Status::kIoError, write_failure(std::string("cannot write dataset '") + name + "'"));
+  }
+  settle(local);
 }
 
 void OutputFile::write_attributes(const RunAttributes& a) {
-  const Problem& p = a.problem;
-  std::vector<int64_t> segments, dilations;
-  for (const DilatedPair& pair : p.pairs()) {
-    segments.push_back(pair.segment);
-    dilations.push_back(pair.dilation);
+  // Attributes live in the metadata cache until the file is closed: no rank waits on another
+  // here, so every rank makes every call and the first failure is agreed on at the end.
+  std::optional<Error> local;
+  try {
+    const Problem& p = a.problem;
+    std::vector<int64_t> segments, dilations;
+    for (const DilatedPair& pair : p.pairs()) {
+      segments.push_back(pair.segment);
+      dilations.push_back(pair.dilation);
+    }
+    write_attribute(file_, "segments", H5T_NATIVE_INT64, segments);
+    write_attribute(file_, "dilations", H5T_NATIVE_INT64, dilations);
+    write_attribute(file_, "causal", H5T_NATIVE_INT, std::vector<int>{p.config.causal ? 1 : 0});
+    write_attribute(file_, "scale", H5T_NATIVE_DOUBLE, std::vector<double>{p.scale()});
+    write_attribute(file_, "shape", H5T_NATIVE_INT64,
+                    std::vector<int64_t>{p.shape.batch, p.shape.seq, p.shape.heads, p.shape.kv_heads, p.shape.head_dim});
+    write_attribute(file_, "world_size", H5T_NATIVE_INT, std::vector<int>{a.world_size});
+    if (a.seed) write_attribute(file_, "seed", H5T_NATIVE_UINT64, std::vector<uint64_t>{*a.seed});
+    write_string_attribute(file_, "input", a.input);
+    write_string_attribute(file_, "backend", a.backend);
+    write_string_attribute(file_, "dtype", a.dtype);
+    write_string_attribute(file_, "dring_version", DRING_VERSION);
+  } catch (const Error& e) {
+    local = Error(e.status(), path_ + ": " + e.what());
   }
-  write_attribute(file_, "segments", H5T_NATIVE_INT64, segments);
-  write_attribute(file_, "dilations", H5T_NATIVE_INT64, dilations);
-  write_attribute(file_, "causal", H5T_NATIVE_INT, std::vector<int>{p.config.causal ? 1 : 0});
-  write_attribute(file_, "scale", H5T_NATIVE_DOUBLE, std::vector<double>{p.scale()});
-  write_attribute(file_, "shape", H5T_NATIVE_INT64,
-                  std::vector<int64_t>{p.shape.batch, p.shape.seq, p.shape.heads, p.shape.kv_heads, p.shape.head_dim});
-  write_attribute(file_, "world_size", H5T_NATIVE_INT, std::vector<int>{a.world_size});
-  if (a.seed) write_attribute(file_, "seed", H5T_NATIVE_UINT64, std::vector<uint64_t>{*a.seed});
-  write_string_attribute(file_, "input", a.input);
-  write_string_attribute(file_, "backend", a.backend);
-  write_string_attribute(file_, "dtype", a.dtype);
-  write_string_attribute(file_, "dring_version", DRING_VERSION);
+  settle(local);
 }
 
 void OutputFile::commit() {
+  std::optional<Error> local;
   const herr_t closed = H5Fclose(file_);
   file_ = -1;
-  agree(comm_, [&] { DRING_H5_CHECK(closed, "cannot finish writing " << temp_path_); });
-  int rank = 0;
-  DRING_MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+  if (closed < 0) local = Error(Status::kIoError, write_failure("cannot finish writing " + temp_path_));
+  settle(local);
   // Only rank 0 renames; everyone learns whether it worked.
-  agree(comm_, [&] {
-    if (rank == 0 && std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-      DRING_FAIL(Status::kIoError, "cannot move " << temp_path_ << " to --output " << path_ << ": " << std::strerror(errno));
-    }
-  });
+  if (rank_ == 0 && std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    local = Error(Status::kIoError,
+                  "cannot move " + temp_path_ + " to --output " + path_ + ": " + std::strerror(errno));
+  }
+  settle(local);
   committed_ = true;
+}
+
+std::string OutputFile::write_failure(const std::string& what) const {
+  // HDF5 and MPI-IO do not pass errno on; the state of the filesystem usually tells.
+  std::string reason;
+  struct statvfs fs{};
+  if (statvfs(temp_path_.c_str(), &fs) == 0 && fs.f_bavail * fs.f_frsize < (uint64_t{1} << 20)) {
+    reason = ": " + std::string(std::strerror(ENOSPC));
+  } else {
+    reason = " (an I/O error, a quota or a full disk)";
+  }
+  return path_ + ": " + what + reason;
 }
 
 bool has_dataset(const std::string& path, const char* name) {

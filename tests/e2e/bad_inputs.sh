@@ -64,6 +64,8 @@ expect nan_input 2 "k\[0, 17, 1, 5\] is NaN" run --input "$work/nan_k.h5" "${out
 expect inf_input 2 "q\[0, 11, 2, 3\] is Inf" run --input "$work/inf_q.h5" "${out[@]}"
 expect output_is_input 2 "--output must not be the --input file" run --input "$work/good.h5" --output "$work/good.h5"
 expect no_cuda 2 "--backend cuda" run --seq 32 --backend cuda "${out[@]}"
+expect comm_timeout_zero 2 "--comm-timeout must be a positive number of seconds (got 0)" run --seq 32 --comm-timeout 0 "${out[@]}"
+DRING_COMM_TIMEOUT_S=soon expect comm_timeout_env 2 "DRING_COMM_TIMEOUT_S='soon' is not a positive number of seconds" run --seq 32 "${out[@]}"
 
 # Ranks started with different arguments (MPMD launch): an error, not a hang.
 err="$work/mismatch.err"

@@ -14,6 +14,9 @@
  * collective over the communicator: every rank calls them, in the same order, with the same
  * problem. Argument errors are agreed among the ranks first, so every rank returns the same
  * status. A failure while data is moving (a dead peer) leaves the communicator unusable; abort.
+ * Every wait for a peer has a deadline (options.comm_timeout_s): a peer that does not answer in
+ * time makes the call return DRING_COMM_ERROR with a message naming the peer, the step and the
+ * time waited; that status is not agreed (the peers may be stuck), so end the job (MPI_Abort).
  *
  * Threads. MPI must be initialised (MPI_Init_thread with at least MPI_THREAD_FUNNELED) before a
  * context is created. One context serves one thread at a time; dring calls MPI only from the
@@ -82,6 +85,9 @@ typedef struct dring_options {
   int64_t exchange_chunk_bytes; /* cap on one message; 0: automatic (1/32 of a shard's K and V, at least 64 KiB) */
   void* cuda_stream;            /* cudaStream_t for the CUDA backend; NULL: the default stream */
   dring_dtype dtype;            /* DRING_DTYPE_F32 (default) */
+  /* Fields are only ever added below this line, at the end; dring_options_init sets every one. */
+  double comm_timeout_s; /* seconds a wait for a peer may take before the call fails with DRING_COMM_ERROR;
+                            0 (default): the environment variable DRING_COMM_TIMEOUT_S, else 600 */
 } dring_options;
 
 typedef struct dring_context dring_context; /* opaque */

@@ -14,11 +14,13 @@ namespace dring::comm {
 MPI_Datatype mpi_datatype(DType type);
 // `count` as the int MPI takes; throws Error(kInternal) past INT_MAX.
 int mpi_count(int64_t count);
+// "receive from world rank 2 (tag 3, 4096 bytes)": a point-to-point operation as errors name it.
+std::string describe_point_to_point(bool send, int peer, int tag, int64_t bytes);
 
 // A Transport whose ranks are those of a duplicate of the caller's communicator (so dring's
 // messages never match the caller's), with MPI errors returned rather than fatal, so they become
-// exceptions with the rank in them; barrier and small allreduce run over it. The MPI, staged-MPI
-// and NCCL transports build on it.
+// exceptions with the rank in them; barrier and small allreduce run over it, non-blocking, with
+// the deadline of dring/comm/deadline.hpp. The MPI, staged-MPI and NCCL transports build on it.
 class MpiCommTransport : public Transport {
  public:
   int world_rank() const override { return rank_; }

@@ -17,8 +17,8 @@
 // operation posted outside a bracket is issued at once, alone.
 //
 // Failure. NCCL errors are checked on every call; check_health() polls ncclCommGetAsyncError and
-// the age of every issued group, and when a group has not completed within the timeout (default
-// 600 s, DRING_COMM_TIMEOUT_S) or NCCL reports an asynchronous error, it aborts the communicators
+// the age of every issued group, and when a group has not completed within the transport's
+// timeout_s() (the limit of every wait for a peer, dring/comm/deadline.hpp) or NCCL reports an asynchronous error, it aborts the communicators
 // and throws Error(kCommError) naming the rank, the peer and the operation, instead of hanging.
 // The CUDA backend calls it while it waits for the GPU. Only in builds with DRING_HAVE_NCCL.
 #pragma once
@@ -73,7 +73,6 @@ class NcclTransport final : public MpiCommTransport {
 
   // Throws (after aborting the communicators) on an asynchronous NCCL error or a timed-out group.
   void check_health();
-  void set_timeout(double seconds) { timeout_s_ = seconds; }
 
   // One posted operation (internal, shared with its request).
   struct Op {
@@ -107,7 +106,6 @@ class NcclTransport final : public MpiCommTransport {
   std::vector<std::shared_ptr<Op>> step_;  // posted in the open step, issued at end_step()
   std::vector<InFlight> in_flight_;
   std::vector<std::pair<cuda::Event, cuda::Event>> waits_;  // (before, after) each stream wait
-  double timeout_s_ = 600.0;
   bool aborted_ = false;
 };
 

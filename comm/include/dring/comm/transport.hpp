@@ -16,7 +16,8 @@
 namespace dring::comm {
 
 // A posted send or receive. Move-only through unique_ptr; destroying an unfinished request
-// cancels it (only error paths do that).
+// cancels it (only error paths do that). wait() gives up after the transport's timeout_s() and
+// throws Error(kCommError) naming the peer, the tag and the time waited (dring/comm/deadline.hpp).
 class Request {
  public:
   virtual ~Request() = default;
@@ -62,14 +63,21 @@ class Transport {
   // backend has synchronised. Host-blocking transports return 0: their waits are timed by the caller.
   virtual double take_device_wait_ms() { return 0.0; }
 
+  // Collectives over every rank; like wait(), they give up after timeout_s().
   virtual void barrier() = 0;
   virtual double allreduce_max(double value) = 0;
   virtual int64_t allreduce_sum(int64_t value) = 0;
 
   const CommCounters& counters() const { return counters_; }
 
+  // The limit on every wait for a peer, in seconds (dring/comm/deadline.hpp): requests posted
+  // after a change get the new limit.
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
+
  protected:
   CommCounters counters_;
+  double timeout_s_ = 600.0;  // MPI transports start from default_comm_timeout_s() (deadline.hpp)
 };
 
 }  // namespace dring::comm

@@ -4,10 +4,21 @@
 // leave the others waiting in the next collective. `agree` runs a step on every rank, then every
 // rank learns whether any failed; if so, all throw the same CollectiveError carrying the message
 // of the lowest failing rank, and the program can end cleanly on all ranks at once.
+//
+// The agreement is itself a wait on every peer, so it has a deadline (dring/comm/deadline.hpp):
+// `timeout_s` when positive, else the process default. A rank that waits past it throws a plain
+// Error(kCommError) (not agreed: the job must end, the program aborts it).
+//
+// A step given to `agree` must hold no collective call that a failure could make one rank skip
+// while the others enter it (a failed rank would sit in the agreement while its peers sit in the
+// collective): agree on each collective call separately, with its errors captured, not thrown
+// half-way.
 #pragma once
 
 #include <mpi.h>
 
+#include <exception>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -28,11 +39,13 @@ class CollectiveError : public Error {
 };
 
 // Collective: throws CollectiveError on every rank if `local` holds an error on any rank.
-void agree_on(MPI_Comm comm, const std::optional<Error>& local);
+void agree_on(MPI_Comm comm, const std::optional<Error>& local, double timeout_s = 0.0);
 
-// Collective: runs `step` on this rank and agrees on the outcome.
+// Collective: runs `step` on this rank and agrees on the outcome. Any exception of the step is
+// agreed on: a dring::Error keeps its status, std::bad_alloc is kOutOfMemory, anything else
+// kInternal.
 template <class Step>
-void agree(MPI_Comm comm, Step&& step) {
+void agree(MPI_Comm comm, double timeout_s, Step&& step) {
   std::optional<Error> local;
   try {
     std::forward<Step>(step)();
@@ -40,8 +53,16 @@ void agree(MPI_Comm comm, Step&& step) {
     throw;  // already agreed
   } catch (const Error& e) {
     local = e;
+  } catch (const std::bad_alloc&) {
+    local = Error(Status::kOutOfMemory, "out of memory on " + error_rank_text());
+  } catch (const std::exception& e) {
+    local = Error(Status::kInternal, std::string("internal error on ") + error_rank_text() + ": " + e.what());
   }
-  agree_on(comm, local);
+  agree_on(comm, local, timeout_s);
+}
+template <class Step>
+void agree(MPI_Comm comm, Step&& step) {
+  agree(comm, 0.0, std::forward<Step>(step));
 }
 
 // Attaches this process's MPI_COMM_WORLD rank to dring's device and communication errors
@@ -50,9 +71,9 @@ void agree(MPI_Comm comm, Step&& step) {
 void attach_error_rank();
 
 // Collective: true on every rank when every rank passed the same `text` (hash compared).
-bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank);
+bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank, double timeout_s = 0.0);
 
 // Collective: rank `root`'s string on every rank.
-std::string broadcast_string(MPI_Comm comm, std::string text, int root);
+std::string broadcast_string(MPI_Comm comm, std::string text, int root, double timeout_s = 0.0);
 
 }  // namespace dring

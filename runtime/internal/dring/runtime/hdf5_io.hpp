@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "dring/core/error.hpp"
 #include "dring/core/problem.hpp"
 #include "dring/kernels/reference.hpp"
 
@@ -44,10 +45,16 @@ struct RunAttributes {
   std::string input;             // input file, when not synthetic
 };
 
-// Collective writer of one file, atomic on success.
+// Collective writer of one file, atomic on success. Every method is collective and agrees on its
+// outcome: a failure on any rank (a full disk, a quota, an I/O error, an unwritable directory)
+// throws the same CollectiveError on every rank, after which the file is closed and the
+// temporary removed. Do not wrap the methods in agree(): prepare their inputs in an agree() of
+// their own first.
 class OutputFile {
  public:
-  OutputFile(const std::string& path, MPI_Comm comm);
+  // `expected_bytes` (when > 0) is reserved on disk at once, where the filesystem can, so a file
+  // that cannot fit fails here with the reason (No space left on device, Disk quota exceeded).
+  OutputFile(const std::string& path, MPI_Comm comm, int64_t expected_bytes = 0);
   ~OutputFile();  // without commit(): the temporary file is removed, the target untouched
   OutputFile(const OutputFile&) = delete;
   OutputFile& operator=(const OutputFile&) = delete;
@@ -61,10 +68,17 @@ class OutputFile {
   void commit();
 
  private:
+  // Agrees on `local` (and clears it); on an agreed failure closes the file and removes the
+  // temporary before the CollectiveError goes on.
+  void settle(std::optional<Error>& local);
+  std::string write_failure(const std::string& what) const;
+
   std::string path_;
   std::string temp_path_;
   MPI_Comm comm_;
+  int rank_ = 0;
   int64_t file_ = -1;  // hid_t
+  bool created_ = false;  // rank 0: the temporary exists
   bool committed_ = false;
 };
 
