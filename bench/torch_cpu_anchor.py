@@ -374,7 +374,7 @@ def time_torch(case, threads, reps, budget_s):
 
 
 def run_dring(binary, case, threads, reps, env_changes):
-    """One `dring run` of the case under mpirun -np 1: (JSON report, command line, OpenBLAS core).
+    """One `dring run` of the case under mpirun -np 1: (JSON report, command line, sgemm engine).
 
     env_changes maps a variable to its value, or to None to unset it. OPENBLAS_VERBOSE=2 makes
     OpenBLAS name the kernel set it picked on stderr.
@@ -408,7 +408,10 @@ def run_dring(binary, case, threads, reps, env_changes):
             raise RuntimeError(f"{line} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
         cores = [w.split(":", 1)[1].strip() for w in done.stderr.splitlines() if w.startswith("Core: ")]
         with open(report) as f:
-            return json.load(f), line, cores[-1] if cores else "?"
+            doc = json.load(f)
+        # The kernels' engine as the report names it (oneDNN, or OpenBLAS and the core it picked).
+        engine = doc.get("cpu_gemm") or (f"openblas ({cores[-1]})" if cores else "?")
+        return doc, line, engine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,14 +437,14 @@ def fmt(value, spec, unit=""):
 def print_table(rows, show_env):
     header = ["case", "threads", "pass", "torch ms", "dring ms", "speedup", "sgemm GF/s", "dring GF/s", "of sgemm"]
     if show_env:
-        header.insert(3, "dring env: OpenBLAS core")
+        header.insert(3, "dring env: sgemm engine")
     lines = [header]
     for r in rows:
         line = [r["case"], str(r["threads"]), r["pass"], fmt(r["torch_ms"], ".1f"), fmt(r["dring_ms"], ".1f"),
                 fmt(r["speedup"], ".2f", "x"), fmt(r["sgemm_gflops"], ".0f"), fmt(r["dring_gflops"], ".1f"),
                 fmt(r["dring_fraction_of_sgemm"], ".1%")]
         if show_env:
-            line.insert(3, f"{r['dring_env']}: {r['dring_openblas_core']}")
+            line.insert(3, f"{r['dring_env']}: {r['dring_sgemm_engine']}")
         lines.append(line)
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     for line in lines:
@@ -518,9 +521,9 @@ def main():
         flops = case.forward_flops()
         for t in threads:
             torch_times = time_torch(case, t, reps, args.budget)
-            dring_times, blas_core = {}, {}
+            dring_times, engines = {}, {}
             for label, changes in dring_envs:
-                report, line, blas_core[label] = run_dring(binary, case, t, torch_times["fwd"][1], changes)
+                report, line, engines[label] = run_dring(binary, case, t, torch_times["fwd"][1], changes)
                 commands.append(line)
                 if abs(report["flops"] - flops) > 1e-6 * flops:
                     print(f"warning: dring counts {report['flops']:.4g} FLOPs for {case.name}, this script {flops:.4g}")
@@ -539,7 +542,7 @@ def main():
                         "case": case.name, "seq": case.seq, "heads": case.heads, "kv_heads": case.kv_heads,
                         "head_dim": case.head_dim, "batch": case.batch, "segments": case.segments,
                         "dilations": case.dilations, "causal": case.causal, "threads": t, "pass": pass_name,
-                        "dring_env": label, "dring_openblas_core": blas_core.get(label), "flops": pass_flops,
+                        "dring_env": label, "dring_sgemm_engine": engines.get(label), "flops": pass_flops,
                         "reps": torch_reps,
                         "torch_ms": torch_ms, "torch_gflops": pass_flops / (torch_ms * 1e6),
                         "dring_ms": dring_ms, "dring_compute_ms": compute_ms, "dring_gflops": dring_gflops,

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "commands.hpp"
+#include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
 #include "dring/comm/deadline.hpp"
@@ -263,6 +264,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   report.threads = threads;
   report.repeat = o.repeat;
   report.backend = backend->name();
+  if (report.backend == "cpu") report.cpu_gemm = kernels::cpu::sgemm_engine();
   report.dtype = dtype_name(dtype);
   report.input = o.input.empty() ? "synthetic seed " + std::to_string(o.shape.seed) : o.input;
   report.transport = transport.name();

@@ -44,6 +44,7 @@ struct RunReport {
   int threads = 1;
   int repeat = 1;
   std::string backend = "cpu";
+  std::string cpu_gemm;            // the CPU kernels' sgemm engine (cpu backend), e.g. "onednn 2.6.3 (avx2)"
   std::string dtype = "fp32";
   std::string transport = "mpi";
   std::string input = "synthetic";
