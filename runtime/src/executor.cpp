@@ -252,8 +252,8 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
 
   // Every row starts at (out, lse) = (0, -inf); each block merges into it.
   auto t0 = Clock::now();
-  m.backend.fill(out.out, s.batch * ix.rows * s.heads * d, dt, 0.0f);
-  m.backend.fill(out.lse, s.batch * s.heads * ix.rows, DType::kF32, -std::numeric_limits<float>::infinity());
+  m.backend.fill(out.out, ix.q.elements(), dt, 0.0f);
+  m.backend.fill(out.lse, ix.q.state_elements(), DType::kF32, -std::numeric_limits<float>::infinity());
   stats.compute_ms += ms_since(t0);
   if (!m.steps.empty()) m.post_kv(0, in, stats);
   t0 = Clock::now();

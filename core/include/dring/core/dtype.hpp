@@ -32,10 +32,14 @@ constexpr DType dtype_of<float>() { return DType::kF32; }
 template <>
 constexpr DType dtype_of<double>() { return DType::kF64; }
 
-// Pointer arithmetic in elements of a dtype, on untyped tensor pointers.
+// Pointer arithmetic in elements of a dtype, on untyped tensor pointers. A null pointer stays null
+// (arithmetic on it would be undefined): the executor enumerates blocks without their payload to
+// count work.
 inline const void* offset(const void* p, int64_t elements, DType t) {
-  return static_cast<const char*>(p) + elements * dtype_bytes(t);
+  return p == nullptr ? nullptr : static_cast<const char*>(p) + elements * dtype_bytes(t);
 }
-inline void* offset(void* p, int64_t elements, DType t) { return static_cast<char*>(p) + elements * dtype_bytes(t); }
+inline void* offset(void* p, int64_t elements, DType t) {
+  return p == nullptr ? nullptr : static_cast<char*>(p) + elements * dtype_bytes(t);
+}
 
 }  // namespace dring
