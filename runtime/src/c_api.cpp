@@ -7,6 +7,7 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "dring/comm/deadline.hpp"
@@ -24,6 +25,10 @@ struct dring_context {
   double comm_timeout_s = 0.0;    // every wait for a peer, agreements included
   dring::Runtime runtime;
   std::unique_ptr<dring::RingExecutor> executor;
+  // Set by the first call that failed other than by an agreed argument error: the context is then
+  // unusable, and every later call fails at once with this status and message.
+  dring::Status failed_status = dring::Status::kOk;
+  std::string failed_message;
 };
 
 namespace {
@@ -68,6 +73,44 @@ dring::Problem to_problem(const dring_problem* p) {
 
 void require(bool ok, const char* what) {
   DRING_CHECK(ok, dring::Status::kInvalidArgument, what);
+}
+
+// One collective call on a context (a pass). An argument error the ranks agreed on
+// (CollectiveError) leaves the context as it was. Any other failure leaves it unusable, so a
+// retry can never match a failed pass's messages. To make that the same on every rank, the ranks
+// agree on the call's outcome afterwards (one small allreduce, with twice the deadline so a rank
+// that failed early outwaits peers still timing out): a failure one rank met after its last
+// exchange fails the call everywhere. A communication failure skips that agreement (the
+// communicator may hold an abandoned operation); its peers fail by their own deadlines.
+template <class Body>
+void collective_call(dring_context* ctx, Body&& body) {
+  if (ctx->failed_status != dring::Status::kOk) {
+    throw dring::Error(ctx->failed_status, "this context is unusable since an earlier call failed (" +
+                                               ctx->failed_message + "); destroy it and create a new one");
+  }
+  std::optional<dring::Error> local;
+  try {
+    body();
+  } catch (const dring::CollectiveError&) {
+    throw;
+  } catch (const dring::Error& e) {
+    local = e;
+  } catch (const std::bad_alloc&) {
+    local = dring::Error(dring::Status::kOutOfMemory, "out of memory on " + dring::error_rank_text());
+  } catch (const std::exception& e) {
+    local = dring::Error(dring::Status::kInternal, std::string("internal error: ") + e.what());
+  }
+  auto give_up = [&](const dring::Error& e) {
+    ctx->failed_status = e.status();
+    ctx->failed_message = e.what();
+    throw e;
+  };
+  if (local && local->status() == dring::Status::kCommError) give_up(*local);
+  try {
+    dring::agree_on(ctx->comm, local, 2 * ctx->comm_timeout_s + 1.0);
+  } catch (const dring::Error& e) {
+    give_up(e);
+  }
 }
 
 static_assert(static_cast<int>(dring::DType::kF32) == DRING_DTYPE_F32 &&
@@ -173,11 +216,13 @@ dring_status dring_forward(dring_context* context, const float* q, const float* 
                            float* lse) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->comm, context->comm_timeout_s, [&] {
-      require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
-              "dring_forward: q, k, v, out and lse must not be NULL");
+    collective_call(context, [&] {
+      dring::agree(context->comm, context->comm_timeout_s, [&] {
+        require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
+                "dring_forward: q, k, v, out and lse must not be NULL");
+      });
+      context->executor->forward({q, k, v}, {out, lse});
     });
-    context->executor->forward({q, k, v}, {out, lse});
   });
 }
 
@@ -185,12 +230,14 @@ dring_status dring_backward(dring_context* context, const float* q, const float*
                             const float* lse, const float* dout, float* dq, float* dk, float* dv) {
   return guarded([&] {
     require(context != nullptr, "context is NULL");
-    dring::agree(context->comm, context->comm_timeout_s, [&] {
-      require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
-                  dq != nullptr && dk != nullptr && dv != nullptr,
-              "dring_backward: no tensor may be NULL");
+    collective_call(context, [&] {
+      dring::agree(context->comm, context->comm_timeout_s, [&] {
+        require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
+                    dq != nullptr && dk != nullptr && dv != nullptr,
+                "dring_backward: no tensor may be NULL");
+      });
+      context->executor->backward({{q, k, v}, out, lse, dout}, {dq, dk, dv});
     });
-    context->executor->backward({{q, k, v}, out, lse, dout}, {dq, dk, dv});
   });
 }
 

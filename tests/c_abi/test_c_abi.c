@@ -1,10 +1,14 @@
 /* test_c_abi.c — dring.h compiled as C99 and used the way a trainer would: status codes and
  * messages for bad arguments, then forward and backward on this rank's shard, compared with a
- * naive float64 implementation of the definition written here in C. Run under mpirun. */
+ * naive float64 implementation of the definition written here in C; then the context's state
+ * after failed calls (an argument error on one rank, a peer later than the deadline). Run under
+ * mpirun. */
+#define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dring/dring.h"
 
@@ -102,9 +106,10 @@ static double error(const float* got, const double* want, int64_t begin, int64_t
 }
 
 int main(int argc, char** argv) {
-  int provided = 0, rank = 0;
+  int provided = 0, rank = 0, size = 1;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
 
   dring_options options;
   dring_options_init(&options);
@@ -161,11 +166,49 @@ int main(int argc, char** argv) {
     EXPECT(error(dk, r_dk, begin, rows, HKV) < 1e-5, "dk error %g", error(dk, r_dk, begin, rows, HKV));
     EXPECT(error(dv, r_dv, begin, rows, HKV) < 1e-5, "dv error %g", error(dv, r_dv, begin, rows, HKV));
     EXPECT(dring_peak_tracked_bytes(ctx) > 0, "peak tracked bytes");
+
+    /* An argument error on one rank only: every rank gets it, and the context stays usable. */
+    st = dring_forward(ctx, q, k, v, rank == size - 1 ? NULL : out, lse);
+    EXPECT(st == DRING_INVALID_ARGUMENT, "NULL out on rank %d only gave status %d", size - 1, (int)st);
+    st = dring_forward(ctx, q, k, v, out, lse);
+    EXPECT(st == DRING_OK, "forward after an agreed argument error: %s", dring_last_error());
+    EXPECT(error(out, r_out, begin, rows, H) < 1e-5, "out error after the retry %g", error(out, r_out, begin, rows, H));
     free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
     free(r_out), free(r_lse), free(r_dq), free(r_dk), free(r_dv);
   }
   dring_context_destroy(ctx);
   dring_context_destroy(NULL);
+
+  /* A peer later than the deadline (rank 1 starts its pass 2 s after the others, the limit is
+   * 0.5 s): the call fails on every rank, and the context then reports itself unusable on every
+   * later call, at once, with no wait. */
+  if (size > 1) {
+    options.comm_timeout_s = 0.5;
+    dring_context* late = NULL;
+    st = dring_context_create(&good, MPI_COMM_WORLD, &options, &late);
+    EXPECT(st == DRING_OK, "create with a 0.5 s deadline: %s", dring_last_error());
+    if (st == DRING_OK) {
+      int64_t begin = 0, rows = 0;
+      dring_shard_range(late, &begin, &rows);
+      float *q = shard(0, begin, rows, H), *k = shard(1, begin, rows, HKV), *v = shard(2, begin, rows, HKV);
+      float* out = malloc(sizeof(float) * B * rows * H * D);
+      float* lse = malloc(sizeof(float) * B * H * rows);
+      if (rank == 1) {
+        const struct timespec pause = {2, 0};
+        nanosleep(&pause, NULL);
+      }
+      st = dring_forward(late, q, k, v, out, lse);
+      EXPECT(st == DRING_COMM_ERROR, "a peer 2 s late under a 0.5 s deadline gave status %d: %s", (int)st,
+             dring_last_error());
+      const double t0 = MPI_Wtime();
+      const dring_status again = dring_forward(late, q, k, v, out, lse);
+      EXPECT(again == st, "the call after a failed pass gave status %d, not %d", (int)again, (int)st);
+      EXPECT(strstr(dring_last_error(), "unusable") != NULL, "message after a failed pass: %s", dring_last_error());
+      EXPECT(MPI_Wtime() - t0 < 0.2, "an unusable context must fail at once (took %.2f s)", MPI_Wtime() - t0);
+      free(q), free(k), free(v), free(out), free(lse);
+    }
+    dring_context_destroy(late);
+  }
 
   int any = 0;
   MPI_Allreduce(&failures, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

@@ -13,10 +13,14 @@
  * Collectives. dring_context_create, dring_forward, dring_backward and dring_context_destroy are
  * collective over the communicator: every rank calls them, in the same order, with the same
  * problem. Argument errors are agreed among the ranks first, so every rank returns the same
- * status. A failure while data is moving (a dead peer) leaves the communicator unusable; abort.
+ * status, and the context stays usable. Any other failure of dring_forward or dring_backward (out
+ * of memory, a peer that fails) leaves the context unusable on every rank: the ranks agree on each
+ * call's outcome, and every later call on the context fails at once with the first failure's
+ * status and message; destroy it (a new context may be created on a healthy communicator).
  * Every wait for a peer has a deadline (options.comm_timeout_s): a peer that does not answer in
  * time makes the call return DRING_COMM_ERROR with a message naming the peer, the step and the
- * time waited; that status is not agreed (the peers may be stuck), so end the job (MPI_Abort).
+ * time waited; each rank then fails by its own deadline (the communicator may hold an abandoned
+ * operation), and ending the job (MPI_Abort) is usually the right answer.
  *
  * Threads. MPI must be initialised (MPI_Init_thread with at least MPI_THREAD_FUNNELED) before a
  * context is created. One context serves one thread at a time; dring calls MPI only from the
