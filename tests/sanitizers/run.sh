@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tests/sanitizers/run.sh — the CPU and MPI suites under AddressSanitizer + UndefinedBehaviorSanitizer
+# (with LeakSanitizer), in a build of their own (build-sanitize/: CPU backend, RelWithDebInfo).
+# .ci/run runs it after tests/run.sh. Any sanitizer report fails the test that produced it (ASan
+# and UBSan abort the process; LeakSanitizer makes it exit non-zero).
+#
+# Open MPI, its plugins and the libraries under it allocate memory once per process and never free
+# it: tests/sanitizers/lsan.supp suppresses leaks whose allocation stack passes through them. For
+# the stacks to name those libraries, Open MPI must keep its plugins loaded at exit
+# (OMPI_MCA_mca_base_component_disable_dlclose=1) and LeakSanitizer must unwind without frame
+# pointers (fast_unwind_on_malloc=0). ThreadSanitizer is not run: Debian's libgomp is not built
+# with it, so every OpenMP barrier is a false report; docs/failure-modes.md says what covers the
+# kernels' threads instead.
+# Usage: tests/sanitizers/run.sh [extra ctest arguments]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$root/build-sanitize
+flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF \
+  -DDRING_INSTALL=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
+  >/dev/null
+cmake --build "$build" -j "$(nproc)" --target dring dring_unit_tests dring_ring_tests dring_c_abi_test \
+  dring_make_bad_inputs
+export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+cd "$build"
+ctest --output-on-failure -j "$(nproc)" -R '^(unit|ring_np[13]|c_abi_np[13]|faults_.*)$' "$@"
