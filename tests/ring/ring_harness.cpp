@@ -10,6 +10,7 @@
 #include "dring/runtime/shard.hpp"
 #include "dring/runtime/synthetic.hpp"
 #include "gpu_test_util.hpp"
+#include "test_util.hpp"
 #if DRING_HAVE_CUDA
 #include "dring/runtime/cuda_backend.hpp"
 #endif
@@ -240,6 +241,26 @@ int64_t max_over_world(int64_t value) {
   int64_t result = 0;
   MPI_Allreduce(&value, &result, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   return result;
+}
+
+void expect_peak_falls_with_ranks(const RingCase& rc, bool backward) {
+  int k = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &k);
+  const Problem p = test::make_problem(1, rc.seq, 4, 4, 32, {{1024, 1}, {4096, 2}, {rc.seq, 4}}, false);
+  ExecutorOptions options;
+  options.dtype = rc.dtype;
+  RankRuntime dist_rt(rc.backend, MPI_COMM_WORLD, rc.dtype), single_rt(rc.backend, MPI_COMM_SELF, rc.dtype);
+  const PassResult dist = run_pass(dist_rt, p, 3, options, backward);
+  const PassResult single = run_pass(single_rt, p, 3, options, backward);
+  const int64_t mine = backward ? dist.backward_peak_bytes : dist.forward_peak_bytes;
+  const int64_t one_rank = backward ? single.backward_peak_bytes : single.forward_peak_bytes;
+  const int64_t worst = max_over_world(mine);
+  const double ratio = static_cast<double>(worst) / static_cast<double>(one_rank);
+  testing::Test::RecordProperty(backward ? "backward_peak_ratio" : "peak_ratio", std::to_string(ratio));
+  if (k == 4) {
+    EXPECT_LE(ratio, 0.3);
+  }
+  EXPECT_LE(ratio, 1.0 / k + 0.1) << "worst rank peak " << worst << " bytes, one rank " << one_rank;
 }
 
 }  // namespace dring::ring_test

@@ -123,4 +123,9 @@ Errors backward_errors(const Problem& problem, uint64_t seed, const PassResult& 
 // The largest of a value over the ranks of MPI_COMM_WORLD.
 int64_t max_over_world(int64_t value);
 
+// The worst rank's tracked peak (forward pass, or the backward pass alone) over the one-rank run's,
+// for a LongNet-style problem of `rc.seq` tokens whose longest segment spans every rank; expects it
+// to fall as 1/k (at most 1/k + 0.1, and 0.3 at 4 ranks). Collective over MPI_COMM_WORLD.
+void expect_peak_falls_with_ranks(const RingCase& rc, bool backward);
+
 }  // namespace dring::ring_test

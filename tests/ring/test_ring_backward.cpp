@@ -56,20 +56,7 @@ class RingBackwardMemory : public testing::TestWithParam<RingCase> {};
 TEST_P(RingBackwardMemory, PeakPerRankFallsWithRanks) {
   const RingCase& rc = GetParam();
   DRING_REQUIRE_BACKEND(rc.backend);
-  const int k = world_size();
-  const Problem p = test::make_problem(1, rc.seq, 4, 4, 32, {{1024, 1}, {4096, 2}, {rc.seq, 4}}, false);
-  ExecutorOptions options;
-  options.dtype = rc.dtype;
-  RankRuntime dist_rt(rc.backend, MPI_COMM_WORLD, rc.dtype), single_rt(rc.backend, MPI_COMM_SELF, rc.dtype);
-  const PassResult dist = run_pass(dist_rt, p, 3, options, true);
-  const PassResult single = run_pass(single_rt, p, 3, options, true);
-  const int64_t worst = max_over_world(dist.backward_peak_bytes);
-  const double ratio = static_cast<double>(worst) / static_cast<double>(single.backward_peak_bytes);
-  RecordProperty("backward_peak_ratio", std::to_string(ratio));
-  if (k == 4) {
-    EXPECT_LE(ratio, 0.3);
-  }
-  EXPECT_LE(ratio, 1.0 / k + 0.1) << "worst rank peak " << worst << " bytes, one rank " << single.backward_peak_bytes;
+  expect_peak_falls_with_ranks(rc, true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, RingBackwardMemory, testing::ValuesIn(ring_cases(Device::kCpu, {8192})),

@@ -92,20 +92,7 @@ class RingMemory : public testing::TestWithParam<RingCase> {};
 TEST_P(RingMemory, ForwardPeakPerRankFallsWithRanks) {
   const RingCase& rc = GetParam();
   DRING_REQUIRE_BACKEND(rc.backend);
-  const int k = world_size();
-  const Problem p = test::make_problem(1, rc.seq, 4, 4, 32, {{1024, 1}, {4096, 2}, {rc.seq, 4}}, false);
-  ExecutorOptions options;
-  options.dtype = rc.dtype;
-  RankRuntime dist_rt(rc.backend, MPI_COMM_WORLD, rc.dtype), single_rt(rc.backend, MPI_COMM_SELF, rc.dtype);
-  const PassResult dist = run_pass(dist_rt, p, 3, options, false);
-  const PassResult single = run_pass(single_rt, p, 3, options, false);
-  const int64_t worst = max_over_world(dist.forward_peak_bytes);
-  const double ratio = static_cast<double>(worst) / static_cast<double>(single.forward_peak_bytes);
-  RecordProperty("peak_ratio", std::to_string(ratio));
-  if (k == 4) {
-    EXPECT_LE(ratio, 0.3);
-  }
-  EXPECT_LE(ratio, 1.0 / k + 0.1) << "worst rank peak " << worst << " bytes, one rank " << single.forward_peak_bytes;
+  expect_peak_falls_with_ranks(rc, false);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, RingMemory, testing::ValuesIn(ring_cases(Device::kCpu, {16384})), ring_case_name);
