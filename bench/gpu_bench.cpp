@@ -227,7 +227,7 @@ Row dense_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int
     b.lse = lse.data() + head * s;
     b.lse_stride = 1;
     b.n_q = b.n_k = s;
-    b.causal = causal;
+    b.mask = causal ? dring::BlockMask::causal() : dring::BlockMask::none();
     blocks.push_back(b);
   }
   kernels::AttendParams params;

@@ -167,7 +167,7 @@ Problem make_problem(const Case& c) {
       blk.lse = p.lse.data() + row0 * c.heads + h;
       blk.lse_stride = c.rate * c.heads;
       blk.n_q = blk.n_k = c.rows_per_block;
-      blk.causal = c.causal;
+      blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
       p.blocks.push_back(blk);
     }
   }
@@ -190,7 +190,7 @@ double sampled_error(const Case& c, const Problem& p, double scale) {
     const int64_t row = t * (rows - 1) / (kSamples - 1);
     const dring::kernels::AttendBlock& b = p.blocks[row / c.rows_per_block];
     const int64_t i = row % c.rows_per_block;
-    const int64_t keys = b.causal ? i + 1 : b.n_k;
+    const int64_t keys = b.mask.key_end(i, b.n_k);
     s.assign(static_cast<size_t>(keys), 0.0);
     double mx = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < keys; ++j) {

@@ -18,22 +18,53 @@ double Problem::scale() const {
   return config.scale != 0.0 ? config.scale : 1.0 / std::sqrt(static_cast<double>(shape.head_dim));
 }
 
+std::vector<int64_t> Problem::doc_lens() const {
+  if (config.doc_lens.empty()) return {shape.seq};
+  return config.doc_lens;
+}
+
+namespace {
+
+// Pairs (i, j) in [0, n)^2 with a <= i - j <= b.
+double band_pairs(int64_t n, int64_t a, int64_t b) {
+  a = std::max(a, 1 - n);
+  b = std::min(b, n - 1);
+  if (n <= 0 || a > b) return 0.0;
+  auto abs_sum = [](double lo, double hi) {  // sum of |d| for d in [lo, hi]
+    if (lo >= 0) return (lo + hi) * (hi - lo + 1) / 2;
+    if (hi <= 0) return (-lo - hi) * (hi - lo + 1) / 2;
+    return hi * (hi + 1) / 2 + (-lo) * (-lo + 1) / 2;
+  };
+  const double count = static_cast<double>(b - a + 1);
+  return static_cast<double>(n) * count - abs_sum(static_cast<double>(a), static_cast<double>(b));
+}
+
+}  // namespace
+
 double Problem::forward_flops() const {
-  // Per pair, head offset o and segment of n selected rows: n*n scores (n*(n+1)/2 when causal),
-  // each costing 2*D for q.k and 2*D for p.v. Summed exactly, segment by segment, in closed form
-  // over the full segments plus the short last one.
+  // Per pair, document, head offset o and segment of n selected rows (stride r): the (query, key)
+  // pairs the band admits, i - j in [ceil(lo/r), floor(hi/r)] in row units; each costs 2*D for
+  // q.k and 2*D for p.v. Summed exactly, in closed form over the full segments of a document
+  // plus its short last one.
+  const Band band = Band::of(config);
   double scores = 0.0;
+  const Documents docs(*this);
   for (const DilatedPair& pair : pairs()) {
-    const PairGeometry geom(pair, shape.seq);
-    const int64_t full_segments = shape.seq / geom.w;
-    const int64_t tail = shape.seq - full_segments * geom.w;
-    for (int64_t h = 0; h < shape.heads; ++h) {
-      const int64_t off = geom.offset_of_head(h);
-      auto block = [&](int64_t len) {
-        const double n = static_cast<double>(len > off ? (len - off + geom.r - 1) / geom.r : 0);
-        return config.causal ? n * (n + 1) / 2 : n * n;
-      };
-      scores += static_cast<double>(full_segments) * block(geom.w) + block(tail);
+    const int64_t r = pair.dilation;
+    const int64_t a = band.lo <= -Band::kUnbounded ? -shape.seq : BlockMask::ceil_div(band.lo, r);
+    const int64_t b = band.hi >= Band::kUnbounded ? shape.seq : BlockMask::floor_div(band.hi, r);
+    for (int64_t d = 0; d < docs.count(); ++d) {
+      const PairGeometry geom(pair, docs.begin(d), docs.end(d));
+      const int64_t len = geom.end - geom.begin;
+      const int64_t full_segments = len / geom.w;
+      const int64_t tail = len - full_segments * geom.w;
+      for (int64_t off = 0; off < std::min(r, shape.heads); ++off) {
+        const double heads = static_cast<double>((shape.heads - 1 - off) / r + 1);  // heads h = off mod r
+        auto block = [&](int64_t seg_len) {
+          return band_pairs(seg_len > off ? (seg_len - off + r - 1) / r : 0, a, b);
+        };
+        scores += heads * (static_cast<double>(full_segments) * block(geom.w) + block(tail));
+      }
     }
   }
   return scores * 4.0 * static_cast<double>(shape.head_dim) * static_cast<double>(shape.batch);
@@ -46,6 +77,8 @@ std::string Problem::describe() const {
   out << ":";
   for (size_t i = 0; i < ps.size(); ++i) out << (i ? "," : "") << ps[i].dilation;
   if (config.causal) out << " causal";
+  if (config.window > 0) out << " window=" << config.window;
+  if (!config.doc_lens.empty()) out << " docs=" << config.doc_lens.size();
   return out.str();
 }
 
@@ -88,6 +121,21 @@ void validate(const Problem& p) {
     DRING_CHECK(pair.segment % pair.dilation == 0, Status::kInvalidArgument,
                 "segment length " << pair.segment << " (pair " << i + 1
                                   << ") is not a multiple of its dilation rate " << pair.dilation);
+  }
+  DRING_CHECK(p.config.window >= 0, Status::kInvalidArgument,
+              "window must be at least 1 (got " << p.config.window << ")");
+  if (!p.config.doc_lens.empty()) {
+    int64_t total = 0;
+    for (size_t i = 0; i < p.config.doc_lens.size(); ++i) {
+      const int64_t len = p.config.doc_lens[i];
+      DRING_CHECK(len >= 1, Status::kInvalidArgument,
+                  "document " << i + 1 << " has length " << len << "; every document length must be at least 1");
+      DRING_CHECK(!__builtin_add_overflow(total, len, &total) && total <= s.seq, Status::kInvalidArgument,
+                  "document lengths sum to more than the sequence length " << s.seq << " (at document " << i + 1
+                                                                           << ")");
+    }
+    DRING_CHECK(total == s.seq, Status::kInvalidArgument,
+                "document lengths sum to " << total << ", not to the sequence length " << s.seq);
   }
 }
 

@@ -48,7 +48,7 @@ struct Block {
   explicit Block(const AttendBlock& b)
       : q(static_cast<const T*>(b.q)), q_stride(b.q_stride), k(static_cast<const T*>(b.k)),
         v(static_cast<const T*>(b.v)), kv_stride(b.kv_stride), out(static_cast<T*>(b.out)),
-        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), causal(b.causal) {}
+        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), causal(!b.mask.trivial()) {}
 };
 
 // (out, lse) of a row as running (m, l) in log2 units, acc being the out row itself.
@@ -188,7 +188,7 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
     // schedule ends with the cheap ones.
     const int64_t tiles = (blocks[b].n_q + prm.q_tile - 1) / prm.q_tile;
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t i0 = (blocks[b].causal ? tiles - 1 - t : t) * prm.q_tile;
+      const int64_t i0 = (!blocks[b].mask.trivial() ? tiles - 1 - t : t) * prm.q_tile;
       items.push_back({b, b + 1, i0, std::min(blocks[b].n_q, i0 + prm.q_tile)});
     }
     ++b;

@@ -72,7 +72,7 @@ void backward_small(const GradBlock& b, int64_t d, float scale) {
       const T* qi = q + i * b.q_stride;
       const T* doi = dout + i * b.q_stride;
       float* dqi = dq + i * b.q_stride;
-      const int64_t keys = b.causal ? std::min(b.n_k, i + 1) : b.n_k;
+      const int64_t keys = (!b.mask.trivial()) ? std::min(b.n_k, i + 1) : b.n_k;
       for (int64_t j = 0; j < keys; ++j) {
         const T* kj = typed<T>(b.k) + j * b.kv_stride;
         const T* vj = typed<T>(b.v) + j * b.kv_stride;
@@ -117,7 +117,7 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   float* dv = b.dv + j0 * b.dkv_stride;
   const int64_t tiles = q_tiles(b, prm);
   // Causal: query tiles ending before j0 see none of these keys.
-  const int64_t first_tile = b.causal ? j0 / prm.q_tile : 0;
+  const int64_t first_tile = (!b.mask.trivial()) ? j0 / prm.q_tile : 0;
   const int64_t span = tiles - first_tile;
   for (int64_t n = 0; n < b.n_heads; ++n) {
     for (int64_t step = 0; step < span; ++step) {
@@ -137,7 +137,7 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
         float* prow = p_tile + i * ld;
         float* dsrow = ds_tile + i * ld;
         // Visible keys of query i0+i: j0+jj <= i0+i when causal.
-        const int64_t visible = b.causal ? std::clamp<int64_t>(i0 + i - j0 + 1, 0, nk) : nk;
+        const int64_t visible = (!b.mask.trivial()) ? std::clamp<int64_t>(i0 + i - j0 + 1, 0, nk) : nk;
         exp2_shifted_sum(prow, visible, lse2);
         std::fill(prow + visible, prow + nk, 0.0f);
         for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta);

@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
 
   const int64_t rows_end = blk.n_q < i0 + kSimpleRows ? blk.n_q : i0 + kSimpleRows;
   // Causal: the tile's last row sees keys j < rows_end.
-  const int64_t key_end = blk.causal ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
+  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
   for (int64_t j0 = 0; j0 < key_end; j0 += kSimpleKeys) {
     __syncthreads();  // the previous key tile is consumed (and, the first time, q is staged)
     for (int e = static_cast<int>(threadIdx.x); e < kSimpleKeys * d; e += blockDim.x) {
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
       if (i >= blk.n_q) continue;  // the same for the whole warp
       const int64_t j = j0 + lane;
       float s = neg_inf;
-      if (lane < keys && (!blk.causal || j <= i)) {
+      if (lane < keys && (!(!blk.mask.trivial()) || j <= i)) {
         s = 0.0f;
         for (int c = 0; c < d; ++c) s += qs[r * d + c] * ks[lane * ks_stride + c];
       }

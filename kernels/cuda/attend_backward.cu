@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_q_kernel(GradLaunch p) {
   }
 
   const int64_t rows_end = blk.n_q < i0 + kTileRows ? blk.n_q : i0 + kTileRows;
-  const int64_t key_end = blk.causal ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
+  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
   for (int64_t j0 = 0; j0 < key_end; j0 += kChunk) {
     __syncthreads();
     for (int e = static_cast<int>(threadIdx.x); e < kChunk * d; e += blockDim.x) {
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_q_kernel(GradLaunch p) {
       if (i >= blk.n_q) continue;  // warp-uniform
       const int64_t j = j0 + lane;
       float dsj = 0.0f;
-      if (lane < keys && (!blk.causal || j <= i)) {
+      if (lane < keys && (!(!blk.mask.trivial()) || j <= i)) {
         float s = 0.0f, dp = 0.0f;
         for (int c = 0; c < d; ++c) {
           s += qs[r * d + c] * ks[lane * ds + c];
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_kv_kernel(GradLaunch p) {
     for (int t = 0; t < kCols; ++t) dk[rr][t] = dv[rr][t] = 0.0f;
   }
   // Causal: query i sees key j only if j <= i, so queries before this tile's first key are skipped.
-  const int64_t first_query = blk.causal ? (j0 / kChunk) * kChunk : 0;
+  const int64_t first_query = (!blk.mask.trivial()) ? (j0 / kChunk) * kChunk : 0;
   for (int64_t head = 0; head < blk.n_heads; ++head) {
     const T* q = static_cast<const T*>(blk.q) + head * blk.q_head_step;
     const T* dout = static_cast<const T*>(blk.dout) + head * blk.q_head_step;
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_kv_kernel(GradLaunch p) {
         if (j >= blk.n_k) continue;  // warp-uniform
         const int64_t i = c0 + lane;
         float pi = 0.0f, dsi = 0.0f;
-        if (lane < queries && (!blk.causal || j <= i)) {
+        if (lane < queries && (!(!blk.mask.trivial()) || j <= i)) {
           float s = 0.0f, dp = 0.0f;
           for (int c = 0; c < d; ++c) {
             s += qs[lane * ds + c] * kts[r * d + c];

@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
   const T* v = static_cast<const T*>(blk.v);
   T* out = static_cast<T*>(blk.out);
   const int64_t rows_end = blk.n_q < i0 + kRows ? blk.n_q : i0 + kRows;
-  const int64_t key_end = blk.causal ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
+  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
   const int64_t n_tiles = (key_end + kKeys - 1) / kKeys;
 
   load_tile<T, D>(qs, q, blk.q_stride, i0, blk.n_q);
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t j = j0 + nt * 8 + tig * 2 + (e & 1);
-        const bool visible = j < key_end && (!blk.causal || j <= row_i[e >> 1]);
+        const bool visible = j < key_end && (!(!blk.mask.trivial()) || j <= row_i[e >> 1]);
         s[nt][e] = visible ? s[nt][e] * alpha : neg_inf;
       }
     }

@@ -13,8 +13,7 @@ namespace dring {
 namespace {
 
 double scores_of(const kernels::AttendBlock& b) {
-  const double nq = static_cast<double>(b.n_q), nk = static_cast<double>(b.n_k);
-  return b.causal ? nq * (nq + 1) / 2 : nq * nk;
+  return b.mask.visible_pairs(b.n_q, b.n_k);
 }
 
 }  // namespace
@@ -212,7 +211,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
         blk.v = offset(in.v, ix.kv_at(b, rows.first, g), dt);
         blk.kv_stride = rows.stride * s.kv_heads * d;
         blk.n_k = rows.count;
-        blk.causal = causal;
+        blk.mask = causal ? BlockMask::causal() : BlockMask::none();
         visit(blk);
       }
     });
@@ -227,7 +226,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
         blk.v = offset(payload, (msg.rows + slab.message_row) * d, dt);
         blk.kv_stride = d;
         blk.n_k = slab.keys.count;
-        blk.causal = false;  // keys of another rank are all before (causal) or all visible
+        blk.mask = BlockMask::none();  // keys of another rank are all before (causal) or all visible
         visit(blk);
       }
     }

@@ -19,8 +19,7 @@ namespace dring {
 namespace {
 
 double scores_of(const kernels::GradBlock& b) {
-  const double nq = static_cast<double>(b.n_q), nk = static_cast<double>(b.n_k);
-  return static_cast<double>(b.n_heads) * (b.causal ? nq * (nq + 1) / 2 : nq * nk);
+  return static_cast<double>(b.n_heads) * b.mask.visible_pairs(b.n_q, b.n_k);
 }
 
 }  // namespace
@@ -88,7 +87,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
         blk.dv = dv + at;
         blk.kv_stride = blk.dkv_stride = rows.stride * s.kv_heads * d;
         blk.n_k = rows.count;
-        blk.causal = causal;
+        blk.mask = causal ? BlockMask::causal() : BlockMask::none();
         visit(blk);
       }
     });
@@ -107,7 +106,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       }
       blk.dkv_stride = d;
       blk.n_k = slab.keys.count;
-      blk.causal = false;
+      blk.mask = BlockMask::none();
       visit(blk);
     }
   };

@@ -1,18 +1,141 @@
-// layout.cpp — construction checks of the shard layout.
+// layout.cpp — the runs of each layout (layout.hpp).
 #include "dring/runtime/layout.hpp"
 
 #include "dring/core/error.hpp"
 
 namespace dring {
 
-ShardLayout::ShardLayout(int64_t seq, int world_size)
-    : seq_(seq), world_size_(world_size), base_(0), remainder_(0) {
-  DRING_CHECK(world_size >= 1, Status::kInvalidArgument, "world size must be at least 1");
-  DRING_CHECK(seq >= world_size, Status::kInvalidArgument,
-              "sequence length " << seq << " is shorter than the number of ranks " << world_size
+LayoutSpec LayoutSpec::parse(const std::string& text) {
+  LayoutSpec spec;
+  if (text == "contiguous") return spec;
+  if (text == "zigzag") {
+    spec.kind = LayoutKind::kZigzag;
+    return spec;
+  }
+  if (text == "striped" || text.rfind("striped:", 0) == 0) {
+    spec.kind = LayoutKind::kStriped;
+    if (text.size() > 8) {
+      const std::string n = text.substr(8);
+      size_t used = 0;
+      try {
+        spec.stripe = std::stoll(n, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      DRING_CHECK(used == n.size() && !n.empty() && spec.stripe >= 1, Status::kInvalidArgument,
+                  "layout '" << text << "': the stripe size after 'striped:' must be a whole number >= 1");
+    }
+    return spec;
+  }
+  DRING_FAIL(Status::kInvalidArgument,
+             "unknown layout '" << text << "' (expected contiguous, zigzag, striped or striped:N)");
+}
+
+std::string LayoutSpec::describe() const {
+  switch (kind) {
+    case LayoutKind::kContiguous: return "contiguous";
+    case LayoutKind::kZigzag: return "zigzag";
+    case LayoutKind::kStriped: return stripe == 1 ? "striped" : "striped:" + std::to_string(stripe);
+  }
+  return "?";
+}
+
+ShardLayout::ShardLayout(int64_t seq, int world_size, LayoutSpec spec)
+    : seq_(seq), world_size_(world_size), spec_(spec) {
+  const int64_t k = world_size;
+  DRING_CHECK(k >= 1, Status::kInvalidArgument, "world size must be at least 1");
+  DRING_CHECK(seq >= k, Status::kInvalidArgument,
+              "sequence length " << seq << " is shorter than the number of ranks " << k
                                  << " (every rank needs at least one token)");
-  base_ = seq / world_size;
-  remainder_ = seq % world_size;
+  runs_.resize(k);
+  switch (spec.kind) {
+    case LayoutKind::kContiguous:
+      for (int t = 0; t < k; ++t) runs_[t].push_back(ShardRun{{cut(t, k), cut(t + 1, k) - cut(t, k), 1}, 0, 1});
+      break;
+    case LayoutKind::kZigzag: {
+      DRING_CHECK(seq >= 2 * k, Status::kInvalidArgument,
+                  "the zigzag layout cuts the sequence into 2 x " << k << " ranks = " << 2 * k
+                                                                  << " chunks; sequence length " << seq
+                                                                  << " is shorter");
+      for (int t = 0; t < k; ++t) {
+        const int64_t a0 = cut(t, 2 * k), a1 = cut(t + 1, 2 * k);
+        const int64_t b0 = cut(2 * k - 1 - t, 2 * k), b1 = cut(2 * k - t, 2 * k);
+        if (a1 == b0) {  // one rank: the two chunks touch
+          runs_[t].push_back(ShardRun{{a0, b1 - a0, 1}, 0, 1});
+        } else {
+          runs_[t].push_back(ShardRun{{a0, a1 - a0, 1}, 0, 1});
+          runs_[t].push_back(ShardRun{{b0, b1 - b0, 1}, a1 - a0, 1});
+        }
+      }
+      break;
+    }
+    case LayoutKind::kStriped: {
+      const int64_t s = spec.stripe;
+      DRING_CHECK(s >= 1, Status::kInvalidArgument, "the stripe size must be at least 1 (got " << s << ")");
+      DRING_CHECK(seq > (k - 1) * s, Status::kInvalidArgument,
+                  "the striped layout with stripes of " << s << " rows over " << k << " ranks needs more than "
+                                                        << (k - 1) * s << " rows (every rank needs a stripe); "
+                                                        << "sequence length is " << seq);
+      if (k == 1) {
+        runs_[0].push_back(ShardRun{{0, seq, 1}, 0, 1});
+        break;
+      }
+      // Row c of every stripe of rank t: positions t*s + c + m*s*k, local rows m*s + c.
+      for (int t = 0; t < k; ++t) {
+        for (int64_t c = 0; c < s && t * s + c < seq; ++c) {
+          const int64_t first = t * s + c;
+          runs_[t].push_back(ShardRun{{first, (seq - 1 - first) / (s * k) + 1, s * k}, c, s});
+        }
+      }
+      break;
+    }
+  }
+  for (int t = 0; t < k; ++t) {
+    int64_t rows = 0;
+    for (const ShardRun& run : runs_[t]) rows += run.pos.count;
+    sizes_.push_back(rows);
+    max_size_ = std::max(max_size_, rows);
+  }
+}
+
+int64_t ShardLayout::highest_end(int rank) const {
+  int64_t end = 0;
+  for (const ShardRun& run : runs_[rank]) end = std::max(end, run.pos.last() + 1);
+  return end;
+}
+
+int ShardLayout::owner(int64_t pos) const {
+  const int64_t k = world_size_;
+  switch (spec_.kind) {
+    case LayoutKind::kContiguous: {
+      const int64_t base = seq_ / k, big = (seq_ % k) * (base + 1);
+      return static_cast<int>(pos < big ? pos / (base + 1) : seq_ % k + (pos - big) / base);
+    }
+    case LayoutKind::kZigzag: {
+      const int64_t n = 2 * k, base = seq_ / n, big = (seq_ % n) * (base + 1);
+      const int64_t chunk = pos < big ? pos / (base + 1) : seq_ % n + (pos - big) / base;
+      return static_cast<int>(chunk < k ? chunk : n - 1 - chunk);
+    }
+    case LayoutKind::kStriped: return static_cast<int>((pos / spec_.stripe) % k);
+  }
+  return 0;
+}
+
+int64_t ShardLayout::local_row(int64_t pos) const {
+  for (const ShardRun& run : runs_[owner(pos)]) {
+    if (pos >= run.pos.first && pos <= run.pos.last() && (pos - run.pos.first) % run.pos.stride == 0) {
+      return run.local(pos);
+    }
+  }
+  DRING_FAIL(Status::kInternal, "position " << pos << " is in no run of its owner");
+}
+
+std::vector<int64_t> ShardLayout::positions(int rank) const {
+  std::vector<int64_t> out(static_cast<size_t>(size(rank)));
+  for (const ShardRun& run : runs_[rank]) {
+    for (int64_t m = 0; m < run.pos.count; ++m) out[run.local_first + m * run.local_stride] = run.pos.at(m);
+  }
+  return out;
 }
 
 }  // namespace dring

@@ -94,7 +94,7 @@ TEST_P(BackwardKernel, MatchesFloat64Gradients) {
     b.dv = static_cast<float*>(dv.device.data()) + kv_at;
     b.dkv_stride = b.kv_stride;
     b.n_k = s.n_k;
-    b.causal = s.causal;
+    b.mask = s.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
     blocks.push_back(b);
     for (int64_t n = 0; n < s.n_heads; ++n) {
       const int64_t h = s.first_head + n * s.head_step;

@@ -82,7 +82,7 @@ TEST_P(Baseline, MatchesFloat64AndTheKernels) {
       blk.lse = lse2.data() + (b * heads + h) * seq;
       blk.lse_stride = 1;
       blk.n_q = blk.n_k = seq;
-      blk.causal = causal;
+      blk.mask = causal ? dring::BlockMask::causal() : dring::BlockMask::none();
       blocks.push_back(blk);
     }
   }

@@ -112,7 +112,7 @@ ForwardResult run_forward(Backend& backend, DType dtype, int64_t d, bool allow_m
       b.kv_stride = s.k_step * kv_heads * d;
       b.n_q = s.n_q;
       b.n_k = s.n_k;
-      b.causal = s.causal;
+      b.mask = s.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
       blocks.push_back(b);
       for (int64_t n = 0; n < s.n_q; ++n) {
         const int64_t i = s.q_row0 + n * s.q_step;

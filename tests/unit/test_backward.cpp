@@ -145,7 +145,7 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   blk.dv = gv.data();
   blk.dkv_stride = kvs;
   blk.n_k = c.n_k;
-  blk.causal = c.causal;
+  blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
   kernels::AttendParams prm;
   prm.head_dim = c.d;
   prm.scale = scale;

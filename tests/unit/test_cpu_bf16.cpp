@@ -179,7 +179,7 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
     blk.lse_stride = 2;
     blk.n_q = c.n_q;
     blk.n_k = j1 - j0;
-    blk.causal = c.causal;
+    blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
     kernels::cpu::attend({&blk, 1}, prm, workspace.data());
   }
   double err_out = 0.0, err_lse = 0.0, vmax = 0.0;
@@ -334,7 +334,7 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   blk.dv = gv.data();
   blk.dkv_stride = kvs;
   blk.n_k = c.n_k;
-  blk.causal = c.causal;
+  blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
   kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores);
   prm.q_tile = 16;
   prm.k_tile = 24;

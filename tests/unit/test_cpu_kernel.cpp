@@ -55,7 +55,7 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
     blk.lse_stride = 2;
     blk.n_q = c.n_q;
     blk.n_k = j1 - j0;
-    blk.causal = c.causal;
+    blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
     kernels::cpu::attend({&blk, 1}, prm, workspace.data());
   }
   double err_out = 0.0, err_lse = 0.0, vmax = 0.0;

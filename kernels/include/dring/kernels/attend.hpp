@@ -17,11 +17,15 @@
 #include <cstdint>
 
 #include "dring/core/dtype.hpp"
+#include "dring/core/geometry.hpp"
 
 namespace dring::kernels {
 
-// One dense (optionally causal) attention block. Row i of q attends to rows j of k and v; with
-// `causal`, only to j <= i (q and k are then the same rows). All pointers are non-owning.
+// One attention block. Row i of q attends to the rows j of k and v that `mask` admits: all of
+// them (BlockMask::none()), j <= i (BlockMask::causal(), q and k the same rows), or in general
+// the keys [mask.key_begin(i), mask.key_end(i)) that causality and a window leave between these
+// query and key positions. A row with no visible key in the block is left as it was. All
+// pointers are non-owning.
 struct AttendBlock {
   const void* q = nullptr;
   int64_t q_stride = 0;  // elements between consecutive rows
@@ -34,7 +38,7 @@ struct AttendBlock {
   int64_t lse_stride = 0;
   int64_t n_q = 0;
   int64_t n_k = 0;
-  bool causal = false;
+  BlockMask mask;
 };
 
 // Called now and then by the first worker thread (the calling thread) between tiles, with the
@@ -77,8 +81,8 @@ struct RowRun {
 // lse, with delta = rowsum(dout * out); dq, dk and dv accumulate (+=) in fp32. The block serves
 // the `n_heads` query heads that read the same key rows (same kv head, same offset): query head
 // n's rows start n * q_head_step elements after head 0's, its lse and delta n * state_head_step
-// after. With `causal`, query i sees keys j <= i. Within one call, blocks must not share dq rows
-// or dk/dv rows.
+// after. `mask` decides which keys each query sees, as in AttendBlock. Within one call, blocks
+// must not share dq rows or dk/dv rows.
 struct GradBlock {
   const void* q = nullptr;
   const void* dout = nullptr;
@@ -98,7 +102,7 @@ struct GradBlock {
   float* dv = nullptr;  // fp32
   int64_t dkv_stride = 0;
   int64_t n_k = 0;
-  bool causal = false;
+  BlockMask mask;
 };
 
 // delta[b, h, i] = sum_c out[b, i, h, c] * dout[b, i, h, c]; out and dout are [batch, rows, heads,

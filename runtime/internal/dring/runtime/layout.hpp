@@ -1,38 +1,80 @@
-// dring/runtime/layout.hpp — where tokens live: shards of the sequence over ranks. Pure arithmetic,
-// no allocation. (Which rows a pair selects inside a segment: dring/core/geometry.hpp.)
+// dring/runtime/layout.hpp — where tokens live: which rows of the sequence each rank holds, and
+// in which local order. Pure arithmetic, no allocation beyond the run lists.
+//
+// A layout changes which rows a rank holds, never the function. A rank's rows are a few *runs*,
+// each an arithmetic progression of positions stored at an arithmetic progression of local rows;
+// the local order is always ascending position, so a rank's tensors are its rows in sequence
+// order. Files, the reference and a trainer's view stay in natural order; only shards differ.
+//   contiguous  rank t holds [begin(t), end(t)); the first S % k ranks hold one token more.
+//   zigzag      the sequence cut into 2k chunks the same way; rank t holds chunks t and 2k-1-t.
+//   striped     stripes of `stripe` rows dealt round robin: stripe q on rank q mod k (stripe 1:
+//               row i on rank i mod k). The last stripe may be short.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "dring/core/geometry.hpp"
-#include "dring/core/problem.hpp"
 
 namespace dring {
 
-// Rank t owns [begin(t), end(t)); the first seq % world_size ranks hold one token more.
+enum class LayoutKind : int { kContiguous = 0, kZigzag = 1, kStriped = 2 };
+
+struct LayoutSpec {
+  LayoutKind kind = LayoutKind::kContiguous;
+  int64_t stripe = 1;  // rows per stripe (striped only)
+  // "contiguous", "zigzag", "striped" or "striped:N"; throws Error(kInvalidArgument) otherwise.
+  static LayoutSpec parse(const std::string& text);
+  std::string describe() const;  // the parse() spelling
+  bool operator==(const LayoutSpec&) const = default;
+};
+
+// Positions first + m*stride (m < count) of the sequence are local rows local_first + m*local_stride.
+struct ShardRun {
+  StridedRange pos;
+  int64_t local_first = 0;
+  int64_t local_stride = 1;
+  int64_t local(int64_t position) const { return local_first + (position - pos.first) / pos.stride * local_stride; }
+  bool operator==(const ShardRun&) const = default;
+};
+
 class ShardLayout {
  public:
-  ShardLayout(int64_t seq, int world_size);  // throws if seq < world_size
+  // Throws Error(kInvalidArgument) when some rank would hold no row.
+  ShardLayout(int64_t seq, int world_size, LayoutSpec spec = {});
 
   int world_size() const { return world_size_; }
   int64_t seq() const { return seq_; }
-  int64_t begin(int rank) const {
-    return rank * base_ + std::min<int64_t>(rank, remainder_);
-  }
-  int64_t end(int rank) const { return begin(rank + 1); }
-  int64_t size(int rank) const { return base_ + (rank < remainder_ ? 1 : 0); }
-  int64_t max_size() const { return base_ + (remainder_ > 0 ? 1 : 0); }
-  int owner(int64_t pos) const {
-    const int64_t big = remainder_ * (base_ + 1);
-    return static_cast<int>(pos < big ? pos / (base_ + 1) : remainder_ + (pos - big) / base_);
-  }
+  const LayoutSpec& spec() const { return spec_; }
+  bool contiguous() const { return spec_.kind == LayoutKind::kContiguous; }
+  // Rows of rank t, and the most any rank holds.
+  int64_t size(int rank) const { return sizes_[rank]; }
+  int64_t max_size() const { return max_size_; }
+  // Rank t's runs, ascending by first position.
+  const std::vector<ShardRun>& runs(int rank) const { return runs_[rank]; }
+  // Lowest and one past the highest position rank t holds.
+  int64_t lowest(int rank) const { return runs_[rank].front().pos.first; }
+  int64_t highest_end(int rank) const;
+  // The rank holding `pos`, and its local row there.
+  int owner(int64_t pos) const;
+  int64_t local_row(int64_t pos) const;
+  // Rank t's positions in local order (O(rows); for tests, files and a trainer's view).
+  std::vector<int64_t> positions(int rank) const;
+
+  // Contiguous layouts: rank t holds [begin(t), end(t)).
+  int64_t begin(int rank) const { return runs_[rank].front().pos.first; }
+  int64_t end(int rank) const { return begin(rank) + size(rank); }
 
  private:
   int64_t seq_;
   int world_size_;
-  int64_t base_;
-  int64_t remainder_;
+  LayoutSpec spec_;
+  std::vector<std::vector<ShardRun>> runs_;
+  std::vector<int64_t> sizes_;
+  int64_t max_size_ = 0;
+  // Even cuts: piece c of n over seq starts at c*(seq/n) + min(c, seq % n).
+  int64_t cut(int64_t c, int64_t n) const { return c * (seq_ / n) + std::min<int64_t>(c, seq_ % n); }
 };
 
 }  // namespace dring
