@@ -207,7 +207,7 @@ void dring_context_destroy(dring_context* context) {
 dring_status dring_shard_range(const dring_context* context, int64_t* begin, int64_t* rows) {
   return guarded([&] {
     require(context != nullptr && begin != nullptr && rows != nullptr, "context, begin and rows must not be NULL");
-    *begin = context->executor->shard_begin();
+    *begin = context->executor->layout().lowest(context->executor->rank());
     *rows = context->executor->shard_rows();
   });
 }

@@ -170,7 +170,8 @@ RingExecutor::RingExecutor(const Problem& problem, comm::Transport& transport, B
 
 RingExecutor::~RingExecutor() = default;
 
-int64_t RingExecutor::shard_begin() const { return impl_->index.begin; }
+const ShardLayout& RingExecutor::layout() const { return impl_->plan.layout(); }
+int RingExecutor::rank() const { return impl_->rank; }
 int64_t RingExecutor::shard_rows() const { return impl_->index.rows; }
 const ExchangePlan& RingExecutor::plan() const { return impl_->plan; }
 

@@ -26,6 +26,7 @@ namespace dring {
 
 struct ExecutorOptions {
   DType dtype = DType::kF32;  // storage dtype of q, k, v, out (and dout, dq, dk, dv)
+  LayoutSpec layout;          // which rows each rank holds (layout.hpp); never changes the result
   int threads = 1;            // kernel threads of a CPU backend
   // Cap on one exchange message; 0 picks 1/32 of a shard's K+V bytes (at least 64 KiB), which
   // keeps the exchange buffers a small fraction of the shard.
@@ -38,8 +39,8 @@ struct ExecutorOptions {
   std::function<void(double)> on_progress;
 };
 
-// This rank's shard: rows [begin, end) of the sequence, all batches, contiguous, in the backend's
-// memory; tensors in the storage dtype, lse in fp32.
+// This rank's shard: its rows of the sequence (layout().runs(rank), in ascending position order),
+// all batches, contiguous, in the backend's memory; tensors in the storage dtype, lse in fp32.
 struct ShardInputs {
   const void* q = nullptr;  // [B, rows, H, D]
   const void* k = nullptr;  // [B, rows, Hkv, D]
@@ -68,6 +69,10 @@ struct PassStats {
   int64_t sent_bytes = 0;
   int64_t recv_bytes = 0;
   int64_t steps = 0;
+  // Attention work this rank computed in the pass, counting only the scores the band admits:
+  // 4*D flops per score forward (q.k and p.v), 10*D backward (recomputed q.k, dout.v, and the
+  // products into dv, dq and dk).
+  double flops = 0.0;
 };
 
 class RingExecutor {
@@ -77,7 +82,9 @@ class RingExecutor {
   RingExecutor(const RingExecutor&) = delete;
   RingExecutor& operator=(const RingExecutor&) = delete;
 
-  int64_t shard_begin() const;
+  // This rank's rows: layout().runs(rank()) and layout().size(rank()).
+  const ShardLayout& layout() const;
+  int rank() const;
   int64_t shard_rows() const;
   const ExchangePlan& plan() const;
 
