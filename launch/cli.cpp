@@ -37,6 +37,15 @@ Parsed parse(int argc, char** argv) {
   run_app->add_option("--segments", run.segments, "segment lengths w1,w2,... (default: dense)")->delimiter(',');
   run_app->add_option("--dilations", run.dilations, "dilation rates r1,r2,... (default: 1 each)")->delimiter(',');
   run_app->add_flag("--causal", run.causal, "causal masking");
+  run_app->add_option("--layout", run.layout,
+                      "which rows each rank holds: contiguous, zigzag (2k chunks, rank t holds t and 2k-1-t), "
+                      "striped (row i on rank i mod k) or striped:N (stripes of N rows)")
+      ->capture_default_str();
+  run_app->add_option("--doc-lens", run.doc_lens,
+                      "packed documents: lengths l1,l2,... summing to the sequence length (default: one document, "
+                      "or the input's cu_seqlens)")
+      ->delimiter(',');
+  run_app->add_option("--window", run.window, "sliding window W >= 1: keys with |i - j| < W only (default: none)");
   run_app->add_option("--scale", run.scale, "softmax scale (default 1/sqrt(head_dim))");
   run_app->add_flag("--backward", run.backward,
                     "also run the backward pass: dq, dk, dv for dout from the seed or the input's dout dataset");
@@ -70,6 +79,9 @@ Parsed parse(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "fp64"}))
       ->capture_default_str();
   gen_app->add_flag("--dout", generate.dout, "also write a dout dataset (for the backward pass)");
+  gen_app->add_option("--doc-lens", generate.doc_lens,
+                      "packed documents l1,l2,... (summing to --seq), written as the dataset cu_seqlens")
+      ->delimiter(',');
 
   VerifyOptions verify;
   CLI::App* verify_app = app.add_subcommand("verify", "compare an output of `dring run` with the float64 reference");

@@ -31,6 +31,9 @@ struct RunOptions {
   std::vector<int64_t> dilations;
   bool causal = false;
   double scale = 0.0;
+  std::string layout = "contiguous";  // contiguous, zigzag, striped or striped:N
+  std::vector<int64_t> doc_lens;      // packed documents; empty: one (or the input's cu_seqlens)
+  std::optional<int64_t> window;      // unset: no window
   bool backward = false;  // also the backward pass (dout from the seed, or the input's dout)
   std::string backend = "auto";
   std::string dtype = "fp32";
@@ -51,6 +54,7 @@ struct GenerateOptions {
   std::string output;
   std::string dtype = "fp32";  // stored dtype: fp32 or fp64
   bool dout = false;
+  std::vector<int64_t> doc_lens;  // written as the dataset cu_seqlens when given
 };
 
 struct VerifyOptions {

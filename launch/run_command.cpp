@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "commands.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
@@ -51,7 +52,38 @@ AttentionConfig config_from(const RunOptions& o) {
   }
   config.causal = o.causal;
   config.scale = o.scale;
+  for (size_t i = 0; i < o.doc_lens.size(); ++i) {
+    DRING_CHECK(o.doc_lens[i] >= 1, Status::kInvalidArgument,
+                "--doc-lens: document " << i + 1 << " has length " << o.doc_lens[i]
+                                        << "; every document needs at least one row");
+  }
+  config.doc_lens = o.doc_lens;
+  DRING_CHECK(!o.window || *o.window >= 1, Status::kInvalidArgument,
+              "--window must be at least 1 (got " << o.window.value_or(0) << "); leave it out for no window");
+  config.window = o.window.value_or(0);
   return config;
+}
+
+std::string lengths_text(const std::vector<int64_t>& lens) {
+  std::ostringstream text;
+  for (size_t i = 0; i < lens.size() && i < 8; ++i) text << (i ? "," : "") << lens[i];
+  if (lens.size() > 8) text << ",... (" << lens.size() << " documents)";
+  return text.str();
+}
+
+// The documents: --doc-lens, the input's cu_seqlens, or both when they agree.
+void settle_documents(const RunOptions& o, const std::vector<int64_t>& file_doc_lens, Problem& problem) {
+  if (!file_doc_lens.empty()) {
+    DRING_CHECK(o.doc_lens.empty() || o.doc_lens == file_doc_lens, Status::kInvalidArgument,
+                "--doc-lens " << lengths_text(o.doc_lens) << " disagrees with the cu_seqlens of " << o.input
+                              << " (documents " << lengths_text(file_doc_lens) << ")");
+    problem.config.doc_lens = file_doc_lens;
+  }
+  int64_t total = 0;
+  for (int64_t len : o.doc_lens) total += len;
+  DRING_CHECK(o.doc_lens.empty() || total == problem.shape.seq, Status::kInvalidArgument,
+              "--doc-lens sums to " << total << ", not to the sequence length "
+                                    << problem.shape.seq << (o.input.empty() ? " (--seq)" : " of " + o.input));
 }
 
 void check_run_options(const RunOptions& o) {
@@ -133,6 +165,7 @@ RankStats rank_stats(int rank, const MemoryTracker& tracker, const PassStats& pa
   mine.comm_recv_bytes = pass.recv_bytes;
   mine.compute_ms = pass.compute_ms;
   mine.comm_wait_ms = pass.comm_wait_ms;
+  mine.flops = pass.flops;
   return mine;
 }
 
@@ -153,8 +186,8 @@ void read_input(MPI_Comm comm, const std::string& path, const Problem& problem, 
     staging = Buffer<float>(tracker, tensor.size(), MemCategory::kWorkspace);
     host = staging.data();
   }
-  agree(comm, [&] { h5::read_rows(path, comm, name, shard.begin, shard.rows, host); });
-  check_finite(comm, problem.shape, shard.begin, shard.rows, name, host, heads);
+  agree(comm, [&] { h5::read_rows(path, comm, name, shard.runs, shard.rows, host); });
+  check_finite(comm, problem.shape, shard.runs, shard.rows, name, host, heads);
   if (!host_f32(tensor, backend)) backend.upload(host, tensor.data(), tensor.size(), tensor.dtype());
 }
 
@@ -203,32 +236,45 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
 
   // 1. The problem. Rank 0 inspects an input file; every rank validates the same arithmetic.
   Problem problem;
-  int64_t file[6] = {0, 0, 0, 0, 0, 0};  // B, S, H, Hkv, D, has dout
+  int64_t file[7] = {0, 0, 0, 0, 0, 0, 0};  // B, S, H, Hkv, D, has dout, documents in cu_seqlens
+  std::vector<int64_t> file_doc_lens;
+  LayoutSpec layout_spec;
   agree(comm, [&] {
     check_run_options(o);
     // Every later wait for a peer (transport, agreements) has this deadline.
     comm::set_default_comm_timeout(comm::resolve_comm_timeout(o.comm_timeout_s.value_or(0.0)));
     problem.config = config_from(o);
+    try {
+      layout_spec = LayoutSpec::parse(o.layout);
+    } catch (const Error& e) {
+      DRING_FAIL(Status::kInvalidArgument, "--layout: " << e.what());
+    }
     if (!o.input.empty() && rank == 0) {
       const h5::InputDescription d = h5::inspect_input(o.input);
       DRING_CHECK(!o.backward || d.has_dout, Status::kInvalidArgument,
                   "--backward: " << o.input << " has no dataset 'dout' (shaped like q)");
-      const int64_t values[6] = {d.shape.batch, d.shape.seq, d.shape.heads, d.shape.kv_heads, d.shape.head_dim, d.has_dout};
-      std::copy(values, values + 6, file);
+      const int64_t values[7] = {d.shape.batch,    d.shape.seq, d.shape.heads,
+                                 d.shape.kv_heads, d.shape.head_dim, d.has_dout,
+                                 static_cast<int64_t>(d.doc_lens.size())};
+      std::copy(values, values + 7, file);
+      file_doc_lens = d.doc_lens;
     }
   });
   if (o.input.empty()) {
     const ShapeOptions& s = o.shape;
     problem.shape = AttentionShape{s.batch, s.seq, s.heads, s.kv_heads.value_or(s.heads), s.head_dim};
   } else {
-    DRING_MPI_CHECK(MPI_Bcast(file, 6, MPI_INT64_T, 0, comm));
+    DRING_MPI_CHECK(MPI_Bcast(file, 7, MPI_INT64_T, 0, comm));
     problem.shape = AttentionShape{file[0], file[1], file[2], file[3], file[4]};
+    file_doc_lens.resize(static_cast<size_t>(file[6]));
+    if (file[6] > 0) DRING_MPI_CHECK(MPI_Bcast(file_doc_lens.data(), static_cast<int>(file[6]), MPI_INT64_T, 0, comm));
   }
   agree(comm, [&] {
+    settle_documents(o, file_doc_lens, problem);
     validate(problem);
-    ShardLayout(problem.shape.seq, world);
+    ShardLayout(problem.shape.seq, world, layout_spec);
   });
-  const ShardLayout layout(problem.shape.seq, world);
+  const ShardLayout layout(problem.shape.seq, world, layout_spec);
   const int threads = o.threads > 0 ? o.threads : default_threads(comm);
 
   // 2. Backend and transport, then this rank's inputs.
@@ -237,8 +283,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   Runtime runtime = select_runtime(comm, o.backend, dtype, threads, tracker);
   Backend* backend = runtime.backend.get();
   comm::Transport& transport = *runtime.transport;
-  ShardBuffers shard =
-      allocate_shard(problem.shape, layout.begin(rank), layout.size(rank), backend->allocator(), dtype);
+  ShardBuffers shard = allocate_shard(problem.shape, layout, rank, backend->allocator(), dtype);
   if (o.input.empty()) {
     fill_synthetic_shard(o.shape.seed, problem.shape, shard, *backend, tracker, threads);
   } else {
@@ -251,6 +296,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   ProgressPrinter progress(rank == 0);
   ExecutorOptions exec;
   exec.dtype = dtype;
+  exec.layout = layout_spec;
   exec.threads = threads;
   exec.exchange_chunk_bytes = o.exchange_chunk_kib * 1024;
   exec.on_progress = [&progress](double fraction) { progress(fraction); };
@@ -261,6 +307,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   RunReport report;
   report.problem = problem;
   report.world_size = world;
+  report.layout = layout_spec;
   report.threads = threads;
   report.repeat = o.repeat;
   report.backend = backend->name();
@@ -300,7 +347,8 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
 
   // 5. --check against the float64 reference, which regenerates or reads the rows it needs.
   if (o.check) {
-    const std::vector<RowId> rows = sample_rows(problem.shape, layout, o.check_rows, o.shape.seed + 1);
+    const std::vector<RowId> rows =
+        sample_rows(problem.shape, layout, o.check_rows, o.shape.seed + 1, problem.config.doc_lens);
     const double tolerance = o.check_tolerance > 0 ? o.check_tolerance : default_check_tolerance(dtype);
     std::unique_ptr<reference::RowSource> source;
     agree(comm, [&] {
@@ -354,10 +402,11 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
       }
     });
     h5::OutputFile out(o.output, comm, bytes);
-    for (const Dataset& d : datasets) out.write_rows(d.name, d.dims, d.seq_axis, shard.begin, shard.rows, d.rows->data());
+    for (const Dataset& d : datasets) out.write_rows(d.name, d.dims, d.seq_axis, shard.runs, d.rows->data());
     h5::RunAttributes attributes;
     attributes.problem = problem;
     attributes.world_size = world;
+    attributes.layout = layout_spec;
     attributes.backend = backend->name();
     attributes.dtype = dtype_name(dtype);
     if (o.input.empty()) attributes.seed = o.shape.seed;

@@ -47,6 +47,8 @@ int verify_command(MPI_Comm comm, const VerifyOptions& o) {
     const h5::InputDescription input = h5::inspect_input(o.input);
     DRING_CHECK(input.shape == attributes.problem.shape, Status::kInvalidArgument,
                 o.output << " was computed from inputs of another shape than " << o.input);
+    DRING_CHECK(input.doc_lens.empty() || input.doc_lens == attributes.problem.doc_lens(), Status::kInvalidArgument,
+                o.output << " was computed with other documents than the cu_seqlens of " << o.input);
     source = std::make_unique<h5::FileRowSource>(o.input);
     out = std::make_unique<h5::DatasetReader>(o.output, "out");
     lse = std::make_unique<h5::DatasetReader>(o.output, "lse");
@@ -70,8 +72,14 @@ int verify_command(MPI_Comm comm, const VerifyOptions& o) {
       }
     }
   } else {
-    // Sample around the shard edges of the run that wrote the file.
-    rows = sample_rows(s, ShardLayout(s.seq, std::min<int64_t>(attributes.world_size, s.seq)), o.rows, 7);
+    // Sample around the shard edges (and document edges) of the run that wrote the file.
+    const int world_size = static_cast<int>(std::min<int64_t>(attributes.world_size, s.seq));
+    ShardLayout layout(s.seq, world_size);
+    try {
+      layout = ShardLayout(s.seq, world_size, attributes.layout);
+    } catch (const Error&) {  // a layout the recorded world size cannot hold: contiguous edges will do
+    }
+    rows = sample_rows(s, layout, o.rows, 7, p.config.doc_lens);
   }
   const double tolerance = o.tolerance > 0 ? o.tolerance : default_check_tolerance(parse_dtype(attributes.dtype));
   CheckResult forward, backward;

@@ -21,7 +21,8 @@ double default_check_tolerance(DType dtype) {
   return 2e-5;
 }
 
-std::vector<RowId> sample_rows(const AttentionShape& s, const ShardLayout& layout, int64_t count, uint64_t seed) {
+std::vector<RowId> sample_rows(const AttentionShape& s, const ShardLayout& layout, int64_t count, uint64_t seed,
+                               const std::vector<int64_t>& doc_lens) {
   std::vector<RowId> rows;
   std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
   const int64_t total = s.batch * s.seq * s.heads;
@@ -32,9 +33,29 @@ std::vector<RowId> sample_rows(const AttentionShape& s, const ShardLayout& layou
   // Edges first: where an off-by-one in the layout or the plan would show.
   add(0, 0, 0);
   add(s.batch - 1, s.seq - 1, s.heads - 1);
-  for (int t = 1; t < layout.world_size(); ++t) {
-    add(t % s.batch, layout.begin(t), t % s.heads);
-    add(t % s.batch, layout.begin(t) - 1, (t + 1) % s.heads);
+  // Edges of the runs: the first rows of each rank's first runs (a few per rank; striped layouts
+  // have many) and the rows just before them, then the last rows of those runs.
+  constexpr size_t kRunsPerRank = 4;
+  for (int t = 0; t < layout.world_size(); ++t) {
+    const std::vector<ShardRun>& runs = layout.runs(t);
+    for (size_t n = 0; n < std::min(runs.size(), kRunsPerRank); ++n) {
+      const int64_t first = runs[n].pos.first;
+      if (first > 0) {
+        add(t % s.batch, first, t % s.heads);
+        add(t % s.batch, first - 1, (t + 1) % s.heads);
+      }
+    }
+  }
+  for (int t = 0; t < layout.world_size(); ++t) {
+    const std::vector<ShardRun>& runs = layout.runs(t);
+    for (size_t n = 0; n < std::min(runs.size(), kRunsPerRank); ++n) add((t + 1) % s.batch, runs[n].pos.last(), t % s.heads);
+  }
+  // Document edges: the first and last row of every document (while the count lasts).
+  int64_t doc_begin = 0;
+  for (size_t d = 0; d < doc_lens.size() && doc_begin < s.seq; ++d) {
+    add(d % s.batch, doc_begin, d % s.heads);
+    if (doc_begin + doc_lens[d] - 1 < s.seq) add(d % s.batch, doc_begin + doc_lens[d] - 1, (d + 1) % s.heads);
+    doc_begin += doc_lens[d];
   }
   uint64_t state = seed ^ 0x2545f4914f6cdd1dULL;
   while (static_cast<int64_t>(rows.size()) < count) {
@@ -72,12 +93,11 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
                        const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
                        MPI_Comm comm) {
   const AttentionShape& s = problem.shape;
-  const int64_t begin = layout.begin(rank);
   const TensorDims q = s.q_dims(layout.size(rank));
   CheckResult mine;
   for (const RowId& row : rows) {
     if (layout.owner(row.pos) != rank) continue;
-    const int64_t i = row.pos - begin;
+    const int64_t i = layout.local_row(row.pos);
     const reference::RowResult ref = reference::attention_row(problem, source, row.batch, row.pos, row.head);
     add_row_error(ref, out + q.at(row.batch, i, row.head), lse[q.state_at(row.batch, row.head, i)], mine);
   }
@@ -95,7 +115,7 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
                                     const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
                                     MPI_Comm comm) {
   const AttentionShape& s = problem.shape;
-  const int64_t d = s.head_dim, begin = layout.begin(rank);
+  const int64_t d = s.head_dim;
   const TensorDims q = s.q_dims(layout.size(rank)), kvd = s.kv_dims(layout.size(rank));
   double max_err = 0.0, max_ref = 0.0, spent = 0.0;
   int64_t q_rows = 0, kv_rows = 0;
@@ -108,7 +128,7 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
   };
   for (const RowId& row : rows) {
     if (layout.owner(row.pos) != rank) continue;
-    const int64_t i = row.pos - begin;
+    const int64_t i = layout.local_row(row.pos);
     compare(reference::grad_q_row(problem, source, row.batch, row.pos, row.head),
             dq + q.at(row.batch, i, row.head));
     ++q_rows;

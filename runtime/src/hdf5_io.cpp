@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -136,17 +137,42 @@ Handle collective_transfer() {
   return dxpl;
 }
 
-// Selects rows [begin, begin+rows) along `axis` of `dims`, everything else whole.
-Handle select_rows(const std::vector<int64_t>& dims, int axis, int64_t begin, int64_t rows, Handle* memory) {
-  std::vector<hsize_t> full(dims.begin(), dims.end()), start(dims.size(), 0), count(full);
-  start[axis] = static_cast<hsize_t>(begin);
-  count[axis] = static_cast<hsize_t>(rows);
+// Selects the rows of `runs` along `axis` of `dims`, everything else whole, as the union of one
+// hyperslab per group of runs (runs of equal stride and count at consecutive first positions are
+// one hyperslab of blocks: a striped layout is at most two). The memory space is the shard,
+// [.., rows, ..] along `axis`, all selected: HDF5 pairs the two selections element by element in
+// ascending order, and local rows are in ascending position order, so every row lands in place.
+Handle select_runs(const std::vector<int64_t>& dims, int axis, const std::vector<ShardRun>& runs, Handle* memory) {
+  std::vector<hsize_t> full(dims.begin(), dims.end());
   Handle space(H5Screate_simple(static_cast<int>(full.size()), full.data(), nullptr), H5Sclose);
-  DRING_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
-                 "cannot select rows " << begin << ".." << begin + rows);
-  *memory = Handle(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
+  DRING_H5_CHECK(H5Sselect_none(space.get()), "cannot clear a selection");
+  int64_t rows = 0;
+  for (size_t n = 0; n < runs.size();) {
+    const StridedRange& head = runs[n].pos;
+    size_t block = 1;
+    while (n + block < runs.size() && runs[n + block].pos.count == head.count &&
+           runs[n + block].pos.stride == head.stride && runs[n + block].pos.first == head.first + int64_t(block) &&
+           int64_t(block) < head.stride) {
+      ++block;
+    }
+    std::vector<hsize_t> start(dims.size(), 0), stride(dims.size(), 1), count(full), blocks(dims.size(), 1);
+    start[axis] = static_cast<hsize_t>(head.first);
+    stride[axis] = static_cast<hsize_t>(std::max<int64_t>(head.stride, static_cast<int64_t>(block)));
+    count[axis] = static_cast<hsize_t>(head.count);
+    blocks[axis] = static_cast<hsize_t>(block);
+    DRING_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_OR, start.data(), stride.data(), count.data(),
+                                       blocks.data()),
+                   "cannot select rows " << head.first << ", " << head.first + head.stride << ", ..");
+    rows += head.count * static_cast<int64_t>(block);
+    n += block;
+  }
+  std::vector<hsize_t> local(full);
+  local[axis] = static_cast<hsize_t>(rows);
+  *memory = Handle(H5Screate_simple(static_cast<int>(local.size()), local.data(), nullptr), H5Sclose);
   return space;
 }
+
+std::vector<ShardRun> one_run(int64_t begin, int64_t rows) { return {ShardRun{{begin, rows, 1}, 0, 1}}; }
 
 template <class T>
 void write_attribute(hid_t file, const char* name, hid_t type, const std::vector<T>& values) {
@@ -224,10 +250,53 @@ InputDescription inspect_input(const std::string& path) {
     dataset_dtype(ds.get(), path, "dout");
     d.has_dout = true;
   }
+  if (H5Lexists(file.get(), "cu_seqlens", H5P_DEFAULT) > 0) {
+    const std::string what = path + ": dataset 'cu_seqlens'";
+    Handle ds = open_dataset(file.get(), path, "cu_seqlens");
+    const std::vector<int64_t> cu_dims = dataset_dims(ds.get());
+    DRING_CHECK(cu_dims.size() == 1, Status::kInvalidArgument,
+                what << " has shape " << dims_text(cu_dims) << ", expected 1 dimension [documents + 1]");
+    Handle type(H5Dget_type(ds.get()), H5Tclose);
+    DRING_CHECK(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) <= 8, Status::kInvalidArgument,
+                what << " must hold integers (int32 or int64)");
+    std::vector<int64_t> offsets(static_cast<size_t>(cu_dims[0]));
+    DRING_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offsets.data()),
+                   what << ": cannot read it");
+    d.doc_lens = from_cu_seqlens(offsets, d.shape.seq, what);
+  }
   return d;
 }
 
+std::vector<int64_t> to_cu_seqlens(const std::vector<int64_t>& doc_lens) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t len : doc_lens) offsets.push_back(offsets.back() + len);
+  return offsets;
+}
+
+std::vector<int64_t> from_cu_seqlens(const std::vector<int64_t>& offsets, int64_t seq, const std::string& what) {
+  DRING_CHECK(offsets.size() >= 2, Status::kInvalidArgument,
+              what << " holds " << offsets.size() << " value" << (offsets.size() == 1 ? "" : "s")
+                   << "; it needs at least 2: [0, l1, l1+l2, ..., " << seq << "]");
+  DRING_CHECK(offsets.front() == 0, Status::kInvalidArgument,
+              what << " must start at 0 (it starts at " << offsets.front() << ")");
+  std::vector<int64_t> lens;
+  for (size_t i = 1; i < offsets.size(); ++i) {
+    DRING_CHECK(offsets[i] > offsets[i - 1], Status::kInvalidArgument,
+                what << " is not increasing: cu_seqlens[" << i - 1 << "] = " << offsets[i - 1] << ", cu_seqlens[" << i
+                     << "] = " << offsets[i] << " (every document needs at least one row)");
+    lens.push_back(offsets[i] - offsets[i - 1]);
+  }
+  DRING_CHECK(offsets.back() == seq, Status::kInvalidArgument,
+              what << " ends at " << offsets.back() << ", not at the sequence length " << seq);
+  return lens;
+}
+
 void read_rows(const std::string& path, MPI_Comm comm, const char* name, int64_t begin, int64_t rows, float* out) {
+  read_rows(path, comm, name, one_run(begin, rows), rows, out);
+}
+
+void read_rows(const std::string& path, MPI_Comm comm, const char* name, const std::vector<ShardRun>& runs,
+               int64_t rows, float* out) {
   quiet();
   Handle fapl = file_access_mpi(comm);
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
@@ -235,10 +304,10 @@ void read_rows(const std::string& path, MPI_Comm comm, const char* name, int64_t
   Handle ds(H5Dopen2(file.get(), name, H5P_DEFAULT), H5Dclose);
   DRING_CHECK(ds.valid(), Status::kIoError, path << ": cannot open dataset '" << name << "'");
   Handle memory;
-  Handle selection = select_rows(dataset_dims(ds.get()), 1, begin, rows, &memory);
+  Handle selection = select_runs(dataset_dims(ds.get()), 1, runs, &memory);
   Handle dxpl = collective_transfer();
   DRING_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_FLOAT, memory.get(), selection.get(), dxpl.get(), out),
-                 path << ": cannot read rows " << begin << ".." << begin + rows << " of '" << name << "'");
+                 path << ": cannot read this rank's " << rows << " rows of '" << name << "'");
 }
 
 // Writing an output. Every collective HDF5 call (create the file, create a dataset, write it, close
@@ -266,6 +335,10 @@ OutputFile::OutputFile(const std::string& path, MPI_Comm comm, int64_t expected_
   }
   settle(local);
   Handle fapl = file_access_mpi(comm);
+  // The HDF5 1.8 object format at least: attributes larger than 64 KiB (the cu_seqlens of many
+  // documents) then go to dense attribute storage instead of failing. Readable by HDF5 >= 1.8.
+  DRING_H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST),
+                 "cannot set the HDF5 format version");
   file_ = H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (file_ < 0) {
     local = Error(Status::kIoError,
@@ -311,6 +384,11 @@ void OutputFile::settle(std::optional<Error>& local) {
 
 void OutputFile::write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis, int64_t begin,
                             int64_t rows, const float* data, bool store_float64) {
+  write_rows(name, dims, seq_axis, one_run(begin, rows), data, store_float64);
+}
+
+void OutputFile::write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis,
+                            const std::vector<ShardRun>& runs, const float* data, bool store_float64) {
   std::optional<Error> local;
   std::vector<hsize_t> full(dims.begin(), dims.end());
   Handle file_space(H5Screate_simple(static_cast<int>(full.size()), full.data(), nullptr), H5Sclose);
@@ -321,13 +399,33 @@ void OutputFile::write_rows(const char* name, const std::vector<int64_t>& dims, 
   settle(local);
   Handle memory, selection, dxpl;
   try {
-    selection = select_rows(dims, seq_axis, begin, rows, &memory);
+    selection = select_runs(dims, seq_axis, runs, &memory);
     dxpl = collective_transfer();
   } catch (const Error& e) {
     local = e;
   }
   settle(local);
   if (H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, memory.get(), selection.get(), dxpl.get(), data) < 0) {
+    local = Error(Status::kIoError, write_failure(std::string("cannot write dataset '") + name + "'"));
+  }
+  settle(local);
+}
+
+void OutputFile::write_int64(const char* name, const std::vector<int64_t>& values) {
+  std::optional<Error> local;
+  const hsize_t n = values.size();
+  Handle file_space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  Handle ds(H5Dcreate2(file_, name, H5T_STD_I64LE, file_space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  if (!ds.valid()) local = Error(Status::kIoError, path_ + ": cannot create dataset '" + name + "'");
+  settle(local);
+  // Every rank takes part in the collective write; rank 0 alone selects the values.
+  Handle memory(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (rank_ != 0) {
+    H5Sselect_none(file_space.get());
+    H5Sselect_none(memory.get());
+  }
+  Handle dxpl = collective_transfer();
+  if (H5Dwrite(ds.get(), H5T_NATIVE_INT64, memory.get(), file_space.get(), dxpl.get(), values.data()) < 0) {
     local = Error(Status::kIoError, write_failure(std::string("cannot write dataset '") + name + "'"));
   }
   settle(local);
@@ -351,6 +449,9 @@ void OutputFile::write_attributes(const RunAttributes& a) {
     write_attribute(file_, "shape", H5T_NATIVE_INT64,
                     std::vector<int64_t>{p.shape.batch, p.shape.seq, p.shape.heads, p.shape.kv_heads, p.shape.head_dim});
     write_attribute(file_, "world_size", H5T_NATIVE_INT, std::vector<int>{a.world_size});
+    write_string_attribute(file_, "layout", a.layout.describe());
+    write_attribute(file_, "window", H5T_NATIVE_INT64, std::vector<int64_t>{p.config.window});
+    write_attribute(file_, "cu_seqlens", H5T_NATIVE_INT64, to_cu_seqlens(p.doc_lens()));
     if (a.seed) write_attribute(file_, "seed", H5T_NATIVE_UINT64, std::vector<uint64_t>{*a.seed});
     write_string_attribute(file_, "input", a.input);
     write_string_attribute(file_, "backend", a.backend);
@@ -407,6 +508,17 @@ RunAttributes read_attributes(const std::string& path) {
   DRING_CHECK(shape.size() == 5, Status::kIoError, path << ": attribute 'shape' must hold 5 values");
   a.problem.shape = AttentionShape{shape[0], shape[1], shape[2], shape[3], shape[4]};
   a.world_size = read_attribute<int>(file.get(), path, "world_size", H5T_NATIVE_INT).at(0);
+  // Files written before documents, windows and layouts lack these: one document, no window,
+  // contiguous.
+  if (H5Aexists(file.get(), "layout") > 0) a.layout = LayoutSpec::parse(read_string_attribute(file.get(), "layout"));
+  if (H5Aexists(file.get(), "window") > 0) {
+    a.problem.config.window = read_attribute<int64_t>(file.get(), path, "window", H5T_NATIVE_INT64).at(0);
+  }
+  if (H5Aexists(file.get(), "cu_seqlens") > 0) {
+    const auto offsets = read_attribute<int64_t>(file.get(), path, "cu_seqlens", H5T_NATIVE_INT64);
+    const std::vector<int64_t> lens = from_cu_seqlens(offsets, a.problem.shape.seq, path + ": attribute 'cu_seqlens'");
+    if (lens.size() > 1) a.problem.config.doc_lens = lens;
+  }
   if (H5Aexists(file.get(), "seed") > 0) a.seed = read_attribute<uint64_t>(file.get(), path, "seed", H5T_NATIVE_UINT64).at(0);
   a.input = read_string_attribute(file.get(), "input");
   a.backend = read_string_attribute(file.get(), "backend");

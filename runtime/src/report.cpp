@@ -35,6 +35,16 @@ std::string format_bytes(int64_t bytes) {
   return text;
 }
 
+double work_balance(const std::vector<RankStats>& ranks) {
+  if (ranks.empty()) return 0.0;
+  double lo = ranks.front().flops, hi = lo;
+  for (const RankStats& k : ranks) {
+    lo = std::min(lo, k.flops);
+    hi = std::max(hi, k.flops);
+  }
+  return lo > 0 ? hi / lo : 0.0;
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
@@ -57,6 +67,7 @@ nlohmann::json ranks_json(const std::vector<RankStats>& ranks) {
                    {"comm_sent_bytes", k.comm_sent_bytes},
                    {"comm_recv_bytes", k.comm_recv_bytes},
                    {"compute_ms", k.compute_ms},
+                   {"flops", k.flops},
                    {"comm_wait_ms", k.comm_wait_ms}});
   }
   return out;
@@ -72,12 +83,12 @@ nlohmann::json check_json(const CheckResult& c) {
 
 void print_rank_rows(std::ostringstream& out, const std::vector<RankStats>& ranks) {
   char line[256];
-  out << "rank  peak tracked  peak RSS     sent         received     compute ms  wait ms\n";
+  out << "rank  peak tracked  peak RSS     sent         received     compute ms  GFLOP      wait ms\n";
   for (const RankStats& k : ranks) {
-    std::snprintf(line, sizeof line, "%-5d %-13s %-12s %-12s %-12s %-11.2f %.2f\n", k.rank,
+    std::snprintf(line, sizeof line, "%-5d %-13s %-12s %-12s %-12s %-11.2f %-10.4g %.2f\n", k.rank,
                   format_bytes(k.peak_tracked_bytes).c_str(), format_bytes(k.peak_rss_bytes).c_str(),
                   format_bytes(k.comm_sent_bytes).c_str(), format_bytes(k.comm_recv_bytes).c_str(), k.compute_ms,
-                  k.comm_wait_ms);
+                  k.flops * 1e-9, k.comm_wait_ms);
     out << line;
   }
 }
@@ -102,6 +113,9 @@ nlohmann::json to_json(const RunReport& r) {
   j["dilations"] = dilations;
   j["causal"] = r.problem.config.causal;
   j["scale"] = r.problem.scale();
+  j["layout"] = r.layout.describe();
+  j["window"] = r.problem.config.window;  // 0: none
+  j["num_docs"] = static_cast<int64_t>(r.problem.doc_lens().size());
   j["backend"] = r.backend;
   if (!r.cpu_gemm.empty()) j["cpu_gemm"] = r.cpu_gemm;
   j["dtype"] = r.dtype;
@@ -116,6 +130,7 @@ nlohmann::json to_json(const RunReport& r) {
   j["flops"] = r.flops;
   j["gflops_per_s"] = r.time_ms > 0 ? r.flops / (r.time_ms * 1e6) : 0.0;
   j["steps"] = r.steps;
+  j["work_balance"] = work_balance(r.ranks);
   j["ranks"] = ranks_json(r.ranks);
   if (r.check) j["check"] = check_json(*r.check);
   if (r.backward) {
@@ -125,6 +140,7 @@ nlohmann::json to_json(const RunReport& r) {
                            {"flops", b.flops},
                            {"gflops_per_s", b.time_ms > 0 ? b.flops / (b.time_ms * 1e6) : 0.0},
                            {"backward_over_forward", r.time_ms > 0 ? b.time_ms / r.time_ms : 0.0},
+                           {"work_balance", work_balance(b.ranks)},
                            {"ranks", ranks_json(b.ranks)}};
     if (b.check) {
       back["check"] = check_json(b.check->result);
@@ -139,9 +155,9 @@ std::string format_table(const RunReport& r) {
   const AttentionShape& s = r.problem.shape;
   std::ostringstream out;
   char line[256];
-  std::snprintf(line, sizeof line, "dring run: %d rank%s x %d thread%s, %s %s, transport %s, input %s\n", r.world_size,
-                r.world_size == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s", r.backend.c_str(), r.dtype.c_str(),
-                r.transport.c_str(), r.input.c_str());
+  std::snprintf(line, sizeof line, "dring run: %d rank%s x %d thread%s, layout %s, %s %s, transport %s, input %s\n",
+                r.world_size, r.world_size == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s",
+                r.layout.describe().c_str(), r.backend.c_str(), r.dtype.c_str(), r.transport.c_str(), r.input.c_str());
   out << line;
   if (!r.cpu_gemm.empty()) out << "kernels:   sgemm " << r.cpu_gemm << "\n";
   if (!r.note.empty()) out << "note:      " << r.note << "\n";
@@ -154,6 +170,10 @@ std::string format_table(const RunReport& r) {
                 static_cast<long long>(r.steps));
   out << line;
   print_rank_rows(out, r.ranks);
+  if (r.ranks.size() > 1) {
+    std::snprintf(line, sizeof line, "balance:   max/min of the ranks' attention work %.3f\n", work_balance(r.ranks));
+    out << line;
+  }
   if (r.check) {
     std::snprintf(line, sizeof line, "check:     %lld rows vs float64, max abs err %.3g, max rel err %.3g (tolerance %.1g): %s\n",
                   static_cast<long long>(r.check->rows), r.check->max_abs_err, r.check->max_rel_err, r.check->tolerance,

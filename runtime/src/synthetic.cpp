@@ -38,13 +38,22 @@ float synthetic_value(uint64_t seed, TensorId id, const AttentionShape& shape, i
 
 void fill_synthetic(uint64_t seed, TensorId id, const AttentionShape& shape, int64_t begin, int64_t rows,
                     float* out, int threads) {
+  fill_synthetic(seed, id, shape, {ShardRun{{begin, rows, 1}, 0, 1}}, rows, out, threads);
+}
+
+void fill_synthetic(uint64_t seed, TensorId id, const AttentionShape& shape, const std::vector<ShardRun>& runs,
+                    int64_t rows, float* out, int threads) {
   const TensorDims dims{shape.batch, rows, heads_of(id, shape), shape.head_dim};
+  std::vector<int64_t> position(static_cast<size_t>(rows));
+  for (const ShardRun& run : runs) {
+    for (int64_t m = 0; m < run.pos.count; ++m) position[run.local_first + m * run.local_stride] = run.pos.at(m);
+  }
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t b = 0; b < shape.batch; ++b) {
     for (int64_t i = 0; i < rows; ++i) {
       for (int64_t h = 0; h < dims.heads; ++h) {
         float* row = out + dims.at(b, i, h);
-        for (int64_t c = 0; c < dims.head_dim; ++c) row[c] = synthetic_value(seed, id, shape, b, begin + i, h, c);
+        for (int64_t c = 0; c < dims.head_dim; ++c) row[c] = synthetic_value(seed, id, shape, b, position[i], h, c);
       }
     }
   }

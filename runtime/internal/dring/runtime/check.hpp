@@ -38,15 +38,17 @@ struct CheckResult {
 // error a plain implementation of the same precision makes, far below a real mistake.
 double default_check_tolerance(DType dtype);
 
-// `count` distinct rows: the first and last of the sequence and of every shard, the rest spread by
-// a hash of `seed`. The same on every rank.
-std::vector<RowId> sample_rows(const AttentionShape& shape, const ShardLayout& layout, int64_t count, uint64_t seed);
+// `count` distinct rows: the first and last of the sequence, the edges of every rank's runs and of
+// every document (`doc_lens`, empty for one), the rest spread by a hash of `seed`. The same on
+// every rank.
+std::vector<RowId> sample_rows(const AttentionShape& shape, const ShardLayout& layout, int64_t count, uint64_t seed,
+                               const std::vector<int64_t>& doc_lens = {});
 
 // Adds one row's comparison to `result` (does not decide `passed`).
 void add_row_error(const reference::RowResult& ref, const float* out, float lse, CheckResult& result);
 
 // Collective: each rank checks the sampled rows it owns in its shard (out [B, rows, H, D], lse
-// [B, H, rows]); the result, reduced over ranks, is returned on every rank.
+// [B, H, rows], rows in the layout's local order); the result, reduced over ranks, is returned on every rank.
 CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* out, const float* lse,
                        const reference::RowSource& source, const std::vector<RowId>& rows, double tolerance,
                        MPI_Comm comm);

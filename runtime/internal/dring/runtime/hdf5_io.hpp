@@ -1,6 +1,8 @@
 // dring/hdf5_io.hpp — the file format (docs/file-format.md): inputs q, k, v (and dout) shaped
-// [B, S, H or Hkv, D] in float32 or float64; outputs out [B, S, H, D] and lse [B, H, S] in
-// float32, written by all ranks into one file with parallel HDF5, configuration as attributes.
+// [B, S, H or Hkv, D] in float32 or float64, optionally cu_seqlens [N+1] (packed documents);
+// outputs out [B, S, H, D] and lse [B, H, S] in float32, written by all ranks into one file with
+// parallel HDF5, configuration as attributes. Files hold rows in natural order whatever the
+// layout: a rank reads and writes the union of its runs (layout.hpp).
 //
 // Inspection is serial (one rank looks, the caller agrees on the outcome); shard reads and writes
 // are collective. An output is written under a temporary name and renamed only when complete, so
@@ -18,6 +20,7 @@
 #include "dring/core/error.hpp"
 #include "dring/core/problem.hpp"
 #include "dring/kernels/reference.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring::h5 {
 
@@ -25,20 +28,34 @@ struct InputDescription {
   AttentionShape shape;
   std::string q_dtype, k_dtype, v_dtype;  // "float32" or "float64"
   bool has_dout = false;
+  // Document lengths from the optional dataset cu_seqlens ([0, l1, l1+l2, ..., S], int32 or
+  // int64); empty when the file has none.
+  std::vector<int64_t> doc_lens;
 };
 
 // Serial. Throws Error naming the file, the dataset and the problem: missing or unreadable file,
-// not HDF5, missing dataset, wrong rank, k/v inconsistent with q, unsupported dtype.
+// not HDF5, missing dataset, wrong rank, k/v inconsistent with q, unsupported dtype, a cu_seqlens
+// that is not 1-D integers, does not start at 0, is not increasing or does not end at S.
 InputDescription inspect_input(const std::string& path);
+
+// Document lengths as cu_seqlens ([0, l1, l1+l2, ..., S]) and back. from_cu_seqlens throws
+// Error(kInvalidArgument) naming `what` unless the offsets start at 0, increase strictly and end
+// at `seq`.
+std::vector<int64_t> to_cu_seqlens(const std::vector<int64_t>& doc_lens);
+std::vector<int64_t> from_cu_seqlens(const std::vector<int64_t>& cu_seqlens, int64_t seq, const std::string& what);
 
 // Collective. Reads rows [begin, begin+rows) of every batch of dataset `name` (seq is axis 1)
 // into `out` as float32: [B, rows, heads, D].
 void read_rows(const std::string& path, MPI_Comm comm, const char* name, int64_t begin, int64_t rows, float* out);
+// Collective. Reads the rows of `runs` (`rows` in all) into `out` in local order: [B, rows, heads, D].
+void read_rows(const std::string& path, MPI_Comm comm, const char* name, const std::vector<ShardRun>& runs,
+               int64_t rows, float* out);
 
 // Attributes stored with an output: enough to rerun or verify it.
 struct RunAttributes {
-  Problem problem;
+  Problem problem;  // with its documents (attribute cu_seqlens) and window
   int world_size = 1;
+  LayoutSpec layout;
   std::string backend = "cpu";
   std::string dtype = "fp32";
   std::optional<uint64_t> seed;  // synthetic inputs
@@ -63,6 +80,11 @@ class OutputFile {
   // begin+rows) along axis `seq_axis`; `data` is the shard, contiguous.
   void write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis, int64_t begin, int64_t rows,
                   const float* data, bool store_float64 = false);
+  // The same for a shard of any layout: the rows of `runs` along `seq_axis`, `data` in local order.
+  void write_rows(const char* name, const std::vector<int64_t>& dims, int seq_axis, const std::vector<ShardRun>& runs,
+                  const float* data, bool store_float64 = false);
+  // Creates the 1-D int64 dataset `name` holding `values` (the same on every rank; rank 0 writes).
+  void write_int64(const char* name, const std::vector<int64_t>& values);
   void write_attributes(const RunAttributes& attributes);
   // Closes the file and renames it into place (collective).
   void commit();

@@ -15,6 +15,7 @@
 #include "dring/runtime/check.hpp"
 #include "dring/core/problem.hpp"
 #include "dring/core/memory.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring {
 
@@ -26,6 +27,7 @@ struct RankStats {
   int64_t comm_recv_bytes = 0;
   double compute_ms = 0.0;
   double comm_wait_ms = 0.0;
+  double flops = 0.0;  // attention work this rank computed (PassStats::flops)
   std::array<int64_t, kMemCategoryCount> peak_tracked_by_category{};
 };
 
@@ -41,6 +43,7 @@ struct BackwardReport {
 struct RunReport {
   Problem problem;
   int world_size = 1;
+  LayoutSpec layout;               // which rows each rank held
   int threads = 1;
   int repeat = 1;
   std::string backend = "cpu";
@@ -58,6 +61,9 @@ struct RunReport {
   std::optional<CheckResult> check;
   std::optional<BackwardReport> backward;
 };
+
+// Max over min of the ranks' flops (1 when balanced; 0 when there are none).
+double work_balance(const std::vector<RankStats>& ranks);
 
 // Median of a non-empty list.
 double median(std::vector<double> values);

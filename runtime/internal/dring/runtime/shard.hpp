@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "dring/runtime/backend.hpp"
 #include "dring/core/problem.hpp"
@@ -13,10 +14,12 @@
 
 namespace dring {
 
-// Tensors in the backend's memory (host or device), in the storage dtype; lse in fp32.
+// Tensors in the backend's memory (host or device), in the storage dtype; lse in fp32. Local row
+// order is ascending position (layout.hpp): `runs` say which positions the rows hold.
 struct ShardBuffers {
-  int64_t begin = 0;  // first sequence position of the shard
+  int64_t begin = 0;  // lowest sequence position of the shard (its first, for a contiguous layout)
   int64_t rows = 0;
+  std::vector<ShardRun> runs;  // the rank's runs of its layout; one run [begin, begin+rows) when contiguous
   TensorBuffer q, k, v;  // [B, rows, H or Hkv, D], category inputs
   TensorBuffer out;      // [B, rows, H, D], category outputs
   Buffer<float> lse;     // [B, H, rows], category outputs
@@ -29,8 +32,14 @@ struct ShardBuffers {
   GradOutputs grad_outputs() { return {dq.data(), dk.data(), dv.data()}; }
 };
 
+// The rows of rank `rank` of `layout`.
+ShardBuffers allocate_shard(const AttentionShape& shape, const ShardLayout& layout, int rank, Allocator& allocator,
+                            DType dtype = DType::kF32, bool backward = false);
+// Rows [begin, begin+rows) (a contiguous shard).
 ShardBuffers allocate_shard(const AttentionShape& shape, int64_t begin, int64_t rows, Allocator& allocator,
                             DType dtype = DType::kF32, bool backward = false);
+// The positions of a shard's rows, in local order.
+std::vector<int64_t> shard_positions(const std::vector<ShardRun>& runs, int64_t rows);
 // Adds dout, dq, dk and dv to a forward shard (so the forward pass is measured without them).
 void allocate_gradients(const AttentionShape& shape, Allocator& allocator, ShardBuffers& shard);
 
@@ -43,9 +52,9 @@ void fill_synthetic_tensor(uint64_t seed, TensorId id, const AttentionShape& sha
                            TensorBuffer& buffer, Backend& backend, MemoryTracker& tracker, int threads);
 
 // Collective: throws CollectiveError on every rank if any rank's rows of tensor `name` (host
-// memory, [B, rows, heads, D]) hold a NaN or Inf, naming the first such element of the whole
-// tensor: "k[0, 17, 1, 5] is NaN".
-void check_finite(MPI_Comm comm, const AttentionShape& shape, int64_t begin, int64_t rows, const char* name,
-                  const float* data, int64_t heads);
+// memory, [B, rows, heads, D], the positions of `runs`) hold a NaN or Inf, naming the first such
+// element of the whole tensor in natural order: "k[0, 17, 1, 5] is NaN".
+void check_finite(MPI_Comm comm, const AttentionShape& shape, const std::vector<ShardRun>& runs, int64_t rows,
+                  const char* name, const float* data, int64_t heads);
 
 }  // namespace dring

@@ -8,8 +8,11 @@
 
 #include <cstdint>
 
+#include <vector>
+
 #include "dring/core/problem.hpp"
 #include "dring/kernels/reference.hpp"
+#include "dring/runtime/layout.hpp"
 
 namespace dring {
 
@@ -24,6 +27,11 @@ float synthetic_value(uint64_t seed, TensorId id, const AttentionShape& shape, i
 // Rows [begin, begin+rows) of every batch: out is [B, rows, heads_of(id), D].
 void fill_synthetic(uint64_t seed, TensorId id, const AttentionShape& shape, int64_t begin, int64_t rows,
                     float* out, int threads);
+// The rows of a shard of any layout (its runs, `rows` in all), in local order: out is
+// [B, rows, heads_of(id), D]. Each element depends only on its global position, so a tensor is the
+// same whatever the layout.
+void fill_synthetic(uint64_t seed, TensorId id, const AttentionShape& shape, const std::vector<ShardRun>& runs,
+                    int64_t rows, float* out, int threads);
 
 class SyntheticSource final : public reference::RowSource {
  public:
