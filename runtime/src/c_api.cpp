@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <exception>
+#include <iomanip>
 #include <memory>
 #include <new>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "dring/comm/deadline.hpp"
@@ -67,8 +69,32 @@ dring::Problem to_problem(const dring_problem* p) {
   for (int64_t i = 0; i < p->num_pairs; ++i) problem.config.pairs.push_back({p->segments[i], p->dilations[i]});
   problem.config.causal = p->causal != 0;
   problem.config.scale = p->scale;
+  DRING_CHECK(p->num_docs >= 0, dring::Status::kInvalidArgument, "num_docs must not be negative (got " << p->num_docs << ")");
+  DRING_CHECK(p->num_docs == 0 || p->doc_lens != nullptr, dring::Status::kInvalidArgument,
+              "doc_lens must point to num_docs (" << p->num_docs << ") document lengths");
+  DRING_CHECK(p->num_docs <= p->seq, dring::Status::kInvalidArgument,
+              "num_docs (" << p->num_docs << ") exceeds seq (" << p->seq << "): every document needs a row");
+  problem.config.doc_lens.assign(p->doc_lens, p->doc_lens + p->num_docs);
+  DRING_CHECK(p->window >= 0, dring::Status::kInvalidArgument,
+              "window must be at least 1, or 0 for none (got " << p->window << ")");
+  problem.config.window = p->window;
   dring::validate(problem);
   return problem;
+}
+
+dring::LayoutSpec to_layout(const dring_options& o) {
+  dring::LayoutSpec spec;
+  switch (o.layout) {
+    case DRING_LAYOUT_CONTIGUOUS: spec.kind = dring::LayoutKind::kContiguous; break;
+    case DRING_LAYOUT_ZIGZAG: spec.kind = dring::LayoutKind::kZigzag; break;
+    case DRING_LAYOUT_STRIPED: spec.kind = dring::LayoutKind::kStriped; break;
+    default: DRING_FAIL(dring::Status::kInvalidArgument, "unknown layout " << static_cast<int>(o.layout));
+  }
+  DRING_CHECK(o.stripe >= 0, dring::Status::kInvalidArgument, "stripe must not be negative (got " << o.stripe << ")");
+  DRING_CHECK(o.stripe <= 1 || o.layout == DRING_LAYOUT_STRIPED, dring::Status::kInvalidArgument,
+              "stripe " << o.stripe << " is given but the layout is not DRING_LAYOUT_STRIPED");
+  spec.stripe = o.stripe == 0 ? 1 : o.stripe;
+  return spec;
 }
 
 void require(bool ok, const char* what) {
@@ -113,6 +139,9 @@ void collective_call(dring_context* ctx, Body&& body) {
   }
 }
 
+static_assert(static_cast<int>(dring::LayoutKind::kContiguous) == DRING_LAYOUT_CONTIGUOUS &&
+              static_cast<int>(dring::LayoutKind::kZigzag) == DRING_LAYOUT_ZIGZAG &&
+              static_cast<int>(dring::LayoutKind::kStriped) == DRING_LAYOUT_STRIPED);
 static_assert(static_cast<int>(dring::DType::kF32) == DRING_DTYPE_F32 &&
               static_cast<int>(dring::DType::kF16) == DRING_DTYPE_F16 &&
               static_cast<int>(dring::DType::kBF16) == DRING_DTYPE_BF16);
@@ -129,6 +158,13 @@ void dring_options_init(dring_options* options) {
   options->cuda_stream = nullptr;
   options->dtype = DRING_DTYPE_F32;
   options->comm_timeout_s = 0.0;
+  options->layout = DRING_LAYOUT_CONTIGUOUS;
+  options->stripe = 0;
+}
+
+void dring_problem_init(dring_problem* problem) {
+  if (problem == nullptr) return;
+  *problem = dring_problem{};
 }
 
 dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, const dring_options* options,
@@ -147,6 +183,7 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     dring_options_init(&defaults);
     const dring_options& o = options != nullptr ? *options : defaults;
     auto ctx = std::make_unique<dring_context>();
+    dring::LayoutSpec layout;
     dring::agree(comm, [&] {
       require(context != nullptr, "context is NULL");
       ctx->problem = to_problem(problem);
@@ -160,19 +197,21 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
                   "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
                                                                                                    << ")");
       ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
+      layout = to_layout(o);
       int size = 0;
       MPI_Comm_size(comm, &size);
-      dring::ShardLayout(ctx->problem.shape.seq, size);
+      dring::ShardLayout(ctx->problem.shape.seq, size, layout);
     });
     // Every rank must describe the same problem.
     const dring::AttentionShape& s = ctx->problem.shape;
-    const std::string key = ctx->problem.describe() + " " + std::to_string(s.batch) + " " + std::to_string(s.seq) +
-                            " " + std::to_string(s.heads) + " " + std::to_string(s.kv_heads) + " " +
-                            std::to_string(s.head_dim) + " " + std::to_string(ctx->problem.scale());
+    std::ostringstream key;
+    key << ctx->problem.describe() << " " << s.batch << " " << s.seq << " " << s.heads << " " << s.kv_heads << " "
+        << s.head_dim << " " << std::setprecision(17) << ctx->problem.scale() << " " << layout.describe() << " docs";
+    for (int64_t len : ctx->problem.config.doc_lens) key << " " << len;
     int differing = -1;
-    if (!dring::all_ranks_equal(comm, key, &differing, ctx->comm_timeout_s)) {
+    if (!dring::all_ranks_equal(comm, key.str(), &differing, ctx->comm_timeout_s)) {
       throw dring::CollectiveError(dring::Status::kInvalidArgument,
-                                   "ranks passed different problems (rank " + std::to_string(differing) +
+                                   "ranks passed different problems or layouts (rank " + std::to_string(differing) +
                                        "'s differs from rank 0's)",
                                    differing);
     }
@@ -184,6 +223,7 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     ctx->runtime.transport->set_timeout(ctx->comm_timeout_s);
     dring::ExecutorOptions exec;
     exec.dtype = dtype;
+    exec.layout = layout;
     exec.threads = threads;
     exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
     ctx->executor =
@@ -207,8 +247,28 @@ void dring_context_destroy(dring_context* context) {
 dring_status dring_shard_range(const dring_context* context, int64_t* begin, int64_t* rows) {
   return guarded([&] {
     require(context != nullptr && begin != nullptr && rows != nullptr, "context, begin and rows must not be NULL");
-    *begin = context->executor->layout().lowest(context->executor->rank());
+    const dring::ShardLayout& layout = context->executor->layout();
+    DRING_CHECK(layout.contiguous(), dring::Status::kUnsupported,
+                "dring_shard_range: the " << layout.spec().describe()
+                                          << " layout gives a rank no single range of rows; use dring_shard_positions");
+    *begin = layout.lowest(context->executor->rank());
     *rows = context->executor->shard_rows();
+  });
+}
+
+dring_status dring_shard_positions(const dring_context* context, int64_t* positions, int64_t capacity,
+                                   int64_t* count) {
+  return guarded([&] {
+    require(context != nullptr && count != nullptr, "dring_shard_positions: context and count must not be NULL");
+    const dring::ShardLayout& layout = context->executor->layout();
+    const int rank = context->executor->rank();
+    *count = layout.size(rank);
+    if (positions == nullptr) return;
+    DRING_CHECK(capacity >= *count, dring::Status::kInvalidArgument,
+                "dring_shard_positions: capacity " << capacity << " is less than this rank's " << *count << " rows");
+    for (const dring::ShardRun& run : layout.runs(rank)) {
+      for (int64_t m = 0; m < run.pos.count; ++m) positions[run.local_first + m * run.local_stride] = run.pos.at(m);
+    }
   });
 }
 
@@ -254,5 +314,7 @@ const char* dring_status_string(dring_status status) {
 }
 
 const char* dring_version(void) { return DRING_VERSION; }
+
+int dring_abi_version(void) { return DRING_ABI_VERSION; }
 
 }  // extern "C"

@@ -36,6 +36,8 @@ for f in libdring.so pkgconfig/dring.pc cmake/dring/dringConfig.cmake cmake/drin
 done
 soname=$(readelf -d "$lib/libdring.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ "$soname" =~ ^libdring\.so\.[0-9]+$ ]] && [ -e "$lib/$soname" ] || fail "SONAME '$soname'"
+abi=$(sed -n 's/^#define DRING_ABI_VERSION \([0-9]*\)$/\1/p' "$prefix/include/dring/dring.h")
+[ "$soname" = "libdring.so.$abi" ] || fail "SONAME '$soname' is not libdring.so.DRING_ABI_VERSION ($abi)"
 runpath=$(readelf -d "$prefix/bin/dring" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
 [[ "$runpath" == '$ORIGIN/'* ]] || fail "bin/dring RUNPATH '$runpath' does not start relative to \$ORIGIN"
 for f in "$prefix/bin/dring" "$lib/libdring.so"; do
