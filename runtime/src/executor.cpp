@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <span>
 
 #include "dring/core/error.hpp"
@@ -86,6 +87,26 @@ void RingExecutor::Impl::start_progress(double total) {
   total_scores = total;
   done_scores = call_scores = 0.0;
   last_report = Clock::now();
+}
+
+void RingExecutor::Impl::allocate_agreed(const std::function<void()>& allocate) {
+  std::optional<Error> local;
+  try {
+    allocate();
+  } catch (const Error& e) {
+    local = e;
+  } catch (const std::bad_alloc&) {
+    local = Error(Status::kOutOfMemory, "out of memory allocating the " + std::string(pass_name) + "'s buffers");
+  }
+  if (world == 1) {
+    if (local) throw *local;
+    return;
+  }
+  const double failed = transport.allreduce_max(local ? static_cast<double>(rank) : -1.0);
+  if (local) throw *local;
+  DRING_CHECK(failed < 0.0, Status::kOutOfMemory,
+              "world rank " << static_cast<int>(failed) << " could not allocate its " << pass_name
+                            << " buffers, so no rank starts the pass");
 }
 
 void RingExecutor::Impl::ensure(Buffer<float>& buffer, int64_t floats, MemCategory category) {
@@ -189,8 +210,10 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
 
-  for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  m.allocate_agreed([&] {
+    for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  });
 
   // One block per query head: its query rows (and their out, lse) against keys given by the caller.
   auto query_block = [&](int64_t b, int64_t h, const Piece& rows, const BlockMask& mask) {

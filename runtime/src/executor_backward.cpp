@@ -36,19 +36,23 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   const comm::CommCounters before = m.transport.counters();
   const int64_t q_elems = ix.q.elements(), kv_elems = ix.kv.elements();
 
-  m.ensure(m.delta, ix.q.state_elements(), MemCategory::kWorkspace);
-  for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
-  for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
   // Gradients accumulate in fp32: in the outputs themselves for fp32, else in workspace.
   float* dq = static_cast<float*>(out.dq);
   float* dk = static_cast<float*>(out.dk);
   float* dv = static_cast<float*>(out.dv);
+  m.allocate_agreed([&] {
+    m.ensure(m.delta, ix.q.state_elements(), MemCategory::kWorkspace);
+    for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+    for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+    if (dt != DType::kF32) {
+      m.ensure(m.dq_acc, q_elems, MemCategory::kWorkspace);
+      m.ensure(m.dk_acc, kv_elems, MemCategory::kWorkspace);
+      m.ensure(m.dv_acc, kv_elems, MemCategory::kWorkspace);
+    }
+  });
   if (dt != DType::kF32) {
-    m.ensure(m.dq_acc, q_elems, MemCategory::kWorkspace);
-    m.ensure(m.dk_acc, kv_elems, MemCategory::kWorkspace);
-    m.ensure(m.dv_acc, kv_elems, MemCategory::kWorkspace);
     dq = m.dq_acc.data();
     dk = m.dk_acc.data();
     dv = m.dv_acc.data();

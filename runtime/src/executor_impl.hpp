@@ -102,6 +102,10 @@ struct RingExecutor::Impl {
   void start_progress(double total);
   void finish_call(double scores);
 
+  // Runs `allocate` (a pass's buffers) on every rank and agrees on the outcome before any rank
+  // posts a message: a rank that cannot allocate throws its error, its peers an error naming it,
+  // instead of waiting for messages that never come.
+  void allocate_agreed(const std::function<void()>& allocate);
   void ensure(Buffer<float>& buffer, int64_t floats, MemCategory category);
   void ensure(TensorBuffer& buffer, int64_t count, MemCategory category);
   // Visits the local blocks of pair p in round `round`: visit(batch, offset, query piece, key
