@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <span>
 
 #include "dring/core/error.hpp"
@@ -42,15 +43,18 @@ RingExecutor::Impl::Impl(const Problem& p, comm::Transport& t, Backend& b, Execu
       transport(t),
       backend(b),
       options(std::move(o)),
-      plan(p, t.world_size(), default_message_rows(p, t.world_size(), options.exchange_chunk_bytes, options.dtype)) {
+      plan(p, ShardLayout(p.shape.seq, t.world_size(), options.layout),
+           default_message_rows(p, t.world_size(), options.exchange_chunk_bytes, options.dtype)),
+      pairs(p.pairs()),
+      documents(p),
+      band(Band::of(p.config)) {
   rank = t.world_rank();
   world = t.world_size();
   dtype = options.dtype;
   const AttentionShape& s = p.shape;
   const int64_t rows = plan.layout().size(rank);
-  index = ShardIndex{plan.layout().begin(rank), rows, s.q_dims(rows), s.kv_dims(rows)};
+  index = ShardIndex{rows, s.q_dims(rows), s.kv_dims(rows)};
   steps = plan.schedule(rank);
-  for (const DilatedPair& pair : p.pairs()) geometry.emplace_back(pair, s.seq);
   for (const PlanStep& step : steps) {
     largest_recv_rows = std::max(largest_recv_rows, step.recv.rows);
     largest_send_rows = std::max(largest_send_rows, step.send.rows);
@@ -85,6 +89,26 @@ void RingExecutor::Impl::start_progress(double total) {
   last_report = Clock::now();
 }
 
+void RingExecutor::Impl::allocate_agreed(const std::function<void()>& allocate) {
+  std::optional<Error> local;
+  try {
+    allocate();
+  } catch (const Error& e) {
+    local = e;
+  } catch (const std::bad_alloc&) {
+    local = Error(Status::kOutOfMemory, "out of memory allocating the " + std::string(pass_name) + "'s buffers");
+  }
+  if (world == 1) {
+    if (local) throw *local;
+    return;
+  }
+  const double failed = transport.allreduce_max(local ? static_cast<double>(rank) : -1.0);
+  if (local) throw *local;
+  DRING_CHECK(failed < 0.0, Status::kOutOfMemory,
+              "world rank " << static_cast<int>(failed) << " could not allocate its " << pass_name
+                            << " buffers, so no rank starts the pass");
+}
+
 void RingExecutor::Impl::ensure(Buffer<float>& buffer, int64_t floats, MemCategory category) {
   if (buffer.size() < floats) buffer = Buffer<float>(backend.allocator(), floats, category);
 }
@@ -101,8 +125,8 @@ std::vector<RowRun> RingExecutor::Impl::message_runs(const Message& msg, const v
   runs.reserve(2 * msg.slabs.size());
   for (const KvSlab& slab : msg.slabs) {
     if (pair >= 0 && slab.pair != pair) continue;
-    const int64_t at = index.kv_at(slab.batch, slab.keys.first, slab.kv_head);
-    const int64_t stride = slab.keys.stride * index.kv.row_stride();
+    const int64_t at = index.kv_at(slab.batch, slab.key_local, slab.kv_head);
+    const int64_t stride = slab.key_local_stride * index.kv.row_stride();
     void* k_rows = offset(payload, slab.message_row * d, type);
     void* v_rows = offset(payload, (msg.rows + slab.message_row) * d, type);
     if (into_payload) {
@@ -181,72 +205,89 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   const int64_t d = s.head_dim;
   const ShardIndex& ix = m.index;
   const DType dt = m.dtype;
-  const bool causal = m.problem.config.causal;
   PassStats stats;
   m.pass_name = "forward pass";
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
 
-  for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  m.allocate_agreed([&] {
+    for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+  });
 
   // One block per query head: its query rows (and their out, lse) against keys given by the caller.
-  auto query_block = [&](int64_t b, int64_t h, const StridedRange& rows) {
+  auto query_block = [&](int64_t b, int64_t h, const Piece& rows, const BlockMask& mask) {
     kernels::AttendBlock blk;
-    blk.q = offset(in.q, ix.q_at(b, rows.first, h), dt);
-    blk.q_stride = rows.stride * s.heads * d;
-    blk.out = offset(out.out, ix.q_at(b, rows.first, h), dt);
+    blk.q = offset(in.q, ix.q_at(b, rows.local, h), dt);
+    blk.q_stride = rows.local_stride * s.heads * d;
+    blk.out = offset(out.out, ix.q_at(b, rows.local, h), dt);
     blk.out_stride = blk.q_stride;
-    blk.lse = out.lse + ix.lse_at(b, h, rows.first);
-    blk.lse_stride = rows.stride;
-    blk.n_q = rows.count;
+    blk.lse = out.lse + ix.lse_at(b, h, rows.local);
+    blk.lse_stride = rows.local_stride;
+    blk.n_q = rows.pos.count;
+    blk.mask = mask;
     return blk;
   };
-  auto local_blocks = [&](int p, auto&& visit) {
-    const int64_t r = m.geometry[p].r;
-    m.for_each_local_piece(p, [&](int64_t b, const StridedRange& rows, int64_t off) {
+  auto local_blocks = [&](int p, int round, int& rounds, auto&& visit) {
+    const int64_t r = m.pairs[p].dilation;
+    m.for_each_local_block(p, round, rounds,
+                           [&](int64_t b, int64_t off, const Piece& q, const Piece& k, const BlockMask& mask) {
       for (int64_t h = off; h < s.heads; h += r) {
-        kernels::AttendBlock blk = query_block(b, h, rows);
+        kernels::AttendBlock blk = query_block(b, h, q, mask);
         const int64_t g = m.problem.kv_head_of(h);
-        blk.k = offset(in.k, ix.kv_at(b, rows.first, g), dt);
-        blk.v = offset(in.v, ix.kv_at(b, rows.first, g), dt);
-        blk.kv_stride = rows.stride * s.kv_heads * d;
-        blk.n_k = rows.count;
-        blk.mask = causal ? BlockMask::causal() : BlockMask::none();
+        blk.k = offset(in.k, ix.kv_at(b, k.local, g), dt);
+        blk.v = offset(in.v, ix.kv_at(b, k.local, g), dt);
+        blk.kv_stride = k.local_stride * s.kv_heads * d;
+        blk.n_k = k.pos.count;
         visit(blk);
       }
     });
   };
-  auto message_blocks = [&](const Message& msg, const void* payload, int p, auto&& visit) {
-    for (const KvSlab& slab : msg.slabs) {
-      if (slab.pair != p) continue;
-      const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.geometry[p].r);
+  auto message_blocks = [&](const Message& msg, const void* payload, int p, int round, int& rounds, auto&& visit) {
+    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const Piece& q, const BlockMask& mask) {
+      const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.pairs[p].dilation);
       for (int64_t n = 0; n < heads.count; ++n) {
-        kernels::AttendBlock blk = query_block(slab.batch, heads.first + n * heads.step, slab.queries);
+        kernels::AttendBlock blk = query_block(slab.batch, heads.first + n * heads.step, q, mask);
         blk.k = offset(payload, slab.message_row * d, dt);
         blk.v = offset(payload, (msg.rows + slab.message_row) * d, dt);
         blk.kv_stride = d;
         blk.n_k = slab.keys.count;
-        blk.mask = BlockMask::none();  // keys of another rank are all before (causal) or all visible
         visit(blk);
+      }
+    });
+  };
+
+  // Blocks of different pairs write the same rows, so pairs run one after another, and within a
+  // pair the rounds (executor_impl.hpp); within a round every block owns its rows and the kernel
+  // runs them in parallel.
+  Impl::Batch<kernels::AttendBlock> batch(
+      m, [&](std::span<const kernels::AttendBlock> blocks) { m.backend.attend(blocks, m.params); }, scores_of);
+  auto collect = [&](const kernels::AttendBlock& blk) { batch.add(blk); };
+  const int pairs = static_cast<int>(m.pairs.size());
+  auto run_local = [&](auto&& visit, bool flush) {
+    for (int p = 0; p < pairs; ++p) {
+      int rounds = 1;
+      for (int round = 0; round < rounds; ++round) {
+        local_blocks(p, round, rounds, visit);
+        if (flush) batch.flush();
+      }
+    }
+  };
+  auto run_message = [&](const Message& msg, const void* payload, auto&& visit, bool flush) {
+    for (int p = 0; p < pairs && !msg.empty(); ++p) {
+      int rounds = 1;
+      for (int round = 0; round < rounds; ++round) {
+        message_blocks(msg, payload, p, round, rounds, visit);
+        if (flush) batch.flush();
       }
     }
   };
 
-  // Blocks of different pairs write the same rows, so pairs run one after another; within a pair
-  // every block owns its rows and the kernel runs them in parallel.
-  Impl::Batch<kernels::AttendBlock> batch(
-      m, [&](std::span<const kernels::AttendBlock> blocks) { m.backend.attend(blocks, m.params); }, scores_of);
-  auto collect = [&](const kernels::AttendBlock& blk) { batch.add(blk); };
-  const int pairs = static_cast<int>(m.geometry.size());
-
   if (m.options.on_progress && m.pass_scores < 0.0) {
     m.pass_scores = 0.0;
     auto count = [&](const kernels::AttendBlock& b) { m.pass_scores += scores_of(b); };
-    for (int p = 0; p < pairs; ++p) {
-      local_blocks(p, count);
-      for (const PlanStep& step : m.steps) message_blocks(step.recv, nullptr, p, count);
-    }
+    run_local(count, false);
+    for (const PlanStep& step : m.steps) run_message(step.recv, nullptr, count, false);
   }
   m.start_progress(std::max(m.pass_scores, 0.0));
 
@@ -257,10 +298,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   stats.compute_ms += ms_since(t0);
   if (!m.steps.empty()) m.post_kv(0, in, stats);
   t0 = Clock::now();
-  for (int p = 0; p < pairs; ++p) {
-    local_blocks(p, collect);
-    batch.flush();
-  }
+  run_local(collect, true);
   stats.compute_ms += ms_since(t0);
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
@@ -268,14 +306,11 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
     m.wait(m.pending_kv_send, stats, "K/V rows", i);  // the send buffer is refilled by the next step
     if (i + 1 < m.steps.size()) m.post_kv(i + 1, in, stats);
     t0 = Clock::now();
-    const Message& msg = m.steps[i].recv;
-    for (int p = 0; p < pairs && !msg.empty(); ++p) {
-      message_blocks(msg, m.kv_recv[i % 2].data(), p, collect);
-      batch.flush();
-    }
+    run_message(m.steps[i].recv, m.kv_recv[i % 2].data(), collect, true);
     stats.compute_ms += ms_since(t0);
   }
   m.finish(stats, pass_start, before);
+  stats.flops = m.done_scores * 4.0 * static_cast<double>(d);
   return stats;
 }
 

@@ -30,73 +30,77 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   const int64_t d = s.head_dim;
   const ShardIndex& ix = m.index;
   const DType dt = m.dtype;
-  const bool causal = m.problem.config.causal;
   PassStats stats;
   m.pass_name = "backward pass";
   const auto pass_start = Clock::now();
   const comm::CommCounters before = m.transport.counters();
   const int64_t q_elems = ix.q.elements(), kv_elems = ix.kv.elements();
 
-  m.ensure(m.delta, ix.q.state_elements(), MemCategory::kWorkspace);
-  for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
-  for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
-  for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
   // Gradients accumulate in fp32: in the outputs themselves for fp32, else in workspace.
   float* dq = static_cast<float*>(out.dq);
   float* dk = static_cast<float*>(out.dk);
   float* dv = static_cast<float*>(out.dv);
+  m.allocate_agreed([&] {
+    m.ensure(m.delta, ix.q.state_elements(), MemCategory::kWorkspace);
+    for (auto& buffer : m.kv_recv) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    m.ensure(m.kv_send, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+    for (auto& buffer : m.grad_send) m.ensure(buffer, 2 * m.largest_recv_rows * d, MemCategory::kExchange);
+    for (auto& buffer : m.grad_recv) m.ensure(buffer, 2 * m.largest_send_rows * d, MemCategory::kExchange);
+    if (dt != DType::kF32) {
+      m.ensure(m.dq_acc, q_elems, MemCategory::kWorkspace);
+      m.ensure(m.dk_acc, kv_elems, MemCategory::kWorkspace);
+      m.ensure(m.dv_acc, kv_elems, MemCategory::kWorkspace);
+    }
+  });
   if (dt != DType::kF32) {
-    m.ensure(m.dq_acc, q_elems, MemCategory::kWorkspace);
-    m.ensure(m.dk_acc, kv_elems, MemCategory::kWorkspace);
-    m.ensure(m.dv_acc, kv_elems, MemCategory::kWorkspace);
     dq = m.dq_acc.data();
     dk = m.dk_acc.data();
     dv = m.dv_acc.data();
   }
 
   // One block per (kv head, offset) run of query heads, against keys given by the caller.
-  auto query_block = [&](int64_t b, const HeadRun& heads, const StridedRange& rows) {
+  auto query_block = [&](int64_t b, const HeadRun& heads, const Piece& rows, const BlockMask& mask) {
     kernels::GradBlock blk;
-    const int64_t at = ix.q_at(b, rows.first, heads.first);
+    const int64_t at = ix.q_at(b, rows.local, heads.first);
     blk.q = offset(in.forward.q, at, dt);
     blk.dout = offset(in.dout, at, dt);
     blk.dq = dq + at;
-    blk.q_stride = rows.stride * s.heads * d;
+    blk.q_stride = rows.local_stride * s.heads * d;
     blk.q_head_step = heads.step * d;
-    const int64_t state = ix.lse_at(b, heads.first, rows.first);
+    const int64_t state = ix.lse_at(b, heads.first, rows.local);
     blk.lse = in.lse + state;
     blk.delta = m.delta.data() + state;
-    blk.state_stride = rows.stride;
+    blk.state_stride = rows.local_stride;
     blk.state_head_step = heads.step * ix.rows;
     blk.n_heads = heads.count;
-    blk.n_q = rows.count;
+    blk.n_q = rows.pos.count;
+    blk.mask = mask;
     return blk;
   };
-  auto local_blocks = [&](int p, auto&& visit) {
-    const int64_t r = m.geometry[p].r;
-    m.for_each_local_piece(p, [&](int64_t b, const StridedRange& rows, int64_t off) {
+  auto local_blocks = [&](int p, int round, int& rounds, auto&& visit) {
+    const int64_t r = m.pairs[p].dilation;
+    m.for_each_local_block(p, round, rounds,
+                           [&](int64_t b, int64_t off, const Piece& q, const Piece& k, const BlockMask& mask) {
       for (int64_t g = 0; g < s.kv_heads; ++g) {
         const HeadRun heads = heads_with_offset(m.problem, g, off, r);
         if (heads.count == 0) continue;
-        kernels::GradBlock blk = query_block(b, heads, rows);
-        const int64_t at = ix.kv_at(b, rows.first, g);
+        kernels::GradBlock blk = query_block(b, heads, q, mask);
+        const int64_t at = ix.kv_at(b, k.local, g);
         blk.k = offset(in.forward.k, at, dt);
         blk.v = offset(in.forward.v, at, dt);
         blk.dk = dk + at;
         blk.dv = dv + at;
-        blk.kv_stride = blk.dkv_stride = rows.stride * s.kv_heads * d;
-        blk.n_k = rows.count;
-        blk.mask = causal ? BlockMask::causal() : BlockMask::none();
+        blk.kv_stride = blk.dkv_stride = k.local_stride * s.kv_heads * d;
+        blk.n_k = k.pos.count;
         visit(blk);
       }
     });
   };
-  auto message_blocks = [&](const Message& msg, const void* payload, float* grads, int p, auto&& visit) {
-    for (const KvSlab& slab : msg.slabs) {
-      if (slab.pair != p) continue;
-      const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.geometry[p].r);
-      kernels::GradBlock blk = query_block(slab.batch, heads, slab.queries);
+  auto message_blocks = [&](const Message& msg, const void* payload, float* grads, int p, int round, int& rounds,
+                            auto&& visit) {
+    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const Piece& q, const BlockMask& mask) {
+      const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.pairs[p].dilation);
+      kernels::GradBlock blk = query_block(slab.batch, heads, q, mask);
       blk.k = offset(payload, slab.message_row * d, dt);
       blk.v = offset(payload, (msg.rows + slab.message_row) * d, dt);
       blk.kv_stride = d;
@@ -106,23 +110,38 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       }
       blk.dkv_stride = d;
       blk.n_k = slab.keys.count;
-      blk.mask = BlockMask::none();
       visit(blk);
-    }
+    });
   };
 
   Impl::Batch<kernels::GradBlock> batch(
       m, [&](std::span<const kernels::GradBlock> blocks) { m.backend.attend_backward(blocks, m.params); },
       scores_of);
   auto collect = [&](const kernels::GradBlock& blk) { batch.add(blk); };
-  const int pairs = static_cast<int>(m.geometry.size());
+  const int pairs = static_cast<int>(m.pairs.size());
+  auto run_local = [&](auto&& visit, bool flush) {
+    for (int p = 0; p < pairs; ++p) {
+      int rounds = 1;
+      for (int round = 0; round < rounds; ++round) {
+        local_blocks(p, round, rounds, visit);
+        if (flush) batch.flush();
+      }
+    }
+  };
+  auto run_message = [&](const Message& msg, const void* payload, float* grads, auto&& visit, bool flush) {
+    for (int p = 0; p < pairs && !msg.empty(); ++p) {
+      int rounds = 1;
+      for (int round = 0; round < rounds; ++round) {
+        message_blocks(msg, payload, grads, p, round, rounds, visit);
+        if (flush) batch.flush();
+      }
+    }
+  };
   if (m.options.on_progress && m.pass_scores < 0.0) {
     m.pass_scores = 0.0;
     auto count = [&](const kernels::GradBlock& b) { m.pass_scores += scores_of(b); };
-    for (int p = 0; p < pairs; ++p) {
-      local_blocks(p, count);
-      for (const PlanStep& step : m.steps) message_blocks(step.recv, nullptr, nullptr, p, count);
-    }
+    run_local(count, false);
+    for (const PlanStep& step : m.steps) run_message(step.recv, nullptr, nullptr, count, false);
   }
   m.start_progress(std::max(m.pass_scores, 0.0));
 
@@ -151,7 +170,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     const auto t0 = Clock::now();
     // A key row selected by two pairs comes back once per pair: add pair by pair, so the rows of
     // one call are distinct (and the sum's order is fixed).
-    for (int p = 0; p < static_cast<int>(m.geometry.size()); ++p) {
+    for (int p = 0; p < static_cast<int>(m.pairs.size()); ++p) {
       m.backend.add_rows(
           m.message_runs(sent, nullptr, nullptr, dk, dv, m.grad_recv[i % 2].data(), false, DType::kF32, p), d);
     }
@@ -166,10 +185,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   stats.compute_ms += ms_since(t0);
   if (!m.steps.empty()) m.post_kv(0, in.forward, stats);
   t0 = Clock::now();
-  for (int p = 0; p < pairs; ++p) {
-    local_blocks(p, collect);
-    batch.flush();
-  }
+  run_local(collect, true);
   stats.compute_ms += ms_since(t0);
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
@@ -183,10 +199,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       m.wait(m.pending_grad_send[i % 2], stats, "gradients", i - 2);  // step i-2's have left this buffer
       t0 = Clock::now();
       m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
-      for (int p = 0; p < pairs; ++p) {
-        message_blocks(step.recv, m.kv_recv[i % 2].data(), grads, p, collect);
-        batch.flush();
-      }
+      run_message(step.recv, m.kv_recv[i % 2].data(), grads, collect, true);
       stats.compute_ms += ms_since(t0);
     }
     post_gradients(i, grads);
@@ -203,6 +216,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     stats.compute_ms += ms_since(t0);
   }
   m.finish(stats, pass_start, before);
+  stats.flops = m.done_scores * 10.0 * static_cast<double>(d);
   return stats;
 }
 

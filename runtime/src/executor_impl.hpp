@@ -12,6 +12,7 @@
 #include "dring/core/tensor.hpp"
 #include "dring/runtime/executor.hpp"
 #include "dring/runtime/layout.hpp"
+#include "dring/runtime/plan.hpp"
 
 namespace dring {
 
@@ -28,16 +29,23 @@ struct HeadRun {
 };
 HeadRun heads_with_offset(const Problem& problem, int64_t kv_head, int64_t offset, int64_t dilation);
 
-// Element offsets into this rank's shard tensors (rows [begin, begin + rows) of the sequence).
+// Element offsets into this rank's shard tensors, by local row (the layout's runs map positions
+// to local rows).
 struct ShardIndex {
-  int64_t begin = 0;
   int64_t rows = 0;
   TensorDims q;   // q, out, dout, dq: [batch, rows, heads, head_dim]; lse, delta: [batch, heads, rows]
   TensorDims kv;  // k, v, dk, dv: [batch, rows, kv_heads, head_dim]
-  int64_t q_at(int64_t b, int64_t pos, int64_t h) const { return q.at(b, pos - begin, h); }
-  int64_t kv_at(int64_t b, int64_t pos, int64_t g) const { return kv.at(b, pos - begin, g); }
-  int64_t lse_at(int64_t b, int64_t h, int64_t pos) const { return q.state_at(b, h, pos - begin); }
+  int64_t q_at(int64_t b, int64_t local, int64_t h) const { return q.at(b, local, h); }
+  int64_t kv_at(int64_t b, int64_t local, int64_t g) const { return kv.at(b, local, g); }
+  int64_t lse_at(int64_t b, int64_t h, int64_t local) const { return q.state_at(b, h, local); }
 };
+
+// Kernel calls and shared rows. Blocks of one kernel call must not share query rows (forward:
+// their out and lse; backward: dq) nor key rows (backward: dk, dv). When a rank holds a block's
+// rows as several pieces (zigzag, striped layouts) or receives a block's keys as several slabs,
+// the (query piece i, key piece j) products go out in rounds, round (i + j) mod n for n the larger
+// count: within a round every query piece and every key piece appears at most once.
+inline int round_of(int64_t i, int64_t j, int64_t n) { return static_cast<int>((i + j) % n); }
 
 // Blocks go to a kernel in batches of at most this many, so a pair with millions of tiny
 // segments never materialises millions of block descriptors at once.
@@ -59,7 +67,9 @@ struct RingExecutor::Impl {
   int world = 1;
   ShardIndex index;
   std::vector<PlanStep> steps;
-  std::vector<PairGeometry> geometry;
+  std::vector<DilatedPair> pairs;
+  Documents documents;
+  Band band;
   kernels::AttendParams params;
   int64_t largest_recv_rows = 0;
   int64_t largest_send_rows = 0;
@@ -92,22 +102,74 @@ struct RingExecutor::Impl {
   void start_progress(double total);
   void finish_call(double scores);
 
+  // Runs `allocate` (a pass's buffers) on every rank and agrees on the outcome before any rank
+  // posts a message: a rank that cannot allocate throws its error, its peers an error naming it,
+  // instead of waiting for messages that never come.
+  void allocate_agreed(const std::function<void()>& allocate);
   void ensure(Buffer<float>& buffer, int64_t floats, MemCategory category);
   void ensure(TensorBuffer& buffer, int64_t count, MemCategory category);
-  // Visits every piece of pair p on this rank: (batch, selected rows, offset).
+  // Visits the local blocks of pair p in round `round`: visit(batch, offset, query piece, key
+  // piece, mask) for every product of this rank's pieces of a block that the band leaves non-empty.
+  // Raises `rounds` to the number of rounds the pair needs.
   template <class Visit>
-  void for_each_local_piece(int p, Visit&& visit) const {
-    const PairGeometry& geom = geometry[p];
-    const int64_t end = index.begin + index.rows;
-    const int64_t offsets = std::min<int64_t>(geom.r, problem.shape.heads);  // offsets some head uses
+  void for_each_local_block(int p, int round, int& rounds, Visit&& visit) const {
+    const std::vector<ShardRun>& runs = plan.layout().runs(rank);
+    const int64_t lo = plan.layout().lowest(rank), hi = plan.layout().highest_end(rank);
     for (int64_t b = 0; b < problem.shape.batch; ++b) {
-      for (int64_t seg = geom.segment_of(index.begin); seg <= geom.segment_of(end - 1); ++seg) {
+      for_each_segment(problem, documents, lo, hi, [&](int pair, const PairGeometry& geom, int64_t seg) {
+        if (pair != p) return;
+        const int64_t offsets = std::min<int64_t>(geom.r, problem.shape.heads);  // offsets some head uses
         for (int64_t off = 0; off < offsets; ++off) {
-          const StridedRange rows = geom.selected(seg, off, index.begin, end);
-          if (rows.count > 0) visit(b, rows, off);
+          const std::vector<Piece> pieces = pieces_of(geom.block(seg, off), runs);
+          const int64_t n = static_cast<int64_t>(pieces.size());
+          rounds = std::max<int>(rounds, static_cast<int>(n));
+          for (int64_t i = 0; i < n && round < n; ++i) {
+            const Piece& q = pieces[i];
+            const Piece& k = pieces[(round - i + n) % n];
+            const BlockMask mask = mask_of(q.pos, k.pos);
+            if (!mask.empty(0, q.pos.count, 0, k.pos.count)) visit(b, off, q, k, mask);
+          }
+        }
+      });
+    }
+  }
+  // Visits the blocks of a received message for pair p in round `round`: visit(slab, query piece,
+  // mask) for every (slab, this rank's piece of the slab's block) the band leaves non-empty.
+  template <class Visit>
+  void for_each_message_block(const Message& msg, int p, int round, int& rounds, Visit&& visit) const {
+    const std::vector<ShardRun>& runs = plan.layout().runs(rank);
+    std::vector<Piece> queries;
+    for (size_t a = 0; a < msg.slabs.size();) {
+      // The slabs of one block are adjacent in a message.
+      const KvSlab& head = msg.slabs[a];
+      size_t z = a + 1;
+      while (z < msg.slabs.size() && same_block(msg.slabs[z], head)) ++z;
+      if (head.pair == p) {
+        queries = pieces_of(head.block, runs);
+        const int64_t n = std::max<int64_t>(static_cast<int64_t>(z - a), static_cast<int64_t>(queries.size()));
+        rounds = std::max<int>(rounds, static_cast<int>(n));
+        for (size_t s = a; s < z; ++s) {
+          for (size_t i = 0; i < queries.size(); ++i) {
+            if (round_of(static_cast<int64_t>(s - a), static_cast<int64_t>(i), n) != round) continue;
+            const BlockMask mask = mask_of(queries[i].pos, msg.slabs[s].keys);
+            if (!mask.empty(0, queries[i].pos.count, 0, msg.slabs[s].keys.count)) visit(msg.slabs[s], queries[i], mask);
+          }
         }
       }
+      a = z;
     }
+  }
+  // The mask of queries q against keys k, in its simplest form: none when every key is visible
+  // to every query, causal when they are the same rows under plain causality.
+  BlockMask mask_of(const StridedRange& q, const StridedRange& k) const {
+    const BlockMask mask = BlockMask::of(band, q, k);
+    if (mask.full(0, q.count, 0, k.count)) return BlockMask::none();
+    if (q == k && band.lo == 0 && band.hi >= Band::kUnbounded) return BlockMask::causal();
+    return mask;
+  }
+  static bool same_block(const KvSlab& a, const KvSlab& b) {
+    return a.batch == b.batch && a.pair == b.pair && a.kv_head == b.kv_head && a.offset == b.offset &&
+           a.block == b.block;
   }
   // Row runs between a message payload and the shard rows of its slabs: from shard tensors k, v
   // into the payload (packing K/V), or from the payload into k_out, v_out (returned gradients).

@@ -7,55 +7,94 @@
 
 namespace dring {
 
-std::vector<int64_t> offsets_of_kv_head(const Problem& problem, const PairGeometry& geom, int64_t kv_head) {
+std::vector<int64_t> offsets_of_kv_head(const Problem& problem, int64_t dilation, int64_t kv_head) {
   const int64_t group = problem.group_size();
   std::vector<int64_t> offsets;
-  for (int64_t h = kv_head * group; h < (kv_head + 1) * group; ++h) offsets.push_back(geom.offset_of_head(h));
+  for (int64_t h = kv_head * group; h < (kv_head + 1) * group; ++h) offsets.push_back(h % dilation);
   std::sort(offsets.begin(), offsets.end());
   offsets.erase(std::unique(offsets.begin(), offsets.end()), offsets.end());
   return offsets;
 }
 
-ExchangePlan::ExchangePlan(const Problem& problem, int world_size, int64_t max_message_rows)
-    : problem_(problem), layout_(problem.shape.seq, world_size), max_message_rows_(max_message_rows) {
+std::vector<Piece> pieces_of(const StridedRange& block, const std::vector<ShardRun>& runs) {
+  std::vector<Piece> pieces;
+  for (const ShardRun& run : runs) {
+    const StridedRange pos = intersect(block, run.pos);
+    if (pos.count == 0) continue;
+    pieces.push_back(Piece{pos, run.local(pos.first), pos.stride / run.pos.stride * run.local_stride});
+  }
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.pos.first < b.pos.first; });
+  return pieces;
+}
+
+ExchangePlan::ExchangePlan(const Problem& problem, ShardLayout layout, int64_t max_message_rows)
+    : problem_(problem),
+      layout_(std::move(layout)),
+      max_message_rows_(max_message_rows),
+      documents_(problem),
+      band_(Band::of(problem.config)) {
   DRING_CHECK(max_message_rows >= 1, Status::kInvalidArgument,
               "exchange messages must hold at least one row (got " << max_message_rows << ")");
-  for (const DilatedPair& pair : problem.pairs()) geometry_.emplace_back(pair, problem.shape.seq);
+  DRING_CHECK(layout_.seq() == problem.shape.seq, Status::kInternal, "the layout is of another sequence length");
 }
 
 std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   std::vector<KvSlab> slabs;
   if (src == dst) return slabs;
-  // Causal: every key of a lower rank precedes every query of a higher one, and the reverse
-  // direction contributes nothing.
-  if (problem_.config.causal && src > dst) return slabs;
-  const int64_t src_lo = layout_.begin(src), src_hi = layout_.end(src);
-  const int64_t dst_lo = layout_.begin(dst), dst_hi = layout_.end(dst);
+  const std::vector<ShardRun>& src_runs = layout_.runs(src);
+  const std::vector<ShardRun>& dst_runs = layout_.runs(dst);
+  const int64_t src_lo = layout_.lowest(src), src_hi = layout_.highest_end(src);
+  const int64_t dst_lo = layout_.lowest(dst), dst_hi = layout_.highest_end(dst);
+  // A segment (an interval) holding positions of both spans meets their overlap, or, when the
+  // spans are disjoint, holds the last position of the earlier one.
+  const int64_t seg_lo = std::max(src_lo, dst_lo), seg_hi = std::min(src_hi, dst_hi);
+  const int64_t scan_lo = seg_lo < seg_hi ? seg_lo : seg_hi - 1, scan_hi = seg_lo < seg_hi ? seg_hi : seg_hi;
+  // Which keys of a piece some query of dst reads: those within the band of the query pieces'
+  // extremes. Stretches of them, merged where they touch.
+  std::vector<std::pair<int64_t, int64_t>> stretches;  // [first key index, end key index) in the piece
   int64_t row = 0;
   for (int64_t b = 0; b < problem_.shape.batch; ++b) {
-    for (int p = 0; p < static_cast<int>(geometry_.size()); ++p) {
-      const PairGeometry& geom = geometry_[p];
-      // Segments that hold rows of both ranks.
-      const int64_t seg_first = std::max(geom.segment_of(src_lo), geom.segment_of(dst_lo));
-      const int64_t seg_last = std::min(geom.segment_of(src_hi - 1), geom.segment_of(dst_hi - 1));
-      for (int64_t seg = seg_first; seg <= seg_last; ++seg) {
-        for (int64_t g = 0; g < problem_.shape.kv_heads; ++g) {
-          for (int64_t off : offsets_of_kv_head(problem_, geom, g)) {
-            KvSlab slab;
-            slab.batch = b;
-            slab.pair = p;
-            slab.kv_head = g;
-            slab.offset = off;
-            slab.keys = geom.selected(seg, off, src_lo, src_hi);
-            slab.queries = geom.selected(seg, off, dst_lo, dst_hi);
-            if (slab.keys.count == 0 || slab.queries.count == 0) continue;
-            slab.message_row = row;
-            row += slab.keys.count;
-            slabs.push_back(slab);
+    for_each_segment(problem_, documents_, scan_lo, scan_hi, [&](int p, const PairGeometry& geom, int64_t seg) {
+      const int64_t a = geom.segment_begin(seg), z = geom.segment_end(seg);
+      if (z <= dst_lo || a >= dst_hi || z <= src_lo || a >= src_hi) return;
+      for (int64_t g = 0; g < problem_.shape.kv_heads; ++g) {
+        for (int64_t off : offsets_of_kv_head(problem_, geom.r, g)) {
+          const StridedRange block = geom.block(seg, off);
+          if (block.count == 0) continue;
+          const std::vector<Piece> queries = pieces_of(block, dst_runs);
+          if (queries.empty()) continue;
+          for (const Piece& keys : pieces_of(block, src_runs)) {
+            stretches.clear();
+            for (const Piece& q : queries) {
+              // Keys k with lo <= qp - k <= hi for some qp in [q.first, q.last].
+              const int64_t lo = band_.hi >= Band::kUnbounded ? keys.pos.first : q.pos.first - band_.hi;
+              const int64_t hi = band_.lo <= -Band::kUnbounded ? keys.pos.last() : q.pos.last() - band_.lo;
+              const StridedRange reach = clip(keys.pos, lo, hi + 1);
+              if (reach.count == 0) continue;
+              const int64_t first = (reach.first - keys.pos.first) / keys.pos.stride;
+              stretches.emplace_back(first, first + reach.count);
+            }
+            std::sort(stretches.begin(), stretches.end());
+            for (size_t i = 0; i < stretches.size();) {
+              int64_t first = stretches[i].first, end = stretches[i].second;
+              for (++i; i < stretches.size() && stretches[i].first <= end; ++i) end = std::max(end, stretches[i].second);
+              KvSlab slab;
+              slab.batch = b;
+              slab.pair = p;
+              slab.kv_head = g;
+              slab.offset = off;
+              slab.block = block;
+              slab.keys = StridedRange{keys.pos.at(first), end - first, keys.pos.stride};
+              slab.key_local = keys.local + first * keys.local_stride;
+              slab.key_local_stride = keys.local_stride;
+              slab.message_row = row;
+              row += slab.keys.count;
+              slabs.push_back(slab);
+            }
           }
         }
       }
-    }
+    });
   }
   return slabs;
 }
@@ -73,6 +112,7 @@ std::vector<Message> ExchangePlan::split(int src, int dst) const {
       current.rows += take;
       slab.keys.first += take * slab.keys.stride;
       slab.keys.count -= take;
+      slab.key_local += take * slab.key_local_stride;
       if (current.rows == max_message_rows_) {
         messages.push_back(std::move(current));
         current = Message{src, dst, {}, 0};

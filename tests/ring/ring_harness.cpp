@@ -150,12 +150,36 @@ PassResult run_pass(RankRuntime& rt, const Problem& problem, uint64_t seed, cons
   run.rank = rt.world_rank();
   run.transport = rt.runtime.transport->name();
   run.note = rt.runtime.note;
-  const ShardLayout layout(problem.shape.seq, rt.world_size());
-  ShardBuffers shard = allocate_shard(problem.shape, layout.begin(run.rank), layout.size(run.rank),
+  const ShardLayout layout(problem.shape.seq, rt.world_size(), options.layout);
+  ShardBuffers shard = allocate_shard(problem.shape, layout.lowest(run.rank), layout.size(run.rank),
                                       backend.allocator(), dtype, backward);
-  fill_synthetic_shard(seed, problem.shape, shard, backend, rt.tracker, options.threads);
+  run.positions = layout.positions(run.rank);
+  if (layout.contiguous()) {
+    fill_synthetic_shard(seed, problem.shape, shard, backend, rt.tracker, options.threads);
+  } else {
+    // The rank's rows of the whole synthetic sequence, gathered in local order.
+    const AttentionShape& s = problem.shape;
+    auto fill = [&](TensorId id, TensorBuffer& buffer, int64_t heads) {
+      if (buffer.size() == 0) return;
+      std::vector<float> whole(static_cast<size_t>(s.batch * s.seq * heads * s.head_dim));
+      fill_synthetic(seed, id, s, 0, s.seq, whole.data(), 1);
+      const int64_t row = heads * s.head_dim;
+      std::vector<float> mine(static_cast<size_t>(buffer.size()));
+      for (int64_t b = 0; b < s.batch; ++b) {
+        for (size_t i = 0; i < run.positions.size(); ++i) {
+          std::copy_n(whole.begin() + (b * s.seq + run.positions[i]) * row, row,
+                      mine.begin() + (b * static_cast<int64_t>(run.positions.size()) + static_cast<int64_t>(i)) * row);
+        }
+      }
+      backend.upload(mine.data(), buffer.data(), buffer.size(), buffer.dtype());
+    };
+    fill(TensorId::kQ, shard.q, s.heads);
+    fill(TensorId::kK, shard.k, s.kv_heads);
+    fill(TensorId::kV, shard.v, s.kv_heads);
+    fill(TensorId::kDout, shard.dout, s.heads);
+    backend.synchronize();
+  }
   RingExecutor executor(problem, *rt.runtime.transport, backend, options);
-  run.begin = shard.begin;
   run.rows = shard.rows;
   run.forward = executor.forward(shard.inputs(), shard.outputs());
   run.forward_peak_bytes = peak();
@@ -181,7 +205,7 @@ Errors forward_errors(const Problem& p, uint64_t seed, const PassResult& dist, c
   Errors e;
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int64_t i = 0; i < dist.rows; ++i) {
-      const int64_t pos = dist.begin + i;
+      const int64_t pos = dist.positions[i];
       for (int64_t h = 0; h < s.heads; ++h) {
         const reference::RowResult ref = reference::attention_row(p, source, b, pos, h);
         const float lse = dist.lse[(b * s.heads + h) * dist.rows + i];
@@ -224,7 +248,7 @@ Errors backward_errors(const Problem& p, uint64_t seed, const PassResult& dist, 
       for (int64_t i = 0; i < dist.rows; ++i) {
         for (int64_t n = 0; n < row; ++n) {
           const float x = got[(b * dist.rows + i) * row + n];
-          const int64_t global = (b * s.seq + dist.begin + i) * row + n;
+          const int64_t global = (b * s.seq + dist.positions[i]) * row + n;
           e.vs_reference = worst(e.vs_reference, std::abs(x - want[global]) / largest);
           e.vs_one_rank = worst(e.vs_one_rank, std::abs(static_cast<double>(x) - one[global]) / largest);
         }

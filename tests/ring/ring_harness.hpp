@@ -99,7 +99,8 @@ inline int64_t message_cap_bytes(int64_t rows, int64_t head_dim, DType dtype) {
 // the results copied to host fp32.
 struct PassResult {
   int rank = 0;
-  int64_t begin = 0, rows = 0;
+  int64_t rows = 0;
+  std::vector<int64_t> positions;  // of the rank's rows, in local order (options.layout)
   std::vector<float> out, lse, dq, dk, dv;
   PassStats forward, backward;
   int64_t forward_peak_bytes = 0;   // the backend's memory space, since the runtime was made

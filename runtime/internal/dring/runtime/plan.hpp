@@ -1,9 +1,11 @@
 // dring/plan.hpp — the exchange plan: which K/V rows travel between which ranks, and when.
 //
-// Pure arithmetic on (problem, world size, message cap): every rank evaluates the same function,
-// so sender and receiver agree on every message without negotiating. Rank `src` sends rank `dst`
-// exactly the K/V rows (per kv head) that dst's queries attend to in each pair whose segment
-// spans both, and nothing else; see docs/architecture.md for the schedule and its volume.
+// Pure arithmetic on (problem, layout, message cap): every rank evaluates the same function, so
+// sender and receiver agree on every message without negotiating. Rank `src` sends rank `dst`
+// exactly the K/V rows (per kv head) that dst's queries attend to — in each block (document,
+// pair, segment, offset) holding rows of both, the keys of src within the band (causality,
+// window) of some query of dst — and nothing else; see docs/architecture.md for the schedule
+// and its volume.
 #pragma once
 
 #include <cstdint>
@@ -14,16 +16,20 @@
 
 namespace dring {
 
-// One slab of a message: the key rows of one (batch, pair, segment, kv head, offset) that the
-// sender owns, strided by the dilation in the sender's shard and packed in the message, together
-// with the receiver's query rows (same stride) that attend to them.
+// One slab of a message: key rows of one block (batch, pair, document segment, kv head, offset)
+// that the sender holds, a progression of positions stored at a progression of the sender's
+// local rows, packed in the message. The receiver pairs them with its own rows of the block.
+// A block's keys on one sender may come as several slabs (one per run of the sender that holds
+// some, or per stretch of keys some query's window reaches); slabs never share a key row.
 struct KvSlab {
   int64_t batch = 0;
   int pair = 0;
   int64_t kv_head = 0;
   int64_t offset = 0;
-  StridedRange keys;     // global positions, on the sender
-  StridedRange queries;  // global positions, on the receiver
+  StridedRange block;       // every position of the block (both ranks' rows and others')
+  StridedRange keys;        // global positions, on the sender
+  int64_t key_local = 0;    // the sender's local row of keys.first
+  int64_t key_local_stride = 1;
   int64_t message_row = 0;  // first row of this slab in the message's K (and V) block
   bool operator==(const KvSlab&) const = default;
 };
@@ -50,7 +56,9 @@ class ExchangePlan {
  public:
   // `max_message_rows` caps every message (long transfers are split into chunks), so exchange
   // buffers stay a bounded fraction of the shard.
-  ExchangePlan(const Problem& problem, int world_size, int64_t max_message_rows);
+  ExchangePlan(const Problem& problem, ShardLayout layout, int64_t max_message_rows);
+  ExchangePlan(const Problem& problem, int world_size, int64_t max_message_rows)  // contiguous
+      : ExchangePlan(problem, ShardLayout(problem.shape.seq, world_size), max_message_rows) {}
 
   const ShardLayout& layout() const { return layout_; }
   int64_t max_message_rows() const { return max_message_rows_; }
@@ -72,10 +80,20 @@ class ExchangePlan {
   Problem problem_;
   ShardLayout layout_;
   int64_t max_message_rows_;
-  std::vector<PairGeometry> geometry_;
+  Documents documents_;
+  Band band_;
 };
 
+// The rows of `block` a rank holds: one piece per run that holds some, as positions and the
+// progression of local rows they are stored at. Pieces are ascending and disjoint.
+struct Piece {
+  StridedRange pos;
+  int64_t local = 0;  // local row of pos.first
+  int64_t local_stride = 1;
+};
+std::vector<Piece> pieces_of(const StridedRange& block, const std::vector<ShardRun>& runs);
+
 // The distinct offsets h mod r of the q heads that read kv head g, ascending.
-std::vector<int64_t> offsets_of_kv_head(const Problem& problem, const PairGeometry& geom, int64_t kv_head);
+std::vector<int64_t> offsets_of_kv_head(const Problem& problem, int64_t dilation, int64_t kv_head);
 
 }  // namespace dring
