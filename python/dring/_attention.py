@@ -41,11 +41,13 @@ class Attention(torch.autograd.Function):
 
 
 def attention(q, k, v, *, seq=None, comm=None, group=None, pairs=None, segments=None, dilations=None,
-              causal=False, scale=None, threads=0, exchange_chunk_bytes=0, return_lse=False, context=None):
+              causal=False, scale=None, threads=0, exchange_chunk_bytes=0, return_lse=False, context=None,
+              doc_lens=None, cu_seqlens=None, window=None, layout="contiguous"):
     """Dilated (LongNet) attention of this rank's rows of a sequence sharded over the ranks.
 
     q: [batch, rows, heads, head_dim]; k, v: [batch, rows, kv_heads, head_dim] (kv_heads divides
-    heads: grouped-query attention); rows are this rank's, dring.shard_range(seq, comm). Returns
+    heads: grouped-query attention); rows are this rank's, dring.shard_positions(seq, comm, layout=layout)
+    (for the contiguous layout the range dring.shard_range(seq, comm)). Returns
     out like q (and with return_lse=True also lse [batch, heads, rows], float32, not
     differentiable). Forward and backward are collective: every rank of the communicator calls them
     in the same order with the same problem.
@@ -53,7 +55,11 @@ def attention(q, k, v, *, seq=None, comm=None, group=None, pairs=None, segments=
     seq: the whole sequence's length. comm: an mpi4py communicator; without one, MPI.COMM_WORLD when
     an MPI launcher started the process, else (CUDA tensors only) the torch.distributed group
     `group` or the default one. pairs: [(segment, dilation), ...] or segments= and dilations=; none
-    is dense attention. causal; scale (default 1/sqrt(head_dim)). threads: kernel threads per rank
+    is dense attention. causal; scale (default 1/sqrt(head_dim)). doc_lens=[l1, l2, ...] (summing to
+    seq) or cu_seqlens=[0, l1, l1+l2, ..., seq] (a list or an integer tensor): packed documents, each
+    attending only within itself. window=W: only keys with |i - j| < W. layout: "contiguous",
+    "zigzag" (balances causal work), "striped" or "striped:N"; it decides which rows this rank
+    holds (shard_positions), never the result. threads: kernel threads per rank
     (0: the node's cores over its ranks). The context of each (communicator, problem) is created
     once and cached (dring.clear_cache); context= passes one made by dring.Context instead.
     """
@@ -68,6 +74,7 @@ def attention(q, k, v, *, seq=None, comm=None, group=None, pairs=None, segments=
         batch, _, heads, head_dim = q.shape
         spec = dict(seq=seq, batch=batch, heads=heads, kv_heads=k.shape[2], head_dim=head_dim, pairs=pairs,
                     segments=segments, dilations=dilations, causal=causal, scale=scale, comm=comm, group=group,
-                    device=q.device, dtype=q.dtype, threads=threads, exchange_chunk_bytes=exchange_chunk_bytes)
+                    device=q.device, dtype=q.dtype, threads=threads, exchange_chunk_bytes=exchange_chunk_bytes,
+                    doc_lens=doc_lens, cu_seqlens=cu_seqlens, window=window, layout=layout)
         context = cached_context(**spec)
     return Attention.apply(q, k, v, context, bool(return_lse))

@@ -94,6 +94,82 @@ def shard_range(seq, comm=None, *, group=None, rank=None, world_size=None):
     return rank * base + min(rank, extra), base + (1 if rank < extra else 0)
 
 
+def parse_layout(layout):
+    """(dring_layout value, stripe, canonical name) of "contiguous", "zigzag", "striped" or "striped:N"."""
+    text = str(layout or "contiguous")
+    if text == "contiguous":
+        return _lib.LAYOUT_CONTIGUOUS, 0, text
+    if text == "zigzag":
+        return _lib.LAYOUT_ZIGZAG, 0, text
+    if text == "striped" or text.startswith("striped:"):
+        stripe = text[len("striped:"):] if ":" in text else "1"
+        if not stripe.isdigit() or int(stripe) < 1:
+            raise DringError(_lib.INVALID_ARGUMENT, f"dring: layout {text!r}: the stripe size after 'striped:' must be "
+                                                    "a whole number >= 1")
+        return _lib.LAYOUT_STRIPED, int(stripe), "striped" if int(stripe) == 1 else f"striped:{int(stripe)}"
+    raise DringError(_lib.INVALID_ARGUMENT, f"dring: unknown layout {text!r} (expected contiguous, zigzag, striped or "
+                                            "striped:N)")
+
+
+def _cut(c, n, seq):
+    """Piece c of n even pieces of seq starts here (the first seq % n pieces are one longer)."""
+    return c * (seq // n) + min(c, seq % n)
+
+
+def shard_positions(seq, comm=None, *, layout="contiguous", group=None, rank=None, world_size=None):
+    """This rank's rows of a seq-token sequence under `layout` (a torch.int64 tensor, ascending):
+    the order of the rows of the q, k, v it passes to dring.attention, and of the out it gets. A
+    trainer gathers its tokens and position ids (for rotary embeddings, say) at these positions.
+    The communicator is chosen as dring.attention chooses it; rank and world_size, given together,
+    need none. Layouts (docs/math.md): contiguous (dring.shard_range), zigzag (2k chunks, rank t
+    holds t and 2k-1-t), striped (row i on rank i mod k) and striped:N (stripes of N rows)."""
+    if (rank is None) != (world_size is None):
+        raise DringError(_lib.INVALID_ARGUMENT, "dring.shard_positions: give rank and world_size together")
+    if rank is None:
+        c = Communicator(comm, group)
+        rank, world_size = c.rank, c.size
+    kind, stripe, name = parse_layout(layout)
+    k = world_size
+    if k < 1 or not 0 <= rank < k or seq < k:
+        raise DringError(_lib.INVALID_ARGUMENT, f"dring.shard_positions: {seq} tokens cannot be sharded over {k} "
+                                                f"ranks (rank {rank}): every rank needs a row")
+    if kind == _lib.LAYOUT_CONTIGUOUS:
+        return torch.arange(_cut(rank, k, seq), _cut(rank + 1, k, seq), dtype=torch.int64)
+    if kind == _lib.LAYOUT_ZIGZAG:
+        if seq < 2 * k:
+            raise DringError(_lib.INVALID_ARGUMENT, f"dring.shard_positions: the zigzag layout cuts {seq} tokens into "
+                                                    f"2 x {k} chunks; it needs at least {2 * k}")
+        chunks = [(_cut(c, 2 * k, seq), _cut(c + 1, 2 * k, seq)) for c in (rank, 2 * k - 1 - rank)]
+        return torch.cat([torch.arange(a, b, dtype=torch.int64) for a, b in chunks])
+    if seq <= (k - 1) * stripe:
+        raise DringError(_lib.INVALID_ARGUMENT, f"dring.shard_positions: layout {name} over {k} ranks needs more than "
+                                                f"{(k - 1) * stripe} tokens, got {seq}")
+    i = torch.arange(seq, dtype=torch.int64)
+    return i[(i // stripe) % k == rank]
+
+
+def documents_of(doc_lens=None, cu_seqlens=None):
+    """Document lengths as a tuple of ints (() is one document): doc_lens, or the differences of
+    cu_seqlens ([0, l1, l1+l2, ..., seq]; a list or an integer tensor), which must agree if both
+    are given. libdring checks the lengths (each >= 1, summing to seq)."""
+    lens = None if doc_lens is None else tuple(int(n) for n in (doc_lens.tolist() if torch.is_tensor(doc_lens)
+                                                                 else doc_lens))
+    if cu_seqlens is not None:
+        cu = [int(n) for n in (cu_seqlens.tolist() if torch.is_tensor(cu_seqlens) else cu_seqlens)]
+        if len(cu) < 2 or cu[0] != 0:
+            raise DringError(_lib.INVALID_ARGUMENT, f"dring: cu_seqlens must start at 0 and hold at least 2 values "
+                                                    f"([0, l1, l1+l2, ..., seq]), got {cu[:8]}")
+        bad = next((n for n in range(1, len(cu)) if cu[n] <= cu[n - 1]), None)
+        if bad is not None:
+            raise DringError(_lib.INVALID_ARGUMENT, f"dring: cu_seqlens is not increasing: cu_seqlens[{bad - 1}] = "
+                                                    f"{cu[bad - 1]}, cu_seqlens[{bad}] = {cu[bad]}")
+        from_cu = tuple(b - a for a, b in zip(cu, cu[1:]))
+        if lens is not None and lens != from_cu:
+            raise DringError(_lib.INVALID_ARGUMENT, "dring: doc_lens and cu_seqlens disagree")
+        lens = from_cu
+    return lens or ()
+
+
 def pairs_of(pairs=None, segments=None, dilations=None):
     """The configuration as a tuple of (segment, dilation); () is dense attention."""
     if pairs is not None and (segments is not None or dilations is not None):
@@ -112,13 +188,16 @@ class Context:
     """A dring_context: one problem on one communicator. Creating and closing it are collective.
 
     Tensors for it: q [batch, rows, heads, head_dim], k and v [batch, rows, kv_heads, head_dim] of
-    this rank's rows begin .. begin + rows; contiguous; float32 on the CPU; on CUDA (a build with
-    the CUDA backend) float32, float16 or bfloat16, worked on in the current stream at creation.
+    this rank's rows (positions(): begin .. begin + rows for the contiguous layout); contiguous;
+    float32 on the CPU; on CUDA (a build with the CUDA backend) float32, float16 or bfloat16, worked
+    on in the current stream at creation. Packed documents (doc_lens, or cu_seqlens), a window
+    (window=W: keys with |i - j| < W) and the layout are part of the problem.
     """
 
     def __init__(self, *, seq, heads, head_dim, batch=1, kv_heads=None, pairs=None, segments=None,
                  dilations=None, causal=False, scale=None, comm=None, group=None, device="cpu",
-                 dtype=torch.float32, threads=0, exchange_chunk_bytes=0):
+                 dtype=torch.float32, threads=0, exchange_chunk_bytes=0, doc_lens=None, cu_seqlens=None,
+                 window=None, layout="contiguous"):
         lib = _lib.load()
         self.handle = None
         self.comm = comm if isinstance(comm, Communicator) else Communicator(comm, group)
@@ -126,6 +205,15 @@ class Context:
         self.kv_heads = int(kv_heads or heads)
         self.pairs = pairs_of(pairs, segments, dilations)
         self.causal, self.scale = bool(causal), float(scale or 0.0)
+        self.doc_lens = documents_of(doc_lens, cu_seqlens)
+        if window is not None and int(window) < 1:
+            raise DringError(_lib.INVALID_ARGUMENT, f"dring: window must be at least 1 (got {window}); pass None for "
+                                                    "no window")
+        self.window = int(window or 0)
+        layout_kind, stripe, self.layout = parse_layout(layout)
+        if (self.doc_lens or self.window or layout_kind != _lib.LAYOUT_CONTIGUOUS) and _lib.abi_version() < 1:
+            raise DringError(_lib.UNSUPPORTED, f"dring: {_lib.library_path()} is older than documents, windows and "
+                                               "layouts (ABI version 1); use the libdring of this package")
         self.device, self.dtype = torch.device(device), dtype
         if self.dtype not in _DTYPES:
             raise DringError(_lib.INVALID_ARGUMENT, f"dring: dtype must be one of {list(_DTYPES)}, got {dtype}")
@@ -144,11 +232,14 @@ class Context:
         problem.kv_heads, problem.head_dim, problem.num_pairs = self.kv_heads, self.head_dim, len(self.pairs)
         problem.segments, problem.dilations = segments_c, dilations_c
         problem.causal, problem.scale = int(self.causal), self.scale
+        docs_c = (c_int64 * max(len(self.doc_lens), 1))(*self.doc_lens)
+        problem.num_docs, problem.doc_lens, problem.window = len(self.doc_lens), docs_c, self.window
 
         options_buffer, options = _lib.padded(_lib.Options)
         lib.dring_options_init(options_buffer)
         options.threads, options.exchange_chunk_bytes = int(threads), int(exchange_chunk_bytes)
         options.dtype = _DTYPES[self.dtype]
+        options.layout, options.stripe = layout_kind, stripe
         if self.device.type == "cuda":
             options.backend = _lib.BACKEND_CUDA
             options.cuda_stream = torch.cuda.current_stream(self.device).cuda_stream
@@ -162,9 +253,24 @@ class Context:
         else:
             self._create_nccl(lib, problem_buffer, options_buffer, handle)
         self.handle = handle
-        begin, rows = c_int64(), c_int64()
-        _lib.check(lib.dring_shard_range(self.handle, ctypes.byref(begin), ctypes.byref(rows)))
-        self.begin, self.rows = begin.value, rows.value
+        if hasattr(lib, "dring_shard_positions"):
+            count = c_int64()
+            _lib.check(lib.dring_shard_positions(self.handle, None, 0, ctypes.byref(count)))
+            self._positions = torch.empty(count.value, dtype=torch.int64)
+            _lib.check(lib.dring_shard_positions(self.handle, ctypes.cast(self._positions.data_ptr(),
+                                                                          ctypes.POINTER(c_int64)),
+                                                 count.value, ctypes.byref(count)))
+        else:
+            begin, rows = c_int64(), c_int64()
+            _lib.check(lib.dring_shard_range(self.handle, ctypes.byref(begin), ctypes.byref(rows)))
+            self._positions = torch.arange(begin.value, begin.value + rows.value, dtype=torch.int64)
+        self.rows = len(self._positions)
+        self.begin = int(self._positions[0])  # the first of them (contiguous: the range begin .. begin + rows)
+
+    def positions(self):
+        """This rank's rows of the sequence (a torch.int64 tensor, ascending): the order of the rows
+        of its q, k, v and out. Contiguous layout: begin .. begin + rows."""
+        return self._positions.clone()
 
     def _create_nccl(self, lib, problem_buffer, options_buffer, handle):
         """The torchrun path: rank 0's NCCL unique id, broadcast over the torch.distributed group."""
@@ -223,10 +329,11 @@ class Context:
         if t.device != self.device:
             raise DringError(_lib.INVALID_ARGUMENT, f"dring: {name} is on {t.device}, this context on {self.device}")
         if t.dtype != self.dtype or tuple(t.shape) != shape:
+            held = (f"rows {self.begin}..{self.begin + self.rows}" if self.layout == "contiguous" else
+                    f"{self.rows} rows under the {self.layout} layout, Context.positions()")
             raise DringError(_lib.INVALID_ARGUMENT, f"dring: {name} must be a {self.dtype} tensor of shape {shape} "
-                                                    f"(rank {self.comm.rank} holds rows {self.begin}.."
-                                                    f"{self.begin + self.rows} of {self.seq}), got {t.dtype} "
-                                                    f"{tuple(t.shape)}")
+                                                    f"(rank {self.comm.rank} holds {held} of {self.seq}), got "
+                                                    f"{t.dtype} {tuple(t.shape)}")
 
     def forward(self, q, k, v):
         """out, lse of this rank's rows (collective); q, k, v contiguous (see require)."""
@@ -265,6 +372,8 @@ def cached_context(**spec):
         spec["device"] = device
         stream = torch.cuda.current_stream(device).cuda_stream
     spec["pairs"] = pairs_of(spec.pop("pairs", None), spec.pop("segments", None), spec.pop("dilations", None))
+    spec["doc_lens"] = documents_of(spec.pop("doc_lens", None), spec.pop("cu_seqlens", None))
+    spec["layout"] = parse_layout(spec.get("layout"))[2]
     key = (comm.key, stream, tuple(sorted((k, str(v)) for k, v in spec.items())))
     context = _cache.get(key)
     if context is not None and not context.closed:

@@ -17,6 +17,14 @@ UNSUPPORTED = 6
 BACKEND_CPU = 0
 BACKEND_CUDA = 1
 
+# dring_layout values.
+LAYOUT_CONTIGUOUS = 0
+LAYOUT_ZIGZAG = 1
+LAYOUT_STRIPED = 2
+
+# The DRING_ABI_VERSION whose structs are declared below (documents, window, layout: version 1).
+ABI_VERSION = 1
+
 # Both structs below are read by libdring through a pointer, and a newer libdring may have
 # appended fields to them (a communication timeout is being added to dring_options). A ctypes
 # Structure of only the fields known here would then let dring_options_init write past its end,
@@ -33,13 +41,17 @@ class Problem(ctypes.Structure):
     """The known prefix of dring_problem."""
     _fields_ = [("batch", c_int64), ("seq", c_int64), ("heads", c_int64), ("kv_heads", c_int64),
                 ("head_dim", c_int64), ("num_pairs", c_int64), ("segments", POINTER(c_int64)),
-                ("dilations", POINTER(c_int64)), ("causal", c_int), ("scale", c_double)]
+                ("dilations", POINTER(c_int64)), ("causal", c_int), ("scale", c_double),
+                # ABI version 1
+                ("num_docs", c_int64), ("doc_lens", POINTER(c_int64)), ("window", c_int64)]
 
 
 class Options(ctypes.Structure):
     """The known prefix of dring_options."""
     _fields_ = [("backend", c_int), ("threads", c_int), ("exchange_chunk_bytes", c_int64),
-                ("cuda_stream", c_void_p), ("dtype", c_int)]
+                ("cuda_stream", c_void_p), ("dtype", c_int), ("comm_timeout_s", c_double),
+                # ABI version 1
+                ("layout", c_int), ("stripe", c_int64)]
 
 
 def padded(struct_type):
@@ -104,6 +116,12 @@ def load():
     lib.dring_status_string.argtypes = [c_int]
     lib.dring_status_string.restype = c_char_p
     lib.dring_version.restype = c_char_p
+    # ABI version 1 (documents, window, layouts); an older libdring has neither function and would
+    # silently ignore the fields, so the package refuses those features with it (abi_version()).
+    if hasattr(lib, "dring_abi_version"):
+        lib.dring_abi_version.restype = c_int
+    if hasattr(lib, "dring_shard_positions"):
+        lib.dring_shard_positions.argtypes = [c_void_p, POINTER(c_int64), c_int64, POINTER(c_int64)]
     # Part 4 of issue 12 (docs/install.md, "Without MPI"): present in libraries that have them.
     if hasattr(lib, "dring_nccl_unique_id"):
         lib.dring_nccl_unique_id.argtypes = [c_void_p]
@@ -122,3 +140,9 @@ def check(status):
 def version():
     """The version libdring reports (dring_version())."""
     return load().dring_version().decode()
+
+
+def abi_version():
+    """The DRING_ABI_VERSION libdring was built with (0 for libraries older than dring_abi_version)."""
+    lib = load()
+    return lib.dring_abi_version() if hasattr(lib, "dring_abi_version") else 0

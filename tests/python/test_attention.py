@@ -23,34 +23,43 @@ import dring
 HAVE_SDPA = hasattr(torch.nn.functional, "scaled_dot_product_attention")
 
 
-def pair_weights(seq, heads, pairs, causal):
-    """[H, S, S]: how many pairs connect query i to key j for head h (the multiset of docs/math.md)."""
-    i = torch.arange(seq).view(-1, 1)
-    j = torch.arange(seq).view(1, -1)
+def pair_weights(seq, heads, pairs, causal, doc_lens=(), window=0):
+    """[H, S, S]: how many pairs connect query i to key j for head h (the multiset of docs/math.md),
+    inside each document (positions counted from its start, segments cut to its length; dense is
+    the pair (document length, 1)), with |i - j| < window when a window is given."""
     m = torch.zeros(heads, seq, seq, dtype=torch.float64)
-    for w, r in pairs:
-        w = min(w, seq)
-        for h in range(heads):
-            off = h % r
-            linked = ((i % w) % r == off) & ((j % w) % r == off) & (i // w == j // w)
-            if causal:
-                linked = linked & (j <= i)
-            m[h] += linked.double()
+    start = 0
+    for n in (doc_lens or (seq,)):
+        i = torch.arange(n).view(-1, 1)
+        j = torch.arange(n).view(1, -1)
+        for w, r in (pairs or [(n, 1)]):
+            w = min(w, n)
+            for h in range(heads):
+                off = h % r
+                linked = ((i % w) % r == off) & ((j % w) % r == off) & (i // w == j // w)
+                if causal:
+                    linked = linked & (j <= i)
+                if window:
+                    linked = linked & ((i - j).abs() < window)
+                m[h, start:start + n, start:start + n] += linked.double()
+        start += n
     return m
 
 
-def explicit_attention(q, k, v, pairs, causal, scale):
-    """out [B,S,H,D] and lse [B,H,S]: a softmax over each row's keys, weighted by pair multiplicity."""
+def explicit_attention(q, k, v, pairs, causal, scale, doc_lens=(), window=0):
+    """out [B,S,H,D] and lse [B,H,S]: a softmax over each row's keys, weighted by pair multiplicity;
+    a row without keys has out 0 and lse -inf."""
     group = q.shape[2] // k.shape[2]
     kk, vv = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
     scores = torch.einsum("bihd,bjhd->bhij", q, kk) * scale
-    m = pair_weights(q.shape[1], q.shape[2], pairs, causal).unsqueeze(0)
+    m = pair_weights(q.shape[1], q.shape[2], pairs, causal, doc_lens, window).unsqueeze(0)
     scores = scores.masked_fill(m == 0, float("-inf"))
     top = scores.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)  # rows without keys
     p = m * torch.exp(scores - top)
     total = p.sum(dim=-1, keepdim=True)
     lse = (top + torch.log(total)).squeeze(-1)
-    return torch.einsum("bhij,bjhd->bihd", p / total, vv), lse
+    return torch.einsum("bhij,bjhd->bihd", p / total.clamp_min(1e-300), vv), lse
 
 
 def sdpa_attention(q, k, v, causal, scale):
@@ -64,12 +73,20 @@ def sdpa_attention(q, k, v, causal, scale):
     return out.transpose(1, 2)
 
 
-# name, batch, seq, heads, kv_heads, head_dim, pairs ([] is dense), causal, scale (None: 1/sqrt(D))
+# name, batch, seq, heads, kv_heads, head_dim, pairs ([] is dense), causal, scale (None: 1/sqrt(D)),
+# and optionally a dict of trainer features: doc_lens or cu_seqlens, window, layout.
 CASES = [
     ("dense", 2, 37, 2, 2, 8, [], False, 0.3),
     ("dense_causal_gqa", 1, 41, 6, 2, 8, [], True, None),
     ("dilated_gqa_causal", 2, 41, 6, 2, 8, [(8, 2), (24, 1), (64, 4)], True, 0.3),
     ("dilated", 1, 53, 4, 4, 16, [(16, 1), (32, 4)], False, None),
+    # Trainer features (docs/math.md): the layout changes only which rows a rank holds.
+    ("zigzag_causal_docs", 1, 43, 4, 2, 8, [], True, None, dict(layout="zigzag", doc_lens=[7, 1, 20, 15])),
+    ("striped_window_gqa", 1, 41, 4, 2, 8, [], True, 0.3, dict(layout="striped", window=5)),
+    ("striped2_dilated_cu_seqlens_window", 2, 38, 4, 4, 8, [(8, 2), (16, 1)], False, None,
+     dict(layout="striped:2", cu_seqlens=torch.tensor([0, 11, 12, 38], dtype=torch.int32), window=9)),
+    ("contiguous_dilated_docs_causal", 1, 45, 4, 2, 8, [(8, 2), (32, 4)], True, None,
+     dict(doc_lens=[30, 15])),
 ]
 
 
@@ -88,37 +105,52 @@ class Checker:
         self.expect(err <= tolerance, f"{what} differs from torch by {err:.3g} (tolerance {tolerance})")
 
 
-def gather_rows(comm, t):
-    """The whole sequence: every rank's rows (dim 1), in rank order."""
-    return torch.cat([torch.from_numpy(x) for x in comm.allgather(t.detach().double().cpu().numpy())], dim=1)
+def gather_rows(comm, t, positions, dim=1):
+    """The whole sequence in natural order: every rank's rows (along dim) put at its positions."""
+    parts = comm.allgather((positions.numpy(), t.detach().double().cpu().numpy()))
+    whole = torch.empty(t.shape[:dim] + (sum(len(p) for p, _ in parts),) + t.shape[dim + 1:], dtype=torch.float64)
+    for pos, rows in parts:
+        whole.index_copy_(dim, torch.from_numpy(pos), torch.from_numpy(rows))
+    return whole
 
 
 def run_case(check, comm, case, device, dtype, tolerance):
-    name, b, s, h, hkv, d, pairs, causal, scale = case
+    name, b, s, h, hkv, d, pairs, causal, scale = case[:9]
+    extra = dict(case[9]) if len(case) > 9 else {}
+    layout = extra.get("layout", "contiguous")
+    doc_lens = extra.get("doc_lens")
+    if doc_lens is None and extra.get("cu_seqlens") is not None:
+        cu = extra["cu_seqlens"].tolist()
+        doc_lens = [b_ - a_ for a_, b_ in zip(cu, cu[1:])]
     torch.manual_seed(7)
     q, k, v, w = (torch.randn(b, s, n, d, dtype=torch.float64) for n in (h, hkv, hkv, h))  # loss = sum(out * w)
     qr, kr, vr = (x.clone().requires_grad_() for x in (q, k, v))
-    by_sdpa = HAVE_SDPA and not pairs
+    by_sdpa = HAVE_SDPA and not pairs and not extra
     if by_sdpa:
         out_ref = sdpa_attention(qr, kr, vr, causal, scale or d ** -0.5)
         lse_ref = None
     else:
-        out_ref, lse_ref = explicit_attention(qr, kr, vr, pairs or [(s, 1)], causal, scale or d ** -0.5)
+        out_ref, lse_ref = explicit_attention(qr, kr, vr, pairs, causal, scale or d ** -0.5, doc_lens,
+                                              extra.get("window", 0))
     (out_ref * w).sum().backward()
 
-    begin, rows = dring.shard_range(s, comm)
-    mine = slice(begin, begin + rows)
-    qs, ks, vs = (x[:, mine].to(device, dtype).requires_grad_() for x in (q, k, v))
+    positions = dring.shard_positions(s, comm, layout=layout)
+    if layout == "contiguous":
+        begin, rows = dring.shard_range(s, comm)
+        check.expect(torch.equal(positions, torch.arange(begin, begin + rows)), f"{name}: shard_positions != range")
+    qs, ks, vs = (x[:, positions].to(device, dtype).requires_grad_() for x in (q, k, v))
     out, lse = dring.attention(qs, ks, vs, seq=s, comm=comm, pairs=pairs, causal=causal, scale=scale, threads=1,
-                               return_lse=True)
-    (out * w[:, mine].to(device, dtype)).sum().backward()
+                               return_lse=True, **extra)
+    (out * w[:, positions].to(device, dtype)).sum().backward()
     what = f"{name} ({device}, {dtype}, vs {'sdpa' if by_sdpa else 'explicit softmax'})"
     for label, got, want in (("out", out, out_ref), ("dq", qs.grad, qr.grad), ("dk", ks.grad, kr.grad),
                              ("dv", vs.grad, vr.grad)):
-        check.close(f"{what}: {label}", gather_rows(comm, got), want.detach(), tolerance)
+        check.close(f"{what}: {label}", gather_rows(comm, got, positions), want.detach(), tolerance)
     if lse_ref is not None:
-        got = torch.cat([torch.from_numpy(x) for x in comm.allgather(lse.double().cpu().numpy())], dim=2)
-        check.close(f"{what}: lse", got, lse_ref.detach(), tolerance)
+        got = gather_rows(comm, lse, positions, dim=2)
+        finite = torch.isfinite(lse_ref)
+        check.expect(torch.equal(torch.isfinite(got), finite), f"{what}: lse is -inf on other rows than torch's")
+        check.close(f"{what}: lse", got[finite], lse_ref.detach()[finite], tolerance)
 
 
 def check_package(check, comm, installed):
@@ -141,6 +173,28 @@ def check_package(check, comm, installed):
             out = dring.attention(q, q, q, context=ctx)
             out.sum().backward()
             check.expect(out.shape == q.shape and q.grad is not None, "attention with context= failed")
+
+    # shard_positions' arithmetic is the layout libdring computes, for every layout.
+    for layout in ("contiguous", "zigzag", "striped", "striped:3"):
+        seq = 4 * comm.size + 3
+        with dring.Context(comm=comm, seq=seq, heads=2, head_dim=4, threads=1, layout=layout) as ctx:
+            mine = dring.shard_positions(seq, comm, layout=layout)
+            check.expect(torch.equal(ctx.positions(), mine),
+                         f"shard_positions({seq}, {layout}) {mine.tolist()} != libdring's {ctx.positions().tolist()}")
+    everyone = torch.cat([dring.shard_positions(50, layout="zigzag", rank=r, world_size=3) for r in range(3)])
+    check.expect(torch.equal(everyone.sort().values, torch.arange(50)), "zigzag positions do not cover the sequence")
+
+    # Bad documents, windows and layouts: DringError naming the problem, on every rank alike.
+    x1 = torch.randn(1, dring.shard_range(29, comm)[1], 2, 8)
+    for kwargs, want in ((dict(doc_lens=[10, 18]), "sum to 28"), (dict(doc_lens=[29, 0]), "length 0"),
+                         (dict(window=0), "window must be at least 1"), (dict(layout="diagonal"), "unknown layout"),
+                         (dict(cu_seqlens=[0, 20, 10, 29]), "not increasing"),
+                         (dict(cu_seqlens=[0, 29], doc_lens=[10, 19]), "disagree")):
+        try:
+            dring.attention(x1, x1, x1, seq=29, comm=comm, threads=1, **kwargs)
+            check.expect(False, f"{kwargs} was accepted")
+        except dring.DringError as e:
+            check.expect(e.status == 1 and want in str(e), f"wrong error for {kwargs}: {e}")
 
     # One context per (communicator, problem): a training loop's steps reuse it.
     from dring import _context
