@@ -80,6 +80,26 @@ int main(int argc, char** argv) {
   write(f, "q", q, f32, ((11 * 4) + 2) * 8 + 3, INFINITY); write(f, "k", kv, f32); write(f, "v", kv, f32);
   H5Fclose(f);
 
+  // Documents as cu_seqlens (S = 20): good ones in int32 (the trainer's usual type) and int64,
+  // and one flaw each.
+  auto with_cu = [&](const char* name, std::vector<hsize_t> dims, hid_t type, std::vector<double> values) {
+    const hid_t file = create(dir, name);
+    write(file, "q", q, f32); write(file, "k", kv, f32); write(file, "v", kv, f32);
+    const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    const hid_t ds = H5Dcreate2(file, "cu_seqlens", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Fclose(file);
+  };
+  with_cu("cu_int32.h5", {4}, H5T_STD_I32LE, {0, 7, 8, 20});
+  with_cu("cu_int64.h5", {3}, H5T_STD_I64LE, {0, 13, 20});
+  with_cu("cu_not_increasing.h5", {4}, H5T_STD_I32LE, {0, 9, 9, 20});
+  with_cu("cu_not_from_zero.h5", {3}, H5T_STD_I64LE, {2, 9, 20});
+  with_cu("cu_not_to_seq.h5", {3}, H5T_STD_I64LE, {0, 9, 19});
+  with_cu("cu_2d.h5", {2, 2}, H5T_STD_I64LE, {0, 9, 9, 20});
+  with_cu("cu_float.h5", {3}, H5T_IEEE_F32LE, {0, 9, 20});
+
   std::FILE* text = std::fopen((dir + "/not_hdf5.h5").c_str(), "w");
   std::fputs("this is not an HDF5 file\n", text);
   std::fclose(text);
