@@ -20,7 +20,7 @@ failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 run() { timeout 300 mpirun -q -np "$@"; }
 
-# 1. name | ranks | flags (every run: --heads 2 --head-dim 8 --check)
+# 1. name | ranks | flags (every run: --head-dim 8 --check; --heads 2 unless given)
 cases=(
   "zigzag_causal_dense_backward|4|--seq 67 --layout zigzag --causal --backward"
   "striped_causal_dilated|3|--seq 61 --layout striped --causal --segments 16,61 --dilations 2,1"
@@ -34,8 +34,9 @@ cases=(
 )
 for entry in "${cases[@]}"; do
   IFS='|' read -r name ranks flags <<<"$entry"
+  [[ "$flags" == *--heads* ]] || flags="--heads 2 $flags"
   # shellcheck disable=SC2086
-  if run "$ranks" "$dring" run --heads 2 --head-dim 8 $flags --check --check-rows 64 --quiet >"$work/$name.log" 2>&1; then
+  if run "$ranks" "$dring" run --head-dim 8 $flags --check --check-rows 64 --quiet >"$work/$name.log" 2>&1; then
     echo "ok   check $name ($ranks ranks)"
   else
     fail "check $name ($ranks ranks)"; sed 's/^/    /' "$work/$name.log" | head -5
