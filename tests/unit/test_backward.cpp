@@ -8,6 +8,7 @@
 
 #include "dring/kernels/cpu.hpp"
 #include "dring/kernels/reference.hpp"
+#include "masked_blocks.hpp"
 #include "test_util.hpp"
 
 namespace dring {
@@ -176,6 +177,10 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
     EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
   }
 }
+
+// General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
+// threads; rows no term reaches keep their gradients exactly, even with lse = -inf.
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64) { test::check_masked_backward<float>(1e-5); }
 
 }  // namespace
 }  // namespace dring
