@@ -6,9 +6,15 @@
 // item owns its query rows' (out, lse), so items never write the same memory. Inside an item the
 // rows' state is unpacked into running max m, running sum l and unnormalised acc (m = lse, l = 1,
 // acc = out: the same distribution), keys are visited k_tile rows at a time — S = alpha*Q*K^T
-// (sgemm straight from the strided rows), causal mask on the diagonal tile, m and l updated,
+// (sgemm straight from the strided rows), the block's mask applied, m and l updated,
 // P = exp2(S - m), acc = acc*c + P*V (sgemm into the out rows) — and the state is packed back:
 // out = acc / l, lse = m + log2(l). That is the log-sum-exp merge of the block into the rows.
+// The mask (BlockMask: a band over the rows' positions) gives each row one interval of keys,
+// both ends non-decreasing in the row. A query tile visits only the key tiles between its first
+// row's first key and its last row's last key (a sliding window costs O(n*W), not O(n^2)); a key
+// tile the mask leaves empty is skipped, a full one is taken unmasked, and only a partial one is
+// masked row by row. A row with no visible key in the block is left exactly as it was: its
+// running max stays -inf or unchanged (never -inf - -inf), and its (out, lse) is not rewritten.
 // bf16: the item's q and out rows and each K/V tile are widened into the thread's scratch first
 // (f32_rows.hpp) and the same fp32 code runs there; out is rounded to bf16 once, at the end.
 
@@ -44,11 +50,18 @@ struct Block {
   float* lse;
   int64_t lse_stride;
   int64_t n_q, n_k;
-  bool causal;
+  BlockMask mask;
+  bool trivial;  // every key visible to every row
   explicit Block(const AttendBlock& b)
       : q(static_cast<const T*>(b.q)), q_stride(b.q_stride), k(static_cast<const T*>(b.k)),
         v(static_cast<const T*>(b.v)), kv_stride(b.kv_stride), out(static_cast<T*>(b.out)),
-        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), causal(!b.mask.trivial()) {}
+        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), mask(b.mask),
+        trivial(b.mask.trivial()) {}
+  // The visible keys of row i: [*begin, *end) (empty when *begin >= *end).
+  void keys_of(int64_t i, int64_t* begin, int64_t* end) const {
+    *begin = trivial ? 0 : mask.key_begin(i, n_k);
+    *end = trivial ? n_k : mask.key_end(i, n_k);
+  }
 };
 
 // (out, lse) of a row as running (m, l) in log2 units, acc being the out row itself.
@@ -105,25 +118,47 @@ void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int
   float* out = f32_rows(b.out, b.out_stride, b.n_q, d, space(b.n_q + 2 * b.n_k), packed, &out_stride);
   const int64_t chunk = packed ? std::max<int64_t>(b.n_k, 1) : scratch_floats;
   for (int64_t i = 0; i < b.n_q; ++i) {
+    int64_t key_begin = 0, key_end = 0;
+    b.keys_of(i, &key_begin, &key_end);
+    if (key_begin >= key_end) continue;  // no visible key: the row stays as it was
     float m = 0.0f, l = 0.0f;
     unpack(b.lse[i * b.lse_stride], &m, &l);
     float* acc = out + i * out_stride;
-    const int64_t keys = b.causal ? std::min(b.n_k, i + 1) : b.n_k;
-    for (int64_t j0 = 0; j0 < keys; j0 += chunk) {
+    for (int64_t j0 = key_begin; j0 < key_end; j0 += chunk) {
       attend_row(q + i * q_stride, k + j0 * k_stride, k_stride, v + j0 * v_stride, v_stride,
-                 std::min(chunk, keys - j0), d, alpha, scores, &m, &l, acc);
+                 std::min(chunk, key_end - j0), d, alpha, scores, &m, &l, acc);
     }
     b.lse[i * b.lse_stride] = pack(acc, d, m, l);
   }
   store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);  // the packed out rows back
 }
 
-// One tile of query rows [i0, i1) of a block against all its (visible) keys.
+// Masks the scores of query rows [i0, i0 + nq) against keys [j0, j0 + nk) (row stride ld) to the
+// rows' visible keys: -inf outside each row's key interval.
+template <class T>
+void mask_tile(const Block<T>& b, int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* scores, int64_t ld) {
+  for (int64_t i = 0; i < nq; ++i) {
+    int64_t key_begin = 0, key_end = 0;
+    b.keys_of(i0 + i, &key_begin, &key_end);
+    const int64_t lo = std::clamp<int64_t>(key_begin - j0, 0, nk);
+    const int64_t hi = std::clamp<int64_t>(key_end - j0, lo, nk);
+    float* row = scores + i * ld;
+    std::fill(row, row + lo, kNegInf);
+    std::fill(row + hi, row + nk, kNegInf);
+  }
+}
+
+// One tile of query rows [i0, i1) of a block against all its visible keys.
 template <class T>
 void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha, float* scratch) {
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
+  // Every row's keys lie in [first row's first key, last row's last key): the ends are monotone.
+  int64_t key_begin = 0, key_end = 0, unused = 0;
+  b.keys_of(i0, &key_begin, &unused);
+  b.keys_of(i1 - 1, &unused, &key_end);
+  if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   float* scores = scratch;              // [q_tile, k_tile]
   float* m = scores + prm.q_tile * bk;  // running max of the tile's rows
   float* l = m + prm.q_tile;            // running sum
@@ -136,19 +171,16 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   int64_t q_ld = 0, acc_ld = 0;
   const float* q = f32_rows(b.q + i0 * b.q_stride, b.q_stride, nq, d, q_space, false, &q_ld);
   float* acc = f32_rows(b.out + i0 * b.out_stride, b.out_stride, nq, d, acc_space, false, &acc_ld);
-  const int64_t key_end = b.causal ? std::min(b.n_k, i1) : b.n_k;
-  for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += bk) {
     const int64_t nk = std::min(bk, key_end - j0);
+    const bool full = b.trivial || b.mask.full(i0, i1, j0, j0 + nk);
+    if (!full && b.mask.empty(i0, i1, j0, j0 + nk)) continue;
     int64_t k_ld = 0, v_ld = 0;
     const float* k = f32_rows(b.k + j0 * b.kv_stride, b.kv_stride, nk, d, k_space, false, &k_ld);
     sgemm(false, true, nq, nk, d, alpha, q, q_ld, k, k_ld, 0.0f, scores, bk);
-    const bool diagonal = b.causal && j0 + nk - 1 > i0;
+    if (!full) mask_tile(b, i0, nq, j0, nk, scores, bk);
     for (int64_t i = 0; i < nq; ++i) {
       float* row = scores + i * bk;
-      if (diagonal) {
-        // Key j0+jj is visible to query i0+i only if j0+jj <= i0+i.
-        for (int64_t jj = std::max<int64_t>(0, i0 + i - j0 + 1); jj < nk; ++jj) row[jj] = kNegInf;
-      }
       const float m_new = max_of(row, nk, m[i]);
       if (m_new == kNegInf) {  // nothing visible to this row yet
         std::fill(row, row + nk, 0.0f);
@@ -163,7 +195,13 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
     const float* v = f32_rows(b.v + j0 * b.kv_stride, b.kv_stride, nk, d, v_space, false, &v_ld);
     sgemm(false, false, nq, d, nk, 1.0f, scores, bk, v, v_ld, 1.0f, acc, acc_ld);
   }
-  for (int64_t i = 0; i < nq; ++i) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * acc_ld, d, m[i], l[i]);
+  // Pack back only the rows some key reached; the others keep their (out, lse) bit for bit (for
+  // bf16, their widened out rows round back to themselves).
+  for (int64_t i = 0; i < nq; ++i) {
+    int64_t row_begin = 0, row_end = 0;
+    b.keys_of(i0 + i, &row_begin, &row_end);
+    if (row_begin < row_end) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * acc_ld, d, m[i], l[i]);
+  }
   store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
@@ -184,8 +222,8 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
       b = e;
       continue;
     }
-    // Causal tiles near the end of a block see the most keys: queue those first so the dynamic
-    // schedule ends with the cheap ones.
+    // Masked blocks: with causality, tiles near the end of a block see the most keys; queue those
+    // first so the dynamic schedule ends with the cheap ones.
     const int64_t tiles = (blocks[b].n_q + prm.q_tile - 1) / prm.q_tile;
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t i0 = (!blocks[b].mask.trivial() ? tiles - 1 - t : t) * prm.q_tile;

@@ -11,6 +11,12 @@
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
 // bf16: the item widens its K and V tile once, and each query tile's q and dout rows, into the
 // thread's scratch (f32_rows.hpp); the direct path widens element by element.
+// The mask (BlockMask) gives each query row one interval of keys, both ends non-decreasing in the
+// row, so the queries that may see a key tile are one run of rows (rows_seeing, attend.hpp): a key
+// tile visits only the query tiles of that run (a sliding window costs O(n*W), not O(n^2)), skips
+// those the mask leaves empty, takes full ones unmasked and masks partial ones row by row (P = 0
+// outside a row's keys). A row with no visible key contributes nothing, and its lse (-inf when no
+// block reached it) is never used in an exponent.
 
 #include <algorithm>
 #include <atomic>
@@ -72,8 +78,8 @@ void backward_small(const GradBlock& b, int64_t d, float scale) {
       const T* qi = q + i * b.q_stride;
       const T* doi = dout + i * b.q_stride;
       float* dqi = dq + i * b.q_stride;
-      const int64_t keys = (!b.mask.trivial()) ? std::min(b.n_k, i + 1) : b.n_k;
-      for (int64_t j = 0; j < keys; ++j) {
+      const int64_t key_begin = b.mask.key_begin(i, b.n_k), key_end = b.mask.key_end(i, b.n_k);
+      for (int64_t j = key_begin; j < key_end; ++j) {
         const T* kj = typed<T>(b.k) + j * b.kv_stride;
         const T* vj = typed<T>(b.v) + j * b.kv_stride;
         float s = 0.0f, dp = 0.0f;
@@ -116,13 +122,18 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   float* dk = b.dk + j0 * b.dkv_stride;
   float* dv = b.dv + j0 * b.dkv_stride;
   const int64_t tiles = q_tiles(b, prm);
-  // Causal: query tiles ending before j0 see none of these keys.
-  const int64_t first_tile = (!b.mask.trivial()) ? j0 / prm.q_tile : 0;
-  const int64_t span = tiles - first_tile;
+  // The query tiles that may see these keys: [first_tile, end_tile).
+  const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
+  if (rows.begin >= rows.end) return;
+  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
+  const int64_t span = end_tile - first_tile;
+  const bool trivial = b.mask.trivial();
   for (int64_t n = 0; n < b.n_heads; ++n) {
     for (int64_t step = 0; step < span; ++step) {
       const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
       const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
+      const bool full = trivial || b.mask.full(i0, i1, j0, j1);
+      if (!full && b.mask.empty(i0, i1, j0, j1)) continue;
       const int64_t nq = i1 - i0;
       const int64_t at = n * b.q_head_step + i0 * b.q_stride;
       int64_t q_ld = 0, dout_ld = 0;
@@ -136,10 +147,15 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
         const float delta = b.delta[state];
         float* prow = p_tile + i * ld;
         float* dsrow = ds_tile + i * ld;
-        // Visible keys of query i0+i: j0+jj <= i0+i when causal.
-        const int64_t visible = (!b.mask.trivial()) ? std::clamp<int64_t>(i0 + i - j0 + 1, 0, nk) : nk;
-        exp2_shifted_sum(prow, visible, lse2);
-        std::fill(prow + visible, prow + nk, 0.0f);
+        // Visible keys of query i0+i in this tile: [lo, hi); P = 0 elsewhere.
+        int64_t lo = 0, hi = nk;
+        if (!full) {
+          lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+          hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
+        }
+        std::fill(prow, prow + lo, 0.0f);
+        exp2_shifted_sum(prow + lo, hi - lo, lse2);
+        std::fill(prow + hi, prow + nk, 0.0f);
         for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta);
       }
       sgemm(true, false, nk, d, nq, 1.0f, p_tile, ld, dout, dout_ld, 1.0f, dv, b.dkv_stride);

@@ -11,6 +11,11 @@
 //     p_j * v_j[c] for the 32 keys, p_j broadcast by shuffle.
 // The rows' (out, lse) is unpacked into (acc = out, m = lse, l = 1) at the start and packed back
 // at the end: the log-sum-exp merge of the block into the rows (dring/kernels/attend.hpp).
+// Masks: each row sees one interval of keys (BlockMask::key_begin/key_end), both ends
+// non-decreasing in the row, so a CTA walks only the keys between its first row's first key and
+// its last row's last key, skips key tiles the mask leaves empty, and masks per row only when a
+// tile is not full. A row that sees no key of the block is not written back: its (out, lse) stays
+// exactly as it was.
 
 #include "common.cuh"
 #include "dring/kernels/cuda.hpp"
@@ -61,8 +66,10 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
     qs[e] = i < blk.n_q ? to_float(q[i * blk.q_stride + c]) * alpha : 0.0f;
   }
 
-  // Online-softmax state of the warp's rows, in log2 units: (m, l, acc) with acc = out, l = 1.
+  // Online-softmax state of the warp's rows, in log2 units: (m, l, acc) with acc = out, l = 1; and
+  // each row's visible keys [row_begin, row_end) (empty for rows past the block).
   float m[kSimpleRowsPerWarp], l[kSimpleRowsPerWarp], acc[kSimpleRowsPerWarp][kSimpleCols];
+  int64_t row_begin[kSimpleRowsPerWarp], row_end[kSimpleRowsPerWarp];
 #pragma unroll
   for (int rr = 0; rr < kSimpleRowsPerWarp; ++rr) {
     const int64_t i = i0 + warp * kSimpleRowsPerWarp + rr;
@@ -70,6 +77,8 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
     const float lse = valid ? blk.lse[i * blk.lse_stride] : neg_inf;
     m[rr] = lse == neg_inf ? neg_inf : lse * kLog2e;
     l[rr] = lse == neg_inf ? 0.0f : 1.0f;
+    row_begin[rr] = valid ? blk.mask.key_begin(i, blk.n_k) : 0;
+    row_end[rr] = valid ? blk.mask.key_end(i, blk.n_k) : 0;
 #pragma unroll
     for (int t = 0; t < kSimpleCols; ++t) {
       const int c = lane + 32 * t;
@@ -77,20 +86,24 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
     }
   }
 
+  // Every row of the tile sees keys in [its first row's first key, its last row's last key).
   const int64_t rows_end = blk.n_q < i0 + kSimpleRows ? blk.n_q : i0 + kSimpleRows;
-  // Causal: the tile's last row sees keys j < rows_end.
-  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
-  for (int64_t j0 = 0; j0 < key_end; j0 += kSimpleKeys) {
+  const int64_t key_begin = blk.mask.key_begin(i0, blk.n_k);
+  const int64_t key_end = blk.mask.key_end(rows_end - 1, blk.n_k);
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += kSimpleKeys) {
+    const int keys = static_cast<int>(key_end - j0 < kSimpleKeys ? key_end - j0 : kSimpleKeys);
+    // The same answer in every thread of the CTA, so skipping here keeps the barriers uniform.
+    if (blk.mask.empty(i0, rows_end, j0, j0 + keys)) continue;
+    const bool full = blk.mask.full(i0, rows_end, j0, j0 + keys);
     __syncthreads();  // the previous key tile is consumed (and, the first time, q is staged)
     for (int e = static_cast<int>(threadIdx.x); e < kSimpleKeys * d; e += blockDim.x) {
       const int r = e / d, c = e % d;
       const int64_t j = j0 + r;
-      const bool valid = j < key_end;
+      const bool valid = r < keys;
       ks[r * ks_stride + c] = valid ? to_float(k[j * blk.kv_stride + c]) : 0.0f;
       vs[r * d + c] = valid ? to_float(v[j * blk.kv_stride + c]) : 0.0f;
     }
     __syncthreads();
-    const int keys = static_cast<int>(key_end - j0 < kSimpleKeys ? key_end - j0 : kSimpleKeys);
 #pragma unroll
     for (int rr = 0; rr < kSimpleRowsPerWarp; ++rr) {
       const int r = warp * kSimpleRowsPerWarp + rr;
@@ -98,13 +111,13 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
       if (i >= blk.n_q) continue;  // the same for the whole warp
       const int64_t j = j0 + lane;
       float s = neg_inf;
-      if (lane < keys && (!(!blk.mask.trivial()) || j <= i)) {
+      if (lane < keys && (full || (j >= row_begin[rr] && j < row_end[rr]))) {
         s = 0.0f;
         for (int c = 0; c < d; ++c) s += qs[r * d + c] * ks[lane * ks_stride + c];
       }
       const float m_new = fmaxf(m[rr], warp_max(s));
       if (m_new == neg_inf) continue;  // nothing visible to this row yet (warp-uniform)
-      const float pj = exp2f(s - m_new);
+      const float pj = exp2f(s - m_new);  // 0 for a masked key (s = -inf, m_new finite)
       const float correction = exp2f(m[rr] - m_new);
       l[rr] = l[rr] * correction + warp_sum(pj);
       m[rr] = m_new;
@@ -124,7 +137,8 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
 #pragma unroll
   for (int rr = 0; rr < kSimpleRowsPerWarp; ++rr) {
     const int64_t i = i0 + warp * kSimpleRowsPerWarp + rr;
-    if (i >= blk.n_q || l[rr] == 0.0f) continue;  // untouched rows keep their state
+    // Rows past the block, rows that see no key and rows nothing has reached keep their state.
+    if (i >= blk.n_q || row_begin[rr] >= row_end[rr] || l[rr] == 0.0f) continue;
     const float inv = 1.0f / l[rr];
 #pragma unroll
     for (int t = 0; t < kSimpleCols; ++t) {

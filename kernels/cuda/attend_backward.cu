@@ -11,6 +11,12 @@
 //     visible queries 32 at a time (q, dout, lse, delta staged): lane i computes s and dout_i.v for
 //     query i, then lane l adds ds_i q_i[c] and p_i dout_i[c] for its columns.
 // Scores are recomputed in both (the price of owning the outputs); nothing n x n is stored.
+// Masks: each query row sees one interval of keys (BlockMask::key_begin/key_end), both ends
+// non-decreasing in the row. The dq kernel walks only the keys between its first row's first key
+// and its last row's last key; the dk/dv kernel walks only the queries that may see its keys
+// (rows_seeing, attend.hpp). Both skip chunks the mask leaves empty and mask per element only in
+// chunks that are not full; a row with no visible key contributes nothing (its lse, -inf when no
+// block reached it, never enters an exponent).
 
 #include "common.cuh"
 #include "dring/kernels/cuda.hpp"
@@ -69,29 +75,37 @@ __global__ void __launch_bounds__(kWarps * 32) grad_q_kernel(GradLaunch p) {
     dos[e] = valid ? to_float(dout[i * blk.q_stride + c]) : 0.0f;
   }
   float lse2[kRowsPerWarp], dlt[kRowsPerWarp], acc[kRowsPerWarp][kCols];
+  int64_t row_begin[kRowsPerWarp], row_end[kRowsPerWarp];  // each row's visible keys
 #pragma unroll
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int64_t i = i0 + warp * kRowsPerWarp + rr;
     const bool valid = i < blk.n_q;
     lse2[rr] = valid ? lse[i * blk.state_stride] * kLog2e : 0.0f;
     dlt[rr] = valid ? delta[i * blk.state_stride] : 0.0f;
+    row_begin[rr] = valid ? blk.mask.key_begin(i, blk.n_k) : 0;
+    row_end[rr] = valid ? blk.mask.key_end(i, blk.n_k) : 0;
 #pragma unroll
     for (int t = 0; t < kCols; ++t) acc[rr][t] = 0.0f;
   }
 
+  // Every row of the tile sees keys in [its first row's first key, its last row's last key).
   const int64_t rows_end = blk.n_q < i0 + kTileRows ? blk.n_q : i0 + kTileRows;
-  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
-  for (int64_t j0 = 0; j0 < key_end; j0 += kChunk) {
+  const int64_t key_begin = blk.mask.key_begin(i0, blk.n_k);
+  const int64_t key_end = blk.mask.key_end(rows_end - 1, blk.n_k);
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += kChunk) {
+    const int keys = static_cast<int>(key_end - j0 < kChunk ? key_end - j0 : kChunk);
+    // The same answer in every thread of the CTA, so skipping here keeps the barriers uniform.
+    if (blk.mask.empty(i0, rows_end, j0, j0 + keys)) continue;
+    const bool full = blk.mask.full(i0, rows_end, j0, j0 + keys);
     __syncthreads();
     for (int e = static_cast<int>(threadIdx.x); e < kChunk * d; e += blockDim.x) {
       const int r = e / d, c = e % d;
       const int64_t j = j0 + r;
-      const bool valid = j < key_end;
+      const bool valid = r < keys;
       ks[r * ds + c] = valid ? to_float(k[j * blk.kv_stride + c]) : 0.0f;
       vs[r * ds + c] = valid ? to_float(v[j * blk.kv_stride + c]) : 0.0f;
     }
     __syncthreads();
-    const int keys = static_cast<int>(key_end - j0 < kChunk ? key_end - j0 : kChunk);
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const int r = warp * kRowsPerWarp + rr;
@@ -99,7 +113,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_q_kernel(GradLaunch p) {
       if (i >= blk.n_q) continue;  // warp-uniform
       const int64_t j = j0 + lane;
       float dsj = 0.0f;
-      if (lane < keys && (!(!blk.mask.trivial()) || j <= i)) {
+      if (lane < keys && (full || (j >= row_begin[rr] && j < row_end[rr]))) {
         float s = 0.0f, dp = 0.0f;
         for (int c = 0; c < d; ++c) {
           s += qs[r * d + c] * ks[lane * ds + c];
@@ -163,38 +177,45 @@ __global__ void __launch_bounds__(kWarps * 32) grad_kv_kernel(GradLaunch p) {
 #pragma unroll
     for (int t = 0; t < kCols; ++t) dk[rr][t] = dv[rr][t] = 0.0f;
   }
-  // Causal: query i sees key j only if j <= i, so queries before this tile's first key are skipped.
-  const int64_t first_query = (!blk.mask.trivial()) ? (j0 / kChunk) * kChunk : 0;
+  // Only the queries [rows.begin, rows.end) may see a key of this tile.
+  const int64_t j_end = blk.n_k < j0 + kTileRows ? blk.n_k : j0 + kTileRows;
+  const RowRange rows = rows_seeing(blk.mask, blk.n_q, blk.n_k, j0, j_end);
   for (int64_t head = 0; head < blk.n_heads; ++head) {
     const T* q = static_cast<const T*>(blk.q) + head * blk.q_head_step;
     const T* dout = static_cast<const T*>(blk.dout) + head * blk.q_head_step;
     const float* lse = blk.lse + head * blk.state_head_step;
     const float* delta = blk.delta + head * blk.state_head_step;
-    for (int64_t c0 = first_query; c0 < blk.n_q; c0 += kChunk) {
+    for (int64_t c0 = rows.begin; c0 < rows.end; c0 += kChunk) {
+      const int queries = static_cast<int>(rows.end - c0 < kChunk ? rows.end - c0 : kChunk);
+      // The same answer in every thread of the CTA, so skipping here keeps the barriers uniform.
+      if (blk.mask.empty(c0, c0 + queries, j0, j_end)) continue;
+      const bool full = blk.mask.full(c0, c0 + queries, j0, j_end);
       __syncthreads();
       for (int e = static_cast<int>(threadIdx.x); e < kChunk * d; e += blockDim.x) {
         const int r = e / d, c = e % d;
         const int64_t i = c0 + r;
-        const bool valid = i < blk.n_q;
+        const bool valid = r < queries;
         qs[r * ds + c] = valid ? to_float(q[i * blk.q_stride + c]) : 0.0f;
         dos[r * ds + c] = valid ? to_float(dout[i * blk.q_stride + c]) : 0.0f;
       }
       for (int r = static_cast<int>(threadIdx.x); r < kChunk; r += blockDim.x) {
         const int64_t i = c0 + r;
-        const bool valid = i < blk.n_q;
+        const bool valid = r < queries;
         lse2s[r] = valid ? lse[i * blk.state_stride] * kLog2e : 0.0f;
         dlts[r] = valid ? delta[i * blk.state_stride] : 0.0f;
       }
       __syncthreads();
-      const int queries = static_cast<int>(blk.n_q - c0 < kChunk ? blk.n_q - c0 : kChunk);
+      // This lane's query and its visible keys.
+      const int64_t i = c0 + lane;
+      const int64_t i_begin = lane < queries ? blk.mask.key_begin(i, blk.n_k) : 0;
+      const int64_t i_end = lane < queries ? blk.mask.key_end(i, blk.n_k) : 0;
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr) {
         const int r = warp * kRowsPerWarp + rr;
         const int64_t j = j0 + r;
         if (j >= blk.n_k) continue;  // warp-uniform
-        const int64_t i = c0 + lane;
         float pi = 0.0f, dsi = 0.0f;
-        if (lane < queries && (!(!blk.mask.trivial()) || j <= i)) {
+        if (lane < queries && (full || (j >= i_begin && j < i_end))) {
           float s = 0.0f, dp = 0.0f;
           for (int c = 0; c < d; ++c) {
             s += qs[lane * ds + c] * kts[r * d + c];

@@ -11,7 +11,10 @@
 // (the C-fragment layout of S is the A-fragment layout of P) and accumulates O += P V with V read
 // by ldmatrix.trans. Shared-memory rows are 16-byte-chunk XOR swizzled (chunk ^ row%8) so that
 // ldmatrix reads are bank-conflict free. Scores never leave registers. The rows' (out, lse) is
-// merged exactly as in the generic kernel (attend.cu).
+// merged exactly as in the generic kernel (attend.cu), and the mask is taken the same way: the key
+// tiles span only [first row's first key, last row's last key), a tile the mask leaves empty is
+// loaded but not computed (the pipeline stays simple), a full one is not masked, and a row that
+// sees no key of the block keeps its (out, lse) exactly.
 
 #include "common.cuh"
 #include "internal.cuh"
@@ -103,6 +106,88 @@ __device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t stride
   }
 }
 
+// One staged key tile (kt, vt: keys [j0, j0 + 64) of the block, valid below tile_end) against the
+// warp's 16 rows: S = Q K^T in registers, masked (outside each row's keys [row_begin, row_end)
+// unless the tile is full), the online-softmax update of (m, l, o), then O += P V.
+template <class T, int D>
+__device__ __forceinline__ void attend_mma_tile(const T* kt, const T* vt, const unsigned (&qf)[D / 16][4], int64_t j0,
+                                                int64_t tile_end, bool full, const int64_t (&row_begin)[2],
+                                                const int64_t (&row_end)[2], float alpha, float (&m)[2], float (&l)[2],
+                                                float (&o)[D / 8][4]) {
+  const int lane = static_cast<int>(threadIdx.x) % 32, tig = lane & 3;
+  const float neg_inf = kNegInf;
+  // S = Q K^T: 8 n-tiles of 8 keys, fragment element e at row g + 8*(e/2), key 8*nt + 2*tig + e%2.
+  float s[kKeys / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < kKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int nn = 0; nn < kKeys / 16; ++nn) {
+      unsigned r[4];
+      ldmatrix_x4(r, kt + swz<D>(nn * 16 + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+      mma16816<T>(s[2 * nn], qf[kk], r[0], r[1]);
+      mma16816<T>(s[2 * nn + 1], qf[kk], r[2], r[3]);
+    }
+  }
+
+  // Mask (keys past the tile's end; outside each row's keys unless the tile is full) and scale
+  // into log2 units.
+#pragma unroll
+  for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = j0 + nt * 8 + tig * 2 + (e & 1);
+      const bool visible = j < tile_end && (full || (j >= row_begin[e >> 1] && j < row_end[e >> 1]));
+      s[nt][e] = visible ? s[nt][e] * alpha : neg_inf;
+    }
+  }
+
+  // Online softmax of the two rows; s becomes P.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = neg_inf;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
+    const float m_new = fmaxf(m[h], mx);
+    const float m_use = m_new == neg_inf ? 0.0f : m_new;  // all masked so far: every p is 0
+    const float correction = exp2f(m[h] - m_use);
+    m[h] = m_new;
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+      for (int e = 2 * h; e < 2 * h + 2; ++e) {
+        s[nt][e] = exp2f(s[nt][e] - m_use);
+        sum += s[nt][e];
+      }
+    }
+    l[h] = l[h] * correction + sum;
+#pragma unroll
+    for (int t = 0; t < D / 8; ++t) {
+      o[t][2 * h] *= correction;
+      o[t][2 * h + 1] *= correction;
+    }
+  }
+
+  // O += P V: P's A fragments straight from the S accumulators of two adjacent n-tiles.
+#pragma unroll
+  for (int kk = 0; kk < kKeys / 16; ++kk) {
+    const unsigned a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                           pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                           pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+    for (int dd = 0; dd < D / 16; ++dd) {
+      unsigned r[4];
+      ldmatrix_x4_trans(r, vt + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dd * 2 + (lane >> 4)));
+      mma16816<T>(o[2 * dd], a, r[0], r[1]);
+      mma16816<T>(o[2 * dd + 1], a, r[2], r[3]);
+    }
+  }
+}
+
 template <class T, int D>
 __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -126,28 +211,32 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
   const T* k = static_cast<const T*>(blk.k);
   const T* v = static_cast<const T*>(blk.v);
   T* out = static_cast<T*>(blk.out);
+  // Every row of the tile sees keys in [its first row's first key, its last row's last key).
   const int64_t rows_end = blk.n_q < i0 + kRows ? blk.n_q : i0 + kRows;
-  const int64_t key_end = (!blk.mask.trivial()) ? (blk.n_k < rows_end ? blk.n_k : rows_end) : blk.n_k;
-  const int64_t n_tiles = (key_end + kKeys - 1) / kKeys;
+  const int64_t key_begin = blk.mask.key_begin(i0, blk.n_k);
+  const int64_t key_end = blk.mask.key_end(rows_end - 1, blk.n_k);
+  const int64_t n_tiles = key_begin < key_end ? (key_end - key_begin + kKeys - 1) / kKeys : 0;
 
   load_tile<T, D>(qs, q, blk.q_stride, i0, blk.n_q);
   cp_async_commit();
   if (n_tiles > 0) {
-    load_tile<T, D>(ks, k, blk.kv_stride, 0, key_end);
-    load_tile<T, D>(vs, v, blk.kv_stride, 0, key_end);
+    load_tile<T, D>(ks, k, blk.kv_stride, key_begin, key_end);
+    load_tile<T, D>(vs, v, blk.kv_stride, key_begin, key_end);
   }
   cp_async_commit();
 
-  // This lane's two rows (h = 0: row g, h = 1: row g + 8 of the warp's 16) and their state in log2
-  // units. l is this lane's partial sum (the quad's four lanes add up at the end), so the prior
-  // state's l = 1 is counted by lane t = 0 only.
-  int64_t row_i[2];
+  // This lane's two rows (h = 0: row g, h = 1: row g + 8 of the warp's 16), their visible keys
+  // [row_begin, row_end) and their state in log2 units. l is this lane's partial sum (the quad's
+  // four lanes add up at the end), so the prior state's l = 1 is counted by lane t = 0 only.
+  int64_t row_i[2], row_begin[2], row_end[2];
   float m[2], l[2];
   float o[D / 8][4];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     row_i[h] = i0 + warp * 16 + g + 8 * h;
     const bool valid = row_i[h] < blk.n_q;
+    row_begin[h] = valid ? blk.mask.key_begin(row_i[h], blk.n_k) : 0;
+    row_end[h] = valid ? blk.mask.key_end(row_i[h], blk.n_k) : 0;
     const float lse = valid ? blk.lse[row_i[h] * blk.lse_stride] : neg_inf;
     m[h] = lse == neg_inf ? neg_inf : lse * kLog2e;
     l[h] = lse != neg_inf && tig == 0 ? 1.0f : 0.0f;
@@ -164,8 +253,8 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
   for (int64_t jt = 0; jt < n_tiles; ++jt) {
     const int stage = static_cast<int>(jt & 1);
     if (jt + 1 < n_tiles) {  // prefetch the next tile into the other stage
-      load_tile<T, D>(ks + (stage ^ 1) * kKeys * D, k, blk.kv_stride, (jt + 1) * kKeys, key_end);
-      load_tile<T, D>(vs + (stage ^ 1) * kKeys * D, v, blk.kv_stride, (jt + 1) * kKeys, key_end);
+      load_tile<T, D>(ks + (stage ^ 1) * kKeys * D, k, blk.kv_stride, key_begin + (jt + 1) * kKeys, key_end);
+      load_tile<T, D>(vs + (stage ^ 1) * kKeys * D, v, blk.kv_stride, key_begin + (jt + 1) * kKeys, key_end);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -178,78 +267,13 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
         ldmatrix_x4(qf[kk], qs + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
       }
     }
-    const T* kt = ks + stage * kKeys * D;
-    const T* vt = vs + stage * kKeys * D;
-
-    // S = Q K^T: 8 n-tiles of 8 keys, fragment element e at row g + 8*(e/2), key 8*nt + 2*tig + e%2.
-    float s[kKeys / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < kKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int nn = 0; nn < kKeys / 16; ++nn) {
-        unsigned r[4];
-        ldmatrix_x4(r, kt + swz<D>(nn * 16 + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
-        mma16816<T>(s[2 * nn], qf[kk], r[0], r[1]);
-        mma16816<T>(s[2 * nn + 1], qf[kk], r[2], r[3]);
-      }
-    }
-
-    // Mask (keys past the block, causal) and scale into log2 units.
-    const int64_t j0 = jt * kKeys;
-#pragma unroll
-    for (int nt = 0; nt < kKeys / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t j = j0 + nt * 8 + tig * 2 + (e & 1);
-        const bool visible = j < key_end && (!(!blk.mask.trivial()) || j <= row_i[e >> 1]);
-        s[nt][e] = visible ? s[nt][e] * alpha : neg_inf;
-      }
-    }
-
-    // Online softmax of the two rows; s becomes P.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = neg_inf;
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
-      const float m_new = fmaxf(m[h], mx);
-      const float m_use = m_new == neg_inf ? 0.0f : m_new;  // all masked so far: every p is 0
-      const float correction = exp2f(m[h] - m_use);
-      m[h] = m_new;
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-#pragma unroll
-        for (int e = 2 * h; e < 2 * h + 2; ++e) {
-          s[nt][e] = exp2f(s[nt][e] - m_use);
-          sum += s[nt][e];
-        }
-      }
-      l[h] = l[h] * correction + sum;
-#pragma unroll
-      for (int t = 0; t < D / 8; ++t) {
-        o[t][2 * h] *= correction;
-        o[t][2 * h + 1] *= correction;
-      }
-    }
-
-    // O += P V: P's A fragments straight from the S accumulators of two adjacent n-tiles.
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const unsigned a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                             pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dd = 0; dd < D / 16; ++dd) {
-        unsigned r[4];
-        ldmatrix_x4_trans(r, vt + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dd * 2 + (lane >> 4)));
-        mma16816<T>(o[2 * dd], a, r[0], r[1]);
-        mma16816<T>(o[2 * dd + 1], a, r[2], r[3]);
-      }
+    // Keys [j0, j0 + kKeys) of the block; the same answer in every thread of the CTA.
+    const int64_t j0 = key_begin + jt * kKeys;
+    const int64_t tile_end = key_end < j0 + kKeys ? key_end : j0 + kKeys;
+    if (!blk.mask.empty(i0, rows_end, j0, tile_end)) {
+      const bool full = blk.mask.full(i0, rows_end, j0, tile_end);
+      attend_mma_tile<T, D>(ks + stage * kKeys * D, vs + stage * kKeys * D, qf, j0, tile_end, full, row_begin,
+                            row_end, alpha, m, l, o);
     }
     __syncthreads();  // this stage is consumed before the next prefetch overwrites it
   }
@@ -264,7 +288,8 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t i = row_i[h];
-    if (n_tiles == 0 || i >= blk.n_q || total[h] == 0.0f) continue;  // untouched rows keep their state
+    // Rows past the block, rows that see no key and rows nothing has reached keep their state.
+    if (n_tiles == 0 || i >= blk.n_q || row_begin[h] >= row_end[h] || total[h] == 0.0f) continue;
     const float inv = 1.0f / total[h];
     T* row = out + i * blk.out_stride;
 #pragma unroll

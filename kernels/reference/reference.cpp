@@ -1,5 +1,10 @@
 // reference.cpp — float64 dilated attention and its gradient, one row at a time, from the
 // definition (docs/math.md).
+//
+// Documents and the window enter exactly as the definition says: a row's pairs are taken inside
+// its own document (segments and head offsets from the document's start, segment min(w, its
+// length), so no key crosses a boundary), and its keys in a pair are the segment's rows with the
+// row's offset, then cut to j <= i (causal) and |i - j| < W (window).
 #include "dring/kernels/reference.hpp"
 
 #include <algorithm>
@@ -14,6 +19,38 @@ namespace {
 
 constexpr int64_t kChunkRows = 4096;  // keys read from the source at a time
 
+// Pair `pair` inside the document that holds position `pos`.
+PairGeometry geometry_at(const Documents& docs, const DilatedPair& pair, int64_t pos) {
+  const int64_t d = docs.document_of(pos);
+  return PairGeometry(pair, docs.begin(d), docs.end(d));
+}
+
+// The keys of query `pos` (offset `offset`, which the pair selects) in one pair: the rows of its
+// segment with its offset, j <= pos when causal, |pos - j| < W with a window.
+StridedRange keys_of_query(const Problem& problem, const PairGeometry& geom, int64_t pos, int64_t offset) {
+  const int64_t seg = geom.segment_of(pos);
+  int64_t lo = geom.segment_begin(seg), hi = geom.segment_end(seg);
+  if (problem.config.causal) hi = std::min(hi, pos + 1);
+  if (problem.config.window > 0) {
+    lo = std::max(lo, pos - problem.config.window + 1);
+    hi = std::min(hi, pos + problem.config.window);
+  }
+  return geom.selected(seg, offset, lo, hi);
+}
+
+// The queries that read key `pos` (offset `offset`, which the pair selects) in one pair: the rows
+// of its segment with its offset, i >= pos when causal, |i - pos| < W with a window.
+StridedRange queries_of_key(const Problem& problem, const PairGeometry& geom, int64_t pos, int64_t offset) {
+  const int64_t seg = geom.segment_of(pos);
+  int64_t lo = geom.segment_begin(seg), hi = geom.segment_end(seg);
+  if (problem.config.causal) lo = std::max(lo, pos);
+  if (problem.config.window > 0) {
+    lo = std::max(lo, pos - problem.config.window + 1);
+    hi = std::min(hi, pos + problem.config.window);
+  }
+  return geom.selected(seg, offset, lo, hi);
+}
+
 // Calls visit(j, k_row, v_row) for every key of the multiset of (batch, pos, head), pair by pair
 // (a key reached by two pairs is visited twice).
 template <class Visit>
@@ -21,14 +58,13 @@ void for_each_key(const Problem& problem, const RowSource& source, int64_t batch
                   Visit&& visit) {
   const int64_t d = problem.shape.head_dim;
   const int64_t kv_head = problem.kv_head_of(head);
+  const Documents docs(problem);
   std::vector<double> k, v;
   for (const DilatedPair& pair : problem.pairs()) {
-    const PairGeometry geom(pair, problem.shape.seq);
+    const PairGeometry geom = geometry_at(docs, pair, pos);
     const int64_t offset = geom.offset_of_head(head);
     if (!geom.selects(pos, offset)) continue;  // this pair does not select the row
-    const int64_t seg = geom.segment_of(pos);
-    const int64_t key_end = problem.config.causal ? pos + 1 : geom.segment_end(seg);
-    StridedRange keys = geom.selected(seg, offset, geom.segment_begin(seg), key_end);
+    StridedRange keys = keys_of_query(problem, geom, pos, offset);
     while (keys.count > 0) {
       StridedRange chunk = keys;
       chunk.count = std::min(keys.count, kChunkRows);
@@ -179,12 +215,11 @@ namespace {
 template <class Visit>
 void for_each_query_of_key(const Problem& problem, int64_t pos, int64_t kv_head, Visit&& visit) {
   const int64_t group = problem.group_size();
+  const Documents docs(problem);
   for (const DilatedPair& pair : problem.pairs()) {
-    const PairGeometry geom(pair, problem.shape.seq);
-    const int64_t offset = (pos % geom.w) % geom.r;
-    const int64_t seg = geom.segment_of(pos);
-    const int64_t lo = problem.config.causal ? pos : geom.segment_begin(seg);
-    const StridedRange queries = geom.selected(seg, offset, lo, geom.segment_end(seg));
+    const PairGeometry geom = geometry_at(docs, pair, pos);
+    const int64_t offset = ((pos - geom.begin) % geom.w) % geom.r;  // the one offset selecting the key
+    const StridedRange queries = queries_of_key(problem, geom, pos, offset);
     for (int64_t h = kv_head * group; h < (kv_head + 1) * group; ++h) {
       if (geom.offset_of_head(h) != offset) continue;
       for (int64_t n = 0; n < queries.count; ++n) visit(queries.first + n * queries.stride, h);
@@ -196,14 +231,13 @@ void for_each_query_of_key(const Problem& problem, int64_t pos, int64_t kv_head,
 double grad_kv_row_cost(const Problem& problem, int64_t pos, int64_t kv_head) {
   // Each query that reads the key costs its forward row: every key of its multiset, a k and a v row.
   double key_rows = 0.0;
+  const Documents docs(problem);
   for_each_query_of_key(problem, pos, kv_head, [&](int64_t i, int64_t h) {
     for (const DilatedPair& pair : problem.pairs()) {
-      const PairGeometry geom(pair, problem.shape.seq);
+      const PairGeometry geom = geometry_at(docs, pair, i);
       const int64_t off = geom.offset_of_head(h);
       if (!geom.selects(i, off)) continue;
-      const int64_t seg = geom.segment_of(i);
-      const int64_t end = problem.config.causal ? i + 1 : geom.segment_end(seg);
-      key_rows += static_cast<double>(geom.selected(seg, off, geom.segment_begin(seg), end).count);
+      key_rows += static_cast<double>(keys_of_query(problem, geom, i, off).count);
     }
   });
   return 2.0 * key_rows * static_cast<double>(problem.shape.head_dim);

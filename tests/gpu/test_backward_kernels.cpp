@@ -1,6 +1,7 @@
 // test_backward_kernels.cpp — the CUDA backward kernels against the float64 formula, for every dtype
-// and head dims 64, 128 and 33: blocks with several query heads (GQA), strided rows, causal, odd
-// sizes; dq, dk, dv accumulate (+=) into prior fp32 values.
+// and head dims 64, 128 and 33: blocks with several query heads (GQA), strided rows, causal,
+// windowed and shifted masks (rows that see no key, with lse = -inf, among them), odd sizes; dq, dk,
+// dv accumulate (+=) into prior fp32 values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,8 +19,10 @@ using gpu_test::random_tensor;
 struct GradSpec {
   int64_t q_row0, q_step, first_head, head_step, n_heads, n_q;
   int64_t k_row0, k_step, kv_head, n_k;
-  bool causal;
+  BlockMask mask;
 };
+
+bool visible(const GradSpec& s, int64_t a, int64_t m) { return s.mask.band.visible(s.mask.q_pos(a), s.mask.k_pos(m)); }
 
 class BackwardKernel : public testing::TestWithParam<std::tuple<DType, int64_t>> {};
 
@@ -38,11 +41,16 @@ TEST_P(BackwardKernel, MatchesFloat64Gradients) {
   DeviceTensor dv = random_tensor(*backend, kv_rows * kv_heads * d, DType::kF32, 27);
   const DeviceTensor delta = random_tensor(*backend, heads * rows, DType::kF32, 28, 0.5f);
   // Blocks own disjoint dq rows and disjoint dk/dv rows.
+  const BlockMask none = BlockMask::none();
   const std::vector<GradSpec> specs = {
-      {0, 2, 0, 2, 2, 37, 0, 3, 0, 41, false},    // query heads 0 and 2, kv head 0
-      {0, 1, 1, 1, 1, 70, 0, 1, 1, 70, true},     // head 1 causal, kv head 1 rows 0..69
-      {200, 1, 1, 1, 1, 1, 250, 1, 1, 1, false},  // one row, one key
-      {120, 1, 1, 1, 1, 67, 100, 1, 1, 131, false},
+      {0, 2, 0, 2, 2, 37, 0, 3, 0, 41, none},               // query heads 0 and 2, kv head 0
+      {0, 1, 1, 1, 1, 70, 0, 1, 1, 70, BlockMask::causal()},  // head 1 causal, kv head 1 rows 0..69
+      {200, 1, 1, 1, 1, 1, 250, 1, 1, 1, none},               // one row, one key
+      {120, 1, 1, 1, 1, 67, 100, 1, 1, 131, none},
+      // A window of 20 around each query (positions = rows), kv head 0 rows 130..259.
+      {100, 1, 0, 1, 1, 100, 130, 1, 0, 130, BlockMask{Band::of(false, 20), 100, 1, 130, 1}},
+      // The 8 keys strictly before each query; rows past key 38 see none (lse = -inf).
+      {100, 1, 2, 1, 1, 61, 70, 1, 1, 30, BlockMask{Band{1, 8}, 70, 1, 70, 1}},
   };
   const double scale = 1.1 / std::sqrt(static_cast<double>(d));
   // lse of each (row, head) the blocks read: the row's own log-sum-exp over its keys in its block,
@@ -58,11 +66,15 @@ TEST_P(BackwardKernel, MatchesFloat64Gradients) {
       const int64_t h = s.first_head + n * s.head_step;
       for (int64_t a = 0; a < s.n_q; ++a) {
         const int64_t i = s.q_row0 + a * s.q_step;
-        const int64_t keys = s.causal ? std::min(s.n_k, a + 1) : s.n_k;
         double mx = -1e300, sum = 0.0;
-        for (int64_t m = 0; m < keys; ++m) mx = std::max(mx, score(i, h, s.k_row0 + m * s.k_step, s.kv_head));
-        for (int64_t m = 0; m < keys; ++m) sum += std::exp(score(i, h, s.k_row0 + m * s.k_step, s.kv_head) - mx);
-        lse[h * rows + i] = static_cast<float>(mx + std::log(sum) + 0.25);
+        for (int64_t m = 0; m < s.n_k; ++m) {
+          if (visible(s, a, m)) mx = std::max(mx, score(i, h, s.k_row0 + m * s.k_step, s.kv_head));
+        }
+        for (int64_t m = 0; m < s.n_k; ++m) {
+          if (visible(s, a, m)) sum += std::exp(score(i, h, s.k_row0 + m * s.k_step, s.kv_head) - mx);
+        }
+        // -inf for a row that sees no key: the kernels must never put it in an exponent.
+        lse[h * rows + i] = sum > 0 ? static_cast<float>(mx + std::log(sum) + 0.25) : -INFINITY;
       }
     }
   }
@@ -94,14 +106,14 @@ TEST_P(BackwardKernel, MatchesFloat64Gradients) {
     b.dv = static_cast<float*>(dv.device.data()) + kv_at;
     b.dkv_stride = b.kv_stride;
     b.n_k = s.n_k;
-    b.mask = s.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
+    b.mask = s.mask;
     blocks.push_back(b);
     for (int64_t n = 0; n < s.n_heads; ++n) {
       const int64_t h = s.first_head + n * s.head_step;
       for (int64_t a = 0; a < s.n_q; ++a) {
         const int64_t i = s.q_row0 + a * s.q_step;
-        const int64_t keys = s.causal ? std::min(s.n_k, a + 1) : s.n_k;
-        for (int64_t m = 0; m < keys; ++m) {
+        for (int64_t m = 0; m < s.n_k; ++m) {
+          if (!visible(s, a, m)) continue;
           const int64_t j = s.k_row0 + m * s.k_step;
           const double p = std::exp(score(i, h, j, s.kv_head) - lse[h * rows + i]);
           double dp = 0.0;

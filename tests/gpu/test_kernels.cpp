@@ -1,8 +1,8 @@
 // test_kernels.cpp — the CUDA forward kernels and the element-wise and row operations of the CUDA
 // backend against float64 references computed from the exact values on the device.
 //
-// Forward: blocks of odd sizes (1, primes, lengths that no tile divides), strided rows, causal and
-// GQA blocks, in two calls that merge into the same rows on top of a prior (out, lse) state, for
+// Forward: blocks of odd sizes (1, primes, lengths that no tile divides), strided rows, causal,
+// windowed and shifted masks (rows that see no key among them), GQA blocks, in two calls that merge into the same rows on top of a prior (out, lse) state, for
 // every dtype and head dims 64, 128 and 33; both the generic and the tensor-core kernel. Rows no
 // block touches must keep their state bit for bit.
 #include <cuda_runtime_api.h>
@@ -24,23 +24,36 @@ using gpu_test::random_tensor;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // A block of the test: q rows q_row0 + n*q_step of head q_head against k/v rows k_row0 + n*k_step
-// of kv head kv_head.
+// of kv head kv_head, under `mask`.
 struct BlockSpec {
   int64_t q_row0, q_step, q_head, n_q;
   int64_t k_row0, k_step, kv_head, n_k;
-  bool causal;
+  BlockMask mask;
 };
+
+// A mask over positions: queries at q_first + i*q_step, keys at k_first + j*k_step.
+BlockMask band_mask(Band band, int64_t q_first, int64_t q_step, int64_t k_first, int64_t k_step) {
+  return BlockMask{band, q_first, q_step, k_first, k_step};
+}
 
 // Two calls; within a call no two blocks share a (row, head).
 const std::vector<std::vector<BlockSpec>>& calls() {
+  const BlockMask none = BlockMask::none(), causal = BlockMask::causal();
   static const std::vector<std::vector<BlockSpec>> c = {
-      {{0, 2, 0, 37, 1, 2, 0, 53, false},
-       {1, 2, 1, 61, 1, 2, 1, 61, true},
-       {200, 1, 0, 1, 7, 1, 0, 1, false},
-       {220, 1, 1, 13, 100, 1, 0, 130, false},
-       {150, 1, 0, 50, 0, 1, 1, 200, true},
-       {0, 1, 2, 301, 0, 1, 1, 301, true}},
-      {{0, 2, 0, 37, 0, 1, 1, 67, false}, {0, 1, 2, 301, 100, 1, 0, 129, false}},
+      {{0, 2, 0, 37, 1, 2, 0, 53, none},
+       {1, 2, 1, 61, 1, 2, 1, 61, causal},
+       {200, 1, 0, 1, 7, 1, 0, 1, none},
+       {220, 1, 1, 13, 100, 1, 0, 130, none},
+       {150, 1, 0, 50, 0, 1, 1, 200, causal},
+       {0, 1, 2, 301, 0, 1, 1, 301, causal}},
+      {{0, 2, 0, 37, 0, 1, 1, 67, band_mask(Band::of(true, 5), 0, 2, 0, 1)},  // causal window
+       {0, 1, 2, 301, 100, 1, 0, 129, none},
+       // A window around each query: the last rows see no key.
+       {240, 1, 1, 61, 0, 1, 0, 200, band_mask(Band::of(false, 50), 240, 1, 0, 1)},
+       // Shifted causal band (keys strictly before), different steps.
+       {100, 3, 0, 17, 5, 2, 0, 90, band_mask(Band{1, Band::kUnbounded}, 100, 3, 5, 2)},
+       // Every key after every query: no row sees anything and every row keeps its state.
+       {122, 1, 1, 19, 0, 1, 1, 40, band_mask(Band::of(true, 0), 0, 1, 1000, 1)}},
   };
   return c;
 }
@@ -112,14 +125,14 @@ ForwardResult run_forward(Backend& backend, DType dtype, int64_t d, bool allow_m
       b.kv_stride = s.k_step * kv_heads * d;
       b.n_q = s.n_q;
       b.n_k = s.n_k;
-      b.mask = s.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
+      b.mask = s.mask;
       blocks.push_back(b);
       for (int64_t n = 0; n < s.n_q; ++n) {
         const int64_t i = s.q_row0 + n * s.q_step;
         Row& row = ref[static_cast<size_t>(s.q_head * rows + i)];
         const float* qi = q.host.data() + (i * heads + s.q_head) * d;
-        const int64_t keys = s.causal ? std::min(s.n_k, n + 1) : s.n_k;
-        for (int64_t m = 0; m < keys; ++m) {
+        for (int64_t m = 0; m < s.n_k; ++m) {
+          if (!s.mask.band.visible(s.mask.q_pos(n), s.mask.k_pos(m))) continue;
           const int64_t j = s.k_row0 + m * s.k_step;
           const float* kj = k.host.data() + (j * kv_heads + s.kv_head) * d;
           double dot = 0.0;

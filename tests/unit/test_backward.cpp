@@ -8,6 +8,7 @@
 
 #include "dring/kernels/cpu.hpp"
 #include "dring/kernels/reference.hpp"
+#include "masked_blocks.hpp"
 #include "test_util.hpp"
 
 namespace dring {
@@ -25,24 +26,30 @@ double loss(const Problem& p, const std::vector<double>& q, const std::vector<do
 
 std::vector<double> to_double(const std::vector<float>& x) { return {x.begin(), x.end()}; }
 
+// Plain, with documents (one of length 1), with a window, and both; causal and not.
 TEST(ReferenceGradient, MatchesFiniteDifferences) {
-  for (bool causal : {false, true}) {
-    const Problem p = test::make_problem(1, 7, 2, 1, 3, {{4, 2}, {7, 1}}, causal, 0.7);
-    auto q = to_double(test::random_tensor(7 * 2 * 3, 21)), dout = to_double(test::random_tensor(7 * 2 * 3, 24));
-    auto k = to_double(test::random_tensor(7 * 1 * 3, 22)), v = to_double(test::random_tensor(7 * 1 * 3, 23));
-    const reference::TensorSource<double> source(p.shape, q.data(), k.data(), v.data(), dout.data());
-    std::vector<double> dq, dk, dv;
-    reference::attention_backward(p, source, dq, dk, dv);
-    const double eps = 1e-6;
-    for (auto [x, grad] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
-      for (size_t n = 0; n < x->size(); ++n) {
-        const double keep = (*x)[n];
-        (*x)[n] = keep + eps;
-        const double up = loss(p, q, k, v, dout);
-        (*x)[n] = keep - eps;
-        const double down = loss(p, q, k, v, dout);
-        (*x)[n] = keep;
-        EXPECT_NEAR((*grad)[n], (up - down) / (2 * eps), 1e-7) << "element " << n << " causal " << causal;
+  const std::vector<std::pair<std::vector<int64_t>, int64_t>> extensions = {{{}, 0}, {{1, 4, 2}, 0}, {{}, 2}, {{3, 4}, 3}};
+  for (const auto& [docs, window] : extensions) {
+    for (bool causal : {false, true}) {
+      Problem p = test::make_problem(1, 7, 2, 1, 3, {{4, 2}, {7, 1}}, causal, 0.7);
+      p.config.doc_lens = docs;
+      p.config.window = window;
+      auto q = to_double(test::random_tensor(7 * 2 * 3, 21)), dout = to_double(test::random_tensor(7 * 2 * 3, 24));
+      auto k = to_double(test::random_tensor(7 * 1 * 3, 22)), v = to_double(test::random_tensor(7 * 1 * 3, 23));
+      const reference::TensorSource<double> source(p.shape, q.data(), k.data(), v.data(), dout.data());
+      std::vector<double> dq, dk, dv;
+      reference::attention_backward(p, source, dq, dk, dv);
+      const double eps = 1e-6;
+      for (auto [x, grad] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
+        for (size_t n = 0; n < x->size(); ++n) {
+          const double keep = (*x)[n];
+          (*x)[n] = keep + eps;
+          const double up = loss(p, q, k, v, dout);
+          (*x)[n] = keep - eps;
+          const double down = loss(p, q, k, v, dout);
+          (*x)[n] = keep;
+          EXPECT_NEAR((*grad)[n], (up - down) / (2 * eps), 1e-7) << "element " << n << " " << p.describe();
+        }
       }
     }
   }
@@ -50,23 +57,29 @@ TEST(ReferenceGradient, MatchesFiniteDifferences) {
 
 TEST(ReferenceGradient, PerRowGradientsEqualTheWholeTensor) {
   for (const auto& c : test::standard_configs()) {
-    const Problem p = test::make_problem(2, 29, c.heads, c.kv_heads, 4, c.pairs, c.causal);
-    const auto q = test::random_tensor(2 * 29 * c.heads * 4, 31), dout = test::random_tensor(2 * 29 * c.heads * 4, 34);
-    const auto k = test::random_tensor(2 * 29 * c.kv_heads * 4, 32), v = test::random_tensor(2 * 29 * c.kv_heads * 4, 33);
-    const reference::TensorSource<float> source(p.shape, q.data(), k.data(), v.data(), dout.data());
-    std::vector<double> dq, dk, dv;
-    reference::attention_backward(p, source, dq, dk, dv);
-    for (int64_t b = 0; b < 2; ++b) {
-      for (int64_t i = 0; i < 29; i += 3) {
-        for (int64_t h = 0; h < c.heads; ++h) {
-          const auto row = reference::grad_q_row(p, source, b, i, h);
-          for (int64_t e = 0; e < 4; ++e) ASSERT_NEAR(row[e], dq[((b * 29 + i) * c.heads + h) * 4 + e], 1e-12) << c.name;
-        }
-        for (int64_t g = 0; g < c.kv_heads; ++g) {
-          const auto row = reference::grad_kv_row(p, source, b, i, g);
-          for (int64_t e = 0; e < 4; ++e) {
-            ASSERT_NEAR(row[e], dk[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
-            ASSERT_NEAR(row[4 + e], dv[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
+    for (const bool extended : {false, true}) {
+      Problem p = test::make_problem(2, 29, c.heads, c.kv_heads, 4, c.pairs, c.causal);
+      if (extended) {  // documents and a window
+        p.config.doc_lens = {5, 1, 12, 11};
+        p.config.window = 4;
+      }
+      const auto q = test::random_tensor(2 * 29 * c.heads * 4, 31), dout = test::random_tensor(2 * 29 * c.heads * 4, 34);
+      const auto k = test::random_tensor(2 * 29 * c.kv_heads * 4, 32), v = test::random_tensor(2 * 29 * c.kv_heads * 4, 33);
+      const reference::TensorSource<float> source(p.shape, q.data(), k.data(), v.data(), dout.data());
+      std::vector<double> dq, dk, dv;
+      reference::attention_backward(p, source, dq, dk, dv);
+      for (int64_t b = 0; b < 2; ++b) {
+        for (int64_t i = 0; i < 29; i += 3) {
+          for (int64_t h = 0; h < c.heads; ++h) {
+            const auto row = reference::grad_q_row(p, source, b, i, h);
+            for (int64_t e = 0; e < 4; ++e) ASSERT_NEAR(row[e], dq[((b * 29 + i) * c.heads + h) * 4 + e], 1e-12) << c.name;
+          }
+          for (int64_t g = 0; g < c.kv_heads; ++g) {
+            const auto row = reference::grad_kv_row(p, source, b, i, g);
+            for (int64_t e = 0; e < 4; ++e) {
+              ASSERT_NEAR(row[e], dk[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
+              ASSERT_NEAR(row[4 + e], dv[((b * 29 + i) * c.kv_heads + g) * 4 + e], 1e-12) << c.name;
+            }
           }
         }
       }
@@ -176,6 +189,10 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
     EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
   }
 }
+
+// General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
+// threads; rows no term reaches keep their gradients exactly, even with lse = -inf.
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64) { test::check_masked_backward<float>(1e-5); }
 
 }  // namespace
 }  // namespace dring

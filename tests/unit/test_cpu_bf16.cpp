@@ -20,6 +20,7 @@
 #include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "dring/runtime/backend.hpp"
+#include "masked_blocks.hpp"
 #include "test_util.hpp"
 
 namespace dring {
@@ -438,6 +439,11 @@ TEST(CpuBackendBf16, TensorsAndRows) {
     EXPECT_EQ(e.status(), Status::kUnsupported);
   }
 }
+
+// General masks in bf16 (masked_blocks.hpp): the forward within one rounding of out, the backward
+// at the fp32 tolerance (nothing of it is rounded).
+TEST(CpuBf16Kernel, GeneralMasksMatchFloat64) { test::check_masked_forward<uint16_t>(out_bound(1), 2e-5); }
+TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) { test::check_masked_backward<uint16_t>(1e-5); }
 
 }  // namespace
 }  // namespace dring

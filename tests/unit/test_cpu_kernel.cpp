@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "dring/kernels/cpu.hpp"
+#include "masked_blocks.hpp"
 #include "test_util.hpp"
 
 namespace dring {
@@ -195,6 +196,10 @@ TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
   std::vector<float> grad_workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * prm.threads);
   EXPECT_THROW(kernels::cpu::attend_backward({&g, 1}, prm, grad_workspace.data()), std::runtime_error);
 }
+
+// General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
+// threads, rows with an earlier state and rows that see no key.
+TEST(CpuKernel, GeneralMasksMatchFloat64) { test::check_masked_forward<float>(2e-6, 2e-5); }
 
 }  // namespace
 }  // namespace dring

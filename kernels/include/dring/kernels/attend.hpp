@@ -21,6 +21,42 @@
 
 namespace dring::kernels {
 
+// The query rows of a block that may see a key of [j0, j1): since both ends of a row's key
+// interval are non-decreasing in the row, they are the rows from the first whose last key is at or
+// after j0 to the last whose first key is before j1, i.e. [begin, end) below (binary searches).
+// Rows inside may still see none of these keys (a band narrower than the key step); rows outside
+// never do. For the backward kernels, which walk queries per key tile.
+struct RowRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+DRING_HD inline RowRange rows_seeing(const BlockMask& mask, int64_t n_q, int64_t n_k, int64_t j0, int64_t j1) {
+  if (j0 >= j1 || n_q <= 0) return RowRange{0, 0};
+  if (mask.trivial()) return RowRange{0, n_q};
+  // The first row i in [0, n_q] with key_end(i) > j0, then the first with key_begin(i) >= j1.
+  int64_t lo = 0, hi = n_q;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (mask.key_end(mid, n_k) > j0) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  RowRange rows{lo, n_q};
+  hi = n_q;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (mask.key_begin(mid, n_k) >= j1) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  rows.end = lo;
+  return rows;
+}
+
 // One attention block. Row i of q attends to the rows j of k and v that `mask` admits: all of
 // them (BlockMask::none()), j <= i (BlockMask::causal(), q and k the same rows), or in general
 // the keys [mask.key_begin(i), mask.key_end(i)) that causality and a window leave between these

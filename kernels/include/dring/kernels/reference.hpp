@@ -1,8 +1,8 @@
 // dring/kernels/reference.hpp — the float64 oracle of dilated attention.
 //
 // Written from the definition (docs/math.md), not from the fast paths: for one (batch, row, head)
-// it enumerates the row's keys pair by pair, straight from the selection rule, and folds them into
-// one softmax in float64. The whole-tensor reference is that, row by row. Inputs come through a
+// it enumerates the row's keys pair by pair, straight from the selection rule (inside the row's
+// document, cut by causality and the window), and folds them into one softmax in float64. The whole-tensor reference is that, row by row. Inputs come through a
 // RowSource, so the same oracle checks sampled rows of a run far too big to hold in one place
 // (rows regenerated from the seed, or read from the input file).
 #pragma once
