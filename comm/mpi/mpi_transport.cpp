@@ -84,6 +84,10 @@ MpiCommTransport::MpiCommTransport(MPI_Comm comm) {
   DRING_MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
+MpiCommTransport::MpiCommTransport(int rank, int size) : rank_(rank), size_(size) {
+  timeout_s_ = default_comm_timeout_s();
+}
+
 MpiCommTransport::~MpiCommTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);

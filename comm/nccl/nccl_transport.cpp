@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <sstream>
+#include <thread>
 
 #include "dring/comm/deadline.hpp"
 #include "dring/comm/mpi_transport.hpp"
@@ -65,6 +66,48 @@ NcclTransport::NcclTransport(MPI_Comm comm, cudaStream_t compute)
   DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, world_size(), shared.id, world_rank()));
 }
 
+NcclTransport::NcclTransport(const ncclUniqueId& id, int rank, int world_size, cudaStream_t compute)
+    : MpiCommTransport(rank, world_size), compute_(compute) {
+  DRING_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, Status::kInvalidArgument,
+              "NCCL rank " << rank << " is not in [0, world size " << world_size << ")");
+  stream_ = cuda::Stream::create();
+  DRING_CUDA_CHECK(cudaMalloc(&scalar_, 8));
+  DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, world_size, id, rank));
+}
+
+void NcclTransport::allreduce_scalar(void* value, ncclDataType_t type, ncclRedOp_t op, const char* what) {
+  DRING_CHECK(!aborted_, Status::kCommError, "NCCL transport of world rank " << world_rank() << " was aborted earlier");
+  DRING_CUDA_CHECK(cudaMemcpyAsync(scalar_, value, 8, cudaMemcpyHostToDevice, stream_.get()));
+  DRING_NCCL_CHECK(ncclAllReduce(scalar_, scalar_, 1, type, op, nccl_, stream_.get()));
+  DRING_CUDA_CHECK(cudaMemcpyAsync(value, scalar_, 8, cudaMemcpyDeviceToHost, stream_.get()));
+  auto done = std::make_shared<cuda::Event>(cuda::Event::create());
+  done->record(stream_.get());
+  in_flight_.push_back({done, std::chrono::steady_clock::now(), what});
+  // Poll rather than block, so that a peer that never joins ends in the watchdog's error.
+  while (!done->done()) {
+    check_health();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+void NcclTransport::barrier() {
+  if (comm() != MPI_COMM_NULL) return MpiCommTransport::barrier();
+  int64_t zero = 0;
+  allreduce_scalar(&zero, ncclInt64, ncclSum, "barrier (allreduce)");
+}
+
+double NcclTransport::allreduce_max(double value) {
+  if (comm() != MPI_COMM_NULL) return MpiCommTransport::allreduce_max(value);
+  allreduce_scalar(&value, ncclFloat64, ncclMax, "allreduce (max)");
+  return value;
+}
+
+int64_t NcclTransport::allreduce_sum(int64_t value) {
+  if (comm() != MPI_COMM_NULL) return MpiCommTransport::allreduce_sum(value);
+  allreduce_scalar(&value, ncclInt64, ncclSum, "allreduce (sum)");
+  return value;
+}
+
 NcclTransport::~NcclTransport() {
   bool idle = true;
   for (const InFlight& f : in_flight_) {
@@ -76,6 +119,7 @@ NcclTransport::~NcclTransport() {
     ncclCommDestroy(nccl_);
     nccl_ = nullptr;
   }
+  if (scalar_ != nullptr) cudaFree(scalar_);
 }
 
 void NcclTransport::abort_all() noexcept {

@@ -23,7 +23,7 @@
 struct dring_context {
   dring::Problem problem;
   dring::MemoryTracker tracker;
-  MPI_Comm comm = MPI_COMM_NULL;  // the caller's, for agreeing on argument errors
+  MPI_Comm comm = MPI_COMM_NULL;  // the caller's, for agreeing on argument errors; NULL: by the transport
   double comm_timeout_s = 0.0;    // every wait for a peer, agreements included
   dring::Runtime runtime;
   std::unique_ptr<dring::RingExecutor> executor;
@@ -101,6 +101,61 @@ void require(bool ok, const char* what) {
   DRING_CHECK(ok, dring::Status::kInvalidArgument, what);
 }
 
+// The context's agreement on an outcome: over the caller's MPI communicator, or, for a context
+// made from an NCCL unique id (no MPI), over the transport's own collectives.
+void context_agree_on(dring_context* ctx, const std::optional<dring::Error>& local, double timeout_s) {
+  if (ctx->comm != MPI_COMM_NULL) return dring::agree_on(ctx->comm, local, timeout_s);
+  dring::agree_on(*ctx->runtime.transport, local);
+}
+
+// Runs `step` (argument checks) on this rank and agrees on the outcome, as dring::agree does.
+template <class Step>
+void context_agree(dring_context* ctx, Step&& step) {
+  std::optional<dring::Error> local;
+  try {
+    step();
+  } catch (const dring::Error& e) {
+    local = e;
+  }
+  context_agree_on(ctx, local, ctx->comm_timeout_s);
+}
+
+// The options every context creation checks the same way; resolves the timeout into ctx.
+void check_options(const dring_options& o, dring_context* ctx) {
+  DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
+              "unknown backend " << static_cast<int>(o.backend));
+  DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
+              "threads and exchange_chunk_bytes must not be negative");
+  DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
+              dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
+  DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), dring::Status::kInvalidArgument,
+              "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
+                                                                                               << ")");
+  ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
+}
+
+// What every rank must have passed alike: the problem and the layout.
+std::string problem_key(const dring::Problem& problem, const dring::LayoutSpec& layout) {
+  const dring::AttentionShape& s = problem.shape;
+  std::ostringstream key;
+  key << problem.describe() << " " << s.batch << " " << s.seq << " " << s.heads << " " << s.kv_heads << " "
+      << s.head_dim << " " << std::setprecision(17) << problem.scale() << " " << layout.describe() << " docs";
+  for (int64_t len : problem.config.doc_lens) key << " " << len;
+  return key.str();
+}
+
+// The executor of a context whose runtime is made.
+void make_executor(dring_context* ctx, const dring_options& o, const dring::LayoutSpec& layout, int threads) {
+  ctx->runtime.transport->set_timeout(ctx->comm_timeout_s);
+  dring::ExecutorOptions exec;
+  exec.dtype = static_cast<dring::DType>(o.dtype);  // the enums share their values
+  exec.layout = layout;
+  exec.threads = threads;
+  exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
+  ctx->executor =
+      std::make_unique<dring::RingExecutor>(ctx->problem, *ctx->runtime.transport, *ctx->runtime.backend, exec);
+}
+
 // One collective call on a context (a pass). An argument error the ranks agreed on
 // (CollectiveError) leaves the context as it was. Any other failure leaves it unusable, so a
 // retry can never match a failed pass's messages. To make that the same on every rank, the ranks
@@ -133,7 +188,7 @@ void collective_call(dring_context* ctx, Body&& body) {
   };
   if (local && local->status() == dring::Status::kCommError) give_up(*local);
   try {
-    dring::agree_on(ctx->comm, local, 2 * ctx->comm_timeout_s + 1.0);
+    context_agree_on(ctx, local, 2 * ctx->comm_timeout_s + 1.0);
   } catch (const dring::Error& e) {
     give_up(e);
   }
@@ -187,29 +242,15 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     dring::agree(comm, [&] {
       require(context != nullptr, "context is NULL");
       ctx->problem = to_problem(problem);
-      DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
-                  "unknown backend " << static_cast<int>(o.backend));
-      DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
-                  "threads and exchange_chunk_bytes must not be negative");
-      DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
-                  dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
-      DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), dring::Status::kInvalidArgument,
-                  "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
-                                                                                                   << ")");
-      ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
+      check_options(o, ctx.get());
       layout = to_layout(o);
       int size = 0;
       MPI_Comm_size(comm, &size);
       dring::ShardLayout(ctx->problem.shape.seq, size, layout);
     });
     // Every rank must describe the same problem.
-    const dring::AttentionShape& s = ctx->problem.shape;
-    std::ostringstream key;
-    key << ctx->problem.describe() << " " << s.batch << " " << s.seq << " " << s.heads << " " << s.kv_heads << " "
-        << s.head_dim << " " << std::setprecision(17) << ctx->problem.scale() << " " << layout.describe() << " docs";
-    for (int64_t len : ctx->problem.config.doc_lens) key << " " << len;
     int differing = -1;
-    if (!dring::all_ranks_equal(comm, key.str(), &differing, ctx->comm_timeout_s)) {
+    if (!dring::all_ranks_equal(comm, problem_key(ctx->problem, layout), &differing, ctx->comm_timeout_s)) {
       throw dring::CollectiveError(dring::Status::kInvalidArgument,
                                    "ranks passed different problems or layouts (rank " + std::to_string(differing) +
                                        "'s differs from rank 0's)",
@@ -220,14 +261,58 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     ctx->comm = comm;
     const auto dtype = static_cast<dring::DType>(o.dtype);  // the enums share their values
     ctx->runtime = dring::select_runtime(comm, backend, dtype, threads, ctx->tracker, o.cuda_stream);
+    make_executor(ctx.get(), o, layout, threads);
+    *context = ctx.release();
+  });
+}
+
+dring_status dring_nccl_unique_id(char out[DRING_NCCL_UNIQUE_ID_BYTES]) {
+  return guarded([&] {
+    require(out != nullptr, "dring_nccl_unique_id: out is NULL");
+    dring::new_nccl_unique_id(out);
+  });
+}
+
+dring_status dring_context_create_nccl(const dring_problem* problem, const char* unique_id, int rank, int world_size,
+                                       const dring_options* options, dring_context** context) {
+  if (context != nullptr) *context = nullptr;
+  return guarded([&] {
+    // Only an unusable call (NULLs, a rank outside the world) returns at once. Any other argument
+    // error is held until the communicator exists and then agreed on over it, so the peers (which
+    // would otherwise wait in NCCL's initialisation for this rank) fail with it too.
+    require(context != nullptr && unique_id != nullptr,
+            "dring_context_create_nccl: unique_id and context must not be NULL");
+    DRING_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, dring::Status::kInvalidArgument,
+                "dring_context_create_nccl: rank " << rank << " is not in [0, world_size " << world_size << ")");
+    dring_options defaults;
+    dring_options_init(&defaults);
+    const dring_options& o = options != nullptr ? *options : defaults;
+    auto ctx = std::make_unique<dring_context>();
+    ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(0.0);  // until the options are read
+    dring::LayoutSpec layout;
+    std::optional<dring::Error> local;
+    try {
+      ctx->problem = to_problem(problem);
+      check_options(o, ctx.get());
+      DRING_CHECK(o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
+                  "dring_context_create_nccl needs options->backend = DRING_BACKEND_CUDA (without MPI the CPU backend "
+                  "cannot run: launch with mpirun or srun and use dring_context_create)");
+      layout = to_layout(o);
+      dring::ShardLayout(ctx->problem.shape.seq, world_size, layout);
+    } catch (const dring::Error& e) {
+      local = e;
+    }
+    const auto dtype = local ? dring::DType::kF32 : static_cast<dring::DType>(o.dtype);
+    ctx->runtime = dring::make_nccl_runtime(unique_id, rank, world_size, dtype, ctx->tracker, o.cuda_stream);
     ctx->runtime.transport->set_timeout(ctx->comm_timeout_s);
-    dring::ExecutorOptions exec;
-    exec.dtype = dtype;
-    exec.layout = layout;
-    exec.threads = threads;
-    exec.exchange_chunk_bytes = o.exchange_chunk_bytes;
-    ctx->executor =
-        std::make_unique<dring::RingExecutor>(ctx->problem, *ctx->runtime.transport, *ctx->runtime.backend, exec);
+    // From here on the transport's collectives carry the agreements (ctx->comm stays NULL).
+    dring::agree_on(*ctx->runtime.transport, local);
+    std::optional<dring::Error> mismatch;
+    if (!dring::all_ranks_equal(*ctx->runtime.transport, problem_key(ctx->problem, layout))) {
+      mismatch = dring::Error(dring::Status::kInvalidArgument, "ranks passed different problems or layouts");
+    }
+    dring::agree_on(*ctx->runtime.transport, mismatch);
+    context_agree(ctx.get(), [&] { make_executor(ctx.get(), o, layout, 1); });
     *context = ctx.release();
   });
 }
@@ -277,7 +362,7 @@ dring_status dring_forward(dring_context* context, const float* q, const float* 
   return guarded([&] {
     require(context != nullptr, "context is NULL");
     collective_call(context, [&] {
-      dring::agree(context->comm, context->comm_timeout_s, [&] {
+      context_agree(context, [&] {
         require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr,
                 "dring_forward: q, k, v, out and lse must not be NULL");
       });
@@ -291,7 +376,7 @@ dring_status dring_backward(dring_context* context, const float* q, const float*
   return guarded([&] {
     require(context != nullptr, "context is NULL");
     collective_call(context, [&] {
-      dring::agree(context->comm, context->comm_timeout_s, [&] {
+      context_agree(context, [&] {
         require(q != nullptr && k != nullptr && v != nullptr && out != nullptr && lse != nullptr && dout != nullptr &&
                     dq != nullptr && dk != nullptr && dv != nullptr,
                 "dring_backward: no tensor may be NULL");

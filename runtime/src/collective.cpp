@@ -39,6 +39,27 @@ void agree_on(MPI_Comm comm, const std::optional<Error>& local, double timeout_s
   throw CollectiveError(static_cast<Status>(status), message, first);
 }
 
+void agree_on(comm::Transport& transport, const std::optional<Error>& local) {
+  // One max-allreduce carries the lowest failing rank and its status: (k - rank) * 16 + status.
+  const int k = transport.world_size(), rank = transport.world_rank();
+  const double mine = local ? static_cast<double>((k - rank) * 16 + static_cast<int>(local->status())) : 0.0;
+  const auto worst = static_cast<int64_t>(transport.allreduce_max(mine));
+  if (worst <= 0) return;
+  const int first = k - static_cast<int>(worst / 16);
+  const auto status = static_cast<Status>(worst % 16);
+  if (local) throw CollectiveError(local->status(), local->what(), rank);
+  throw CollectiveError(status,
+                        "world rank " + std::to_string(first) + " failed (" + status_name(status) +
+                            "); its own error says why",
+                        first);
+}
+
+bool all_ranks_equal(comm::Transport& transport, const std::string& text) {
+  // 52 bits of the hash are exact in a double; equal on every rank iff max == min.
+  const auto mine = static_cast<double>(std::hash<std::string>{}(text) >> 12);
+  return transport.allreduce_max(mine) == -transport.allreduce_max(-mine);
+}
+
 bool all_ranks_equal(MPI_Comm comm, const std::string& text, int* first_different_rank, double timeout_s) {
   const double t = limit(timeout_s);
   const uint64_t mine = std::hash<std::string>{}(text);

@@ -137,4 +137,37 @@ Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, vo
   return runtime;
 }
 
+#if DRING_HAVE_NCCL
+static_assert(sizeof(ncclUniqueId) == kNcclUniqueIdBytes, "NCCL's unique id changed size");
+
+void new_nccl_unique_id(void* out) {
+  ncclUniqueId id;
+  DRING_NCCL_CHECK(ncclGetUniqueId(&id));
+  std::memcpy(out, &id, sizeof id);
+}
+
+Runtime make_nccl_runtime(const void* unique_id, int rank, int world_size, DType dtype, MemoryTracker& tracker,
+                          void* cuda_stream) {
+  set_error_rank(rank);
+  int device = -1;
+  DRING_CUDA_CHECK(cudaGetDevice(&device));
+  Runtime runtime;
+  runtime.backend = make_cuda_backend(tracker, device, cuda_stream);
+  DRING_CHECK(runtime.backend->supports(dtype), Status::kUnsupported,
+              "--dtype " << dtype_name(dtype) << " is not supported by the cuda backend");
+  const auto stream = static_cast<cudaStream_t>(cuda_stream_of(*runtime.backend));
+  ncclUniqueId id;
+  std::memcpy(&id, unique_id, sizeof id);
+  auto nccl = std::make_unique<comm::NcclTransport>(id, rank, world_size, stream);
+  comm::NcclTransport* watched = nccl.get();
+  set_cuda_watchdog(*runtime.backend, [watched] { watched->check_health(); });
+  runtime.transport = std::move(nccl);
+  std::ostringstream note;
+  note << "cuda device " << device << " (the caller's current device); NCCL transport by unique id, rank " << rank
+       << " of " << world_size << ", no MPI";
+  runtime.note = note.str();
+  return runtime;
+}
+#endif
+
 }  // namespace dring

@@ -23,6 +23,15 @@ bool cuda_available(MPI_Comm comm) {
 #endif
 }
 
+#if !DRING_HAVE_NCCL
+Runtime make_nccl_runtime(const void*, int, int, DType, MemoryTracker&, void*) {
+  DRING_FAIL(Status::kUnsupported, "this build of dring has no NCCL (configure with -DDRING_CUDA=ON -DDRING_NCCL=ON)");
+}
+void new_nccl_unique_id(void*) {
+  DRING_FAIL(Status::kUnsupported, "this build of dring has no NCCL (configure with -DDRING_CUDA=ON -DDRING_NCCL=ON)");
+}
+#endif
+
 Runtime select_runtime(MPI_Comm comm, const std::string& backend, DType dtype, int threads, MemoryTracker& tracker,
                        void* cuda_stream) {
   attach_error_rank();

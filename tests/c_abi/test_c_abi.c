@@ -236,6 +236,32 @@ int main(int argc, char** argv) {
   options.dtype = DRING_DTYPE_F32;
   EXPECT(dring_abi_version() == DRING_ABI_VERSION, "library ABI %d, header %d", dring_abi_version(), DRING_ABI_VERSION);
 
+  /* The entries without MPI (an NCCL unique id): unusable arguments are refused at once, locally;
+   * a good call either makes a one-process context (a GPU and NCCL at hand) or fails cleanly with
+   * no context (DRING_UNSUPPORTED without NCCL, a device error without a GPU). */
+  {
+    char id[DRING_NCCL_UNIQUE_ID_BYTES] = {0};
+    EXPECT(dring_nccl_unique_id(NULL) == DRING_INVALID_ARGUMENT, "a NULL id buffer was accepted");
+    ctx = (dring_context*)1;
+    st = dring_context_create_nccl(&good, id, 2, 2, &options, &ctx);
+    EXPECT(st == DRING_INVALID_ARGUMENT && ctx == NULL, "rank 2 of 2 gave status %d", (int)st);
+    EXPECT(strstr(dring_last_error(), "rank 2 is not in [0, world_size 2)") != NULL, "message: %s", dring_last_error());
+    st = dring_context_create_nccl(&good, NULL, 0, 1, &options, &ctx);
+    EXPECT(st == DRING_INVALID_ARGUMENT && ctx == NULL, "a NULL unique id gave status %d", (int)st);
+    const dring_status made = dring_nccl_unique_id(id);
+    dring_options cuda = options;
+    cuda.backend = DRING_BACKEND_CUDA;
+    st = dring_context_create_nccl(&good, id, 0, 1, &cuda, &ctx);
+    if (made != DRING_OK) {
+      EXPECT(made == DRING_UNSUPPORTED || made == DRING_COMM_ERROR, "dring_nccl_unique_id gave status %d", (int)made);
+      EXPECT(st != DRING_OK && ctx == NULL, "a context from an id that could not be made: status %d", (int)st);
+    } else {
+      EXPECT((st == DRING_OK) == (ctx != NULL), "status %d with context %p", (int)st, (void*)ctx);
+    }
+    dring_context_destroy(ctx);
+    ctx = NULL;
+  }
+
   /* Documents, windows and layouts: bad values are refused with the field named. */
   {
     const int64_t short_docs[2] = {10, 18}, zero_doc[3] = {10, 0, 19};

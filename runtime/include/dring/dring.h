@@ -137,6 +137,26 @@ DRING_API dring_status dring_context_create(const dring_problem* problem, MPI_Co
  * language bindings that cannot name an MPI_Comm. */
 DRING_API dring_status dring_context_create_f(const dring_problem* problem, MPI_Fint comm,
                                               const dring_options* options, dring_context** context);
+
+/* Without MPI (trainers launched by torchrun, CUDA tensors): a context over an NCCL communicator. */
+/* Bytes of an NCCL unique id (NCCL_UNIQUE_ID_BYTES). */
+#define DRING_NCCL_UNIQUE_ID_BYTES 128
+/* Local. Writes a new NCCL unique id (ncclGetUniqueId) to out. One process calls it and its caller
+ * sends the bytes to every process of the job (e.g. torch.distributed.broadcast).
+ * DRING_UNSUPPORTED in a build without NCCL. */
+DRING_API dring_status dring_nccl_unique_id(char out[DRING_NCCL_UNIQUE_ID_BYTES]);
+/* Collective over the world_size processes that pass the same id, each with its own rank
+ * (0 <= rank < world_size). Like dring_context_create, with no MPI: the transport is an NCCL
+ * communicator (ncclCommInitRank(world_size, id, rank)) on the current CUDA device (cudaGetDevice at
+ * this call: set it first, e.g. torch.cuda.set_device(local_rank)); errors are agreed on over it.
+ * options->backend must be DRING_BACKEND_CUDA; options->cuda_stream as for dring_context_create.
+ * MPI need not be initialised and is not used. dring_shard_range, dring_shard_positions,
+ * dring_forward, dring_backward and dring_context_destroy work on such a context as on any other.
+ * DRING_UNSUPPORTED in a build without NCCL. */
+DRING_API dring_status dring_context_create_nccl(const dring_problem* problem, const char* unique_id, int rank,
+                                                 int world_size, const dring_options* options,
+                                                 dring_context** context);
+
 /* Collective. NULL is ignored. */
 DRING_API void dring_context_destroy(dring_context* context);
 

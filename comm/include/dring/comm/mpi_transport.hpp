@@ -32,6 +32,9 @@ class MpiCommTransport : public Transport {
 
  protected:
   explicit MpiCommTransport(MPI_Comm comm);
+  // Without MPI (comm() is MPI_COMM_NULL): a derived transport that brings its own collectives
+  // (barrier, allreduce_max, allreduce_sum) and names its own rank and size.
+  MpiCommTransport(int rank, int size);
   ~MpiCommTransport() override;
   MpiCommTransport(const MpiCommTransport&) = delete;
   MpiCommTransport& operator=(const MpiCommTransport&) = delete;

@@ -56,11 +56,19 @@ class NcclTransport final : public MpiCommTransport {
   // Collective over `comm`: rank 0 makes the NCCL unique id and broadcasts it over MPI. The
   // current CUDA device must be this rank's own GPU (NCCL refuses two ranks on one device).
   NcclTransport(MPI_Comm comm, cudaStream_t compute);
+  // Without MPI: one of `world_size` processes that pass the same unique id (ncclGetUniqueId's
+  // bytes, made by one of them and sent to the others by the caller), as rank `rank`. Barrier and
+  // the small allreduces then run as ncclAllReduce of one value on the communication stream,
+  // under the same deadline as the sends and receives.
+  NcclTransport(const ncclUniqueId& id, int rank, int world_size, cudaStream_t compute);
   ~NcclTransport() override;
   NcclTransport(const NcclTransport&) = delete;
   NcclTransport& operator=(const NcclTransport&) = delete;
 
   const char* name() const override { return "nccl"; }
+  void barrier() override;
+  double allreduce_max(double value) override;
+  int64_t allreduce_sum(int64_t value) override;
 
   std::unique_ptr<Request> post_send_raw(const void* data, int64_t count, DType type, int peer,
                                          int tag) override;
@@ -98,6 +106,8 @@ class NcclTransport final : public MpiCommTransport {
   void post(const std::shared_ptr<Op>& op);
   void issue(const std::vector<std::shared_ptr<Op>>& ops);
   void abort_all() noexcept;
+  // ncclAllReduce of one 8-byte value through scalar_, waited for under the deadline.
+  void allreduce_scalar(void* value, ncclDataType_t type, ncclRedOp_t op, const char* what);
 
   cudaStream_t compute_;
   ncclComm_t nccl_ = nullptr;
@@ -107,6 +117,7 @@ class NcclTransport final : public MpiCommTransport {
   std::vector<InFlight> in_flight_;
   std::vector<std::pair<cuda::Event, cuda::Event>> waits_;  // (before, after) each stream wait
   bool aborted_ = false;
+  void* scalar_ = nullptr;  // 8 bytes of device memory for the collectives without MPI
 };
 
 }  // namespace dring::comm

@@ -23,6 +23,7 @@
 #include <string>
 #include <utility>
 
+#include "dring/comm/transport.hpp"
 #include "dring/core/error.hpp"
 
 namespace dring {
@@ -40,6 +41,13 @@ class CollectiveError : public Error {
 
 // Collective: throws CollectiveError on every rank if `local` holds an error on any rank.
 void agree_on(MPI_Comm comm, const std::optional<Error>& local, double timeout_s = 0.0);
+
+// The same over a transport's own collectives, for contexts without MPI (NCCL by unique id): every
+// rank learns the lowest failing rank and its status; that rank, and any other that failed, throws
+// its own message, the others a message naming it. The transport's deadline bounds the wait.
+void agree_on(comm::Transport& transport, const std::optional<Error>& local);
+// Collective over a transport: true on every rank when every rank passed the same `text`.
+bool all_ranks_equal(comm::Transport& transport, const std::string& text);
 
 // Collective: runs `step` on this rank and agrees on the outcome. Any exception of the step is
 // agreed on: a dring::Error keeps its status, std::bad_alloc is kOutOfMemory, anything else

@@ -29,6 +29,15 @@ struct Runtime {
 Runtime select_runtime(MPI_Comm comm, const std::string& backend, DType dtype, int threads, MemoryTracker& tracker,
                        void* cuda_stream = nullptr);
 
+// Collective over the `world_size` processes that pass the same NCCL unique id (ncclGetUniqueId's
+// bytes, `unique_id`), each as its own `rank`, with no MPI: the CUDA backend on the current device
+// (the caller chose it, e.g. torch.cuda.set_device) and the NCCL transport by that id. Throws
+// Error(kUnsupported) in a build without NCCL. new_nccl_unique_id writes a fresh id (128 bytes).
+Runtime make_nccl_runtime(const void* unique_id, int rank, int world_size, DType dtype, MemoryTracker& tracker,
+                          void* cuda_stream = nullptr);
+void new_nccl_unique_id(void* out);
+inline constexpr int kNcclUniqueIdBytes = 128;
+
 // Collective: whether this build has the CUDA backend and every rank sees at least one GPU.
 bool cuda_available(MPI_Comm comm);
 
