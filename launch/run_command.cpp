@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "commands.hpp"
+#include "run_options.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
@@ -38,33 +39,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // Work of the --check of dk/dv rows allowed per rank, in input elements the float64 reference
 // reads (regenerated from the seed at some tens of ns each, or read from the file): ~10 s.
 constexpr double kGradCheckBudgetElements = 3e8;
-
-AttentionConfig config_from(const RunOptions& o) {
-  DRING_CHECK(!(o.segments.empty() && !o.dilations.empty()), Status::kInvalidArgument,
-              "--dilations needs --segments (one segment length per dilation rate)");
-  DRING_CHECK(o.dilations.empty() || o.dilations.size() == o.segments.size(), Status::kInvalidArgument,
-              "--segments has " << o.segments.size() << " values but --dilations has " << o.dilations.size()
-                                << " (give one dilation rate per segment length)");
-  AttentionConfig config;
-  for (size_t i = 0; i < o.segments.size(); ++i) {
-    config.pairs.push_back({o.segments[i], o.dilations.empty() ? 1 : o.dilations[i]});
-  }
-  config.causal = o.causal;
-  config.scale = o.scale;
-  return config;
-}
-
-void check_run_options(const RunOptions& o) {
-  DRING_CHECK(o.repeat >= 1, Status::kInvalidArgument, "--repeat must be at least 1 (got " << o.repeat << ")");
-  DRING_CHECK(o.threads >= 0, Status::kInvalidArgument, "--threads must be positive (got " << o.threads << ")");
-  DRING_CHECK(o.check_rows >= 1, Status::kInvalidArgument, "--check-rows must be at least 1 (got " << o.check_rows << ")");
-  DRING_CHECK(o.check_tolerance >= 0, Status::kInvalidArgument, "--check-tol must not be negative");
-  DRING_CHECK(o.exchange_chunk_kib >= 0, Status::kInvalidArgument, "--exchange-chunk-kib must not be negative");
-  DRING_CHECK(!o.comm_timeout_s || (*o.comm_timeout_s > 0 && std::isfinite(*o.comm_timeout_s)),
-              Status::kInvalidArgument, "--comm-timeout must be a positive number of seconds (got " << *o.comm_timeout_s << ")");
-  DRING_CHECK(o.output.empty() || o.output != o.input, Status::kInvalidArgument,
-              "--output must not be the --input file");
-}
 
 // Prints "dring: <label>: 42% (5.1 s)" on stderr from rank 0, for passes longer than a few seconds.
 class ProgressPrinter {
@@ -218,8 +192,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     }
   });
   if (o.input.empty()) {
-    const ShapeOptions& s = o.shape;
-    problem.shape = AttentionShape{s.batch, s.seq, s.heads, s.kv_heads.value_or(s.heads), s.head_dim};
+    problem.shape = shape_from(o.shape);
   } else {
     DRING_MPI_CHECK(MPI_Bcast(file, 6, MPI_INT64_T, 0, comm));
     problem.shape = AttentionShape{file[0], file[1], file[2], file[3], file[4]};
