@@ -3,7 +3,6 @@
 // on argument errors first, so every rank returns the same status instead of some waiting.
 #include "dring/dring.h"
 
-#include <cmath>
 #include <exception>
 #include <memory>
 #include <new>
@@ -12,6 +11,7 @@
 
 #include "dring/comm/deadline.hpp"
 #include "dring/runtime/backend.hpp"
+#include "dring/runtime/c_args.hpp"
 #include "dring/runtime/collective.hpp"
 #include "dring/config.h"
 #include "dring/runtime/executor.hpp"
@@ -55,20 +55,6 @@ dring_status guarded(Body&& body) {
     last_error = "unknown error";
     return DRING_INTERNAL;
   }
-}
-
-dring::Problem to_problem(const dring_problem* p) {
-  DRING_CHECK(p != nullptr, dring::Status::kInvalidArgument, "problem is NULL");
-  DRING_CHECK(p->num_pairs >= 0, dring::Status::kInvalidArgument, "num_pairs must not be negative");
-  DRING_CHECK(p->num_pairs == 0 || (p->segments != nullptr && p->dilations != nullptr), dring::Status::kInvalidArgument,
-              "segments and dilations must point to num_pairs values");
-  dring::Problem problem;
-  problem.shape = dring::AttentionShape{p->batch, p->seq, p->heads, p->kv_heads, p->head_dim};
-  for (int64_t i = 0; i < p->num_pairs; ++i) problem.config.pairs.push_back({p->segments[i], p->dilations[i]});
-  problem.config.causal = p->causal != 0;
-  problem.config.scale = p->scale;
-  dring::validate(problem);
-  return problem;
 }
 
 void require(bool ok, const char* what) {
@@ -149,16 +135,8 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     auto ctx = std::make_unique<dring_context>();
     dring::agree(comm, [&] {
       require(context != nullptr, "context is NULL");
-      ctx->problem = to_problem(problem);
-      DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
-                  "unknown backend " << static_cast<int>(o.backend));
-      DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
-                  "threads and exchange_chunk_bytes must not be negative");
-      DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
-                  dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
-      DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), dring::Status::kInvalidArgument,
-                  "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
-                                                                                                   << ")");
+      ctx->problem = dring::problem_from_c(problem);
+      dring::check_c_options(o);
       ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
       int size = 0;
       MPI_Comm_size(comm, &size);

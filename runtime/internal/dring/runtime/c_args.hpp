@@ -1,0 +1,19 @@
+// dring/runtime/c_args.hpp — the checks of the C ABI's arguments that need no communicator.
+//
+// dring_context_create (c_api.cpp) runs them on every rank inside its argument agreement;
+// tests/fuzz runs them without MPI. Each throws dring::Error (kInvalidArgument) naming the field.
+#pragma once
+
+#include "dring/core/problem.hpp"
+#include "dring/dring.h"
+
+namespace dring {
+
+// The Problem a dring_problem describes, validated. `p` may be NULL (an error); its segments and
+// dilations must point to num_pairs values each, as dring.h asks.
+Problem problem_from_c(const dring_problem* p);
+
+// Checks every field of `o` (backend, threads, exchange_chunk_bytes, dtype, comm_timeout_s).
+void check_c_options(const dring_options& o);
+
+}  // namespace dring
