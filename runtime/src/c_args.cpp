@@ -2,10 +2,25 @@
 #include "dring/runtime/c_args.hpp"
 
 #include <cmath>
+#include <cstring>
 
 #include "dring/core/error.hpp"
 
 namespace dring {
+
+namespace {
+
+// The int a C caller stored in an enum field. C lets an enum object hold any int; in C++, loading
+// a value outside the enumerators' range is undefined behaviour, so the field is read as bytes.
+template <class Enum>
+int enum_value(const Enum& field) {
+  static_assert(sizeof(Enum) == sizeof(int));
+  int value = 0;
+  std::memcpy(&value, &field, sizeof value);
+  return value;
+}
+
+}  // namespace
 
 Problem problem_from_c(const dring_problem* p) {
   DRING_CHECK(p != nullptr, Status::kInvalidArgument, "problem is NULL");
@@ -22,12 +37,13 @@ Problem problem_from_c(const dring_problem* p) {
 }
 
 void check_c_options(const dring_options& o) {
-  DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, Status::kInvalidArgument,
-              "unknown backend " << static_cast<int>(o.backend));
+  const int backend = enum_value(o.backend), dtype = enum_value(o.dtype);
+  DRING_CHECK(backend == DRING_BACKEND_CPU || backend == DRING_BACKEND_CUDA, Status::kInvalidArgument,
+              "unknown backend " << backend);
   DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, Status::kInvalidArgument,
               "threads and exchange_chunk_bytes must not be negative");
-  DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
-              Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
+  DRING_CHECK(dtype == DRING_DTYPE_F32 || dtype == DRING_DTYPE_F16 || dtype == DRING_DTYPE_BF16,
+              Status::kInvalidArgument, "unknown dtype " << dtype);
   DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), Status::kInvalidArgument,
               "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
                                                                                                << ")");

@@ -13,7 +13,8 @@ namespace dring {
 // dilations must point to num_pairs values each, as dring.h asks.
 Problem problem_from_c(const dring_problem* p);
 
-// Checks every field of `o` (backend, threads, exchange_chunk_bytes, dtype, comm_timeout_s).
+// Checks every field of `o` (backend, threads, exchange_chunk_bytes, dtype, comm_timeout_s). An
+// enum field may hold any int (C allows it); only after this check may C++ read it as its enum.
 void check_c_options(const dring_options& o);
 
 }  // namespace dring
