@@ -18,33 +18,69 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
   -DDRING_FUZZ=ON -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF -DDRING_BUILD_TESTS=OFF -DDRING_INSTALL=OFF >/dev/null
-targets=(cli c_abi hdf5_input)
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/dring_fuzz_}"
+cmake --build "$build" -j "$(nproc)" --target dring_fuzz_cli dring_fuzz_c_abi dring_fuzz_hdf5_input
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0
 export OMPI_MCA_mca_base_component_disable_dlclose=1
-failed=()
-for target in "${targets[@]}"; do
-  scratch=$build/fuzz-corpus/$target findings=$build/fuzz-findings/$target
+
+# HDF5 1.10.8's own fault (docs/failure-modes.md, "Fuzzing"; tests/fuzz/hdf5-faults/): on some
+# corrupt files HDF5 reads through a NULL pointer inside libhdf5 (its metadata accumulator, loading
+# a corrupt local heap). A report of the HDF5 target is excused only when, replayed alone, it is a
+# SEGV on the zero page whose stack, from the top down to dring's first frame, is libhdf5, libc or
+# a sanitizer interceptor. Anything else (an overflow of a buffer dring passed, a fault in dring's
+# code, a leak, a timeout) is a finding.
+hdf5_own_fault() {  # replay log
+  grep -q 'Hint: address points to the zero page' "$1" || return 1
+  awk '/ERROR: AddressSanitizer: SEGV/ { segv = 1; next }
+       segv && /^ *#[0-9]+ / {
+         if ($0 ~ /dring::|LLVMFuzzerTestOneInput/) { result = hdf5 ? 0 : 1; done = 1; exit }
+         if ($0 ~ /libhdf5_openmpi[.]so/) hdf5 = 1
+         else if ($0 !~ /__interceptor_|string\/|libc[.]so/) { result = 1; done = 1; exit }
+       }
+       END { exit done ? result : 1 }' "$1"
+}
+
+# Fuzzes one target for `seconds`; restarts after an excused HDF5 fault, fails on anything else.
+fuzz() {  # target
+  local target=$1 scratch=$build/fuzz-corpus/$1 findings=$build/fuzz-findings/$1 log=$build/fuzz-$1.log
   rm -rf "$scratch" "$findings" && mkdir -p "$scratch" "$findings"
-  asan=detect_leaks=1 malloc_limit_mb=2048
+  local asan=detect_leaks=1 malloc_limit_mb=2048
   if [ "$target" = hdf5_input ]; then
     # MPI's leaks are suppressed by library name, which needs full stacks (slow; only where MPI
     # runs). HDF5 sizes some buffers from lengths stored in the file and asks malloc for terabytes
-    # on a corrupt one; it handles NULL cleanly, so here C malloc may return NULL and one
-    # allocation may exceed 2 GiB (C++ new still aborts on failure, and RSS stays capped).
+    # on a corrupt one: here C malloc may return NULL and one allocation may exceed 2 GiB (C++ new
+    # still aborts on failure, and RSS stays capped).
     asan=$asan:fast_unwind_on_malloc=0:allocator_may_return_null=1 malloc_limit_mb=1048576
   fi
+  local end=$((SECONDS + seconds)) left artifact
   echo "fuzz: $target for ${seconds} s"
-  if ! ASAN_OPTIONS=$asan "$build/bin/dring_fuzz_$target" -max_total_time="$seconds" -timeout=10 \
-      -rss_limit_mb=2048 -malloc_limit_mb=$malloc_limit_mb -print_final_stats=1 -artifact_prefix="$findings/" \
-      "$scratch" "$root/tests/fuzz/corpus/$target" >"$build/fuzz-$target.log" 2>&1; then
-    tail -n 60 "$build/fuzz-$target.log"
-    failed+=("$target")
-  fi
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)' "$build/fuzz-$target.log" | tr '\n' ' '
-  echo
+  while left=$((end - SECONDS)) && [ "$left" -ge 5 ]; do
+    if ASAN_OPTIONS=$asan "$build/bin/dring_fuzz_$target" -max_total_time="$left" -timeout=10 -rss_limit_mb=2048 \
+        -malloc_limit_mb=$malloc_limit_mb -print_final_stats=1 -artifact_prefix="$findings/" \
+        "$scratch" "$root/tests/fuzz/corpus/$target" >"$log" 2>&1; then
+      grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr -s ' \n' ' '
+      echo
+      return 0
+    fi
+    artifact=$(ls -t "$findings"/* 2>/dev/null | head -n 1)
+    if [ "$target" = hdf5_input ] && [ -n "$artifact" ]; then
+      ASAN_OPTIONS=$asan "$build/bin/dring_fuzz_$target" -malloc_limit_mb=$malloc_limit_mb "$artifact" >"$log.replay" 2>&1 || true
+      if hdf5_own_fault "$log.replay"; then
+        mkdir -p "$findings/hdf5-own-fault" && mv "$artifact" "$findings/hdf5-own-fault/"
+        echo "fuzz: $target: HDF5's own fault on a corrupt file (excused, kept in $findings/hdf5-own-fault/); going on"
+        continue
+      fi
+    fi
+    tail -n 60 "$log"
+    return 1
+  done
+}
+
+targets=(cli c_abi hdf5_input)
+failed=()
+for target in "${targets[@]}"; do
+  fuzz "$target" || failed+=("$target")
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: FAILED: ${failed[*]} (inputs in $build/fuzz-findings/)" >&2
