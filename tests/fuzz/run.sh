@@ -24,16 +24,26 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0
 export OMPI_MCA_mca_base_component_disable_dlclose=1
 
-# HDF5 1.10.8's own fault (docs/failure-modes.md, "Fuzzing"; tests/fuzz/hdf5-faults/): on some
+# HDF5 1.10.8's own faults (docs/failure-modes.md, "Fuzzing"; tests/fuzz/hdf5-faults/): on some
 # corrupt files HDF5 reads through a NULL pointer inside libhdf5 (its metadata accumulator, loading
-# a corrupt local heap). A report of the HDF5 target is excused only when, replayed alone, it is a
-# SEGV on the zero page whose stack, from the top down to dring's first frame, is libhdf5, libc or
-# a sanitizer interceptor. Anything else (an overflow of a buffer dring passed, a fault in dring's
+# a corrupt local heap), or allocates and fills gigabytes (a metadata entry sized from the file,
+# while opening it). A report of the HDF5 target is excused only when, replayed alone, it is a SEGV
+# on the zero page or libFuzzer's out-of-memory, and the stack it names (where the SEGV happened, or
+# the largest live allocation) is libhdf5, libc or a sanitizer interceptor down to dring's first
+# frame. Anything else (an overflow of a buffer dring passed, a fault or an allocation in dring's
 # code, a leak, a timeout) is a finding.
 hdf5_own_fault() {  # replay log
-  grep -q 'Hint: address points to the zero page' "$1" || return 1
-  awk '/ERROR: AddressSanitizer: SEGV/ { segv = 1; next }
-       segv && /^ *#[0-9]+ / {
+  local marker
+  if grep -q 'ERROR: libFuzzer: out-of-memory' "$1"; then
+    marker='ERROR: libFuzzer: out-of-memory'
+  elif grep -q 'Hint: address points to the zero page' "$1"; then
+    marker='ERROR: AddressSanitizer: SEGV'
+  else
+    return 1
+  fi
+  awk -v marker="$marker" '
+       index($0, marker) { seen = 1; next }
+       seen && /^ *#[0-9]+ / {
          if ($0 ~ /dring::|LLVMFuzzerTestOneInput/) { result = hdf5 ? 0 : 1; done = 1; exit }
          if ($0 ~ /libhdf5_openmpi[.]so/) hdf5 = 1
          else if ($0 !~ /__interceptor_|string\/|libc[.]so/) { result = 1; done = 1; exit }
@@ -63,7 +73,7 @@ fuzz() {  # target
       echo
       return 0
     fi
-    artifact=$(ls -t "$findings"/* 2>/dev/null | head -n 1)
+    artifact=$(find "$findings" -maxdepth 1 -type f -printf '%T@ %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
     if [ "$target" = hdf5_input ] && [ -n "$artifact" ]; then
       ASAN_OPTIONS=$asan "$build/bin/dring_fuzz_$target" -malloc_limit_mb=$malloc_limit_mb "$artifact" >"$log.replay" 2>&1 || true
       if hdf5_own_fault "$log.replay"; then
