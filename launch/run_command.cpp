@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "run_options.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
@@ -40,30 +41,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // reads (regenerated from the seed at some tens of ns each, or read from the file): ~10 s.
 constexpr double kGradCheckBudgetElements = 3e8;
 
-AttentionConfig config_from(const RunOptions& o) {
-  DRING_CHECK(!(o.segments.empty() && !o.dilations.empty()), Status::kInvalidArgument,
-              "--dilations needs --segments (one segment length per dilation rate)");
-  DRING_CHECK(o.dilations.empty() || o.dilations.size() == o.segments.size(), Status::kInvalidArgument,
-              "--segments has " << o.segments.size() << " values but --dilations has " << o.dilations.size()
-                                << " (give one dilation rate per segment length)");
-  AttentionConfig config;
-  for (size_t i = 0; i < o.segments.size(); ++i) {
-    config.pairs.push_back({o.segments[i], o.dilations.empty() ? 1 : o.dilations[i]});
-  }
-  config.causal = o.causal;
-  config.scale = o.scale;
-  for (size_t i = 0; i < o.doc_lens.size(); ++i) {
-    DRING_CHECK(o.doc_lens[i] >= 1, Status::kInvalidArgument,
-                "--doc-lens: document " << i + 1 << " has length " << o.doc_lens[i]
-                                        << "; every document needs at least one row");
-  }
-  config.doc_lens = o.doc_lens;
-  DRING_CHECK(!o.window || *o.window >= 1, Status::kInvalidArgument,
-              "--window must be at least 1 (got " << o.window.value_or(0) << "); leave it out for no window");
-  config.window = o.window.value_or(0);
-  return config;
-}
-
 std::string lengths_text(const std::vector<int64_t>& lens) {
   std::ostringstream text;
   for (size_t i = 0; i < lens.size() && i < 8; ++i) text << (i ? "," : "") << lens[i];
@@ -84,18 +61,6 @@ void settle_documents(const RunOptions& o, const std::vector<int64_t>& file_doc_
   DRING_CHECK(o.doc_lens.empty() || total == problem.shape.seq, Status::kInvalidArgument,
               "--doc-lens sums to " << total << ", not to the sequence length "
                                     << problem.shape.seq << (o.input.empty() ? " (--seq)" : " of " + o.input));
-}
-
-void check_run_options(const RunOptions& o) {
-  DRING_CHECK(o.repeat >= 1, Status::kInvalidArgument, "--repeat must be at least 1 (got " << o.repeat << ")");
-  DRING_CHECK(o.threads >= 0, Status::kInvalidArgument, "--threads must be positive (got " << o.threads << ")");
-  DRING_CHECK(o.check_rows >= 1, Status::kInvalidArgument, "--check-rows must be at least 1 (got " << o.check_rows << ")");
-  DRING_CHECK(o.check_tolerance >= 0, Status::kInvalidArgument, "--check-tol must not be negative");
-  DRING_CHECK(o.exchange_chunk_kib >= 0, Status::kInvalidArgument, "--exchange-chunk-kib must not be negative");
-  DRING_CHECK(!o.comm_timeout_s || (*o.comm_timeout_s > 0 && std::isfinite(*o.comm_timeout_s)),
-              Status::kInvalidArgument, "--comm-timeout must be a positive number of seconds (got " << *o.comm_timeout_s << ")");
-  DRING_CHECK(o.output.empty() || o.output != o.input, Status::kInvalidArgument,
-              "--output must not be the --input file");
 }
 
 // Prints "dring: <label>: 42% (5.1 s)" on stderr from rank 0, for passes longer than a few seconds.
@@ -261,8 +226,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
     }
   });
   if (o.input.empty()) {
-    const ShapeOptions& s = o.shape;
-    problem.shape = AttentionShape{s.batch, s.seq, s.heads, s.kv_heads.value_or(s.heads), s.head_dim};
+    problem.shape = shape_from(o.shape);
   } else {
     DRING_MPI_CHECK(MPI_Bcast(file, 7, MPI_INT64_T, 0, comm));
     problem.shape = AttentionShape{file[0], file[1], file[2], file[3], file[4]};

@@ -3,7 +3,6 @@
 // on argument errors first, so every rank returns the same status instead of some waiting.
 #include "dring/dring.h"
 
-#include <cmath>
 #include <exception>
 #include <iomanip>
 #include <memory>
@@ -14,6 +13,7 @@
 
 #include "dring/comm/deadline.hpp"
 #include "dring/runtime/backend.hpp"
+#include "dring/runtime/c_args.hpp"
 #include "dring/runtime/collective.hpp"
 #include "dring/config.h"
 #include "dring/runtime/executor.hpp"
@@ -59,44 +59,6 @@ dring_status guarded(Body&& body) {
   }
 }
 
-dring::Problem to_problem(const dring_problem* p) {
-  DRING_CHECK(p != nullptr, dring::Status::kInvalidArgument, "problem is NULL");
-  DRING_CHECK(p->num_pairs >= 0, dring::Status::kInvalidArgument, "num_pairs must not be negative");
-  DRING_CHECK(p->num_pairs == 0 || (p->segments != nullptr && p->dilations != nullptr), dring::Status::kInvalidArgument,
-              "segments and dilations must point to num_pairs values");
-  dring::Problem problem;
-  problem.shape = dring::AttentionShape{p->batch, p->seq, p->heads, p->kv_heads, p->head_dim};
-  for (int64_t i = 0; i < p->num_pairs; ++i) problem.config.pairs.push_back({p->segments[i], p->dilations[i]});
-  problem.config.causal = p->causal != 0;
-  problem.config.scale = p->scale;
-  DRING_CHECK(p->num_docs >= 0, dring::Status::kInvalidArgument, "num_docs must not be negative (got " << p->num_docs << ")");
-  DRING_CHECK(p->num_docs == 0 || p->doc_lens != nullptr, dring::Status::kInvalidArgument,
-              "doc_lens must point to num_docs (" << p->num_docs << ") document lengths");
-  DRING_CHECK(p->num_docs <= p->seq, dring::Status::kInvalidArgument,
-              "num_docs (" << p->num_docs << ") exceeds seq (" << p->seq << "): every document needs a row");
-  problem.config.doc_lens.assign(p->doc_lens, p->doc_lens + p->num_docs);
-  DRING_CHECK(p->window >= 0, dring::Status::kInvalidArgument,
-              "window must be at least 1, or 0 for none (got " << p->window << ")");
-  problem.config.window = p->window;
-  dring::validate(problem);
-  return problem;
-}
-
-dring::LayoutSpec to_layout(const dring_options& o) {
-  dring::LayoutSpec spec;
-  switch (o.layout) {
-    case DRING_LAYOUT_CONTIGUOUS: spec.kind = dring::LayoutKind::kContiguous; break;
-    case DRING_LAYOUT_ZIGZAG: spec.kind = dring::LayoutKind::kZigzag; break;
-    case DRING_LAYOUT_STRIPED: spec.kind = dring::LayoutKind::kStriped; break;
-    default: DRING_FAIL(dring::Status::kInvalidArgument, "unknown layout " << static_cast<int>(o.layout));
-  }
-  DRING_CHECK(o.stripe >= 0, dring::Status::kInvalidArgument, "stripe must not be negative (got " << o.stripe << ")");
-  DRING_CHECK(o.stripe <= 1 || o.layout == DRING_LAYOUT_STRIPED, dring::Status::kInvalidArgument,
-              "stripe " << o.stripe << " is given but the layout is not DRING_LAYOUT_STRIPED");
-  spec.stripe = o.stripe == 0 ? 1 : o.stripe;
-  return spec;
-}
-
 void require(bool ok, const char* what) {
   DRING_CHECK(ok, dring::Status::kInvalidArgument, what);
 }
@@ -122,15 +84,7 @@ void context_agree(dring_context* ctx, Step&& step) {
 
 // The options every context creation checks the same way; resolves the timeout into ctx.
 void check_options(const dring_options& o, dring_context* ctx) {
-  DRING_CHECK(o.backend == DRING_BACKEND_CPU || o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
-              "unknown backend " << static_cast<int>(o.backend));
-  DRING_CHECK(o.threads >= 0 && o.exchange_chunk_bytes >= 0, dring::Status::kInvalidArgument,
-              "threads and exchange_chunk_bytes must not be negative");
-  DRING_CHECK(o.dtype == DRING_DTYPE_F32 || o.dtype == DRING_DTYPE_F16 || o.dtype == DRING_DTYPE_BF16,
-              dring::Status::kInvalidArgument, "unknown dtype " << static_cast<int>(o.dtype));
-  DRING_CHECK(o.comm_timeout_s >= 0.0 && std::isfinite(o.comm_timeout_s), dring::Status::kInvalidArgument,
-              "comm_timeout_s must be a positive number of seconds, or 0 for the default (got " << o.comm_timeout_s
-                                                                                               << ")");
+  dring::check_c_options(o);
   ctx->comm_timeout_s = dring::comm::resolve_comm_timeout(o.comm_timeout_s);
 }
 
@@ -241,9 +195,9 @@ dring_status dring_context_create(const dring_problem* problem, MPI_Comm comm, c
     dring::LayoutSpec layout;
     dring::agree(comm, [&] {
       require(context != nullptr, "context is NULL");
-      ctx->problem = to_problem(problem);
+      ctx->problem = dring::problem_from_c(problem);
       check_options(o, ctx.get());
-      layout = to_layout(o);
+      layout = dring::layout_from_c(o);
       int size = 0;
       MPI_Comm_size(comm, &size);
       dring::ShardLayout(ctx->problem.shape.seq, size, layout);
@@ -292,12 +246,12 @@ dring_status dring_context_create_nccl(const dring_problem* problem, const char*
     dring::LayoutSpec layout;
     std::optional<dring::Error> local;
     try {
-      ctx->problem = to_problem(problem);
+      ctx->problem = dring::problem_from_c(problem);
       check_options(o, ctx.get());
       DRING_CHECK(o.backend == DRING_BACKEND_CUDA, dring::Status::kInvalidArgument,
                   "dring_context_create_nccl needs options->backend = DRING_BACKEND_CUDA (without MPI the CPU backend "
                   "cannot run: launch with mpirun or srun and use dring_context_create)");
-      layout = to_layout(o);
+      layout = dring::layout_from_c(o);
       dring::ShardLayout(ctx->problem.shape.seq, world_size, layout);
     } catch (const dring::Error& e) {
       local = e;

@@ -233,6 +233,11 @@ int main(int argc, char** argv) {
   options.dtype = DRING_DTYPE_F16;
   st = dring_context_create(&good, MPI_COMM_WORLD, &options, &ctx);
   EXPECT(st == DRING_UNSUPPORTED, "fp16 on the CPU backend gave status %d", (int)st);
+  /* C lets an enum field hold any int: an unknown value is an argument error (tests/fuzz found
+   * the C++ side reading it as its enum type, undefined behaviour there). */
+  options.dtype = (dring_dtype)7;
+  st = dring_context_create(&good, MPI_COMM_WORLD, &options, &ctx);
+  EXPECT(st == DRING_INVALID_ARGUMENT, "dtype 7 gave status %d", (int)st);
   options.dtype = DRING_DTYPE_F32;
   EXPECT(dring_abi_version() == DRING_ABI_VERSION, "library ABI %d, header %d", dring_abi_version(), DRING_ABI_VERSION);
 
@@ -318,6 +323,11 @@ int main(int argc, char** argv) {
     }
     g_causal = 1, g_num_docs = 0, g_doc_lens = NULL, g_window = 0;
   }
+  options.backend = (dring_backend)-1;
+  st = dring_context_create(&good, MPI_COMM_WORLD, &options, &ctx);
+  EXPECT(st == DRING_INVALID_ARGUMENT, "backend -1 gave status %d", (int)st);
+  EXPECT(strstr(dring_last_error(), "unknown backend -1") != NULL, "message: %s", dring_last_error());
+  options.backend = DRING_BACKEND_CPU;
 
   /* The real thing, with the communicator passed as a Fortran handle as bindings do. */
   st = dring_context_create_f(&good, MPI_Comm_c2f(MPI_COMM_WORLD), &options, &ctx);
