@@ -70,6 +70,12 @@ void scale(float* x, int64_t n, float c) {
   for (int64_t j = 0; j < n; ++j) x[j] *= c;
 }
 
+DRING_VECTOR_CLONES
+void add(float* x, const float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] += y[j];
+}
+
 // Scores four keys at a time (four independent sums hide the latency of the vector adds), then
 // the max, the exponentials and the update of acc, all in this one call.
 DRING_VECTOR_CLONES

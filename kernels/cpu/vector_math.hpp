@@ -14,6 +14,8 @@ float max_of(const float* x, int64_t n, float m);
 float exp2_shifted_sum(float* x, int64_t n, float m);
 // x[j] *= c.
 void scale(float* x, int64_t n, float c);
+// x[j] += y[j].
+void add(float* x, const float* y, int64_t n);
 
 // One query row against n keys, the whole online-softmax update in one call (the direct path of
 // small blocks, where per-call overhead is what costs): s_j = alpha * q.k_j, m' = max(m, s_j),

@@ -15,6 +15,10 @@
 
 namespace dring::kernels::cpu {
 
+// True when bf16 tiles run as oneDNN bf16 matmuls on this CPU and build (AMX or avx512_bf16, by
+// oneDNN's effective ISA; kernels/cpu/bf16_matmul.hpp): then params.bf16_matmul picks that path.
+bool bf16_matmul_available();
+
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);
 
