@@ -213,26 +213,6 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
-// Online-softmax update of the tile's rows from their scores (row stride ld, masked entries
-// -inf): m and l updated, acc rows rescaled, scores replaced by P = 2^(S - m) (0 for a row that
-// sees nothing yet).
-inline void softmax_update(float* scores, int64_t ld, int64_t nq, int64_t nk, float* m, float* l, float* acc,
-                           int64_t acc_ld, int64_t d) {
-  for (int64_t i = 0; i < nq; ++i) {
-    float* row = scores + i * ld;
-    const float m_new = max_of(row, nk, m[i]);
-    if (m_new == kNegInf) {  // nothing visible to this row yet
-      std::fill(row, row + nk, 0.0f);
-      continue;
-    }
-    const float row_sum = exp2_shifted_sum(row, nk, m_new);
-    const float correction = std::exp2(m[i] - m_new);
-    if (correction != 1.0f) scale(acc + i * acc_ld, d, correction);
-    l[i] = l[i] * correction + row_sum;
-    m[i] = m_new;
-  }
-}
-
 // Scratch floats of attend_tile_bf16: scores, m, l, the fp32 acc and the packed bf16 q, K, V, P.
 int64_t bf16_matmul_floats(const AttendParams& p) {
   const int64_t d = p.head_dim;
@@ -260,6 +240,10 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
   uint16_t* k = regions.take<uint16_t>(bk * d);
   uint16_t* v = regions.take<uint16_t>(bk * d);
   uint16_t* p = regions.take<uint16_t>(prm.q_tile * bk);
+  // alpha is applied in the softmax (a matmul output scale costs more), unless it is not positive
+  // (max would not commute with it; masked -inf would turn +inf): then by the matmul.
+  const float gemm_alpha = alpha > 0.0f ? 1.0f : alpha;
+  const float softmax_alpha = alpha > 0.0f ? alpha : 1.0f;
   for (int64_t i = 0; i < nq; ++i) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
   pack_rows(b.q + i0 * b.q_stride, b.q_stride, nq, d, q);
   for (int64_t i = 0; i < nq; ++i) bf16_to_f32(b.out + (i0 + i) * b.out_stride, acc + i * d, d);
@@ -268,10 +252,22 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
     const bool full = b.trivial || b.mask.full(i0, i1, j0, j0 + nk);
     if (!full && b.mask.empty(i0, i1, j0, j0 + nk)) continue;
     pack_rows(b.k + j0 * b.kv_stride, b.kv_stride, nk, d, k);
-    bf16_gemm(false, true, nq, nk, d, alpha, q, k, 0.0f, scores);
+    bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, scores);
     if (!full) mask_tile(b, i0, nq, j0, nk, scores, nk);
-    softmax_update(scores, nk, nq, nk, m, l, acc, d, d);
-    f32_to_bf16(scores, p, nq * nk);
+    for (int64_t i = 0; i < nq; ++i) {  // softmax_update, with alpha applied here and P written as bf16
+      const float* row = scores + i * nk;
+      uint16_t* p_row = p + i * nk;
+      const float m_new = std::max(m[i], softmax_alpha * max_of(row, nk, kNegInf));
+      if (m_new == kNegInf) {  // nothing visible to this row yet
+        std::fill(p_row, p_row + nk, uint16_t{0});
+        continue;
+      }
+      const float row_sum = exp2_scaled_to_bf16(row, nk, softmax_alpha, m_new, p_row);
+      const float correction = std::exp2(m[i] - m_new);
+      if (correction != 1.0f) scale(acc + i * d, d, correction);
+      l[i] = l[i] * correction + row_sum;
+      m[i] = m_new;
+    }
     pack_rows(b.v + j0 * b.kv_stride, b.kv_stride, nk, d, v);
     bf16_gemm(false, false, nq, d, nk, 1.0f, p, v, 1.0f, acc);
   }

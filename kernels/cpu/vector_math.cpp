@@ -64,6 +64,20 @@ float exp2_shifted_sum(float* x, int64_t n, float m) {
   return sum;
 }
 
+// The rounding of f32_to_bf16 below, for the finite non-negative values exp2 gives.
+DRING_VECTOR_CLONES
+float exp2_scaled_to_bf16(const float* x, int64_t n, float alpha, float m, uint16_t* p) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    const float value = exp2_nonpositive(alpha * x[j] - m);
+    const uint32_t bits = std::bit_cast<uint32_t>(value);
+    p[j] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    sum += value;
+  }
+  return sum;
+}
+
 DRING_VECTOR_CLONES
 void scale(float* x, int64_t n, float c) {
 #pragma omp simd

@@ -12,6 +12,9 @@ namespace dring::kernels::cpu {
 float max_of(const float* x, int64_t n, float m);
 // x[j] = 2^(x[j] - m) for j < n (exactly 0 where x[j] is -inf); returns the sum of the new x.
 float exp2_shifted_sum(float* x, int64_t n, float m);
+// p[j] = bf16(2^(alpha * x[j] - m)) for j < n, rounded to nearest even (exactly 0 where x[j] is
+// -inf; alpha > 0, alpha * x[j] <= m); returns the sum of the unrounded fp32 values.
+float exp2_scaled_to_bf16(const float* x, int64_t n, float alpha, float m, uint16_t* p);
 // x[j] *= c.
 void scale(float* x, int64_t n, float c);
 // x[j] += y[j].
