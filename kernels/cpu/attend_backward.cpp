@@ -11,7 +11,8 @@
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
 // bf16, fast path (oneDNN bf16 matmul, bf16_matmul.hpp): the item packs its K and V tile once and
 // each query tile's q and dout rows densely as bf16; S and dP are bf16 matmuls with fp32 results,
-// P and dS are computed in fp32 and rounded to bf16 (dS with the scale folded in) for the three
+// P and dS are computed in fp32 in one pass per row and rounded to bf16 (dS with the scale folded
+// in) for the three
 // products that take them, which accumulate in fp32: dV and dK into the item's dense fp32 tiles,
 // added to dk and dv once at the end, dQ into a dense fp32 tile added to dq under the lock.
 // bf16, portable path: the item widens its K and V tile once, and each query tile's q and dout
@@ -173,7 +174,7 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   }
 }
 
-// Scratch floats of backward_key_tile_bf16: S/P and dP/dS in fp32, K, V, q, dout, P and dS
+// Scratch floats of backward_key_tile_bf16: S and dP in fp32, K, V, q, dout, P and dS
 // packed bf16, the dK and dV tiles and the dQ tile in fp32.
 int64_t bf16_matmul_floats(const AttendParams& p) {
   const int64_t d = p.head_dim, qk = p.q_tile * p.k_tile;
@@ -203,6 +204,9 @@ void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const At
   float* dk_tile = regions.take<float>(prm.k_tile * d);
   float* dv_tile = regions.take<float>(prm.k_tile * d);
   float* dq_tile = regions.take<float>(prm.q_tile * d);
+  // alpha in the row pass (cheaper than a matmul output scale), unless it is not positive.
+  const float gemm_alpha = alpha > 0.0f ? 1.0f : alpha;
+  const float softmax_alpha = alpha > 0.0f ? alpha : 1.0f;
   pack_rows(typed<uint16_t>(b.k) + j0 * b.kv_stride, b.kv_stride, nk, d, k);
   pack_rows(typed<uint16_t>(b.v) + j0 * b.kv_stride, b.kv_stride, nk, d, v);
   std::fill(dk_tile, dk_tile + nk * d, 0.0f);
@@ -221,26 +225,25 @@ void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const At
       const int64_t at = n * b.q_head_step + i0 * b.q_stride;
       pack_rows(typed<uint16_t>(b.q) + at, b.q_stride, nq, d, q);
       pack_rows(typed<uint16_t>(b.dout) + at, b.q_stride, nq, d, dout);
-      bf16_gemm(false, true, nq, nk, d, alpha, q, k, 0.0f, p_tile);
+      bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, p_tile);
       bf16_gemm(false, true, nq, nk, d, 1.0f, dout, v, 0.0f, ds_tile);
       for (int64_t i = 0; i < nq; ++i) {
         const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
-        const float lse2 = b.lse[state] * kLog2e;
-        const float delta = b.delta[state];
-        float* prow = p_tile + i * nk;
-        float* dsrow = ds_tile + i * nk;
+        // Visible keys of query i0+i in this tile: [lo, hi); P = dS = 0 elsewhere.
         int64_t lo = 0, hi = nk;
         if (!full) {
           lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
           hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
         }
-        std::fill(prow, prow + lo, 0.0f);
-        exp2_shifted_sum(prow + lo, hi - lo, lse2);
-        std::fill(prow + hi, prow + nk, 0.0f);
-        for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta) * scale;
+        uint16_t* prow = p16 + i * nk;
+        uint16_t* dsrow = ds16 + i * nk;
+        std::fill(prow, prow + lo, uint16_t{0});
+        std::fill(dsrow, dsrow + lo, uint16_t{0});
+        softmax_grad_to_bf16(p_tile + i * nk + lo, ds_tile + i * nk + lo, hi - lo, softmax_alpha,
+                             b.lse[state] * kLog2e, b.delta[state], scale, prow + lo, dsrow + lo);
+        std::fill(prow + hi, prow + nk, uint16_t{0});
+        std::fill(dsrow + hi, dsrow + nk, uint16_t{0});
       }
-      f32_to_bf16(p_tile, p16, nq * nk);
-      f32_to_bf16(ds_tile, ds16, nq * nk);
       bf16_gemm(true, false, nk, d, nq, 1.0f, p16, dout, 1.0f, dv_tile);
       bf16_gemm(true, false, nk, d, nq, 1.0f, ds16, q, 1.0f, dk_tile);
       bf16_gemm(false, false, nq, d, nk, 1.0f, ds16, k, 0.0f, dq_tile);
