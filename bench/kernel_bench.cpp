@@ -11,6 +11,10 @@
 // float64 computation on the same inputs. FLOPs count the two tile products only:
 // 4*n_q*n_k*D per dense block, 4*D*n(n+1)/2 per causal block (the visible scores); softmax work
 // is free. --q-tile, --k-tile and --small-block-scores override the kernel's defaults (for tuning).
+// --dtype bf16 runs the kernel on bf16 storage (inputs rounded to bf16 first, and the float64
+// reference reads the same rounded values): its products run as oneDNN bf16 matmuls where the CPU
+// has them, or widened to fp32 with --bf16-widen; the ceiling stays the fp32 sgemm rate, so a
+// ratio above 1 is the bf16 speed-up over that rate.
 // Exit status: 1 if an error is above the tolerance (a wrong kernel is not a fast kernel), 2 if the
 // dense D=64 one-thread ratio is below --min-ratio, 3 if the --json report cannot be written.
 // Usage: dring_kernel_bench [--reps 7] [--json FILE] [--min-ratio 0.5]   (docs/benchmarks.md)
@@ -39,7 +43,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|
+constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|, fp32
+// bf16: out rounded once, P rounded once (docs/math.md, "bf16 on the CPU"), on top of fp32's.
+constexpr double kBf16Tolerance = 2.0 / 256.0 + 2e-5;
 constexpr int kSamples = 16;         // output rows checked against float64 per row of the table
 constexpr const char* kTargetCase = "dense";
 
@@ -215,22 +221,51 @@ double sampled_error(const Case& c, const Problem& p, double scale) {
   return err;
 }
 
+// A bf16 copy of x, and x rounded to the values it holds.
+std::vector<uint16_t> to_bf16(std::vector<float>& x) {
+  std::vector<uint16_t> bits(x.size());
+  dring::kernels::cpu::f32_to_bf16(x.data(), bits.data(), static_cast<int64_t>(x.size()));
+  dring::kernels::cpu::bf16_to_f32(bits.data(), x.data(), static_cast<int64_t>(x.size()));
+  return bits;
+}
+
 Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
   Problem p = make_problem(c);
   prm.head_dim = c.head_dim;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   prm.threads = c.threads;
+  // bf16: the kernel runs on 16-bit copies at the same offsets; the reference reads p's floats.
+  const bool bf16 = prm.dtype == dring::DType::kBF16;
+  std::vector<uint16_t> q16, k16, v16, out16;
+  std::vector<dring::kernels::AttendBlock> blocks = p.blocks;
+  if (bf16) {
+    q16 = to_bf16(p.q);
+    k16 = to_bf16(p.k);
+    v16 = to_bf16(p.v);
+    out16.assign(p.out.size(), 0);
+    auto at = [](const void* x, const std::vector<float>& base, auto& bits) {
+      return bits.data() + (static_cast<const float*>(x) - base.data());
+    };
+    for (dring::kernels::AttendBlock& b : blocks) {
+      b.q = at(b.q, p.q, q16);
+      b.k = at(b.k, p.k, k16);
+      b.v = at(b.v, p.v, v16);
+      b.out = at(b.out, p.out, out16);
+    }
+  }
   std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
   std::vector<double> times;
   for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
     // Every row back to (out, lse) = (0, -inf), outside the timing.
     std::fill(p.out.begin(), p.out.end(), 0.0f);
+    std::fill(out16.begin(), out16.end(), uint16_t{0});
     std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
     const auto t0 = Clock::now();
-    dring::kernels::cpu::attend(p.blocks, prm, workspace.data());
+    dring::kernels::cpu::attend(blocks, prm, workspace.data());
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (rep > 0) times.push_back(ms);
   }
+  if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = case_flops(c, r.blocks);
@@ -304,7 +339,14 @@ int main(int argc, char** argv) {
   app.add_option("--small-block-scores", tiles.small_block_scores,
                  "blocks with at most this many scores take the direct path (default: the kernel's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  std::string dtype = "fp32";
+  bool bf16_widen = false;
+  app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_flag("--bf16-widen", bf16_widen, "bf16: force the portable path (tiles widened to fp32, sgemm)");
   CLI11_PARSE(app, argc, argv);
+  tiles.dtype = dring::parse_dtype(dtype);
+  tiles.bf16_matmul = !bf16_widen;
+  const double tolerance = tiles.dtype == dring::DType::kBF16 ? kBf16Tolerance : kTolerance;
 
   try {
     const std::vector<Case> cases = {
@@ -356,9 +398,13 @@ int main(int argc, char** argv) {
     }
     std::printf("# time_ms: median of %d after 1 warm-up; sgemm = threads x 1-thread ceiling; "
                 "max_err: %d sampled rows vs float64, / max|v|, tolerance %.0e\n",
-                reps, kSamples, kTolerance);
-    std::printf("# q_tile %lld, k_tile %lld, small_block_scores %lld\n", static_cast<long long>(tiles.q_tile),
-                static_cast<long long>(tiles.k_tile), static_cast<long long>(tiles.small_block_scores));
+                reps, kSamples, tolerance);
+    std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
+                tiles.dtype != dring::DType::kBF16 ? ""
+                : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
+                                                                                    : " (widened to fp32)",
+                static_cast<long long>(tiles.q_tile), static_cast<long long>(tiles.k_tile),
+                static_cast<long long>(tiles.small_block_scores));
     std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s\n", "case", "blocks", "n_q", "n_k", "D", "threads",
                 "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err");
 
@@ -372,7 +418,10 @@ int main(int argc, char** argv) {
     report["openblas_sgemm_before"] = sgemm_json(openblas_before);
     report["openblas_sgemm_after"] = sgemm_json(openblas_after);
     report["reps"] = reps;
-    report["tolerance"] = kTolerance;
+    report["tolerance"] = tolerance;
+    report["dtype"] = dtype;
+    report["bf16_matmul"] = tiles.dtype == dring::DType::kBF16 && tiles.bf16_matmul &&
+                            dring::kernels::cpu::bf16_matmul_available();
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;
@@ -382,7 +431,7 @@ int main(int argc, char** argv) {
     report["ceiling_drift"] = drift;
     report["cases"] = nlohmann::json::array();
 
-    bool correct = std::max(before.max_err, after.max_err) <= kTolerance;
+    bool correct = std::max(before.max_err, after.max_err) <= kTolerance;  // the fp32 sgemm
     double target_ratio = 0.0;
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
@@ -393,7 +442,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(r.blocks), static_cast<long long>(c.rows_per_block),
                   static_cast<long long>(c.rows_per_block), static_cast<long long>(c.head_dim), c.threads, r.time_ms,
                   r.gflops, case_ceiling, ratio, r.max_err);
-      correct = correct && r.max_err <= kTolerance;
+      correct = correct && r.max_err <= tolerance;
       if (c.name == kTargetCase && c.head_dim == 64 && c.threads == 1) target_ratio = ratio;
       report["cases"].push_back({{"case", c.name},
                                  {"blocks", r.blocks},
@@ -424,7 +473,7 @@ int main(int argc, char** argv) {
                                                                         << ec.message());
     }
     if (!correct) {
-      std::fprintf(stderr, "dring_kernel_bench: an error is above the tolerance %.0e\n", kTolerance);
+      std::fprintf(stderr, "dring_kernel_bench: an error is above the tolerance %.0e\n", tolerance);
       return 1;
     }
     if (!fast_enough) {

@@ -15,8 +15,15 @@
 // tile the mask leaves empty is skipped, a full one is taken unmasked, and only a partial one is
 // masked row by row. A row with no visible key in the block is left exactly as it was: its
 // running max stays -inf or unchanged (never -inf - -inf), and its (out, lse) is not rewritten.
-// bf16: the item's q and out rows and each K/V tile are widened into the thread's scratch first
-// (f32_rows.hpp) and the same fp32 code runs there; out is rounded to bf16 once, at the end.
+// bf16, fast path (where oneDNN has a native bf16 matmul: AMX or avx512_bf16, bf16_matmul.hpp):
+// the item's q rows and each K/V tile are packed densely as bf16, S = alpha*Q*K^T is a bf16
+// matmul with fp32 result, the softmax runs in fp32 as above, P is rounded to bf16 (after the
+// max subtraction, so its entries are in [0, 1]) and acc += P*V is a bf16 matmul accumulating
+// into the fp32 acc. l sums the unrounded P, so rounding P moves out by at most 2^-8 of max|v|
+// per call (docs/math.md, "bf16 on the CPU"). bf16, portable path (other CPUs, or
+// params.bf16_matmul false): the item's q and out rows and each K/V tile are widened into the
+// thread's scratch first (f32_rows.hpp) and the same fp32 code runs there. Either way out is
+// rounded to bf16 once, at the end, and lse is fp32.
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +31,7 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "f32_rows.hpp"
 #include "vector_math.hpp"
@@ -205,6 +213,72 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
+// Scratch floats of attend_tile_bf16: scores, m, l, the fp32 acc and the packed bf16 q, K, V, P.
+int64_t bf16_matmul_floats(const AttendParams& p) {
+  const int64_t d = p.head_dim;
+  return region_floats(p.q_tile * p.k_tile, 4) + 2 * region_floats(p.q_tile, 4) + region_floats(p.q_tile * d, 4) +
+         region_floats(p.q_tile * d, 2) + 2 * region_floats(p.k_tile * d, 2) + region_floats(p.q_tile * p.k_tile, 2);
+}
+
+// attend_tile for bf16 storage on oneDNN's bf16 matmul (the file comment's fast path). The
+// scores tile has row stride nk (oneDNN's fast matmul writes dense results only).
+void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
+                      float* scratch) {
+  const int64_t d = prm.head_dim;
+  const int64_t bk = prm.k_tile;
+  const int64_t nq = i1 - i0;
+  int64_t key_begin = 0, key_end = 0, unused = 0;
+  b.keys_of(i0, &key_begin, &unused);
+  b.keys_of(i1 - 1, &unused, &key_end);
+  if (key_begin >= key_end) return;
+  ScratchRegions regions(scratch);
+  float* scores = regions.take<float>(prm.q_tile * bk);
+  float* m = regions.take<float>(prm.q_tile);
+  float* l = regions.take<float>(prm.q_tile);
+  float* acc = regions.take<float>(prm.q_tile * d);
+  uint16_t* q = regions.take<uint16_t>(prm.q_tile * d);
+  uint16_t* k = regions.take<uint16_t>(bk * d);
+  uint16_t* v = regions.take<uint16_t>(bk * d);
+  uint16_t* p = regions.take<uint16_t>(prm.q_tile * bk);
+  // alpha is applied in the softmax (a matmul output scale costs more), unless it is not positive
+  // (max would not commute with it; masked -inf would turn +inf): then by the matmul.
+  const float gemm_alpha = alpha > 0.0f ? 1.0f : alpha;
+  const float softmax_alpha = alpha > 0.0f ? alpha : 1.0f;
+  for (int64_t i = 0; i < nq; ++i) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
+  pack_rows(b.q + i0 * b.q_stride, b.q_stride, nq, d, q);
+  for (int64_t i = 0; i < nq; ++i) bf16_to_f32(b.out + (i0 + i) * b.out_stride, acc + i * d, d);
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += bk) {
+    const int64_t nk = std::min(bk, key_end - j0);
+    const bool full = b.trivial || b.mask.full(i0, i1, j0, j0 + nk);
+    if (!full && b.mask.empty(i0, i1, j0, j0 + nk)) continue;
+    pack_rows(b.k + j0 * b.kv_stride, b.kv_stride, nk, d, k);
+    bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, scores);
+    if (!full) mask_tile(b, i0, nq, j0, nk, scores, nk);
+    for (int64_t i = 0; i < nq; ++i) {  // softmax_update, with alpha applied here and P written as bf16
+      const float* row = scores + i * nk;
+      uint16_t* p_row = p + i * nk;
+      const float m_new = std::max(m[i], softmax_alpha * max_of(row, nk, kNegInf));
+      if (m_new == kNegInf) {  // nothing visible to this row yet
+        std::fill(p_row, p_row + nk, uint16_t{0});
+        continue;
+      }
+      const float row_sum = exp2_scaled_to_bf16(row, nk, softmax_alpha, m_new, p_row);
+      const float correction = std::exp2(m[i] - m_new);
+      if (correction != 1.0f) scale(acc + i * d, d, correction);
+      l[i] = l[i] * correction + row_sum;
+      m[i] = m_new;
+    }
+    pack_rows(b.v + j0 * b.kv_stride, b.kv_stride, nk, d, v);
+    bf16_gemm(false, false, nq, d, nk, 1.0f, p, v, 1.0f, acc);
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    int64_t row_begin = 0, row_end = 0;
+    b.keys_of(i0 + i, &row_begin, &row_end);
+    if (row_begin < row_end) b.lse[(i0 + i) * b.lse_stride] = pack(acc + i * d, d, m[i], l[i]);
+  }
+  store_rows(acc, d, b.out + i0 * b.out_stride, b.out_stride, nq, d);
+}
+
 std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
   std::vector<WorkItem> items;
   const int64_t n = static_cast<int64_t>(blocks.size());
@@ -239,7 +313,8 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
 int64_t workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = params.q_tile * params.k_tile + 2 * params.q_tile;
   if (params.dtype != DType::kBF16) return f32;
-  return f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim;  // widened q, out, K, V tiles
+  // Either bf16 path: widened q, out, K, V tiles, or the matmul path's packed tiles.
+  return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
 }
 
 void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float* workspace) {
@@ -250,11 +325,18 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     const float alpha = static_cast<float>(prm.scale) * kLog2e;
     const std::vector<WorkItem> items = make_work(blocks, prm);
     const int64_t small_scratch = small_scratch_floats(prm);
+    const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
     run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         const Block<T> blk(blocks[b]);
         if (is_small(blocks[b], prm)) {
           attend_small(blk, prm.head_dim, alpha, scratch, small_scratch);
+        } else if constexpr (kIsBf16<T>) {
+          if (matmul) {
+            attend_tile_bf16(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+          } else {
+            attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+          }
         } else {
           attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
         }

@@ -9,8 +9,15 @@
 // other key tiles of the block, so that last product is taken under the tile's lock (items start
 // their query sweep at different tiles, so threads rarely meet). Tiny blocks take a direct path,
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
-// bf16: the item widens its K and V tile once, and each query tile's q and dout rows, into the
-// thread's scratch (f32_rows.hpp); the direct path widens element by element.
+// bf16, fast path (oneDNN bf16 matmul, bf16_matmul.hpp): the item packs its K and V tile once and
+// each query tile's q and dout rows densely as bf16; S and dP are bf16 matmuls with fp32 results,
+// P and dS are computed in fp32 in one pass per row and rounded to bf16 (dS with the scale folded
+// in) for the three
+// products that take them, which accumulate in fp32: dV and dK into the item's dense fp32 tiles,
+// added to dk and dv once at the end, dQ into a dense fp32 tile added to dq under the lock.
+// bf16, portable path: the item widens its K and V tile once, and each query tile's q and dout
+// rows, into the thread's scratch (f32_rows.hpp) and runs the fp32 code. The direct path widens
+// element by element.
 // The mask (BlockMask) gives each query row one interval of keys, both ends non-decreasing in the
 // row, so the queries that may see a key tile are one run of rows (rows_seeing, attend.hpp): a key
 // tile visits only the query tiles of that run (a sliding window costs O(n*W), not O(n^2)), skips
@@ -25,6 +32,7 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "f32_rows.hpp"
 #include "vector_math.hpp"
@@ -166,12 +174,96 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   }
 }
 
+// Scratch floats of backward_key_tile_bf16: S and dP in fp32, K, V, q, dout, P and dS
+// packed bf16, the dK and dV tiles and the dQ tile in fp32.
+int64_t bf16_matmul_floats(const AttendParams& p) {
+  const int64_t d = p.head_dim, qk = p.q_tile * p.k_tile;
+  return 2 * region_floats(qk, 4) + 2 * region_floats(p.k_tile * d, 2) + 2 * region_floats(p.q_tile * d, 2) +
+         2 * region_floats(qk, 2) + 2 * region_floats(p.k_tile * d, 4) + region_floats(p.q_tile * d, 4);
+}
+
+// backward_key_tile for bf16 storage on oneDNN's bf16 matmul (the file comment's fast path).
+// Every tile is dense: S, dP, P and dS have row stride nk.
+void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
+                            std::atomic_flag* locks) {
+  const int64_t d = prm.head_dim;
+  const float scale = static_cast<float>(prm.scale);
+  const float alpha = scale * kLog2e;
+  const int64_t nk = j1 - j0;
+  const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
+  if (rows.begin >= rows.end) return;
+  ScratchRegions regions(scratch);
+  float* p_tile = regions.take<float>(prm.q_tile * prm.k_tile);
+  float* ds_tile = regions.take<float>(prm.q_tile * prm.k_tile);
+  uint16_t* k = regions.take<uint16_t>(prm.k_tile * d);
+  uint16_t* v = regions.take<uint16_t>(prm.k_tile * d);
+  uint16_t* q = regions.take<uint16_t>(prm.q_tile * d);
+  uint16_t* dout = regions.take<uint16_t>(prm.q_tile * d);
+  uint16_t* p16 = regions.take<uint16_t>(prm.q_tile * prm.k_tile);
+  uint16_t* ds16 = regions.take<uint16_t>(prm.q_tile * prm.k_tile);
+  float* dk_tile = regions.take<float>(prm.k_tile * d);
+  float* dv_tile = regions.take<float>(prm.k_tile * d);
+  float* dq_tile = regions.take<float>(prm.q_tile * d);
+  // alpha in the row pass (cheaper than a matmul output scale), unless it is not positive.
+  const float gemm_alpha = alpha > 0.0f ? 1.0f : alpha;
+  const float softmax_alpha = alpha > 0.0f ? alpha : 1.0f;
+  pack_rows(typed<uint16_t>(b.k) + j0 * b.kv_stride, b.kv_stride, nk, d, k);
+  pack_rows(typed<uint16_t>(b.v) + j0 * b.kv_stride, b.kv_stride, nk, d, v);
+  std::fill(dk_tile, dk_tile + nk * d, 0.0f);
+  std::fill(dv_tile, dv_tile + nk * d, 0.0f);
+  const int64_t tiles = q_tiles(b, prm);
+  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
+  const int64_t span = end_tile - first_tile;
+  const bool trivial = b.mask.trivial();
+  for (int64_t n = 0; n < b.n_heads; ++n) {
+    for (int64_t step = 0; step < span; ++step) {
+      const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
+      const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
+      const bool full = trivial || b.mask.full(i0, i1, j0, j1);
+      if (!full && b.mask.empty(i0, i1, j0, j1)) continue;
+      const int64_t nq = i1 - i0;
+      const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+      pack_rows(typed<uint16_t>(b.q) + at, b.q_stride, nq, d, q);
+      pack_rows(typed<uint16_t>(b.dout) + at, b.q_stride, nq, d, dout);
+      bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, p_tile);
+      bf16_gemm(false, true, nq, nk, d, 1.0f, dout, v, 0.0f, ds_tile);
+      for (int64_t i = 0; i < nq; ++i) {
+        const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+        // Visible keys of query i0+i in this tile: [lo, hi); P = dS = 0 elsewhere.
+        int64_t lo = 0, hi = nk;
+        if (!full) {
+          lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+          hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
+        }
+        uint16_t* prow = p16 + i * nk;
+        uint16_t* dsrow = ds16 + i * nk;
+        std::fill(prow, prow + lo, uint16_t{0});
+        std::fill(dsrow, dsrow + lo, uint16_t{0});
+        softmax_grad_to_bf16(p_tile + i * nk + lo, ds_tile + i * nk + lo, hi - lo, softmax_alpha,
+                             b.lse[state] * kLog2e, b.delta[state], scale, prow + lo, dsrow + lo);
+        std::fill(prow + hi, prow + nk, uint16_t{0});
+        std::fill(dsrow + hi, dsrow + nk, uint16_t{0});
+      }
+      bf16_gemm(true, false, nk, d, nq, 1.0f, p16, dout, 1.0f, dv_tile);
+      bf16_gemm(true, false, nk, d, nq, 1.0f, ds16, q, 1.0f, dk_tile);
+      bf16_gemm(false, false, nq, d, nk, 1.0f, ds16, k, 0.0f, dq_tile);
+      TileLock lock(locks[n * tiles + t]);
+      for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+    }
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    add(b.dk + (j0 + j) * b.dkv_stride, dk_tile + j * d, d);
+    add(b.dv + (j0 + j) * b.dkv_stride, dv_tile + j * d, d);
+  }
+}
+
 }  // namespace
 
 int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = 2 * params.q_tile * params.k_tile;
   if (params.dtype != DType::kBF16) return f32;
-  return f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim;  // widened K, V, q, dout tiles
+  // Either bf16 path: widened K, V, q, dout tiles, or the matmul path's packed tiles.
+  return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
 }
 
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm, float* workspace) {
@@ -202,10 +294,13 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   std::unique_ptr<std::atomic_flag[]> locks(new std::atomic_flag[std::max<int64_t>(locks_needed, 1)]);
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
+    const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
     run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
+        } else if (matmul) {
+          backward_key_tile_bf16(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else {
           backward_key_tile<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         }

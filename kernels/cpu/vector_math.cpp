@@ -43,6 +43,14 @@ inline float exp2_nonpositive(float t) {
   return p * two_n;
 }
 
+// fp32 to bf16, to nearest even, NaN kept a (quiet) NaN: f32_to_bf16's rounding, inlined.
+inline uint16_t round_bf16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (bits >> 16) | 0x40u;
+  return static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+
 }  // namespace
 
 DRING_VECTOR_CLONES
@@ -64,10 +72,41 @@ float exp2_shifted_sum(float* x, int64_t n, float m) {
   return sum;
 }
 
+// The rounding of f32_to_bf16 below, for the finite non-negative values exp2 gives.
+DRING_VECTOR_CLONES
+float exp2_scaled_to_bf16(const float* x, int64_t n, float alpha, float m, uint16_t* p) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    const float value = exp2_nonpositive(alpha * x[j] - m);
+    const uint32_t bits = std::bit_cast<uint32_t>(value);
+    p[j] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    sum += value;
+  }
+  return sum;
+}
+
+DRING_VECTOR_CLONES
+void softmax_grad_to_bf16(const float* s, const float* dp, int64_t n, float alpha, float m, float delta, float c,
+                          uint16_t* p16, uint16_t* ds16) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = exp2_nonpositive(alpha * s[j] - m);
+    p16[j] = round_bf16(p);
+    ds16[j] = round_bf16(p * (dp[j] - delta) * c);
+  }
+}
+
 DRING_VECTOR_CLONES
 void scale(float* x, int64_t n, float c) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) x[j] *= c;
+}
+
+DRING_VECTOR_CLONES
+void add(float* x, const float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] += y[j];
 }
 
 // Scores four keys at a time (four independent sums hide the latency of the vector adds), then

@@ -113,6 +113,7 @@ struct KernelRun {
   bool direct = false;
   int threads = 1;
   int64_t q_tile = 16, k_tile = 24;
+  bool bf16_matmul = true;  // bf16 only: false forces the widening path
 };
 
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {
@@ -124,6 +125,7 @@ inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_
   prm.q_tile = run.q_tile;
   prm.k_tile = run.k_tile;
   prm.small_block_scores = run.direct ? int64_t{1} << 40 : 0;
+  prm.bf16_matmul = run.bf16_matmul;
   return prm;
 }
 
@@ -359,8 +361,9 @@ BackwardErrors check_backward(const MaskedCase& c, const KernelRun& run, uint64_
 // Every case of masked_cases under every run (direct path, tiles on one and two threads), and the
 // coverage the cases promise: full, partial and empty tiles, and rows that see no key at all.
 template <class Check>
-void for_all_masked(Check&& check) {
-  const KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}};
+void for_all_masked(Check&& check, bool bf16_matmul = true) {
+  KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}};
+  for (KernelRun& run : runs) run.bf16_matmul = bf16_matmul;
   Coverage coverage;
   uint64_t seed = 100;
   for (const MaskedCase& c : masked_cases(7)) {
@@ -377,22 +380,22 @@ void for_all_masked(Check&& check) {
 }
 
 template <class T>
-void check_masked_forward(double out_bound, double lse_bound) {
+void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul = true) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const ForwardErrors f = check_forward<T>(c, run, seed);
     EXPECT_LT(f.out, out_bound) << what;
     EXPECT_LT(f.lse, lse_bound) << what;
     EXPECT_EQ(f.changed_rows_without_keys, 0) << what;
-  });
+  }, bf16_matmul);
 }
 
 template <class T>
-void check_masked_backward(double grad_bound) {
+void check_masked_backward(double grad_bound, bool bf16_matmul = true) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const BackwardErrors b = check_backward<T>(c, run, seed);
     EXPECT_LT(b.worst, grad_bound) << what;
     EXPECT_EQ(b.changed_rows_without_terms, 0) << what;
-  });
+  }, bf16_matmul);
 }
 
 }  // namespace dring::test

@@ -1,14 +1,22 @@
 // test_cpu_bf16.cpp — bf16 storage on the CPU: the conversions (round to nearest even, NaN, inf,
-// denormals), the forward and backward kernels against float64 on odd shapes, and the CpuBackend's
-// tensor and row operations in bf16.
+// denormals), the forward and backward kernels against float64 on odd shapes, on both bf16 paths
+// (oneDNN bf16 matmul where the CPU has it, and the portable widening path, forced with
+// params.bf16_matmul = false), and the CpuBackend's tensor and row operations in bf16.
 //
 // The float64 reference always reads the same bf16-rounded inputs the kernels read, so the errors
 // measure the kernels, not the rounding of the inputs. Tolerances (docs/math.md, "bf16 on the
-// CPU"): the forward rounds out to bf16 once per call, an error of at most 2^-8 of |out| <= max|v|
-// (out is a convex combination of v rows); an earlier call's error is carried on with a weight
-// <= 1; everything else is fp32 (about 1e-6). So out after `calls` merged calls is within
-// calls * 2^-8 + 2e-5 of float64, relative to max|v|; lse, delta, dq, dk, dv are never
-// rounded and keep the fp32 tolerances of test_cpu_kernel.cpp and test_backward.cpp.
+// CPU"), with u = 2^-8 the unit roundoff of bf16:
+// - forward, widening path: out is rounded to bf16 once per call, an error of at most u of
+//   |out| <= max|v| (out is a convex combination of v rows); an earlier call's error is carried on
+//   with a weight <= 1; everything else is fp32 (about 1e-6). So out after `calls` merged calls is
+//   within calls * u + 2e-5 of float64, relative to max|v|.
+// - forward, matmul path: P is also rounded to bf16 before P*V (l sums the unrounded P), which
+//   moves out by at most u * max|v| more per call: within 2 * calls * u + 2e-5.
+// - lse is never rounded on either path: the fp32 tolerance, 2e-5.
+// - backward, widening path: nothing is rounded (P, dS and the gradients stay fp32): the fp32
+//   tolerance of test_backward.cpp, 1e-5 of the largest reference gradient.
+// - backward, matmul path: P and dS are rounded to bf16 for the dV, dK and dQ products (fp32
+//   accumulation): within u of the largest reference gradient.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -142,8 +150,9 @@ struct BlockCase {
   int64_t q_rows = 3, kv_rows = 2;  // row strides in multiples of d
 };
 
-kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_scores) {
+kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_scores, bool matmul = true) {
   kernels::AttendParams prm;
+  prm.bf16_matmul = matmul;
   prm.dtype = DType::kBF16;
   prm.head_dim = d;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -157,10 +166,11 @@ kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_sc
 // `calls` kernel calls over disjoint key ranges of one bf16 block, merged into the rows' (out,
 // lse); returns the max error of out (relative to max |v|) and of lse against float64 on the same
 // bf16 values.
-std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads) {
+std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads,
+                                    bool matmul) {
   const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
   const Bf16Tensor q = random_bf16(c.n_q * qs, 11), k = random_bf16(c.n_k * kvs, 12), v = random_bf16(c.n_k * kvs, 13);
-  const kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores);
+  const kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, matmul);
   std::vector<uint16_t> out(c.n_q * qs, 0);
   std::vector<float> lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
@@ -208,17 +218,33 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
   return {err_out, err_lse};
 }
 
-double out_bound(int calls) { return calls * kBf16Unit + 2e-5; }
+// The forward's bound on out after `calls` merged calls, relative to max|v| (file comment); the
+// matmul path also rounds P. The direct path of small blocks never rounds P.
+double out_bound(int calls, bool matmul) { return (matmul ? 2 : 1) * calls * kBf16Unit + 2e-5; }
+// The backward's bound relative to the largest reference gradient.
+double grad_bound(bool matmul) { return matmul ? kBf16Unit : 1e-5; }
+
+// Both bf16 paths: true asks for the matmul (the widening path where the CPU has none).
+constexpr bool kPaths[] = {true, false};
+std::string path_name(bool matmul) {
+  return matmul && kernels::cpu::bf16_matmul_available() ? " (bf16 matmul)" : " (widening)";
+}
+// The bound a test may hold a path to: the matmul path's only where the CPU runs it.
+bool runs_matmul(bool matmul) { return matmul && kernels::cpu::bf16_matmul_available(); }
 
 TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
   for (const BlockCase c : {BlockCase{1, 1, 1, false}, BlockCase{1, 97, 8, false}, BlockCase{97, 1, 8, false},
                             BlockCase{31, 47, 13, false}, BlockCase{129, 200, 64, false},
                             BlockCase{130, 130, 64, true}, BlockCase{97, 97, 7, true}, BlockCase{64, 64, 128, true},
                             BlockCase{53, 71, 40, false, 1, 1}}) {
-    for (int threads : {1, 2}) {
-      const auto [out, lse] = run_block(c, /*small_block_scores=*/0, /*calls=*/1, threads);
-      EXPECT_LT(out, out_bound(1)) << c.n_q << "x" << c.n_k << " d " << c.d << " causal " << c.causal;
-      EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k << " d " << c.d << " causal " << c.causal;
+    for (bool matmul : kPaths) {
+      for (int threads : {1, 2}) {
+        const auto [out, lse] = run_block(c, /*small_block_scores=*/0, /*calls=*/1, threads, matmul);
+        const std::string what = std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " + std::to_string(c.d) +
+                                  " causal " + std::to_string(c.causal) + path_name(matmul);
+        EXPECT_LT(out, out_bound(1, runs_matmul(matmul))) << what;
+        EXPECT_LT(lse, 2e-5) << what;
+      }
     }
   }
 }
@@ -226,8 +252,8 @@ TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
 TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
   for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
                             BlockCase{13, 11, 64, false}, BlockCase{9, 9, 5, true, 1, 1}, BlockCase{9, 9, 5, false, 4, 3}}) {
-    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1);
-    EXPECT_LT(out, out_bound(1)) << c.n_q << "x" << c.n_k;
+    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1, true);
+    EXPECT_LT(out, out_bound(1, false)) << c.n_q << "x" << c.n_k;
     EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k;
   }
 }
@@ -237,18 +263,22 @@ TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
 TEST(CpuBf16Kernel, SmallBlockTooBigToPackTakesTheTiles) {
   const kernels::AttendParams prm = bf16_params(64, 1, 1 << 30);
   ASSERT_LT(kernels::cpu::workspace_floats_per_thread(prm), 61 + (2 * 97 + 2 * 61) * 64);
-  for (bool causal : {false, true}) {
-    const auto [out, lse] = run_block(BlockCase{97, causal ? 97 : 61, 64, causal}, 1 << 30, 1, 2);
-    EXPECT_LT(out, out_bound(1));
-    EXPECT_LT(lse, 2e-5);
+  for (bool matmul : kPaths) {
+    for (bool causal : {false, true}) {
+      const auto [out, lse] = run_block(BlockCase{97, causal ? 97 : 61, 64, causal}, 1 << 30, 1, 2, matmul);
+      EXPECT_LT(out, out_bound(1, runs_matmul(matmul))) << path_name(matmul);
+      EXPECT_LT(lse, 2e-5) << path_name(matmul);
+    }
   }
 }
 
 TEST(CpuBf16Kernel, MergingBlocksLikeOneBlock) {
-  for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
-    const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2);
-    EXPECT_LT(out, out_bound(5));
-    EXPECT_LT(lse, 2e-5);
+  for (bool matmul : kPaths) {
+    for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
+      const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2, matmul);
+      EXPECT_LT(out, out_bound(5, runs_matmul(matmul) && small == 0)) << path_name(matmul);
+      EXPECT_LT(lse, 2e-5) << path_name(matmul);
+    }
   }
 }
 
@@ -273,7 +303,7 @@ struct GradCase {
 // One bf16 GradBlock of `heads` query heads over shared keys, strided rows; dq, dk, dv are fp32.
 // Returns the max error against float64 on the same bf16 values, relative to the largest
 // reference gradient. lse and delta come from float64 (they are fp32 inputs of the kernel).
-double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads) {
+double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads, bool matmul) {
   const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d, kvs = 2 * c.d;
   const Bf16Tensor q = random_bf16(c.n_q * qs, 41), dout = random_bf16(c.n_q * qs, 42);
   const Bf16Tensor k = random_bf16(c.n_k * kvs, 43), v = random_bf16(c.n_k * kvs, 44);
@@ -336,7 +366,7 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   blk.dkv_stride = kvs;
   blk.n_k = c.n_k;
   blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
-  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores);
+  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, matmul);
   prm.q_tile = 16;
   prm.k_tile = 24;
   std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
@@ -351,16 +381,20 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   return worst / largest;
 }
 
-// Nothing in the backward is rounded to bf16 (P, dS and the gradients stay fp32), so on the same
-// bf16 inputs it keeps the fp32 tolerance.
+// The widening path rounds nothing in the backward (P, dS and the gradients stay fp32), so on the
+// same bf16 inputs it keeps the fp32 tolerance; the matmul path rounds P and dS (grad_bound).
 TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
   for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
                            GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true},
-                           GradCase{1, 41, 29, 40, true}}) {
-    for (int threads : {1, 2}) {
-      EXPECT_LT(run_grad_block(c, 0, threads), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " tiled";
+                           GradCase{1, 41, 29, 40, true}, GradCase{2, 70, 150, 128, false}}) {
+    const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k);
+    for (bool matmul : kPaths) {
+      for (int threads : {1, 2}) {
+        EXPECT_LT(run_grad_block(c, 0, threads, matmul), grad_bound(runs_matmul(matmul))) << what << " tiled"
+                                                                                           << path_name(matmul);
+      }
     }
-    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
+    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, true), 1e-5) << what << " direct";
   }
 }
 
@@ -440,10 +474,28 @@ TEST(CpuBackendBf16, TensorsAndRows) {
   }
 }
 
-// General masks in bf16 (masked_blocks.hpp): the forward within one rounding of out, the backward
-// at the fp32 tolerance (nothing of it is rounded).
-TEST(CpuBf16Kernel, GeneralMasksMatchFloat64) { test::check_masked_forward<uint16_t>(out_bound(1), 2e-5); }
-TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) { test::check_masked_backward<uint16_t>(1e-5); }
+// General masks in bf16 (masked_blocks.hpp), on both paths, with the bounds of the file comment
+// (the direct path of small blocks is the same on both, and rounds neither P nor dS).
+TEST(CpuBf16Kernel, GeneralMasksMatchFloat64) {
+  for (bool matmul : kPaths) {
+    test::check_masked_forward<uint16_t>(out_bound(1, runs_matmul(matmul)), 2e-5, matmul);
+  }
+}
+TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) {
+  for (bool matmul : kPaths) test::check_masked_backward<uint16_t>(grad_bound(runs_matmul(matmul)), matmul);
+}
+
+// The matmul path is taken where the CPU has it: its error shows P's rounding, which the
+// widening path does not have (a path silently falling back would pass every bound above).
+TEST(CpuBf16Kernel, MatmulPathIsTakenWhereAvailable) {
+  if (!kernels::cpu::bf16_matmul_available()) GTEST_SKIP() << "no native bf16 matmul on this CPU";
+  const BlockCase c{64, 200, 64, false};
+  const auto [fast, lse_fast] = run_block(c, 0, 1, 1, true);
+  const auto [wide, lse_wide] = run_block(c, 0, 1, 1, false);
+  EXPECT_NE(fast, wide);
+  EXPECT_LT(lse_fast, 2e-5);
+  EXPECT_LT(lse_wide, 2e-5);
+}
 
 }  // namespace
 }  // namespace dring

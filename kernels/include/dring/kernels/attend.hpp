@@ -100,6 +100,10 @@ struct AttendParams {
   // Blocks with at most this many scores take the direct path (no tile products); measured on
   // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16.
   int64_t small_block_scores = 256;
+  // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
+  // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
+  // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.
+  bool bf16_matmul = true;
   ProgressHook progress;
 };
 

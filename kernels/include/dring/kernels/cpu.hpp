@@ -4,8 +4,10 @@
 // Tiled online softmax: a work item is a tile of q rows of one block; its scores exist only as a
 // q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between). Work items run
 // on an OpenMP team of params.threads threads. bf16 tensors (params.dtype kBF16, each element its
-// 16-bit pattern) are widened tile by tile into the thread's fp32 scratch and the fp32 code runs on
-// that; out is rounded back to bf16 once per call. lse, delta, dq, dk, dv are fp32 in both.
+// 16-bit pattern) run their tile products as oneDNN bf16 matmuls (fp32 accumulation) where the CPU
+// has them (bf16_matmul_available(); P and dS are rounded to bf16 for their products), else they
+// are widened tile by tile into the thread's fp32 scratch and the fp32 code runs on that; out is
+// rounded back to bf16 once per call. lse, delta, dq, dk, dv are fp32 in both (docs/math.md).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,10 @@
 #include "dring/kernels/attend.hpp"
 
 namespace dring::kernels::cpu {
+
+// True when bf16 tiles run as oneDNN bf16 matmuls on this CPU and build (AMX or avx512_bf16, by
+// oneDNN's effective ISA; kernels/cpu/bf16_matmul.hpp): then params.bf16_matmul picks that path.
+bool bf16_matmul_available();
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);
