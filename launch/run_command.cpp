@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "fault_guard.hpp"
 #include "run_options.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
@@ -215,7 +216,10 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
       DRING_FAIL(Status::kInvalidArgument, "--layout: " << e.what());
     }
     if (!o.input.empty() && rank == 0) {
-      const h5::InputDescription d = h5::inspect_input(o.input);
+      const h5::InputDescription d = [&] {
+        const FileFaultGuard guard(o.input);  // HDF5 may crash on a corrupt file (fault_guard.hpp)
+        return h5::inspect_input(o.input);
+      }();
       DRING_CHECK(!o.backward || d.has_dout, Status::kInvalidArgument,
                   "--backward: " << o.input << " has no dataset 'dout' (shaped like q)");
       const int64_t values[7] = {d.shape.batch,    d.shape.seq, d.shape.heads,

@@ -11,6 +11,7 @@
 #include "dring/runtime/collective.hpp"
 #include "dring/comm/mpi_check.hpp"
 #include "dring/runtime/hdf5_io.hpp"
+#include "fault_guard.hpp"
 
 namespace dring::cli {
 
@@ -44,7 +45,10 @@ int verify_command(MPI_Comm comm, const VerifyOptions& o) {
   agree(comm, [&] {
     DRING_CHECK(o.rows >= 0, Status::kInvalidArgument, "--rows must not be negative");
     attributes = h5::read_attributes(o.output);
-    const h5::InputDescription input = h5::inspect_input(o.input);
+    const h5::InputDescription input = [&] {
+      const FileFaultGuard guard(o.input);  // HDF5 may crash on a corrupt file (fault_guard.hpp)
+      return h5::inspect_input(o.input);
+    }();
     DRING_CHECK(input.shape == attributes.problem.shape, Status::kInvalidArgument,
                 o.output << " was computed from inputs of another shape than " << o.input);
     DRING_CHECK(input.doc_lens.empty() || input.doc_lens == attributes.problem.doc_lens(), Status::kInvalidArgument,

@@ -46,6 +46,10 @@ expect huge_seq 2 "the problem is too large: --batch 1 x --seq 46116860184273879
 expect huge_dilation 2 "dilation rate 9223372036854775800 (pair 1) is too large" run --seq 64 --segments 9223372036854775800 --dilations 9223372036854775800 "${out[@]}"
 expect missing_input 2 "cannot read $work/nope.h5: No such file" run --input "$work/nope.h5" "${out[@]}"
 expect not_hdf5 2 "not an HDF5 file" run --input "$work/not_hdf5.h5" "${out[@]}"
+# A file on which HDF5 itself crashes (found by tests/fuzz): one line from the program's guard.
+crashes_hdf5="$(cd "$(dirname "$0")/.." && pwd)/fuzz/hdf5-faults/null_read_in_local_heap.h5"
+expect hdf5_crash_np1 1 "the HDF5 library crashed reading this file" run --input "$crashes_hdf5" "${out[@]}"
+expect hdf5_crash_np2 2 "the HDF5 library crashed reading this file" run --input "$crashes_hdf5" "${out[@]}"
 expect missing_dataset 2 "dataset 'v' is missing" run --input "$work/missing_v.h5" "${out[@]}"
 expect wrong_rank 2 "dataset 'q' has shape \[1, 20, 32\], expected 4 dimensions" run --input "$work/rank3_q.h5" "${out[@]}"
 expect kv_inconsistent 2 "dataset 'k' has shape \[1, 21, 2, 8\], inconsistent with q" run --input "$work/k_seq_mismatch.h5" "${out[@]}"

@@ -50,15 +50,27 @@ void check_run(const dring::cli::RunOptions& run) {
     if (run.input.empty()) validate(problem);
   });
   if (!ok || !run.input.empty()) return;
+  LayoutSpec spec;
+  if (!fuzz::run_clean([&] { spec = LayoutSpec::parse(run.layout); })) return;
   for (const int world_size : {1, 3, 1024}) {
     fuzz::run_clean([&] {
-      const ShardLayout layout(problem.shape.seq, world_size);
+      const ShardLayout layout(problem.shape.seq, world_size, spec);
       int64_t rows = 0;
+      for (int rank = 0; rank < world_size; ++rank) rows += layout.size(rank);
+      if (rows != problem.shape.seq) fuzz::finding("the layout's shards do not add up to the sequence");
+      if (problem.shape.seq > 4096) return;
+      // Small sequences: every position on exactly one rank, at the local row its owner says.
+      std::vector<int> seen(static_cast<size_t>(problem.shape.seq), 0);
       for (int rank = 0; rank < world_size; ++rank) {
-        if (layout.begin(rank) != rows) fuzz::finding("shards are not contiguous");
-        rows += layout.size(rank);
+        const std::vector<int64_t> positions = layout.positions(rank);
+        for (size_t i = 0; i < positions.size(); ++i) {
+          const int64_t pos = positions[i];
+          if (pos < 0 || pos >= problem.shape.seq || seen[pos]++ != 0) fuzz::finding("a position held twice or not at all");
+          if (layout.owner(pos) != rank || layout.local_row(pos) != static_cast<int64_t>(i)) {
+            fuzz::finding("owner() or local_row() disagrees with the runs");
+          }
+        }
       }
-      if (rows != problem.shape.seq) fuzz::finding("shards do not cover the sequence");
     });
   }
   // What the report and the output attributes print of a valid problem.
