@@ -55,7 +55,7 @@ void read_dataset(const dring::Problem& problem, const char* name, int64_t heads
   const dring::ShardLayout layout(s.seq, 1);
   std::vector<float> rows(static_cast<size_t>(s.batch * layout.size(0) * heads * s.head_dim));
   dring::h5::read_rows(g_path, MPI_COMM_SELF, name, layout.begin(0), layout.size(0), rows.data());
-  dring::check_finite(MPI_COMM_SELF, s, layout.begin(0), layout.size(0), name, rows.data(), heads);
+  dring::check_finite(MPI_COMM_SELF, s, layout.runs(0), layout.size(0), name, rows.data(), heads);
 }
 
 void read_like_check(const dring::Problem& problem) {
