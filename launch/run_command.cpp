@@ -16,6 +16,7 @@
 
 #include "commands.hpp"
 #include "fault_guard.hpp"
+#include "write_watchdog.hpp"
 #include "run_options.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
@@ -370,6 +371,10 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
       }
     });
     h5::OutputFile out(o.output, comm, bytes);
+    // HDF5's collective write is the one wait for peers dring's deadlines cannot reach.
+    const WriteWatchdog watchdog(rank, "the collective write of --output " + o.output,
+                                 write_limit_s(comm::default_comm_timeout_s(), static_cast<double>(bytes)),
+                                 out.temp_path());
     for (const Dataset& d : datasets) out.write_rows(d.name, d.dims, d.seq_axis, shard.runs, d.rows->data());
     h5::RunAttributes attributes;
     attributes.problem = problem;

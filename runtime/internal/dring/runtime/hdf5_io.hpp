@@ -88,6 +88,8 @@ class OutputFile {
   void write_attributes(const RunAttributes& attributes);
   // Closes the file and renames it into place (collective).
   void commit();
+  // The temporary file the output is written to until commit().
+  const std::string& temp_path() const { return temp_path_; }
 
  private:
   // Agrees on `local` (and clears it); on an agreed failure closes the file and removes the
