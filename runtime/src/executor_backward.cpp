@@ -118,24 +118,14 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
       m, [&](std::span<const kernels::GradBlock> blocks) { m.backend.attend_backward(blocks, m.params); },
       scores_of);
   auto collect = [&](const kernels::GradBlock& blk) { batch.add(blk); };
-  const int pairs = static_cast<int>(m.pairs.size());
   auto run_local = [&](auto&& visit, bool flush) {
-    for (int p = 0; p < pairs; ++p) {
-      int rounds = 1;
-      for (int round = 0; round < rounds; ++round) {
-        local_blocks(p, round, rounds, visit);
-        if (flush) batch.flush();
-      }
-    }
+    m.in_rounds([&](int p, int round, int& rounds) { local_blocks(p, round, rounds, visit); },
+                [&] { if (flush) batch.flush(); });
   };
   auto run_message = [&](const Message& msg, const void* payload, float* grads, auto&& visit, bool flush) {
-    for (int p = 0; p < pairs && !msg.empty(); ++p) {
-      int rounds = 1;
-      for (int round = 0; round < rounds; ++round) {
-        message_blocks(msg, payload, grads, p, round, rounds, visit);
-        if (flush) batch.flush();
-      }
-    }
+    if (msg.empty()) return;
+    m.in_rounds([&](int p, int round, int& rounds) { message_blocks(msg, payload, grads, p, round, rounds, visit); },
+                [&] { if (flush) batch.flush(); });
   };
   if (m.options.on_progress && m.pass_scores < 0.0) {
     m.pass_scores = 0.0;

@@ -167,6 +167,18 @@ struct RingExecutor::Impl {
     if (q == k && band.lo == 0 && band.hi >= Band::kUnbounded) return BlockMask::causal();
     return mask;
   }
+  // Calls enumerate(p, round, rounds) for every pair p and every round it needs (enumerate raises
+  // `rounds`), and after each call end_round(): pairs one after another, rounds in order.
+  template <class Enumerate, class EndRound>
+  void in_rounds(Enumerate&& enumerate, EndRound&& end_round) const {
+    for (int p = 0; p < static_cast<int>(pairs.size()); ++p) {
+      int rounds = 1;
+      for (int round = 0; round < rounds; ++round) {
+        enumerate(p, round, rounds);
+        end_round();
+      }
+    }
+  }
   static bool same_block(const KvSlab& a, const KvSlab& b) {
     return a.batch == b.batch && a.pair == b.pair && a.kv_head == b.kv_head && a.offset == b.offset &&
            a.block == b.block;
