@@ -19,6 +19,16 @@ double scores_of(const kernels::AttendBlock& b) {
 
 }  // namespace
 
+std::optional<LocalRows> one_progression(std::span<const Piece> pieces) {
+  if (pieces.empty()) return std::nullopt;
+  LocalRows rows = LocalRows::of(pieces.front());
+  for (const Piece& next : pieces.subspan(1)) {
+    if (next.local_stride != rows.stride || next.local != rows.local + rows.count * rows.stride) return std::nullopt;
+    rows.count += next.pos.count;
+  }
+  return rows;
+}
+
 int64_t default_message_rows(const Problem& problem, int world_size, int64_t chunk_bytes, DType dtype) {
   const AttentionShape& s = problem.shape;
   const int64_t row_bytes = 2 * s.head_dim * dtype_bytes(dtype);  // one K and one V row
@@ -86,6 +96,7 @@ void RingExecutor::Impl::poll(double fraction) {
 void RingExecutor::Impl::start_progress(double total) {
   total_scores = total;
   done_scores = call_scores = 0.0;
+  done_blocks = 0;
   last_report = Clock::now();
 }
 
@@ -216,35 +227,35 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   });
 
   // One block per query head: its query rows (and their out, lse) against keys given by the caller.
-  auto query_block = [&](int64_t b, int64_t h, const Piece& rows, const BlockMask& mask) {
+  auto query_block = [&](int64_t b, int64_t h, const LocalRows& rows, const BlockMask& mask) {
     kernels::AttendBlock blk;
     blk.q = offset(in.q, ix.q_at(b, rows.local, h), dt);
-    blk.q_stride = rows.local_stride * s.heads * d;
+    blk.q_stride = rows.stride * s.heads * d;
     blk.out = offset(out.out, ix.q_at(b, rows.local, h), dt);
     blk.out_stride = blk.q_stride;
     blk.lse = out.lse + ix.lse_at(b, h, rows.local);
-    blk.lse_stride = rows.local_stride;
-    blk.n_q = rows.pos.count;
+    blk.lse_stride = rows.stride;
+    blk.n_q = rows.count;
     blk.mask = mask;
     return blk;
   };
   auto local_blocks = [&](int p, int round, int& rounds, auto&& visit) {
     const int64_t r = m.pairs[p].dilation;
     m.for_each_local_block(p, round, rounds,
-                           [&](int64_t b, int64_t off, const Piece& q, const Piece& k, const BlockMask& mask) {
+                           [&](int64_t b, int64_t off, const LocalRows& q, const LocalRows& k, const BlockMask& mask) {
       for (int64_t h = off; h < s.heads; h += r) {
         kernels::AttendBlock blk = query_block(b, h, q, mask);
         const int64_t g = m.problem.kv_head_of(h);
         blk.k = offset(in.k, ix.kv_at(b, k.local, g), dt);
         blk.v = offset(in.v, ix.kv_at(b, k.local, g), dt);
-        blk.kv_stride = k.local_stride * s.kv_heads * d;
-        blk.n_k = k.pos.count;
+        blk.kv_stride = k.stride * s.kv_heads * d;
+        blk.n_k = k.count;
         visit(blk);
       }
     });
   };
   auto message_blocks = [&](const Message& msg, const void* payload, int p, int round, int& rounds, auto&& visit) {
-    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const Piece& q, const BlockMask& mask) {
+    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const LocalRows& q, const BlockMask& mask) {
       const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.pairs[p].dilation);
       for (int64_t n = 0; n < heads.count; ++n) {
         kernels::AttendBlock blk = query_block(slab.batch, heads.first + n * heads.step, q, mask);
@@ -301,6 +312,7 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   }
   m.finish(stats, pass_start, before);
   stats.flops = m.done_scores * 4.0 * static_cast<double>(d);
+  stats.blocks = m.done_blocks;
   return stats;
 }
 

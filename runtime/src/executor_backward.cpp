@@ -59,28 +59,28 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   }
 
   // One block per (kv head, offset) run of query heads, against keys given by the caller.
-  auto query_block = [&](int64_t b, const HeadRun& heads, const Piece& rows, const BlockMask& mask) {
+  auto query_block = [&](int64_t b, const HeadRun& heads, const LocalRows& rows, const BlockMask& mask) {
     kernels::GradBlock blk;
     const int64_t at = ix.q_at(b, rows.local, heads.first);
     blk.q = offset(in.forward.q, at, dt);
     blk.dout = offset(in.dout, at, dt);
     blk.dq = dq + at;
-    blk.q_stride = rows.local_stride * s.heads * d;
+    blk.q_stride = rows.stride * s.heads * d;
     blk.q_head_step = heads.step * d;
     const int64_t state = ix.lse_at(b, heads.first, rows.local);
     blk.lse = in.lse + state;
     blk.delta = m.delta.data() + state;
-    blk.state_stride = rows.local_stride;
+    blk.state_stride = rows.stride;
     blk.state_head_step = heads.step * ix.rows;
     blk.n_heads = heads.count;
-    blk.n_q = rows.pos.count;
+    blk.n_q = rows.count;
     blk.mask = mask;
     return blk;
   };
   auto local_blocks = [&](int p, int round, int& rounds, auto&& visit) {
     const int64_t r = m.pairs[p].dilation;
     m.for_each_local_block(p, round, rounds,
-                           [&](int64_t b, int64_t off, const Piece& q, const Piece& k, const BlockMask& mask) {
+                           [&](int64_t b, int64_t off, const LocalRows& q, const LocalRows& k, const BlockMask& mask) {
       for (int64_t g = 0; g < s.kv_heads; ++g) {
         const HeadRun heads = heads_with_offset(m.problem, g, off, r);
         if (heads.count == 0) continue;
@@ -90,15 +90,15 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
         blk.v = offset(in.forward.v, at, dt);
         blk.dk = dk + at;
         blk.dv = dv + at;
-        blk.kv_stride = blk.dkv_stride = k.local_stride * s.kv_heads * d;
-        blk.n_k = k.pos.count;
+        blk.kv_stride = blk.dkv_stride = k.stride * s.kv_heads * d;
+        blk.n_k = k.count;
         visit(blk);
       }
     });
   };
   auto message_blocks = [&](const Message& msg, const void* payload, float* grads, int p, int round, int& rounds,
                             auto&& visit) {
-    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const Piece& q, const BlockMask& mask) {
+    m.for_each_message_block(msg, p, round, rounds, [&](const KvSlab& slab, const LocalRows& q, const BlockMask& mask) {
       const HeadRun heads = heads_with_offset(m.problem, slab.kv_head, slab.offset, m.pairs[p].dilation);
       kernels::GradBlock blk = query_block(slab.batch, heads, q, mask);
       blk.k = offset(payload, slab.message_row * d, dt);
@@ -207,6 +207,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
   }
   m.finish(stats, pass_start, before);
   stats.flops = m.done_scores * 10.0 * static_cast<double>(d);
+  stats.blocks = m.done_blocks;
   return stats;
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -39,6 +40,20 @@ struct ShardIndex {
   int64_t kv_at(int64_t b, int64_t local, int64_t g) const { return kv.at(b, local, g); }
   int64_t lse_at(int64_t b, int64_t h, int64_t local) const { return q.state_at(b, h, local); }
 };
+
+// The rows of this rank one side of a kernel block reads: `count` local rows from `local`, `stride`
+// apart.
+struct LocalRows {
+  int64_t local = 0;
+  int64_t stride = 1;
+  int64_t count = 0;
+  static LocalRows of(const Piece& piece) { return {piece.local, piece.local_stride, piece.pos.count}; }
+};
+
+// The pieces' local rows as one progression, when they are one: every piece after the first starts
+// one stride after the last row of the piece before, all with the same stride. (Zigzag's two
+// chunks of a rank are adjacent in its local rows, so a block that spans both is usually one.)
+std::optional<LocalRows> one_progression(std::span<const Piece> pieces);
 
 // Kernel calls and shared rows. Blocks of one kernel call must not share query rows (forward:
 // their out and lse; backward: dq) nor key rows (backward: dk, dv). When a rank holds a block's
@@ -92,6 +107,7 @@ struct RingExecutor::Impl {
 
   // Progress: work (scores) of the pass, of finished kernel calls, of the call in flight.
   double total_scores = 0.0, done_scores = 0.0, call_scores = 0.0;
+  int64_t done_blocks = 0;
   // Scores of one whole pass on this rank (forward and backward visit the same ones): counted by
   // the first pass that reports progress, then kept.
   double pass_scores = -1.0;
@@ -108,8 +124,8 @@ struct RingExecutor::Impl {
   void allocate_agreed(const std::function<void()>& allocate);
   void ensure(Buffer<float>& buffer, int64_t floats, MemCategory category);
   void ensure(TensorBuffer& buffer, int64_t count, MemCategory category);
-  // Visits the local blocks of pair p in round `round`: visit(batch, offset, query piece, key
-  // piece, mask) for every product of this rank's pieces of a block that the band leaves non-empty.
+  // Visits the local blocks of pair p in round `round`: visit(batch, offset, query rows, key rows,
+  // mask) for every product of this rank's pieces of a block that the band leaves non-empty.
   // Raises `rounds` to the number of rounds the pair needs.
   template <class Visit>
   void for_each_local_block(int p, int round, int& rounds, Visit&& visit) const {
@@ -122,18 +138,27 @@ struct RingExecutor::Impl {
         for (int64_t off = 0; off < offsets; ++off) {
           const std::vector<Piece> pieces = pieces_of(geom.block(seg, off), runs);
           const int64_t n = static_cast<int64_t>(pieces.size());
+          // Without a window, what a row sees depends only on the order of positions, and local
+          // order is position order: pieces that are one progression of local rows run as one
+          // block (causal in local rows, or unmasked), as a contiguous shard's block does.
+          if (n > 1 && band.hi >= Band::kUnbounded && (band.lo == 0 || band.lo <= -Band::kUnbounded)) {
+            if (const std::optional<LocalRows> rows = one_progression(pieces)) {
+              if (round == 0) visit(b, off, *rows, *rows, band.lo == 0 ? BlockMask::causal() : BlockMask::none());
+              continue;
+            }
+          }
           rounds = std::max<int>(rounds, static_cast<int>(n));
           for (int64_t i = 0; i < n && round < n; ++i) {
             const Piece& q = pieces[i];
             const Piece& k = pieces[(round - i + n) % n];
             const BlockMask mask = mask_of(q.pos, k.pos);
-            if (!mask.empty(0, q.pos.count, 0, k.pos.count)) visit(b, off, q, k, mask);
+            if (!mask.empty(0, q.pos.count, 0, k.pos.count)) visit(b, off, LocalRows::of(q), LocalRows::of(k), mask);
           }
         }
       });
     }
   }
-  // Visits the blocks of a received message for pair p in round `round`: visit(slab, query piece,
+  // Visits the blocks of a received message for pair p in round `round`: visit(slab, query rows,
   // mask) for every (slab, this rank's piece of the slab's block) the band leaves non-empty.
   template <class Visit>
   void for_each_message_block(const Message& msg, int p, int round, int& rounds, Visit&& visit) const {
@@ -146,18 +171,49 @@ struct RingExecutor::Impl {
       while (z < msg.slabs.size() && same_block(msg.slabs[z], head)) ++z;
       if (head.pair == p) {
         queries = pieces_of(head.block, runs);
-        const int64_t n = std::max<int64_t>(static_cast<int64_t>(z - a), static_cast<int64_t>(queries.size()));
-        rounds = std::max<int>(rounds, static_cast<int>(n));
-        for (size_t s = a; s < z; ++s) {
-          for (size_t i = 0; i < queries.size(); ++i) {
-            if (round_of(static_cast<int64_t>(s - a), static_cast<int64_t>(i), n) != round) continue;
-            const BlockMask mask = mask_of(queries[i].pos, msg.slabs[s].keys);
-            if (!mask.empty(0, queries[i].pos.count, 0, msg.slabs[s].keys.count)) visit(msg.slabs[s], queries[i], mask);
+        if (!visit_merged(std::span(msg.slabs).subspan(a, z - a), queries, round, rounds, visit)) {
+          const int64_t n = std::max<int64_t>(static_cast<int64_t>(z - a), static_cast<int64_t>(queries.size()));
+          rounds = std::max<int>(rounds, static_cast<int>(n));
+          for (size_t s = a; s < z; ++s) {
+            for (size_t i = 0; i < queries.size(); ++i) {
+              if (round_of(static_cast<int64_t>(s - a), static_cast<int64_t>(i), n) != round) continue;
+              const BlockMask mask = mask_of(queries[i].pos, msg.slabs[s].keys);
+              if (!mask.empty(0, queries[i].pos.count, 0, msg.slabs[s].keys.count)) {
+                visit(msg.slabs[s], LocalRows::of(queries[i]), mask);
+              }
+            }
           }
         }
       }
       a = z;
     }
+  }
+  // The slabs of one block against this rank's query pieces as one call per slab (slab s in round
+  // s), when for every slab the pieces that see any of its keys see all of them and are one
+  // progression of local rows (a zigzag rank's two chunks against an earlier rank's keys, say).
+  // Returns false, visiting nothing, when some slab does not merge so.
+  template <class Visit>
+  bool visit_merged(std::span<const KvSlab> slabs, const std::vector<Piece>& queries, int round, int& rounds,
+                    Visit&& visit) const {
+    if (queries.size() < 2) return false;
+    std::vector<std::optional<LocalRows>> calls(slabs.size());
+    for (size_t s = 0; s < slabs.size(); ++s) {
+      size_t first = queries.size(), last = 0;
+      for (size_t i = 0; i < queries.size(); ++i) {
+        const BlockMask mask = mask_of(queries[i].pos, slabs[s].keys);
+        if (mask.empty(0, queries[i].pos.count, 0, slabs[s].keys.count)) continue;
+        if (!mask.trivial()) return false;
+        if (first < queries.size() && i != last + 1) return false;  // pieces that see it are not adjacent
+        first = std::min(first, i);
+        last = i;
+      }
+      if (first == queries.size()) continue;  // no piece sees this slab
+      calls[s] = one_progression(std::span(queries).subspan(first, last - first + 1));
+      if (!calls[s]) return false;
+    }
+    rounds = std::max<int>(rounds, static_cast<int>(slabs.size()));
+    if (round < static_cast<int>(slabs.size()) && calls[round]) visit(slabs[round], *calls[round], BlockMask::none());
+    return true;
   }
   // The mask of queries q against keys k, in its simplest form: none when every key is visible
   // to every query, causal when they are the same rows under plain causality.
@@ -214,6 +270,7 @@ struct RingExecutor::Impl {
       for (const Block& b : blocks_) impl_.call_scores += scores_(b);
       run_(blocks_);
       impl_.done_scores += impl_.call_scores;
+      impl_.done_blocks += static_cast<int64_t>(blocks_.size());
       impl_.call_scores = 0.0;
       blocks_.clear();
     }

@@ -99,5 +99,27 @@ TEST(CpuRingTrainer, CausalWorkIsBalancedByZigzagAndStriped) {
   }
 }
 
+// Pieces that are one progression of local rows run as one kernel block: a zigzag rank's two
+// chunks are adjacent in its local rows, so without a window a causal block that spans both is
+// one call, and so are both chunks against an earlier rank's keys. At 2 ranks (chunks of 512 rows):
+// dense, one local and one received block per head on each rank (unmerged: 4 and 5 per head);
+// LongNet (512 x 1 within chunks, 2048 x 4 across all four), 4 per head (unmerged: 6 and 7).
+TEST(CpuRingTrainer, ZigzagChunksOfABlockRunAsOneCall) {
+  const BackendCase cpu{Device::kCpu, Link::kMpi};
+  RankRuntime rt(cpu, MPI_COMM_WORLD, DType::kF32);
+  if (world_size() != 2) GTEST_SKIP() << "block counts written for 2 ranks";
+  const int64_t heads = 4;
+  for (const auto& pairs : {std::vector<DilatedPair>{}, std::vector<DilatedPair>{{512, 1}, {2048, 4}}}) {
+    SCOPED_TRACE(testing::Message() << "pairs " << pairs.size());
+    const Problem p = test::make_problem(1, 2048, heads, heads, 8, pairs, true);
+    ExecutorOptions options;
+    options.layout = LayoutSpec::parse("zigzag");
+    const PassResult run = run_pass(rt, p, 3, options, true);
+    const int64_t per_head = pairs.empty() ? 2 : 4;
+    EXPECT_EQ(run.forward.blocks, per_head * heads);
+    EXPECT_EQ(run.backward.blocks, per_head * heads);
+  }
+}
+
 }  // namespace
 }  // namespace dring::ring_test

@@ -73,6 +73,7 @@ struct PassStats {
   // 4*D flops per score forward (q.k and p.v), 10*D backward (recomputed q.k, dout.v, and the
   // products into dv, dq and dk).
   double flops = 0.0;
+  int64_t blocks = 0;  // kernel blocks (AttendBlock or GradBlock) this rank handed to its backend
 };
 
 class RingExecutor {
