@@ -4,10 +4,11 @@
 # Unpacks DEBS (default deps/debs; downloaded first when absent, which needs apt and a network)
 # into a fresh prefix, then, in a clean environment (env -i, only the bundle's env.sh), compiles
 # with the bundle's mpicc a program that uses MPI, parallel HDF5 and OpenBLAS's CBLAS, and runs it
-# on 2 ranks with the bundle's mpirun inside a private mount namespace in which this machine's
-# /usr/lib/<arch> holds nothing but the libraries of the packages the bundle leaves to the machine
-# (the C library, the compiler's runtime, zlib, ...: `launch/deps-bundle.sh excluded`) and its MPI
-# programs are hidden. So a library the bundle forgot fails here instead of on the GPU machine.
+# on 2 ranks with the bundle's mpirun inside a private mount namespace in which this machine has
+# lost every library the bundle brings (by name) and its own MPI: the bundle is unpacked again in
+# there and must carry the run alone. So a library the bundle forgot, or one it leaves to the
+# machine but does not take from itself when the machine lacks it, fails here instead of on the
+# GPU machine.
 # Needs root (unshare -m, mount); prints "SKIP" and exits 77 where that is not allowed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,32 +75,33 @@ clean "mpicc -o '$work/hello' '$work/hello.c' -I'$prefix/usr/include/$arch/openb
 clean "ldd '$work/hello'" >"$work/ldd.txt"
 grep -q "libmpi.so.*=> $prefix/" "$work/ldd.txt" || fail "hello does not load the bundle's libmpi: $(cat "$work/ldd.txt")"
 
-# The host libraries the bundle may rely on: files of installed packages it leaves out.
-host=$work/hostlib
-mkdir -p "$host"
-excluded=$("$root/launch/deps-bundle.sh" excluded)
-dpkg-query -W -f '${binary:Package}\n' | sed 's/:.*//' | grep -E "$excluded" | while read -r pkg; do
-  dpkg -L "$pkg" 2>/dev/null | grep -E "^(/usr)?/lib/$arch/[^/]+$" || true
-done | sort -u | while read -r f; do
-  [ -e "$f" ] && cp -a "$f" "$host/" 2>/dev/null || true
-done
-# ld.so's own cache would name libraries that are now hidden: the run sets no cache (LD_LIBRARY_PATH).
-for tool in mpirun mpiexec orterun mpicc mpicxx ompi_info prterun prted orted; do
+# Inside a private mount namespace this machine loses what the bundle brings: its MPI, HDF5,
+# OpenBLAS and PMIx folders (empty tmpfs), every library in /usr/lib/<arch> of a name the bundle
+# also has (an empty file bound over it), and its MPI programs. The bundle is unpacked again in
+# there, so that extract decides which general-purpose libraries to use from the bundle as it
+# would on a machine without them, and the program runs on 2 ranks with that bundle alone.
+(cd "$prefix" && find usr/lib/"$arch" lib/"$arch" -maxdepth 1 -name 'lib*.so*' -printf '%f\n' 2>/dev/null) |
+  sort -u | while read -r name; do
+    for d in /usr/lib/"$arch" /lib/"$arch"; do
+      if [ -f "$d/$name" ] && [ ! -L "$d/$name" ]; then readlink -f "$d/$name"; fi  # links die with their target
+    done
+  done | sort -u >"$work/hide.txt"
+for tool in mpirun mpiexec orterun mpicc mpicxx ompi_info prterun prted orted h5pcc; do
   for f in /usr/bin/$tool /usr/bin/$tool.openmpi; do [ -e "$f" ] && echo "$f"; done
-done >"$work/hide.txt"
-
+done >>"$work/hide.txt"
 cat >"$work/isolated.sh" <<EOF
 set -e
-while read -r f; do mount --bind /dev/null "\$f"; done <"$work/hide.txt"
-mount --bind "$host" /usr/lib/$arch  # last: mount itself needs libraries this hides
-for f in openmpi libmpi.so.40 libhdf5_openmpi.so.103 libopenblas.so.0 libevent_core-2.1.so.7; do
-  [ ! -e /usr/lib/$arch/\$f ] || { echo "the host's \$f is still visible"; exit 1; }
+for d in openmpi hdf5 openblas-openmp blas lapack pmix2 pmix ucx; do
+  [ -d /usr/lib/$arch/\$d ] && mount -t tmpfs none /usr/lib/$arch/\$d
 done
+while read -r f; do mount --bind /dev/null "\$f"; done <"$work/hide.txt"
+[ ! -s /usr/lib/$arch/libmpi.so.40 ] || { echo "the host's libmpi is still visible"; exit 1; }
+"$root/launch/deps-bundle.sh" extract "$debs" "$work/inside" 2>&1 | tail -1
 cd "$work"
-mpirun -np 2 "$work/hello" "$work/out.h5"
+env -i HOME="$work" PATH=/usr/bin:/bin LANG=C OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  OMPI_MCA_rmaps_base_oversubscribe=1 bash -c 'source "$work/inside/env.sh" && mpirun -np 2 "$work/hello" "$work/out.h5"'
 EOF
-out=$(unshare -m --propagation private bash -c "$(declare -f clean); prefix='$prefix' work='$work'; \
-  clean 'bash $work/isolated.sh'" 2>&1) || fail "2-rank run with the bundle alone:
+out=$(unshare -m --propagation private bash "$work/isolated.sh" 2>&1) || fail "2-rank run with the bundle alone:
 $out"
 echo "$out"
 [ "$(echo "$out" | grep -c 'bundle-hello rank .* of 2 sum 21 hdf5 ok')" = 2 ] || fail "unexpected output"
