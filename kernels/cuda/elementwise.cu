@@ -70,21 +70,29 @@ __device__ __forceinline__ bool vector_rows(const RowRun& run, int64_t elem_byte
          (run.dst_stride * elem_bytes) % 16 == 0 && row_bytes % 16 == 0;
 }
 
-// Rows move as bytes (T: 16-bit or 32-bit words of the storage dtype); as 16-byte vectors where the
-// run's pointers, strides and the row length allow (the same test for the whole warp).
-template <class T>
-__global__ void __launch_bounds__(kThreads) copy_rows_kernel(RowsLaunch p) {
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+// Calls f(run, i) for row i of `run`, for each of the calling warp's rows of this CTA's 32: the
+// CTA finds the run of its first row once (cta_find_item), each warp walks forward from there.
+template <class F>
+__device__ __forceinline__ void for_each_row(const RowsLaunch& p, F&& f) {
+  const int warp = static_cast<int>(threadIdx.x) / 32;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kRowsPerCta;
   int64_t r = cta_find_item(p.row_prefix, p.n_runs, first);
-  const int64_t row_bytes = p.head_dim * static_cast<int64_t>(sizeof(T));
 #pragma unroll
   for (int k = 0; k < kRowsPerWarp; ++k) {
     const int64_t w = first + warp + k * kRowWarps;
     if (w >= p.n_rows) break;
     r = advance_run(p, r, w);
-    const RowRun run = p.runs[r];
-    const int64_t i = w - p.row_prefix[r];
+    f(p.runs[r], w - p.row_prefix[r]);
+  }
+}
+
+// Rows move as bytes (T: 16-bit or 32-bit words of the storage dtype); as 16-byte vectors where the
+// run's pointers, strides and the row length allow (the same test for the whole warp).
+template <class T>
+__global__ void __launch_bounds__(kThreads) copy_rows_kernel(RowsLaunch p) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row_bytes = p.head_dim * static_cast<int64_t>(sizeof(T));
+  for_each_row(p, [&](const RowRun& run, int64_t i) {
     const T* src = static_cast<const T*>(run.src) + i * run.src_stride;
     T* dst = static_cast<T*>(run.dst) + i * run.dst_stride;
     if (vector_rows(run, sizeof(T), row_bytes)) {
@@ -94,21 +102,13 @@ __global__ void __launch_bounds__(kThreads) copy_rows_kernel(RowsLaunch p) {
     } else {
       for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] = src[c];
     }
-  }
+  });
 }
 
 __global__ void __launch_bounds__(kThreads) add_rows_kernel(RowsLaunch p) {
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kRowsPerCta;
-  int64_t r = cta_find_item(p.row_prefix, p.n_runs, first);
+  const int lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t row_bytes = p.head_dim * static_cast<int64_t>(sizeof(float));
-#pragma unroll
-  for (int k = 0; k < kRowsPerWarp; ++k) {
-    const int64_t w = first + warp + k * kRowWarps;
-    if (w >= p.n_rows) break;
-    r = advance_run(p, r, w);
-    const RowRun run = p.runs[r];
-    const int64_t i = w - p.row_prefix[r];
+  for_each_row(p, [&](const RowRun& run, int64_t i) {
     const float* src = static_cast<const float*>(run.src) + i * run.src_stride;
     float* dst = static_cast<float*>(run.dst) + i * run.dst_stride;
     if (vector_rows(run, sizeof(float), row_bytes)) {
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) add_rows_kernel(RowsLaunch p) {
     } else {
       for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] += src[c];
     }
-  }
+  });
 }
 
 }  // namespace
