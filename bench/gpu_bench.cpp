@@ -4,6 +4,7 @@
 //   gemm        cuBLAS bf16 GEMM n^3 (2 n^3 FLOPs): the matrix-unit ceiling every ratio uses
 //   dense       one AttendBlock per head, [B=1, S, H, D]: 4 S^2 D H FLOPs (half that causal), on the
 //               tensor-core kernel ("mma") and the generic one ("simple")
+//   dense_bwd   the backward of the dense row (delta, dq, dk, dv): 2.5 times its FLOPs
 //   cublas      the cuBLAS standard-attention baseline on the same shape (scores materialised)
 //   dilated     a LongNet-style configuration through the ring executor on one rank: effective
 //               TFLOP/s = Problem::forward_flops() (the scores the configuration keeps) / time
@@ -206,16 +207,27 @@ Row gemm_row(Backend& backend, cudaStream_t stream, cublasHandle_t handle, int64
   return row;
 }
 
-// Dense attention [1, S, H, D], one block per head, through Backend::attend (path forced).
-Row dense_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int64_t h, int64_t d, bool causal,
-              bool mma, int reps) {
-  const AttentionShape shape{1, s, h, h, d};
-  TensorBuffer q(backend.allocator(), s * h * d, dtype, MemCategory::kInputs), k(backend.allocator(), s * h * d, dtype, MemCategory::kInputs),
-      v(backend.allocator(), s * h * d, dtype, MemCategory::kInputs), out(backend.allocator(), s * h * d, dtype, MemCategory::kOutputs);
-  Buffer<float> lse(backend.allocator(), h * s, MemCategory::kOutputs);
-  kc::launch_fill_random(q.data(), q.size(), dtype, 11, stream);
-  kc::launch_fill_random(k.data(), k.size(), dtype, 12, stream);
-  kc::launch_fill_random(v.data(), v.size(), dtype, 13, stream);
+// q, k, v (standard normal from seeds seed, seed+1, seed+2), out and lse of a dense [1, S, H, D]
+// problem on the device.
+struct DenseTensors {
+  DenseTensors(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int64_t h, int64_t d, uint64_t seed)
+      : q(backend.allocator(), s * h * d, dtype, MemCategory::kInputs),
+        k(backend.allocator(), s * h * d, dtype, MemCategory::kInputs),
+        v(backend.allocator(), s * h * d, dtype, MemCategory::kInputs),
+        out(backend.allocator(), s * h * d, dtype, MemCategory::kOutputs),
+        lse(backend.allocator(), h * s, MemCategory::kOutputs) {
+    kc::launch_fill_random(q.data(), q.size(), dtype, seed, stream);
+    kc::launch_fill_random(k.data(), k.size(), dtype, seed + 1, stream);
+    kc::launch_fill_random(v.data(), v.size(), dtype, seed + 2, stream);
+  }
+  TensorBuffer q, k, v, out;
+  Buffer<float> lse;
+};
+
+// One AttendBlock per head of a dense [1, S, H, D] problem (rows of all heads interleaved).
+std::vector<kernels::AttendBlock> dense_blocks(const TensorBuffer& q, const TensorBuffer& k, const TensorBuffer& v,
+                                               TensorBuffer& out, Buffer<float>& lse, int64_t s, int64_t h, int64_t d,
+                                               DType dtype, const dring::BlockMask& mask) {
   std::vector<kernels::AttendBlock> blocks;
   for (int64_t head = 0; head < h; ++head) {
     kernels::AttendBlock b;
@@ -227,9 +239,21 @@ Row dense_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int
     b.lse = lse.data() + head * s;
     b.lse_stride = 1;
     b.n_q = b.n_k = s;
-    b.mask = causal ? dring::BlockMask::causal() : dring::BlockMask::none();
+    b.mask = mask;
     blocks.push_back(b);
   }
+  return blocks;
+}
+
+// Dense attention [1, S, H, D], one block per head, through Backend::attend (path forced).
+Row dense_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int64_t h, int64_t d, bool causal,
+              bool mma, int reps) {
+  const AttentionShape shape{1, s, h, h, d};
+  DenseTensors t(backend, stream, dtype, s, h, d, 11);
+  TensorBuffer &q = t.q, &k = t.k, &v = t.v, &out = t.out;
+  Buffer<float>& lse = t.lse;
+  const std::vector<kernels::AttendBlock> blocks =
+      dense_blocks(q, k, v, out, lse, s, h, d, dtype, causal ? dring::BlockMask::causal() : dring::BlockMask::none());
   kernels::AttendParams params;
   params.dtype = dtype;
   params.head_dim = d;
@@ -255,14 +279,113 @@ Row dense_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int
   return row;
 }
 
+// Dense backward [1, S, H, D], one GradBlock per head: delta = rowsum(dout * out), then dq, dk, dv
+// (fp32, zeroed first, both timed). FLOPs 2.5 times the forward's (scores recomputed, four
+// products), as sdpa_bench.py counts them. Error: dq of 4 sampled rows of head 0 against float64
+// computed here from q, k, v and dout alone (its own softmax), relative to max |dq| of those rows.
+Row dense_backward_row(Backend& backend, cudaStream_t stream, DType dtype, int64_t s, int64_t h, int64_t d, bool causal,
+                       int reps) {
+  const int64_t n = s * h * d;
+  DenseTensors t(backend, stream, dtype, s, h, d, 31);
+  TensorBuffer &q = t.q, &k = t.k, &v = t.v, &out = t.out;
+  Buffer<float>& lse = t.lse;
+  TensorBuffer dout(backend.allocator(), n, dtype, MemCategory::kInputs);
+  Buffer<float> delta(backend.allocator(), h * s, MemCategory::kWorkspace), dq(backend.allocator(), n, MemCategory::kOutputs),
+      dk(backend.allocator(), n, MemCategory::kOutputs), dv(backend.allocator(), n, MemCategory::kOutputs);
+  kc::launch_fill_random(dout.data(), n, dtype, 34, stream);
+  const dring::BlockMask mask = causal ? dring::BlockMask::causal() : dring::BlockMask::none();
+  const std::vector<kernels::AttendBlock> blocks = dense_blocks(q, k, v, out, lse, s, h, d, dtype, mask);
+  std::vector<kernels::GradBlock> grads;
+  for (const kernels::AttendBlock& b : blocks) {
+    const int64_t head = static_cast<int64_t>(grads.size());
+    kernels::GradBlock g;
+    g.q = b.q;
+    g.dout = offset(dout.data(), head * d, dtype);
+    g.dq = dq.data() + head * d;
+    g.q_stride = h * d;
+    g.lse = b.lse;
+    g.delta = delta.data() + head * s;
+    g.state_stride = 1;
+    g.n_heads = 1;
+    g.n_q = s;
+    g.k = b.k;
+    g.v = b.v;
+    g.kv_stride = h * d;
+    g.dk = dk.data() + head * d;
+    g.dv = dv.data() + head * d;
+    g.dkv_stride = h * d;
+    g.n_k = s;
+    g.mask = mask;
+    grads.push_back(g);
+  }
+  kernels::AttendParams params;
+  params.dtype = dtype;
+  params.head_dim = d;
+  params.scale = 1.0 / std::sqrt(static_cast<double>(d));
+  backend.fill(out.data(), n, dtype, 0.0f);
+  backend.fill(lse.data(), h * s, DType::kF32, -INFINITY);
+  backend.attend(blocks, params);
+  const kernels::DeltaParams dp{dtype, 1, s, h, d, out.data(), dout.data(), delta.data()};
+  auto run = [&] {
+    backend.fill(dq.data(), n, DType::kF32, 0.0f);
+    backend.fill(dk.data(), n, DType::kF32, 0.0f);
+    backend.fill(dv.data(), n, DType::kF32, 0.0f);
+    backend.delta(dp);
+    backend.attend_backward(grads, params);
+  };
+  Row row(causal ? "dense_bwd_causal" : "dense_bwd", shape_text(1, s, h, d), dtype_name(dtype), "simple");
+  row.ms = time_gpu(stream, reps, run);
+  row.tflops = 2.5 * 4.0 * s * static_cast<double>(s) * d * h * (causal ? 0.5 : 1.0) / (row.ms * 1e-3) / 1e12;
+  // dq_i = scale sum_j p_ij (dout_i . v_j - sum_l p_il dout_i . v_l) k_j, in float64, head 0.
+  std::vector<float> hq(static_cast<size_t>(n)), hk(static_cast<size_t>(n)), hv(static_cast<size_t>(n)),
+      hdo(static_cast<size_t>(n)), hdq(static_cast<size_t>(n));
+  backend.download(q.data(), dtype, hq.data(), n);
+  backend.download(k.data(), dtype, hk.data(), n);
+  backend.download(v.data(), dtype, hv.data(), n);
+  backend.download(dout.data(), dtype, hdo.data(), n);
+  backend.download(dq.data(), DType::kF32, hdq.data(), n);
+  const double scale = params.scale;
+  double worst = 0.0;
+  for (int sample = 0; sample < 4; ++sample) {
+    const int64_t i = (s - 1) * sample / 3, keys = causal ? i + 1 : s;
+    std::vector<double> score(static_cast<size_t>(keys)), dpv(static_cast<size_t>(keys));
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < keys; ++j) {
+      double qk = 0.0, dov = 0.0;
+      for (int64_t c = 0; c < d; ++c) {
+        qk += static_cast<double>(hq[i * h * d + c]) * hk[j * h * d + c];
+        dov += static_cast<double>(hdo[i * h * d + c]) * hv[j * h * d + c];
+      }
+      score[j] = scale * qk;
+      dpv[j] = dov;
+      mx = std::max(mx, score[j]);
+    }
+    double sum = 0.0, dlt = 0.0;
+    for (int64_t j = 0; j < keys; ++j) sum += std::exp(score[j] - mx);
+    for (int64_t j = 0; j < keys; ++j) dlt += std::exp(score[j] - mx) / sum * dpv[j];
+    std::vector<double> want(static_cast<size_t>(d), 0.0);
+    for (int64_t j = 0; j < keys; ++j) {
+      const double ds = std::exp(score[j] - mx) / sum * (dpv[j] - dlt);
+      for (int64_t c = 0; c < d; ++c) want[c] += scale * ds * hk[j * h * d + c];
+    }
+    double mag = 0.0, err = 0.0;
+    for (int64_t c = 0; c < d; ++c) {
+      mag = std::max(mag, std::abs(want[c]));
+      err = std::max(err, std::abs(want[c] - hdq[i * h * d + c]));
+    }
+    worst = std::max(worst, err / std::max(mag, 1e-30));
+  }
+  row.max_err = worst;
+  row.tolerance = 4 * default_check_tolerance(dtype);
+  row.note = "delta + dq + dk/dv incl. the gradient reset; max_err: dq of 4 rows vs float64";
+  return row;
+}
+
 Row cublas_row(Backend& backend, cudaStream_t stream, cublasHandle_t handle, DType dtype, int64_t s, int64_t h,
                int64_t d, bool causal, int reps) {
-  TensorBuffer q(backend.allocator(), s * h * d, dtype, MemCategory::kInputs), k(backend.allocator(), s * h * d, dtype, MemCategory::kInputs),
-      v(backend.allocator(), s * h * d, dtype, MemCategory::kInputs), out(backend.allocator(), s * h * d, dtype, MemCategory::kOutputs);
-  Buffer<float> lse(backend.allocator(), h * s, MemCategory::kOutputs);
-  kc::launch_fill_random(q.data(), q.size(), dtype, 11, stream);
-  kc::launch_fill_random(k.data(), k.size(), dtype, 12, stream);
-  kc::launch_fill_random(v.data(), v.size(), dtype, 13, stream);
+  DenseTensors t(backend, stream, dtype, s, h, d, 11);
+  TensorBuffer &q = t.q, &k = t.k, &v = t.v, &out = t.out;
+  Buffer<float>& lse = t.lse;
   kc::StandardAttention p{dtype, 1, s, h, h, d, causal, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
                           q.data(), k.data(), v.data(), out.data(), lse.data()};
   Buffer<std::byte> workspace(backend.allocator(), kc::standard_attention_workspace_bytes(p), MemCategory::kWorkspace);
@@ -433,6 +556,8 @@ int main(int argc, char** argv) {
     rows.push_back(dense_row(backend, stream, DType::kBF16, s_dense, 16, 128, true, true, reps));
     rows.push_back(dense_row(backend, stream, DType::kF16, s_dense, 16, 128, false, true, reps));
     rows.push_back(dense_row(backend, stream, DType::kBF16, s_dense, 32, 64, false, true, reps));
+    rows.push_back(dense_backward_row(backend, stream, DType::kBF16, s_dense, 16, 128, false, reps));
+    rows.push_back(dense_backward_row(backend, stream, DType::kBF16, s_dense, 16, 128, true, reps));
     rows.push_back(dense_row(backend, stream, DType::kBF16, quick ? 1024 : 4096, 16, 128, false, false, reps));
     rows.push_back(dense_row(backend, stream, DType::kF32, quick ? 1024 : 4096, 16, 128, false, false, reps));
     rows.push_back(cublas_row(backend, stream, cublas.get(), DType::kBF16, s_dense, 16, 128, false, reps));

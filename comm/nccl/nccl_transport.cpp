@@ -62,7 +62,7 @@ NcclTransport::NcclTransport(MPI_Comm comm, cudaStream_t compute)
   DRING_MPI_CHECK(MPI_Bcast(&shared, sizeof shared, MPI_BYTE, 0, this->comm()));
   DRING_CHECK(shared.rc == 0, Status::kCommError,
               "ncclGetUniqueId failed on world rank 0: " << ncclGetErrorString(static_cast<ncclResult_t>(shared.rc)));
-  stream_ = cuda::Stream::create();
+  stream_ = cuda::Stream::create_high_priority();
   DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, world_size(), shared.id, world_rank()));
 }
 
@@ -70,7 +70,7 @@ NcclTransport::NcclTransport(const ncclUniqueId& id, int rank, int world_size, c
     : MpiCommTransport(rank, world_size), compute_(compute) {
   DRING_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, Status::kInvalidArgument,
               "NCCL rank " << rank << " is not in [0, world size " << world_size << ")");
-  stream_ = cuda::Stream::create();
+  stream_ = cuda::Stream::create_high_priority();
   DRING_CUDA_CHECK(cudaMalloc(&scalar_, 8));
   DRING_NCCL_CHECK(ncclCommInitRank(&nccl_, world_size, id, rank));
 }

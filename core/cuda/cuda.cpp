@@ -22,6 +22,14 @@ Stream Stream::create() {
   return Stream(stream, true);
 }
 
+Stream Stream::create_high_priority() {
+  int least = 0, greatest = 0;  // numerically, greatest <= least: lower numbers run first
+  DRING_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  cudaStream_t stream = nullptr;
+  DRING_CUDA_CHECK(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, greatest));
+  return Stream(stream, true);
+}
+
 Stream::~Stream() {
   if (owned_ && stream_ != nullptr) cudaStreamDestroy(stream_);
 }

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32) attend_simple_kernel(Attend
   const float alpha = p.scale * kLog2e;
 
   const int64_t tile = blockIdx.x;
-  const int64_t b = find_item(p.tile_prefix, p.n_blocks, tile);
+  const int64_t b = cta_find_item(p.tile_prefix, p.n_blocks, tile);
   const AttendBlock blk = p.blocks[b];
   const int64_t i0 = (tile - p.tile_prefix[b]) * kSimpleRows;
   const T* q = static_cast<const T*>(blk.q);

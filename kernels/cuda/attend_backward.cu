@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_q_kernel(GradLaunch p) {
   const float alpha = p.scale * kLog2e;
 
   const int64_t tile = blockIdx.x;
-  const int64_t b = find_item(p.dq_prefix, p.n_blocks, tile);
+  const int64_t b = cta_find_item(p.dq_prefix, p.n_blocks, tile);
   const GradBlock blk = p.blocks[b];
   const int64_t q_tiles = (blk.n_q + kTileRows - 1) / kTileRows;
   const int64_t local = tile - p.dq_prefix[b];
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kWarps * 32) grad_kv_kernel(GradLaunch p) {
   const float alpha = p.scale * kLog2e;
 
   const int64_t tile = blockIdx.x;
-  const int64_t b = find_item(p.dkv_prefix, p.n_blocks, tile);
+  const int64_t b = cta_find_item(p.dkv_prefix, p.n_blocks, tile);
   const GradBlock blk = p.blocks[b];
   const int64_t j0 = (tile - p.dkv_prefix[b]) * kTileRows;
   const T* k = static_cast<const T*>(blk.k);

@@ -13,8 +13,9 @@
 // ldmatrix reads are bank-conflict free. Scores never leave registers. The rows' (out, lse) is
 // merged exactly as in the generic kernel (attend.cu), and the mask is taken the same way: the key
 // tiles span only [first row's first key, last row's last key), a tile the mask leaves empty is
-// loaded but not computed (the pipeline stays simple), a full one is not masked, and a row that
-// sees no key of the block keeps its (out, lse) exactly.
+// loaded but not computed (the pipeline stays simple), a full one (classify_tile, tiles.hpp) is
+// only scaled, an edge one is masked per element, and a row that sees no key of the block keeps
+// its (out, lse) exactly.
 
 #include "common.cuh"
 #include "internal.cuh"
@@ -107,8 +108,8 @@ __device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t stride
 }
 
 // One staged key tile (kt, vt: keys [j0, j0 + 64) of the block, valid below tile_end) against the
-// warp's 16 rows: S = Q K^T in registers, masked (outside each row's keys [row_begin, row_end)
-// unless the tile is full), the online-softmax update of (m, l, o), then O += P V.
+// warp's 16 rows: S = Q K^T in registers, masked unless `full` (TileKind::kFull: every pair
+// visible, no key past tile_end), the online-softmax update of (m, l, o), then O += P V.
 template <class T, int D>
 __device__ __forceinline__ void attend_mma_tile(const T* kt, const T* vt, const unsigned (&qf)[D / 16][4], int64_t j0,
                                                 int64_t tile_end, bool full, const int64_t (&row_begin)[2],
@@ -131,15 +132,24 @@ __device__ __forceinline__ void attend_mma_tile(const T* kt, const T* vt, const 
     }
   }
 
-  // Mask (keys past the tile's end; outside each row's keys unless the tile is full) and scale
-  // into log2 units.
+  // Scale into log2 units; on an edge tile (not full: the band's diagonal, or the block's last keys)
+  // mask the keys past the tile's end and outside each row's keys. `full` is the same in the whole
+  // CTA, so the branch does not diverge.
+  if (full) {
 #pragma unroll
-  for (int nt = 0; nt < kKeys / 8; ++nt) {
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t j = j0 + nt * 8 + tig * 2 + (e & 1);
-      const bool visible = j < tile_end && (full || (j >= row_begin[e >> 1] && j < row_end[e >> 1]));
-      s[nt][e] = visible ? s[nt][e] * alpha : neg_inf;
+      for (int e = 0; e < 4; ++e) s[nt][e] *= alpha;
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = j0 + nt * 8 + tig * 2 + (e & 1);
+        const bool visible = j < tile_end && j >= row_begin[e >> 1] && j < row_end[e >> 1];
+        s[nt][e] = visible ? s[nt][e] * alpha : neg_inf;
+      }
     }
   }
 
@@ -204,7 +214,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
   const float alpha = p.scale * kLog2e;
 
   const int64_t tile = blockIdx.x;
-  const int64_t b = find_item(p.tile_prefix, p.n_blocks, tile);
+  const int64_t b = cta_find_item(p.tile_prefix, p.n_blocks, tile);
   const AttendBlock blk = p.blocks[b];
   const int64_t i0 = (tile - p.tile_prefix[b]) * kRows;
   const T* q = static_cast<const T*>(blk.q);
@@ -270,10 +280,10 @@ __global__ void __launch_bounds__(kWarps * 32) attend_mma_kernel(AttendLaunch p)
     // Keys [j0, j0 + kKeys) of the block; the same answer in every thread of the CTA.
     const int64_t j0 = key_begin + jt * kKeys;
     const int64_t tile_end = key_end < j0 + kKeys ? key_end : j0 + kKeys;
-    if (!blk.mask.empty(i0, rows_end, j0, tile_end)) {
-      const bool full = blk.mask.full(i0, rows_end, j0, tile_end);
-      attend_mma_tile<T, D>(ks + stage * kKeys * D, vs + stage * kKeys * D, qf, j0, tile_end, full, row_begin,
-                            row_end, alpha, m, l, o);
+    const TileKind kind = classify_tile(blk.mask, i0, rows_end, j0, tile_end, kKeys);
+    if (kind != TileKind::kEmpty) {
+      attend_mma_tile<T, D>(ks + stage * kKeys * D, vs + stage * kKeys * D, qf, j0, tile_end,
+                            kind == TileKind::kFull, row_begin, row_end, alpha, m, l, o);
     }
     __syncthreads();  // this stage is consumed before the next prefetch overwrites it
   }

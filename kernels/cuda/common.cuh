@@ -1,5 +1,5 @@
 // common.cuh — device helpers shared by the CUDA kernels: storage-type conversion, warp
-// reductions, the prefix search that maps a CTA to its block, and the dtype dispatch.
+// reductions, the search that maps a CTA to its block, and the dtype dispatch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +11,7 @@
 #include "dring/core/cuda.hpp"
 #include "dring/core/dtype.hpp"
 #include "dring/core/error.hpp"
+#include "dring/kernels/tiles.hpp"
 
 namespace dring::kernels::cuda {
 
@@ -48,19 +49,30 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
-// The largest b in [0, n) with prefix[b] <= x (prefix ascending, prefix[0] = 0 <= x): the item
-// that global index x belongs to; items with no entries (prefix[b] == prefix[b+1]) are skipped.
-__device__ __forceinline__ int64_t find_item(const int64_t* prefix, int64_t n, int64_t x) {
-  int64_t lo = 0, hi = n - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (prefix[mid] <= x) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
+// The item (block, row run) of tile x: the largest b in [0, n) with prefix[b] <= x, items with no
+// tile skipped (dring/kernels/tiles.hpp). The calling warp searches 32 entries a round, one per
+// lane; every lane of the warp gets the answer. The whole warp must call it.
+__device__ __forceinline__ int64_t warp_find_item(const int64_t* prefix, int64_t n, int64_t x) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  SearchRange r{0, n - 1};
+  while (!r.settled()) {
+    const int64_t at = search_probe(r, lane);
+    const unsigned le = __ballot_sync(kFullMask, at >= 0 && prefix[at] <= x);  // lane 0's always holds
+    r = search_narrow(r, 31 - __clz(le));
   }
-  return lo;
+  return r.lo;
+}
+
+// The same for a whole CTA: warp 0 searches, the answer reaches every thread through shared
+// memory. Every thread of the CTA must call it, once per kernel (a barrier inside).
+__device__ __forceinline__ int64_t cta_find_item(const int64_t* prefix, int64_t n, int64_t x) {
+  __shared__ int64_t item;
+  if (threadIdx.x < 32) {
+    const int64_t b = warp_find_item(prefix, n, x);
+    if (threadIdx.x == 0) item = b;
+  }
+  __syncthreads();
+  return item;
 }
 
 // Calls f(T{}) with T the storage type of `dtype`.

@@ -1,8 +1,10 @@
 // elementwise.cu — fill, casts, random fill, and the row movement of message packing.
 //
 // Thread mapping: the element-wise kernels are grid-stride loops, thread x takes elements x,
-// x + gridDim*blockDim, ...; the row kernels give one warp one row (lanes split its head_dim
-// elements), warp w of the grid-stride loop taking global row w of the concatenated runs.
+// x + gridDim*blockDim, ...; the row kernels give a CTA 32 consecutive rows of the concatenated
+// runs and each warp 4 of them (lanes split a row: 16-byte vectors where the run is aligned,
+// else elements); warp 0 finds the run of the CTA's first row (cta_find_item), each warp walks
+// forward from there.
 #include <cstdint>
 
 #include "common.cuh"
@@ -48,31 +50,83 @@ __global__ void fill_random_kernel(T* dst, int64_t count, uint64_t seed) {
   }
 }
 
-template <class T>
-__global__ void copy_rows_kernel(RowsLaunch p) {
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
-  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < p.n_rows; w += warps) {
-    const int64_t r = find_item(p.row_prefix, p.n_runs, w);
-    const RowRun run = p.runs[r];
-    const int64_t i = w - p.row_prefix[r];
-    const T* src = static_cast<const T*>(run.src) + i * run.src_stride;
-    T* dst = static_cast<T*>(run.dst) + i * run.dst_stride;
-    for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] = src[c];
+// A CTA of the row kernels takes 32 consecutive global rows, 4 per warp (warp w: rows w, w + 8, ..).
+constexpr int kRowWarps = kThreads / 32;
+constexpr int kRowsPerWarp = 4;
+constexpr int kRowsPerCta = kRowWarps * kRowsPerWarp;
+
+// The run of global row w, walking forward from run r (rows ascend, so a warp's run index only
+// grows; runs with no row are passed over).
+__device__ __forceinline__ int64_t advance_run(const RowsLaunch& p, int64_t r, int64_t w) {
+  while (p.row_prefix[r + 1] <= w) ++r;
+  return r;
+}
+
+__device__ __forceinline__ bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+// Whether rows of `row_bytes` bytes at src, dst (strides in bytes) move as 16-byte vectors.
+__device__ __forceinline__ bool vector_rows(const RowRun& run, int64_t elem_bytes, int64_t row_bytes) {
+  return aligned16(run.src) && aligned16(run.dst) && (run.src_stride * elem_bytes) % 16 == 0 &&
+         (run.dst_stride * elem_bytes) % 16 == 0 && row_bytes % 16 == 0;
+}
+
+// Calls f(run, i) for row i of `run`, for each of the calling warp's rows of this CTA's 32: the
+// CTA finds the run of its first row once (cta_find_item), each warp walks forward from there.
+template <class F>
+__device__ __forceinline__ void for_each_row(const RowsLaunch& p, F&& f) {
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kRowsPerCta;
+  int64_t r = cta_find_item(p.row_prefix, p.n_runs, first);
+#pragma unroll
+  for (int k = 0; k < kRowsPerWarp; ++k) {
+    const int64_t w = first + warp + k * kRowWarps;
+    if (w >= p.n_rows) break;
+    r = advance_run(p, r, w);
+    f(p.runs[r], w - p.row_prefix[r]);
   }
 }
 
-__global__ void add_rows_kernel(RowsLaunch p) {
+// Rows move as bytes (T: 16-bit or 32-bit words of the storage dtype); as 16-byte vectors where the
+// run's pointers, strides and the row length allow (the same test for the whole warp).
+template <class T>
+__global__ void __launch_bounds__(kThreads) copy_rows_kernel(RowsLaunch p) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
-  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < p.n_rows; w += warps) {
-    const int64_t r = find_item(p.row_prefix, p.n_runs, w);
-    const RowRun run = p.runs[r];
-    const int64_t i = w - p.row_prefix[r];
+  const int64_t row_bytes = p.head_dim * static_cast<int64_t>(sizeof(T));
+  for_each_row(p, [&](const RowRun& run, int64_t i) {
+    const T* src = static_cast<const T*>(run.src) + i * run.src_stride;
+    T* dst = static_cast<T*>(run.dst) + i * run.dst_stride;
+    if (vector_rows(run, sizeof(T), row_bytes)) {
+      const uint4* s = reinterpret_cast<const uint4*>(src);
+      uint4* d = reinterpret_cast<uint4*>(dst);
+      for (int64_t c = lane; c < row_bytes / 16; c += 32) d[c] = s[c];
+    } else {
+      for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] = src[c];
+    }
+  });
+}
+
+__global__ void __launch_bounds__(kThreads) add_rows_kernel(RowsLaunch p) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row_bytes = p.head_dim * static_cast<int64_t>(sizeof(float));
+  for_each_row(p, [&](const RowRun& run, int64_t i) {
     const float* src = static_cast<const float*>(run.src) + i * run.src_stride;
     float* dst = static_cast<float*>(run.dst) + i * run.dst_stride;
-    for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] += src[c];
-  }
+    if (vector_rows(run, sizeof(float), row_bytes)) {
+      const float4* s = reinterpret_cast<const float4*>(src);
+      float4* d = reinterpret_cast<float4*>(dst);
+      for (int64_t c = lane; c < p.head_dim / 4; c += 32) {
+        const float4 a = s[c];
+        float4 b = d[c];
+        b.x += a.x;
+        b.y += a.y;
+        b.z += a.z;
+        b.w += a.w;
+        d[c] = b;
+      }
+    } else {
+      for (int64_t c = lane; c < p.head_dim; c += 32) dst[c] += src[c];
+    }
+  });
 }
 
 }  // namespace
@@ -116,7 +170,7 @@ void launch_fill_random(void* dst, int64_t count, DType dtype, uint64_t seed, cu
 void launch_copy_rows(const RowsLaunch& p, cudaStream_t stream) {
   if (p.n_rows == 0) return;
   // 16-bit rows are copied as 16-bit words: the bytes move unchanged whatever the dtype.
-  auto grid = stride_grid(p.n_rows * 32, kThreads);
+  const dim3 grid = grid_of((p.n_rows + kRowsPerCta - 1) / kRowsPerCta);
   if (p.dtype == DType::kF32) {
     copy_rows_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(p);
   } else {
@@ -127,7 +181,7 @@ void launch_copy_rows(const RowsLaunch& p, cudaStream_t stream) {
 
 void launch_add_rows(const RowsLaunch& p, cudaStream_t stream) {
   if (p.n_rows == 0) return;
-  add_rows_kernel<<<stride_grid(p.n_rows * 32, kThreads), kThreads, 0, stream>>>(p);
+  add_rows_kernel<<<grid_of((p.n_rows + kRowsPerCta - 1) / kRowsPerCta), kThreads, 0, stream>>>(p);
   DRING_CUDA_CHECK_LAUNCH("add_rows_kernel");
 }
 

@@ -1,6 +1,7 @@
 // cuda_runtime.cpp — choosing a rank's GPU and transport (make_cuda_runtime, cuda_backend.hpp).
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -46,10 +47,11 @@ bool all_ranks(MPI_Comm comm, bool mine) {
   return all == 1;
 }
 
-// Whether no other rank of this node uses the same physical GPU as `device`. Compared by device
-// UUID over the node's ranks, so ranks that each see one GPU (--gpus-per-task=1, or their own
-// CUDA_VISIBLE_DEVICES) are told apart from ranks that share one. Collective over comm.
-bool device_is_exclusive(MPI_Comm comm, int device) {
+// Whether no other rank of this node uses the same physical GPU as `device`: the node's device
+// UUIDs, gathered over the node communicator, decided by device_is_exclusive (node.hpp), so ranks
+// that each see one GPU (--gpus-per-task=1, or their own CUDA_VISIBLE_DEVICES) are told apart from
+// ranks that share one. Collective over comm.
+bool gpu_is_exclusive_on_node(MPI_Comm comm, int device) {
   // A rank whose query fails still joins the exchange (no peer left waiting) and reports "shared";
   // the cudaSetDevice that follows, agreed among the ranks, names the failure.
   cudaDeviceProp prop{};
@@ -61,17 +63,11 @@ bool device_is_exclusive(MPI_Comm comm, int device) {
   MPI_Comm_rank(node, &local_rank);
   MPI_Comm_size(node, &local_size);
   constexpr int kUuidBytes = static_cast<int>(sizeof prop.uuid.bytes);
-  std::vector<char> uuids(static_cast<size_t>(local_size) * kUuidBytes);
+  std::vector<std::byte> uuids(static_cast<size_t>(local_size) * kUuidBytes);
   const int rc = MPI_Allgather(prop.uuid.bytes, kUuidBytes, MPI_BYTE, uuids.data(), kUuidBytes, MPI_BYTE, node);
   MPI_Comm_free(&node);
   DRING_MPI_CHECK(rc);
-  for (int other = 0; other < local_size; ++other) {
-    if (other != local_rank &&
-        std::memcmp(&uuids[static_cast<size_t>(other) * kUuidBytes], prop.uuid.bytes, kUuidBytes) == 0) {
-      return false;
-    }
-  }
-  return known;
+  return device_is_exclusive(uuids, kUuidBytes, local_rank, known);
 }
 
 }  // namespace
@@ -92,7 +88,7 @@ Runtime make_cuda_runtime(MPI_Comm comm, DType dtype, MemoryTracker& tracker, vo
   const CudaTransportChoice choice = choice_from_environment(transport);
   // NCCL refuses two ranks on one device: every rank needs a GPU no other rank of its node uses.
   // Decided by device UUID, not by counting visible devices (ranks bound to one GPU each see one).
-  const bool own_gpus = all_ranks(comm, device_is_exclusive(comm, device));
+  const bool own_gpus = all_ranks(comm, gpu_is_exclusive_on_node(comm, device));
   const bool nccl_built = DRING_HAVE_NCCL != 0;
   agree(comm, [&] {
     DRING_CHECK(choice != CudaTransportChoice::kNccl || (nccl_built && own_gpus), Status::kUnsupported,

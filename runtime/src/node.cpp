@@ -4,10 +4,12 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <thread>
 
 #include "dring/comm/mpi_check.hpp"
+#include "dring/core/error.hpp"
 
 namespace dring {
 
@@ -55,6 +57,23 @@ std::string binding_note(MPI_Comm comm) {
          std::to_string(worst[1]) + " cores its share of the node allows (the launcher bound it): launch with "
          "`mpirun --bind-to none` (or `--map-by slot:PE=" + std::to_string(worst[1]) +
          "`), or `srun --cpus-per-task=" + std::to_string(worst[1]) + "`";
+}
+
+bool device_is_exclusive(std::span<const std::byte> ids, int id_bytes, int local_rank, bool known) {
+  DRING_CHECK(id_bytes > 0 && ids.size() % static_cast<size_t>(id_bytes) == 0, Status::kInternal,
+              "internal error: a device id table of " << ids.size() << " bytes in ids of " << id_bytes << " bytes");
+  const size_t width = static_cast<size_t>(id_bytes);
+  const size_t ranks = ids.size() / width;
+  DRING_CHECK(local_rank >= 0 && static_cast<size_t>(local_rank) < ranks, Status::kInternal,
+              "internal error: node-local rank " << local_rank << " outside a table of " << ranks << " ranks");
+  if (!known) return false;
+  const std::byte* mine = ids.data() + static_cast<size_t>(local_rank) * width;
+  for (size_t other = 0; other < ranks; ++other) {
+    if (other != static_cast<size_t>(local_rank) && std::memcmp(ids.data() + other * width, mine, width) == 0) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace dring

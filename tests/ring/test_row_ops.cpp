@@ -155,6 +155,12 @@ std::vector<RunSpec> mixed_runs() {
   return {{2, 1, 3, 0, 0, 1, 13}, {0, 0, 1, 13, 1, 1, 1}, {4, 0, 1, 14, 0, 1, 0}, {5, 2, 2, 20, 2, 2, 7}};
 }
 
+// For d = 64: 16-byte aligned runs (columns 0, 8, 16) and one that is not (column 3), of 1 to 37
+// rows, so that CTAs of 32 rows span several runs of both kinds.
+std::vector<RunSpec> aligned_runs() {
+  return {{0, 0, 1, 0, 0, 1, 37}, {40, 8, 2, 37, 16, 1, 5}, {3, 3, 3, 42, 3, 1, 9}, {60, 16, 1, 51, 8, 2, 1}};
+}
+
 // One row per run, more runs than one launch of the CUDA backend takes (about 43,000).
 std::vector<RunSpec> many_runs(int64_t n) {
   std::vector<RunSpec> specs;
@@ -162,9 +168,12 @@ std::vector<RunSpec> many_runs(int64_t n) {
   return specs;
 }
 
+// Row widths 2d + 5 and d + 3 (elements) leave no row 16-byte aligned: the CUDA kernels' element
+// path. aligned_runs() uses widths 2d and d + 16 with d = 64, where runs starting at a column that
+// is a multiple of 8 move as 16-byte vectors and the others (column 3) do not, in one launch.
 void check_rows(RowOps& t, Backend& backend, DType dtype, bool add, const std::vector<RunSpec>& specs,
-                int64_t src_rows, int64_t dst_rows, int64_t d) {
-  const int64_t src_width = 2 * d + 5, dst_width = d + 3;
+                int64_t src_rows, int64_t dst_rows, int64_t d, bool aligned = false) {
+  const int64_t src_width = aligned ? 2 * d : 2 * d + 5, dst_width = aligned ? d + 16 : d + 3;
   const gpu_test::DeviceTensor src = t.random(src_rows * src_width, dtype, 21);
   gpu_test::DeviceTensor dst = t.random(dst_rows * dst_width, dtype, 22);
   const std::vector<RowRun> runs = make_runs(specs, src.device.data(), src_width, dst.device.data(), dst_width, dtype);
@@ -188,6 +197,7 @@ TEST_P(RowOps, CopyRowsMovesStridedRuns) {
     SCOPED_TRACE(testing::Message() << "d " << d);
     check_rows(*this, backend(), dtype(), false, mixed_runs(), 41, 34, d);
   }
+  check_rows(*this, backend(), dtype(), false, aligned_runs(), 70, 60, 64, true);
   check_rows(*this, backend(), dtype(), false, many_runs(50021), 50021, 50021, 3);
 }
 
@@ -197,6 +207,7 @@ TEST_P(RowOps, AddRowsAddsStridedRuns) {
     SCOPED_TRACE(testing::Message() << "d " << d);
     check_rows(*this, backend(), dtype(), true, mixed_runs(), 41, 34, d);
   }
+  check_rows(*this, backend(), dtype(), true, aligned_runs(), 70, 60, 64, true);
   check_rows(*this, backend(), dtype(), true, many_runs(50021), 50021, 50021, 3);
 }
 

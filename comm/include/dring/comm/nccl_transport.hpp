@@ -111,7 +111,7 @@ class NcclTransport final : public MpiCommTransport {
 
   cudaStream_t compute_;
   ncclComm_t nccl_ = nullptr;
-  cuda::Stream stream_;  // the communication stream
+  cuda::Stream stream_;  // the communication stream, at the device's highest priority
   bool in_step_ = false;
   std::vector<std::shared_ptr<Op>> step_;  // posted in the open step, issued at end_step()
   std::vector<InFlight> in_flight_;

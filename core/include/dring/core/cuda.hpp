@@ -38,6 +38,10 @@ class Stream {
  public:
   Stream() = default;
   static Stream create();
+  // The current device's highest stream priority: for communication, whose kernels (NCCL's) wait
+  // on peers and should take a multiprocessor as soon as one frees up rather than queue behind
+  // the attention kernels of the compute stream.
+  static Stream create_high_priority();
   static Stream borrow(cudaStream_t stream) { return Stream(stream, false); }
   Stream(Stream&& other) noexcept { swap(other); }
   Stream& operator=(Stream&& other) noexcept {
