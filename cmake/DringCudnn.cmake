@@ -9,10 +9,11 @@
 # CUDNN_PATH / $CUDNN_PATH, next to the CUDA toolkit, in the nvidia-cudnn-cu13 / -cu12 wheels
 # (site-packages/nvidia/cudnn/{include,lib}), in PyTorch's install (torch/lib, torch/include), then
 # the system paths. The frontend (cudnn_frontend.h) is looked for in CUDNN_FRONTEND_INCLUDE_DIR /
-# $CUDNN_FRONTEND_PATH, in build/_deps/cudnn-frontend/include (where launch/install-deps.sh unpacks
+# $CUDNN_FRONTEND_PATH, in build/_deps/cudnn-frontend/include (where launch/cudnn-frontend.sh unpacks
 # the pinned nvidia-cudnn-frontend wheel), next to an installed `cudnn` Python module (that wheel
 # puts include/ at the root of site-packages), next to the toolkit, then the system paths. Sets
-# DRING_HAVE_CUDNN (0/1) for cmake/config.h.in and the INTERFACE target dring_cudnn.
+# DRING_HAVE_CUDNN (0/1) for cmake/config.h.in and the INTERFACE target dring_cudnn (cuDNN, the
+# frontend headers as SYSTEM includes, and NVRTC, which the frontend calls).
 
 set(DRING_CUDNN AUTO CACHE STRING "Use cuDNN's fused attention in the CUDA backend: AUTO, ON or OFF")
 set_property(CACHE DRING_CUDNN PROPERTY STRINGS AUTO ON OFF)
@@ -22,12 +23,14 @@ if(NOT _dring_cudnn_mode MATCHES "^(AUTO|ON|OFF)$")
 endif()
 set(DRING_HAVE_CUDNN 0)
 
-# Either stops configure (ON) or says why the cuDNN path is left out (AUTO).
-function(dring_cudnn_missing what)
+# Either stops configure (ON) or says why the cuDNN path is left out (AUTO); the arguments are
+# pieces of one sentence.
+function(dring_cudnn_missing)
+  string(JOIN "" what ${ARGN})
   if(_dring_cudnn_mode STREQUAL "ON")
     message(FATAL_ERROR "-DDRING_CUDNN=ON: ${what}. Install cuDNN 9 (Debian/Ubuntu: cudnn9-cuda-13, or pip "
                         "nvidia-cudnn-cu13) and the cudnn-frontend headers (pip nvidia-cudnn-frontend, or "
-                        "launch/install-deps.sh), point CUDNN_PATH / CUDNN_FRONTEND_INCLUDE_DIR at them, or "
+                        "launch/cudnn-frontend.sh BUILD-DIR), point CUDNN_PATH / CUDNN_FRONTEND_INCLUDE_DIR at them, or "
                         "configure with -DDRING_CUDNN=OFF.")
   endif()
   message(STATUS "dring: cuDNN path not built (${what})")
@@ -85,7 +88,7 @@ endforeach()
 find_path(DRING_CUDNN_FRONTEND_INCLUDE_DIR cudnn_frontend.h HINTS ${_dring_cfe_hints} ${CUDAToolkit_INCLUDE_DIRS})
 if(NOT DRING_CUDNN_FRONTEND_INCLUDE_DIR)
   dring_cudnn_missing("the cudnn-frontend headers (cudnn_frontend.h) were not found: pip install "
-                      "nvidia-cudnn-frontend, run launch/install-deps.sh, or set CUDNN_FRONTEND_INCLUDE_DIR")
+                      "nvidia-cudnn-frontend, run launch/cudnn-frontend.sh BUILD-DIR, or set CUDNN_FRONTEND_INCLUDE_DIR")
   return()
 endif()
 

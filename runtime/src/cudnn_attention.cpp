@@ -26,7 +26,14 @@ void run_plan(std::span<const Block> blocks, const Plan& plan, Run&& run, std::v
 }  // namespace
 
 CudnnAttention::CudnnAttention(cudaStream_t stream, Allocator& device, int compute_major)
-    : sdpa_(stream, device), max_head_dim_(compute_major >= 9 ? 256 : 128) {}
+    : stream_(stream), device_(device), max_head_dim_(compute_major >= 9 ? 256 : 128) {}
+
+CudnnAttention::~CudnnAttention() = default;
+
+kernels::cudnn::Sdpa& CudnnAttention::sdpa() {
+  if (!sdpa_) sdpa_ = std::make_unique<kernels::cudnn::Sdpa>(stream_, device_);
+  return *sdpa_;
+}
 
 kernels::DenseRule CudnnAttention::rule_for(const kernels::AttendParams& params,
                                             const CudnnRuleOptions& options) const {
@@ -45,7 +52,7 @@ std::span<const kernels::AttendBlock> CudnnAttention::attend(std::span<const ker
   last_problems_ = 0;
   if (params.dtype != DType::kF16 && params.dtype != DType::kBF16) return blocks;
   const kernels::DenseForwardPlan plan = kernels::plan_dense(blocks, rule_for(params, rule));
-  run_plan(blocks, plan, [&](const kernels::DenseProblem& p) { return sdpa_.forward(p, params); }, rest_,
+  run_plan(blocks, plan, [&](const kernels::DenseProblem& p) { return sdpa().forward(p, params); }, rest_,
            last_problems_);
   return rest_;
 }
@@ -56,7 +63,7 @@ std::span<const kernels::GradBlock> CudnnAttention::attend_backward(std::span<co
   if (params.dtype != DType::kF16 && params.dtype != DType::kBF16) return blocks;
   const kernels::DenseBackwardPlan plan = kernels::plan_dense(blocks, rule_for(params, rule));
   int64_t problems = 0;
-  run_plan(blocks, plan, [&](const kernels::DenseProblem& p) { return sdpa_.backward(p, params); }, rest_grad_,
+  run_plan(blocks, plan, [&](const kernels::DenseProblem& p) { return sdpa().backward(p, params); }, rest_grad_,
            problems);
   return rest_grad_;
 }

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,10 +25,13 @@ struct CudnnRuleOptions {
   double min_problem_scores = 65536;
 };
 
+// The cuDNN handle is made on the first call, so a backend configured with use_cudnn = false never
+// touches cuDNN (a way round a broken cuDNN install without rebuilding).
 class CudnnAttention {
  public:
   // `compute_major`: the device's compute capability (cuDNN's head_dim limit is 256 from sm_90 on, 128 before).
   CudnnAttention(cudaStream_t stream, Allocator& device, int compute_major);
+  ~CudnnAttention();
 
   // Runs cuDNN's share of `blocks`; returns the blocks left for dring's kernels (valid until the
   // next call).
@@ -43,8 +47,11 @@ class CudnnAttention {
 
  private:
   kernels::DenseRule rule_for(const kernels::AttendParams& params, const CudnnRuleOptions& options) const;
+  kernels::cudnn::Sdpa& sdpa();
 
-  kernels::cudnn::Sdpa sdpa_;
+  cudaStream_t stream_;
+  Allocator& device_;
+  std::unique_ptr<kernels::cudnn::Sdpa> sdpa_;
   int64_t max_head_dim_;
   int64_t last_problems_ = 0;
   std::vector<kernels::AttendBlock> rest_;
