@@ -74,3 +74,4 @@ endif()
 
 # The optional GPU backend (CUDA, cuBLAS, NCCL): sets DRING_HAVE_CUDA and DRING_HAVE_NCCL.
 include(DringCuda)
+include(DringCudnn)

@@ -48,5 +48,6 @@ dring_forbid_links(TARGET dring_core_cuda FORBID "^dring_(runtime|c|comm|comm_cu
                    "MPI::" "hdf5" "nccl")
 dring_forbid_links(TARGET dring_kernels FORBID ${_dring_above_kernels})
 dring_forbid_links(TARGET dring_kernels_cuda FORBID ${_dring_above_kernels})
-dring_forbid_links(TARGET dring_comm FORBID "^dring_(runtime|c|kernels|kernels_cuda)$" "hdf5")
-dring_forbid_links(TARGET dring_comm_cuda FORBID "^dring_(runtime|c|kernels|kernels_cuda)$" "hdf5")
+dring_forbid_links(TARGET dring_kernels_cudnn FORBID ${_dring_above_kernels})
+dring_forbid_links(TARGET dring_comm FORBID "^dring_(runtime|c|kernels|kernels_cuda|kernels_cudnn)$" "hdf5")
+dring_forbid_links(TARGET dring_comm_cuda FORBID "^dring_(runtime|c|kernels|kernels_cuda|kernels_cudnn)$" "hdf5")

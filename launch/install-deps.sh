@@ -14,6 +14,9 @@ packages=(
 # oneDNN, the CPU kernels' GEMM engine (docs/benchmarks.md, "GEMM engine"); Debian builds it for
 # amd64, elsewhere the kernels use OpenBLAS.
 [ "$(dpkg --print-architecture)" = amd64 ] && packages+=(libdnnl-dev)
+# With a CUDA toolkit, pip: launch/cudnn-frontend.sh downloads the cuDNN path's headers (a PyPI
+# wheel; pip download only, nothing is installed into Debian's Python).
+if command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then packages+=(python3-pip); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,9 +6,13 @@
 #include <cstring>
 #include <vector>
 
+#include "dring/config.h"
 #include "dring/core/cuda.hpp"
 #include "dring/core/error.hpp"
 #include "dring/kernels/cuda.hpp"
+#if DRING_HAVE_CUDNN
+#include "dring/runtime/cudnn_attention.hpp"
+#endif
 
 namespace dring {
 
@@ -145,6 +149,9 @@ class CudaBackend final : public Backend {
     allocator_ = std::make_unique<CudaAllocator>(tracker, stream_.get(), device, pools != 0);
     ring_ = std::make_unique<DescriptorRing>(*allocator_, tracker);
     idle_ = cuda::Event::create();
+#if DRING_HAVE_CUDNN
+    if (major >= 8) cudnn_ = std::make_unique<CudnnAttention>(stream_.get(), *allocator_, major);
+#endif
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_.get());  // nothing in flight reads memory freed below
@@ -193,8 +200,14 @@ class CudaBackend final : public Backend {
   void add_rows(std::span<const RowRun> runs, int64_t d) override { rows(runs, d, DType::kF32, true); }
 
   void attend(std::span<const kernels::AttendBlock> blocks, const kernels::AttendParams& params) override {
+#if DRING_HAVE_CUDNN
+    if (use_cudnn()) blocks = cudnn_->attend(blocks, params, cudnn_rule());  // cuDNN's share, then the rest
+#endif
     const kc::AttendPath path = kc::choose_attend_path(blocks, params.dtype, params.head_dim, allow_mma());
     last_path_ = kc::path_name(path);
+#if DRING_HAVE_CUDNN
+    if (use_cudnn()) last_path_ = cudnn_->path(last_path_, !blocks.empty());
+#endif
     const int64_t tile_rows = kc::attend_tile_rows(path);
     constexpr int64_t kPerLaunch = items_per_launch(sizeof(kernels::AttendBlock), 1);
     for (size_t first = 0; first < blocks.size(); first += kPerLaunch) {
@@ -221,6 +234,9 @@ class CudaBackend final : public Backend {
   }
   void delta(const kernels::DeltaParams& params) override { kc::launch_delta(params, stream()); }
   void attend_backward(std::span<const kernels::GradBlock> blocks, const kernels::AttendParams& params) override {
+#if DRING_HAVE_CUDNN
+    if (use_cudnn()) blocks = cudnn_->attend_backward(blocks, params, cudnn_rule());
+#endif
     constexpr int64_t kPerLaunch = items_per_launch(sizeof(kernels::GradBlock), 2);
     constexpr int64_t rows = kc::kGradTileRows;
     std::vector<int64_t> kv_prefix;
@@ -267,6 +283,10 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kStagingFloats = int64_t{16} << 20;  // 64 MiB per upload/download chunk
 
   bool allow_mma() const { return options_.allow_mma && mma_capable_; }
+#if DRING_HAVE_CUDNN
+  bool use_cudnn() const { return cudnn_ != nullptr && options_.use_cudnn; }
+  CudnnRuleOptions cudnn_rule() const { return {options_.cudnn_min_rows, options_.cudnn_min_problem_scores}; }
+#endif
 
   void rows(std::span<const RowRun> runs, int64_t d, DType dtype, bool add) {
     constexpr int64_t kPerLaunch = items_per_launch(sizeof(RowRun), 1);
@@ -297,6 +317,9 @@ class CudaBackend final : public Backend {
   bool mma_capable_ = false;
   std::unique_ptr<CudaAllocator> allocator_;
   std::unique_ptr<DescriptorRing> ring_;
+#if DRING_HAVE_CUDNN
+  std::unique_ptr<CudnnAttention> cudnn_;  // after allocator_: its workspace is freed first
+#endif
   cuda::Event idle_;
   CudaBackendOptions options_;
   std::function<void()> watchdog_;

@@ -64,6 +64,7 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     const int64_t at = ix.q_at(b, rows.local, heads.first);
     blk.q = offset(in.forward.q, at, dt);
     blk.dout = offset(in.dout, at, dt);
+    blk.out = offset(in.out, at, dt);
     blk.dq = dq + at;
     blk.q_stride = rows.stride * s.heads * d;
     blk.q_head_step = heads.step * d;

@@ -9,6 +9,7 @@
 #include "dring/runtime/node.hpp"
 #include "dring/runtime/shard.hpp"
 #include "dring/runtime/synthetic.hpp"
+#include "dense_proof_backend.hpp"
 #include "gpu_test_util.hpp"
 #include "test_util.hpp"
 #if DRING_HAVE_CUDA
@@ -36,8 +37,14 @@ double worst(double so_far, double err) { return std::max(so_far, std::isnan(err
 }  // namespace
 
 std::vector<BackendCase> backend_cases(Device device) {
-  if (device == Device::kCpu) return {{Device::kCpu, Link::kMpi}};
+  if (device == Device::kCpu || device == Device::kDense) return {{device, Link::kMpi}};
   std::vector<BackendCase> cases;
+  if (device == Device::kCudnn) {
+#if DRING_HAVE_CUDNN
+    cases.push_back({Device::kCudnn, Link::kMpi});
+#endif
+    return cases;
+  }
 #if DRING_HAVE_CUDA
   cases.push_back({Device::kCuda, Link::kMpi});
 #if DRING_HAVE_NCCL
@@ -48,7 +55,8 @@ std::vector<BackendCase> backend_cases(Device device) {
 }
 
 std::vector<DType> device_dtypes(Device device) {
-  if (device == Device::kCpu) return {DType::kF32, DType::kBF16};
+  if (device == Device::kCpu || device == Device::kDense) return {DType::kF32, DType::kBF16};
+  if (device == Device::kCudnn) return {DType::kF16, DType::kBF16};
   return {DType::kF32, DType::kF16, DType::kBF16};
 }
 
@@ -70,7 +78,12 @@ std::string case_name(const RingCase& c, bool with_seq) {
 }
 
 void PrintTo(const RingCase& c, std::ostream* os) {
-  *os << (c.backend.device == Device::kCpu ? "cpu/" : "cuda/") << (c.backend.link == Link::kNccl ? "nccl " : "mpi ")
+  const Device device = c.backend.device;
+  *os << (device == Device::kCpu     ? "cpu/"
+          : device == Device::kDense ? "dense/"
+          : device == Device::kCudnn ? "cudnn/"
+                                     : "cuda/")
+      << (c.backend.link == Link::kNccl ? "nccl " : "mpi ")
       << dtype_name(c.dtype) << " seq " << c.seq;
 }
 
@@ -95,14 +108,14 @@ bool gpu_available() { return g_gpu; }
 
 std::string unavailable_reason(const BackendCase& c) {
   if (!g_initialised) return "init_ring_harness was not called";
-  if (c.device == Device::kCpu) return "";
+  if (c.device == Device::kCpu || c.device == Device::kDense) return "";
   if (!g_gpu) return "no GPU on some rank";
   if (c.link == Link::kNccl && !g_nccl) return "NCCL needs a GPU of its own for every rank of a node";
   return "";
 }
 
 Tolerance tolerance(const BackendCase& c, DType dtype) {
-  if (c.device == Device::kCpu && dtype == DType::kF32) return {1e-5, 2e-6, false};
+  if ((c.device == Device::kCpu || c.device == Device::kDense) && dtype == DType::kF32) return {1e-5, 2e-6, false};
   const double bound = dtype == DType::kF32 ? 2e-5 : 2 * gpu_test::out_tolerance(dtype);
   return {bound, bound, true};
 }
@@ -111,9 +124,21 @@ namespace {
 
 Runtime make_runtime(const BackendCase& c, MPI_Comm comm, DType dtype, int threads, MemoryTracker& tracker) {
   if (c.device == Device::kCpu) return select_runtime(comm, "cpu", dtype, threads, tracker);
+  if (c.device == Device::kDense) {
+    Runtime rt = select_runtime(comm, "cpu", dtype, threads, tracker);
+    rt.backend = make_dense_proof_backend(std::move(rt.backend));
+    return rt;
+  }
 #if DRING_HAVE_CUDA
   const CudaTransportChoice choice = c.link == Link::kNccl ? CudaTransportChoice::kNccl : CudaTransportChoice::kMpi;
-  return make_cuda_runtime(comm, dtype, tracker, nullptr, choice);
+  Runtime rt = make_cuda_runtime(comm, dtype, tracker, nullptr, choice);
+  if (c.device == Device::kCudnn) {
+    CudaBackendOptions options;
+    options.cudnn_min_rows = 1;
+    options.cudnn_min_problem_scores = 0.0;
+    configure_cuda_backend(*rt.backend, options);
+  }
+  return rt;
 #else
   return select_runtime(comm, "cuda", dtype, threads, tracker);  // throws: no CUDA in this build
 #endif

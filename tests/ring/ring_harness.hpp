@@ -7,7 +7,7 @@
 // configurations on each: against the float64 reference and against the one-rank run on the same
 // data (MPI_COMM_SELF). Whether a case can run here is decided once, collectively, by
 // init_ring_harness (an MPI_Allreduce), so every rank runs or skips the same tests and no rank
-// skips a collective another enters. Instantiations are named Cpu/... and Cuda/...; CTest picks
+// skips a collective another enters. Instantiations are named Cpu/..., Dense/..., Cuda/... and Cudnn/...; CTest picks
 // them with --gtest_filter (tests/CMakeLists.txt, tests/gpu/CMakeLists.txt).
 #pragma once
 
@@ -28,7 +28,10 @@
 
 namespace dring::ring_test {
 
-enum class Device { kCpu, kCuda };
+// kDense: the CPU backend wrapped by the CPU proof of the cuDNN path (dense_proof_backend.hpp).
+// kCudnn: the CUDA backend with every block the rule can map sent to cuDNN (thresholds at their
+// floor; builds with DRING_HAVE_CUDNN, fp16 and bf16).
+enum class Device { kCpu, kCuda, kDense, kCudnn };
 enum class Link { kMpi, kNccl };  // kMpi on CUDA: host staging or CUDA-aware MPI, whichever the run finds
 
 struct BackendCase {

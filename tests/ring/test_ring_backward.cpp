@@ -44,8 +44,14 @@ TEST_P(RingBackward, EqualsOneRankAndReference) {
 
 INSTANTIATE_TEST_SUITE_P(Cpu, RingBackward, testing::ValuesIn(ring_cases(Device::kCpu, {4, 37, 130})),
                          ring_case_name);
+INSTANTIATE_TEST_SUITE_P(Dense, RingBackward, testing::ValuesIn(ring_cases(Device::kDense, {4, 37, 130})),
+                         ring_case_name);
 #if DRING_HAVE_CUDA
 INSTANTIATE_TEST_SUITE_P(Cuda, RingBackward, testing::ValuesIn(ring_cases(Device::kCuda, {4, 37, 130})),
+                         ring_case_name);
+#endif
+#if DRING_HAVE_CUDNN
+INSTANTIATE_TEST_SUITE_P(Cudnn, RingBackward, testing::ValuesIn(ring_cases(Device::kCudnn, {37, 130})),
                          ring_case_name);
 #endif
 

@@ -20,9 +20,9 @@ int world_size() {
   return size;
 }
 
-// Head dims: 8 everywhere; on CUDA also 64, which takes the tensor-core kernel for fp16 / bf16.
+// Head dims: 8 everywhere; on CUDA also 64, which takes the tensor-core kernel (or cuDNN) for fp16 / bf16.
 std::vector<int64_t> forward_head_dims(Device device) {
-  if (device == Device::kCpu) return {8};
+  if (device == Device::kCpu || device == Device::kDense) return {8};
   return {8, 64};
 }
 
@@ -65,8 +65,14 @@ TEST_P(RingForward, EqualsOneRankAndReferenceWithMinimalTraffic) {
 
 INSTANTIATE_TEST_SUITE_P(Cpu, RingForward, testing::ValuesIn(ring_cases(Device::kCpu, {1, 4, 37, 130})),
                          ring_case_name);
+INSTANTIATE_TEST_SUITE_P(Dense, RingForward, testing::ValuesIn(ring_cases(Device::kDense, {1, 4, 37, 130})),
+                         ring_case_name);
 #if DRING_HAVE_CUDA
 INSTANTIATE_TEST_SUITE_P(Cuda, RingForward, testing::ValuesIn(ring_cases(Device::kCuda, {1, 4, 37, 130})),
+                         ring_case_name);
+#endif
+#if DRING_HAVE_CUDNN
+INSTANTIATE_TEST_SUITE_P(Cudnn, RingForward, testing::ValuesIn(ring_cases(Device::kCudnn, {37, 130})),
                          ring_case_name);
 #endif
 

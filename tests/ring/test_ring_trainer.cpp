@@ -68,8 +68,12 @@ TEST_P(RingTrainer, LayoutsDocumentsWindowsEqualOneRankAndReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, RingTrainer, testing::ValuesIn(ring_cases(Device::kCpu, {37})), ring_case_name);
+INSTANTIATE_TEST_SUITE_P(Dense, RingTrainer, testing::ValuesIn(ring_cases(Device::kDense, {37})), ring_case_name);
 #if DRING_HAVE_CUDA
 INSTANTIATE_TEST_SUITE_P(Cuda, RingTrainer, testing::ValuesIn(ring_cases(Device::kCuda, {37})), ring_case_name);
+#endif
+#if DRING_HAVE_CUDNN
+INSTANTIATE_TEST_SUITE_P(Cudnn, RingTrainer, testing::ValuesIn(ring_cases(Device::kCudnn, {37})), ring_case_name);
 #endif
 
 // Per-rank work: with causal attention, zigzag and striped balance what contiguous does not, and

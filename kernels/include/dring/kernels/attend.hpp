@@ -126,6 +126,7 @@ struct RowRun {
 struct GradBlock {
   const void* q = nullptr;
   const void* dout = nullptr;
+  const void* out = nullptr;  // the saved forward output, the layout of q (fused kernels recompute delta from it)
   float* dq = nullptr;   // fp32, the layout of q
   int64_t q_stride = 0;  // q, dout and dq rows
   int64_t q_head_step = 0;

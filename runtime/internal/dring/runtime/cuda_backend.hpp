@@ -43,13 +43,20 @@ std::unique_ptr<Backend> make_cuda_backend(MemoryTracker& tracker, int device, v
 // Options and hooks of a CUDA backend; each throws Error(kInvalidArgument) for another backend.
 struct CudaBackendOptions {
   bool allow_mma = true;  // false: the generic forward kernel for every call (cross-checks, baselines)
+  // fp16/bf16 blocks the rule of kernels/dense_batches.hpp picks run on cuDNN's fused attention
+  // (builds with DRING_HAVE_CUDNN, devices from sm_80); false: dring's kernels only. The
+  // thresholds of the rule: rows per block and visible scores per dense problem (docs/cudnn.md).
+  bool use_cudnn = true;
+  int64_t cudnn_min_rows = 16;
+  double cudnn_min_problem_scores = 65536;
 };
 void configure_cuda_backend(Backend& backend, const CudaBackendOptions& options);
 // Called about every 100 ms while the backend waits for the GPU; may throw (the NCCL watchdog).
 void set_cuda_watchdog(Backend& backend, std::function<void()> watchdog);
 // The backend's compute stream (a cudaStream_t), for callers that add work of their own in order.
 void* cuda_stream_of(Backend& backend);
-// The forward kernel the last attend call used ("simple" or "mma"), for reports.
+// The forward kernel the last attend call used ("simple" or "mma"; "cudnn" when cuDNN's fused
+// attention ran every block, "cudnn+mma" or "cudnn+simple" when both ran), for reports.
 std::string last_attend_path(Backend& backend);
 
 }  // namespace dring
