@@ -13,7 +13,8 @@
 # the pinned nvidia-cudnn-frontend wheel), next to an installed `cudnn` Python module (that wheel
 # puts include/ at the root of site-packages), next to the toolkit, then the system paths. Sets
 # DRING_HAVE_CUDNN (0/1) for cmake/config.h.in and the INTERFACE target dring_cudnn (cuDNN, the
-# frontend headers as SYSTEM includes, and NVRTC, which the frontend calls).
+# frontend headers as SYSTEM includes, and NVRTC, which the frontend calls: the toolkit's, else the
+# nvidia-cuda-nvrtc wheel's libnvrtc.so.<CUDA major>).
 
 set(DRING_CUDNN AUTO CACHE STRING "Use cuDNN's fused attention in the CUDA backend: AUTO, ON or OFF")
 set_property(CACHE DRING_CUDNN PROPERTY STRINGS AUTO ON OFF)
@@ -92,17 +93,43 @@ if(NOT DRING_CUDNN_FRONTEND_INCLUDE_DIR)
   return()
 endif()
 
-# 3. NVRTC: the frontend's header-only engines (its experimental fused kernels) call it.
-if(NOT TARGET CUDA::nvrtc)
-  dring_cudnn_missing("NVRTC (libnvrtc), which the cudnn-frontend calls, was not found in ${CUDAToolkit_LIBRARY_DIR}")
-  return()
+# 3. NVRTC: the frontend's header-only engines (its experimental fused kernels) call it. The
+# toolkit's (CUDA::nvrtc), else the nvidia-cuda-nvrtc wheel's, which has only the versioned name:
+# site-packages/nvidia/cu13/lib/libnvrtc.so.13 for CUDA 13, nvidia/cuda_nvrtc/lib/libnvrtc.so.12
+# for CUDA 12.
+if(TARGET CUDA::nvrtc)
+  set(_dring_nvrtc CUDA::nvrtc)
+else()
+  set(_dring_nvrtc_major ${CUDAToolkit_VERSION_MAJOR})
+  dring_python_dir(_dring_nvrtc_pip "import importlib, os
+for name in ('nvidia.cu${_dring_nvrtc_major}', 'nvidia.cuda_nvrtc'):
+    try:
+        m = importlib.import_module(name)
+    except ImportError:
+        continue
+    d = list(m.__path__)[0]
+    if os.path.exists(os.path.join(d, 'lib', 'libnvrtc.so.${_dring_nvrtc_major}')):
+        print(d)
+        break")
+  find_library(DRING_NVRTC_LIBRARY NAMES nvrtc libnvrtc.so.${_dring_nvrtc_major} HINTS ${CUDAToolkit_LIBRARY_DIR}
+    PATHS ${_dring_nvrtc_pip} PATH_SUFFIXES lib lib64)
+  if(NOT DRING_NVRTC_LIBRARY)
+    dring_cudnn_missing("NVRTC (libnvrtc), which the cudnn-frontend calls, was not found in ${CUDAToolkit_LIBRARY_DIR} "
+                        "or in the nvidia-cuda-nvrtc wheel")
+    return()
+  endif()
+  set(_dring_nvrtc ${DRING_NVRTC_LIBRARY})
 endif()
 
 # The frontend's headers (and the nlohmann json it bundles) are third-party code: SYSTEM, so
 # -DDRING_WERROR=ON does not hold them to dring's warnings.
 add_library(dring_cudnn INTERFACE)
 target_include_directories(dring_cudnn SYSTEM INTERFACE ${DRING_CUDNN_FRONTEND_INCLUDE_DIR} ${DRING_CUDNN_INCLUDE_DIR})
-target_link_libraries(dring_cudnn INTERFACE ${DRING_CUDNN_LIBRARY} CUDA::nvrtc CUDA::cudart)
+target_link_libraries(dring_cudnn INTERFACE ${DRING_CUDNN_LIBRARY} ${_dring_nvrtc} CUDA::cudart)
 set(DRING_HAVE_CUDNN 1)
+set(_dring_nvrtc_file ${_dring_nvrtc})
+if(TARGET CUDA::nvrtc)
+  get_target_property(_dring_nvrtc_file CUDA::nvrtc IMPORTED_LOCATION)
+endif()
 message(STATUS "dring: cuDNN path: cuDNN ${_dring_cudnn_major} (${DRING_CUDNN_LIBRARY}), frontend "
-               "${DRING_CUDNN_FRONTEND_INCLUDE_DIR}")
+               "${DRING_CUDNN_FRONTEND_INCLUDE_DIR}, NVRTC ${_dring_nvrtc_file}")
