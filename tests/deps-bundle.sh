@@ -8,7 +8,9 @@
 # lost every library the bundle brings (by name) and its own MPI: the bundle is unpacked again in
 # there and must carry the run alone. So a library the bundle forgot, or one it leaves to the
 # machine but does not take from itself when the machine lacks it, fails here instead of on the
-# GPU machine.
+# GPU machine. It also checks the cudnn-frontend wheel the bundle carries (env.sh's
+# CUDNN_FRONTEND_WHEEL holds include/cudnn_frontend.h) and that the bundle with the tracked tree
+# stays under the 64 MiB the workplace's device tool carries to the GPU machine.
 # Needs root (unshare -m, mount); prints "SKIP" and exits 77 where that is not allowed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,6 +76,22 @@ clean "mpicc -o '$work/hello' '$work/hello.c' -I'$prefix/usr/include/$arch/openb
   -L'$prefix/usr/lib/$arch/openblas-openmp' -lopenblas" || fail "mpicc of the bundle"
 clean "ldd '$work/hello'" >"$work/ldd.txt"
 grep -q "libmpi.so.*=> $prefix/" "$work/ldd.txt" || fail "hello does not load the bundle's libmpi: $(cat "$work/ldd.txt")"
+
+# The cudnn-frontend headers travel as the pinned wheel; launch/cudnn-frontend.sh unpacks include/.
+cat >"$work/wheel.py" <<'EOF'
+import os, zipfile
+wheel = os.environ.get("CUDNN_FRONTEND_WHEEL", "")
+ok = os.path.isfile(wheel) and "include/cudnn_frontend.h" in zipfile.ZipFile(wheel).namelist()
+print(wheel or "(CUDNN_FRONTEND_WHEEL unset)", "holds include/cudnn_frontend.h" if ok else "is no cudnn-frontend wheel")
+raise SystemExit(0 if ok else 1)
+EOF
+clean "python3 '$work/wheel.py'" || fail "env.sh's CUDNN_FRONTEND_WHEEL: no wheel with include/cudnn_frontend.h (launch/deps-bundle.sh download)"
+# The device tool carries the tracked tree and the named paths, 64 MiB in all: the bundle must fit.
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  bytes=$(( $(du -sb "$debs" | cut -f1) + $(cd "$root" && git ls-files -z | xargs -0 cat 2>/dev/null | wc -c) ))
+  echo "bundle + tracked tree: $((bytes / 1048576)) MiB (the device tool carries 64 MiB)"
+  [ "$bytes" -le $((64 * 1048576)) ] || fail "bundle + tracked tree are $((bytes / 1048576)) MiB, over the 64 MiB the device tool carries"
+fi
 
 # Inside a private mount namespace this machine loses what the bundle brings: its MPI, HDF5,
 # OpenBLAS and PMIx folders (empty tmpfs), every library in /usr/lib/<arch> of a name the bundle
