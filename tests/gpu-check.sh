@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # tests/gpu-check.sh — dring's GPU checks in two shots of at most 5 minutes each (one H100/H200,
 # 16 cores), each writing JSON; made for a lent machine with no network, run through the device
-# tool with `carry: ["deps"]` (the offline bundle, launch/deps-bundle.sh download, ~40 MiB).
+# tool with `carry: ["deps"]` (the offline bundle with the cudnn-frontend wheel,
+# launch/deps-bundle.sh download, 49 MiB).
 #
 #   tests/gpu-check.sh preflight [OUT]  seconds: names everything missing (GPU, nvcc, cmake, ninja,
-#                                       MPI + parallel HDF5, OpenBLAS, CLI11/json/GTest, NCCL, cuDNN,
-#                                       python torch) and exits 1 when the build or tests cannot run
-#   tests/gpu-check.sh test [OUT]       shot 1: preflight; configure (-DDRING_CUDA=ON, this GPU's
-#                                       architecture only) and build only the targets the checks run;
-#                                       ctest -L gpu (kernels vs float64, the ring on 1, 2 and 4 ranks on
-#                                       one GPU through MPI, NCCL on one rank, the NCCL watchdog);
-#                                       `dring run --backend cuda --check` on 1 and 2 ranks.
+#                                       MPI + parallel HDF5, OpenBLAS, CLI11/json/GTest, NCCL, cuDNN and
+#                                       the cudnn-frontend headers, python torch) and exits 1 when the
+#                                       build or tests cannot run (cuDNN missing does not block)
+#   tests/gpu-check.sh test [OUT]       shot 1: preflight; the frontend headers from the carried wheel;
+#                                       configure (-DDRING_CUDA=ON, -DDRING_CUDNN=ON when cuDNN and the
+#                                       frontend are here, this GPU's architecture only) and build only
+#                                       the targets the checks run; ctest -L gpu, 4 at a time (kernels
+#                                       vs float64, the ring on 1, 2 and 4 ranks on one GPU through MPI,
+#                                       NCCL on one rank, the NCCL watchdog, the cuDNN path on 1 and 2
+#                                       ranks); `dring run --backend cuda --check` on 1 and 2 ranks.
 #                                       Writes OUT/shot1.json.
 #   tests/gpu-check.sh bench [OUT]      shot 2: dring_gpu_bench (cuBLAS bf16 GEMM ceiling; dense bf16
 #                                       D=128 S=16384 forward and backward; dilated in effective
@@ -27,14 +31,17 @@
 # group: this machine's own where it has them (MPI together with a parallel HDF5 built for it;
 # OpenBLAS; CLI11 + nlohmann/json + GoogleTest), else that group alone from deps/debs, unpacked
 # once into $DRING_DEPS_PREFIX (default /tmp/dring-deps). NCCL may come from the system or from
-# pip's nvidia-nccl (PyTorch installs; cmake/DringCuda.cmake finds its libnccl.so.2).
-# Environment: DRING_GPU_BUILD (build folder, default build-gpu), DRING_GPU_JOBS (default nproc).
+# pip's nvidia-nccl (PyTorch installs; cmake/DringCuda.cmake finds its libnccl.so.2), cuDNN from
+# pip's nvidia-cudnn-cu* too (cmake/DringCudnn.cmake: libcudnn.so.9; NVRTC from the toolkit or the
+# nvidia-cuda-nvrtc wheel). DRING_GPU_BUILD (build folder, default build-gpu), DRING_GPU_JOBS (default
+# nproc), DRING_GPU_BUILD_BUDGET (seconds, default 200; 120 for shot 2's rebuild), DRING_GPU_CTEST_JOBS
+# (default 4), CUDNN_FRONTEND_WHEEL (default the wheel in deps/debs).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-}
 case "$mode" in
   -h | --help | help | "")
-    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
     [ -n "$mode" ] && exit 0 || exit 2 ;;
   preflight | test | bench) ;;
   *) echo "gpu-check: unknown mode '$mode' (preflight, test, bench or --help)" >&2; exit 2 ;;
@@ -63,16 +70,16 @@ write_json() {
   printf '%s\n' "${steps[@]:-}" >"$logs/.steps"
   printf '%s\n' "${missing[@]:-}" >"$logs/.missing"
   printf '%s\n' "${notes[@]:-}" >"$logs/.notes"
-  LD_LIBRARY_PATH=$orig_ld_library_path python3 - "$logs" "$file" "$mode" "$gpu_name" "$arch" <<'EOF' ||
+  LD_LIBRARY_PATH=$orig_ld_library_path python3 - "$logs" "$file" "$mode" "$gpu_name" "$arch" "${cudnn_mode:-}" <<'EOF' ||
 import json, os, sys
-out, file, mode, gpu, arch = sys.argv[1:6]
+out, file, mode, gpu, arch, cudnn = sys.argv[1:7]
 def lines(name):
     return [l for l in open(os.path.join(out, name)).read().splitlines() if l.strip()]
 steps = []
 for l in lines(".steps"):
     name, status, secs, detail = (l.split("|", 3) + [""])[:4]
     steps.append({"step": name, "status": status, "seconds": int(secs), "detail": detail})
-doc = {"mode": mode, "gpu": gpu, "arch": arch, "steps": steps, "missing": lines(".missing"),
+doc = {"mode": mode, "gpu": gpu, "arch": arch, "dring_cudnn": cudnn, "steps": steps, "missing": lines(".missing"),
        "notes": lines(".notes"), "ok": all(s["status"] in ("ok", "skipped") for s in steps) and not lines(".missing")}
 for key in ("results", "gpu_bench", "sdpa", "run_np1", "run_np2"):
     p = os.path.join(out, key + ".json")
@@ -158,9 +165,45 @@ preflight() {
     ! python_has "import nvidia.nccl"; then
     missing+=("NCCL (nccl.h + libnccl): not in the system, \$NCCL_HOME or python's nvidia.nccl")
   fi
-  # cuDNN: only the cuDNN attention path needs it (built when found); not blocking here.
-  if ! header cudnn.h && [ ! -e /usr/local/cuda/include/cudnn.h ] && ! python_has "import nvidia.cudnn"; then
-    notes+=("cuDNN not found: dring's cuDNN path is not built; SDPA's cuDNN backend may be missing too")
+  # The cuDNN path (issue 13): cuDNN 9 ($CUDNN_PATH, pip's nvidia-cudnn-cu* as on the lent H200,
+  # the toolkit, the system) and the cudnn-frontend headers ($CUDNN_FRONTEND_PATH, installed, or the
+  # pinned wheel: $CUDNN_FRONTEND_WHEEL or the one `launch/deps-bundle.sh download` put in deps/debs,
+  # unpacked by launch/cudnn-frontend.sh before configure). Both here: -DDRING_CUDNN=ON, so that a
+  # piece cmake cannot use shows in configure (which then runs again with AUTO, saying why). Either
+  # missing: named here, AUTO, and shot 1 reports the path as not built; the rest still runs.
+  cudnn_mode=AUTO frontend=""
+  local cudnn_h="" pip_dirs pip_cudnn pip_frontend d cudnn_missing=()
+  pip_dirs=$(LD_LIBRARY_PATH=$orig_ld_library_path timeout 60 python3 -c "
+import importlib.util as u, os
+def where(name, up):
+    try:
+        s = u.find_spec(name)
+    except (ImportError, ValueError):
+        s = None
+    if s is None: return '-'
+    d = list(s.submodule_search_locations or [])[:1] or [os.path.dirname(s.origin)]
+    return os.path.normpath(os.path.join(d[0], *(['..'] * up)))
+print(where('nvidia.cudnn', 0), where('cudnn', 1))" 2>/dev/null)
+  read -r pip_cudnn pip_frontend <<<"${pip_dirs:-- -}"
+  for d in "${CUDNN_PATH:-/nonexistent}/include" "$pip_cudnn/include" /usr/local/cuda/include /usr/include \
+    /usr/include/x86_64-linux-gnu; do
+    [ -f "$d/cudnn.h" ] && { cudnn_h=$d/cudnn.h; break; }
+  done
+  for d in "${CUDNN_FRONTEND_PATH:-/nonexistent}" "${CUDNN_FRONTEND_PATH:-/nonexistent}/include" \
+    "$build/_deps/cudnn-frontend/include" "$pip_frontend/include" /usr/local/cuda/include /usr/include; do
+    [ -f "$d/cudnn_frontend.h" ] && { frontend=$d; break; }
+  done
+  if [ -z "$frontend" ]; then
+    frontend=${CUDNN_FRONTEND_WHEEL:-$(ls -1 "$root"/deps/debs/nvidia_cudnn_frontend-*.whl 2>/dev/null | sort -V | tail -n 1)}
+    [ -f "$frontend" ] || frontend=""
+  fi
+  [ -n "$cudnn_h" ] || cudnn_missing+=("cuDNN 9 (cudnn.h: not in \$CUDNN_PATH, python's nvidia.cudnn, /usr/local/cuda or /usr/include)")
+  [ -n "$frontend" ] || cudnn_missing+=("the cudnn-frontend headers (not installed, no \$CUDNN_FRONTEND_PATH, \$CUDNN_FRONTEND_WHEEL or deps/debs/nvidia_cudnn_frontend-*.whl: run launch/deps-bundle.sh download where there is a network)")
+  if [ ${#cudnn_missing[@]} -eq 0 ]; then
+    cudnn_mode=ON
+    echo "cuDNN path: $cudnn_h; frontend: $frontend; configure with -DDRING_CUDNN=ON"
+  else
+    notes+=("MISSING (not blocking, the cuDNN path is not built, DRING_CUDNN=AUTO): ${cudnn_missing[*]}")
   fi
   if ! python_has "import torch; assert torch.cuda.is_available()"; then
     if [ "$mode" = bench ]; then missing+=("python torch with CUDA (the SDPA comparison)"); else notes+=("no torch with CUDA: shot 2 cannot compare with SDPA"); fi
@@ -171,7 +214,7 @@ preflight() {
     step preflight failed $(($(date +%s) - t)) "${missing[*]}"
     return 1
   fi
-  echo "cores: $(nproc); $(nvcc --version | tail -1); $(cmake --version | head -1); ninja $(ninja --version)"
+  echo "cores: $(nproc); $(command -v nvcc): $(nvcc --version | tail -1); $(cmake --version | head -1); ninja $(ninja --version)"
   step preflight ok $(($(date +%s) - t))
 }
 
@@ -196,24 +239,60 @@ use_bundle() {
   step bundle ok $(($(date +%s) - t)) "mpi=$use_mpi blas=$use_blas dev=$use_dev"
 }
 
+# The frontend's headers into $build/_deps/cudnn-frontend (launch/cudnn-frontend.sh, with no network
+# from the carried wheel) when preflight found a wheel rather than installed headers.
+frontend_headers() {
+  [ "$cudnn_mode" = ON ] && [ "${frontend%.whl}" != "$frontend" ] || return 0
+  local t
+  t=$(date +%s)
+  say "cudnn-frontend headers from $(basename "$frontend")"
+  CUDNN_FRONTEND_WHEEL=$frontend LD_LIBRARY_PATH=$orig_ld_library_path "$root/launch/cudnn-frontend.sh" "$build" \
+    >"$logs/cudnn-frontend.log" 2>&1
+  if [ -f "$build/_deps/cudnn-frontend/include/cudnn_frontend.h" ]; then
+    step cudnn_frontend ok $(($(date +%s) - t)) "$(basename "$frontend")"
+  else
+    cat "$logs/cudnn-frontend.log"
+    step cudnn_frontend failed $(($(date +%s) - t)) "launch/cudnn-frontend.sh left no headers: see cudnn-frontend.log"
+    cudnn_mode=AUTO
+  fi
+}
+
+# configure LOG CUDNN-MODE
+configure() {
+  local launcher=()
+  have ccache && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  say "configure ($build, sm_$arch, DRING_CUDNN=$2)"
+  # shellcheck disable=SC2086
+  timeout 90 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDRING_CUDA=ON -DDRING_NCCL=ON \
+    -DDRING_CUDNN="$2" -DCMAKE_CUDA_ARCHITECTURES="$arch" "${launcher[@]}" ${DRING_DEPS_CMAKE_ARGS:-} >"$logs/$1" 2>&1
+}
+
 # configure + build TARGETS... (this GPU's architecture only; ccache when the machine has it)
 build_targets() {
-  local t launcher=()
+  local t log=configure.log
+  frontend_headers
   t=$(date +%s)
-  have ccache && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
-  say "configure ($build, sm_$arch)"
-  # shellcheck disable=SC2086
-  if ! timeout 90 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDRING_CUDA=ON -DDRING_NCCL=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$arch" "${launcher[@]}" ${DRING_DEPS_CMAKE_ARGS:-} >"$logs/configure.log" 2>&1; then
+  if ! configure configure.log "$cudnn_mode"; then
     tail -30 "$logs/configure.log"
-    step configure failed $(($(date +%s) - t)) "see configure.log"
-    return 1
+    if [ "$cudnn_mode" != ON ]; then
+      step configure failed $(($(date +%s) - t)) "see configure.log"
+      return 1
+    fi
+    # cuDNN was here but cmake could not use it (configure.log says what): the rest still runs.
+    step configure_cudnn failed $(($(date +%s) - t)) "-DDRING_CUDNN=ON failed, see configure.log; configured again with AUTO"
+    cudnn_mode=AUTO log=configure-auto.log
+    t=$(date +%s)
+    if ! configure configure-auto.log AUTO; then
+      tail -30 "$logs/configure-auto.log"
+      step configure failed $(($(date +%s) - t)) "see configure-auto.log"
+      return 1
+    fi
   fi
-  grep "dring:" "$logs/configure.log"
-  step configure ok $(($(date +%s) - t))
+  grep "dring:" "$logs/$log"
+  step configure ok $(($(date +%s) - t)) "DRING_CUDNN=$cudnn_mode"
   t=$(date +%s)
   say "build: $*"
-  if ! timeout "${build_budget:-200}" cmake --build "$build" -j "$jobs" --target "$@" >"$logs/build.log" 2>&1; then
+  if ! timeout "${DRING_GPU_BUILD_BUDGET:-${build_budget:-200}}" cmake --build "$build" -j "$jobs" --target "$@" >"$logs/build.log" 2>&1; then
     tail -40 "$logs/build.log"
     step build failed $(($(date +%s) - t)) "see build.log"
     return 1
@@ -248,10 +327,21 @@ if [ "$mode" = test ]; then
   use_bundle || finish shot1
   build_budget=200
   build_targets dring_gpu_kernel_tests dring_ring_tests dring dring_gpu_bench || finish shot1
-  # The gpu entries only (the CPU suite runs in CI); ranks share the one GPU, so the ring runs
-  # through the MPI transport (NCCL refuses two ranks on one GPU) and NCCL is tested on one rank.
-  run_step ctest_gpu $((280 - ($(date +%s) - t0))) ctest --test-dir "$build" -L gpu --output-on-failure \
-    --output-junit "$logs/ctest-gpu.xml"
+  # Issue 13 needs the cuDNN path verified: a shot 1 that could not build it says so (and fails).
+  if [ "$cudnn_mode" = ON ]; then
+    step cudnn_path ok 0 "$(grep -h "dring: cuDNN path:" "$logs"/configure*.log | tail -n 1 | sed 's/^-- //')"
+  else
+    step cudnn_path failed 0 "not built: gpu_cudnn_np1/np2 do not exist in this build (see preflight and configure.log)"
+  fi
+  # The gpu entries only (the CPU suite, dense_proof included, runs in CI): kernels, the ring on 1,
+  # 2 and 4 ranks, NCCL on one rank, the NCCL watchdog, and with cuDNN gpu_cudnn_np1/np2 (the CPU
+  # proof's shapes on cuDNN). Ranks share the one GPU, so the ring runs through the MPI transport
+  # (NCCL refuses two ranks on one GPU). These are correctness tests of small shapes, bound by
+  # launches, cuDNN's graph builds and the float64 reference on the CPU rather than by the GPU, so
+  # they run DRING_GPU_CTEST_JOBS (default 4) at a time on the 16 cores; the log keeps what finished
+  # if the shot's limit cuts them.
+  run_step ctest_gpu $((265 - ($(date +%s) - t0))) ctest --test-dir "$build" -L gpu -j "${DRING_GPU_CTEST_JOBS:-4}" \
+    --output-on-failure --output-junit "$logs/ctest-gpu.xml"
   grep -q "(Skipped)" "$logs/ctest_gpu.log" && step ctest_gpu_skips failed 0 "GPU tests skipped on a GPU machine"
   left=$((290 - ($(date +%s) - t0)))
   if [ $left -gt 20 ]; then
