@@ -316,6 +316,24 @@ nlohmann::json sgemm_json(const Sgemm& s) {
           {"best_gflops", s.best_gflops}, {"max_err", s.max_err}};
 }
 
+dring::kernels::AttendParams with_head_dim(dring::kernels::AttendParams p, int64_t d) {
+  p.head_dim = d;
+  return p;
+}
+
+// Which fp32 tile kernel runs at head_dim d: the fused one (named by the widest ISA the request
+// and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
+std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d) {
+  using K = dring::kernels::CpuF32Kernel;
+  const auto p = with_head_dim(tiles, d);
+  if (p.dtype != dring::DType::kF32 || !dring::kernels::cpu::fused_f32_runs(p)) return "sgemm";
+  if (p.cpu_f32_kernel == K::kAvx2) return "fused avx2";
+  if (p.cpu_f32_kernel == K::kAvx512) return "fused avx512";
+  auto forced = p;
+  forced.cpu_f32_kernel = K::kAvx512;
+  return dring::kernels::cpu::fused_f32_runs(forced) ? "fused avx512" : "fused avx2";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,7 +361,15 @@ int main(int argc, char** argv) {
   bool bf16_widen = false;
   app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_flag("--bf16-widen", bf16_widen, "bf16: force the portable path (tiles widened to fp32, sgemm)");
+  std::string f32_kernel = "auto";
+  app.add_option("--f32-kernel", f32_kernel,
+                 "fp32 tile kernel: auto (fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512")
+      ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512"}));
   CLI11_PARSE(app, argc, argv);
+  tiles.cpu_f32_kernel = f32_kernel == "sgemm"    ? dring::kernels::CpuF32Kernel::kSgemm
+                         : f32_kernel == "avx2"   ? dring::kernels::CpuF32Kernel::kAvx2
+                         : f32_kernel == "avx512" ? dring::kernels::CpuF32Kernel::kAvx512
+                                                  : dring::kernels::CpuF32Kernel::kAuto;
   tiles.dtype = dring::parse_dtype(dtype);
   tiles.bf16_matmul = !bf16_widen;
   const double tolerance = tiles.dtype == dring::DType::kBF16 ? kBf16Tolerance : kTolerance;
@@ -399,6 +425,8 @@ int main(int argc, char** argv) {
     std::printf("# time_ms: median of %d after 1 warm-up; sgemm = threads x 1-thread ceiling; "
                 "max_err: %d sampled rows vs float64, / max|v|, tolerance %.0e\n",
                 reps, kSamples, tolerance);
+    std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n", f32_kernel_ran(tiles, 64).c_str(),
+                f32_kernel_ran(tiles, 128).c_str(), f32_kernel.c_str());
     std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
                 tiles.dtype != dring::DType::kBF16 ? ""
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
@@ -422,6 +450,8 @@ int main(int argc, char** argv) {
     report["dtype"] = dtype;
     report["bf16_matmul"] = tiles.dtype == dring::DType::kBF16 && tiles.bf16_matmul &&
                             dring::kernels::cpu::bf16_matmul_available();
+    report["f32_kernel"] = f32_kernel;
+    report["f32_kernel_d64"] = f32_kernel_ran(tiles, 64);
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;

@@ -21,6 +21,10 @@ namespace dring::kernels::cpu {
 // oneDNN's effective ISA; kernels/cpu/bf16_matmul.hpp): then params.bf16_matmul picks that path.
 bool bf16_matmul_available();
 
+// True when params' fp32 forward tiles run on the fused micro-kernel (AVX-512 or AVX2+FMA, by
+// params.cpu_f32_kernel, the CPU and head_dim; kernels/cpu/attend_fused.hpp), false when on sgemm.
+bool fused_f32_runs(const AttendParams& params);
+
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);
 

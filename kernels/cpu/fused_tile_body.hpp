@@ -1,0 +1,241 @@
+// fused_tile_body.hpp — the body of the fused fp32 forward tile (attend_fused.hpp says what it
+// computes), written once over an ISA's primitives: attend_fused.cpp includes it once per ISA,
+// inside that ISA's namespace and `#pragma GCC target` region, after defining V (a vector of kW
+// floats), load, store, bcast, zero, add, sub, mul, fma, vmax, round_even, pow2i, outside,
+// zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV (P V) and kGroup (the
+// softmax's vectors per pass). No include guard: it is meant to be included more than once.
+//
+// K and V tiles are packed densely per key tile (pack_rows says why).
+//
+// Register use, per ISA: scores kKB * kNV accumulators, kNV loads of qt and a broadcast of k per
+// step of e; P V kRB * kCV accumulators, kCV loads of v and a broadcast of P^T per key.
+
+// 2^t for t <= 0 (exactly 0 at and below -127, so -inf gives 0), as exp2_nonpositive in
+// vector_math.cpp: 2^rint(t) from the exponent field, 2^f by the same degree-6 polynomial.
+inline V exp2_nonpositive(V t) {
+  t = vmax(t, bcast(-127.0f));
+  const V n = round_even(t);
+  const V f = sub(t, n);
+  V p = bcast(1.546973199e-4f);
+  p = fma(p, f, bcast(1.340043217e-3f));
+  p = fma(p, f, bcast(9.618025603e-3f));
+  p = fma(p, f, bcast(5.550327214e-2f));
+  p = fma(p, f, bcast(2.402265121e-1f));
+  p = fma(p, f, bcast(6.931472067e-1f));
+  p = fma(p, f, bcast(1.0f));
+  return mul(p, pow2i(n));
+}
+
+// st[r][:] = sum_e k[r][e] qt[e][:] for KB keys (rows d apart) and NV query vectors.
+template <int KB, int NV>
+void score_block(const FusedTile& t, const float* qt, const float* k, float* st) {
+  V acc[KB][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < KB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) acc[r][u] = zero();
+  }
+  for (int64_t e = 0; e < t.d; ++e) {
+    V qv[NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) qv[u] = load(qt + e * t.ld + u * kW);
+#pragma GCC unroll 8
+    for (int r = 0; r < KB; ++r) {
+      const V kb = bcast(k[r * t.d + e]);
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[r][u] = fma(kb, qv[u], acc[r][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < KB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) store(st + r * t.ld + u * kW, acc[r][u]);
+  }
+}
+
+// score_block<KB, nv> for a run-time nv <= NV.
+template <int KB, int NV>
+void score_block_upto(int nv, const FusedTile& t, const float* qt, const float* k, float* st) {
+  if constexpr (NV > 0) {
+    if (nv == NV) return score_block<KB, NV>(t, qt, k, st);
+    score_block_upto<KB, NV - 1>(nv, t, qt, k, st);
+  }
+}
+
+// score_block_upto<kb, kNV> for a run-time kb <= KB.
+template <int KB>
+void score_keys_upto(int kb, int nv, const FusedTile& t, const float* qt, const float* k, float* st) {
+  if constexpr (KB > 0) {
+    if (kb == KB) return score_block_upto<KB, kNV>(nv, t, qt, k, st);
+    score_keys_upto<KB - 1>(kb, nv, t, qt, k, st);
+  }
+}
+
+// The transposed score tile of nk keys from k (packed, rows d apart).
+void scores(const FusedTile& t, const float* k, int64_t nk) {
+  const int64_t vectors = t.nq_pad / kW;
+  for (int64_t u0 = 0; u0 < vectors; u0 += kNV) {
+    const int nv = static_cast<int>(vectors - u0 < kNV ? vectors - u0 : kNV);
+    const float* qt = t.qt + u0 * kW;
+    float* st = t.st + u0 * kW;
+    int64_t j = 0;
+    for (; j + kKB <= nk; j += kKB) score_block_upto<kKB, kNV>(nv, t, qt, k + j * t.d, st + j * t.ld);
+    if (j < nk) score_keys_upto<kKB>(static_cast<int>(nk - j), nv, t, qt, k + j * t.d, st + j * t.ld);
+  }
+}
+
+// n rows of d floats, stride apart, to dst densely. Rows a power of two of bytes apart (the
+// [S, H, D] layout) fall in a few L1 sets and evict each other; packed, a tile stays in L1.
+// The rows are prefetched a phase ahead (softmax passes, prefetch_row): the hardware
+// prefetchers do not follow rows that leave a 4 KiB page every few rows, and the copy would
+// otherwise wait on each row.
+void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t e = 0; e < d; e += kW) store(dst + j * d + e, load(src + j * stride + e));
+  }
+}
+
+// Row j of n rows `stride` apart from `rows`, d floats each, towards the cache.
+inline void prefetch_row(const float* rows, int64_t stride, int64_t n, int64_t d, int64_t j) {
+  if (j >= n) return;
+  for (int64_t e = 0; e < d; e += 64 / sizeof(float)) __builtin_prefetch(rows + j * stride + e);
+}
+
+// -inf where key j0 + j is outside query i's [lo, hi).
+void mask_scores(const FusedTile& t, int64_t j0, int64_t nk) {
+  for (int64_t j = 0; j < nk; ++j) {
+    float* row = t.st + j * t.ld;
+    const auto key = static_cast<int32_t>(j0 + j);
+    for (int64_t i = 0; i < t.nq_pad; i += kW) store(row + i, outside(load(row + i), key, t.lo + i, t.hi + i));
+  }
+}
+
+// The online-softmax update of NG query vectors from column u0 on: m, l and c updated, st
+// turned into P^T. A column that sees no key keeps m = -inf and gets c = 0, l = 0.
+// The first call of a tile also prefetches, a row per score row: v_rows (this tile's v rows) in
+// the max pass, k_next (the next tile's n_next k rows) in the exp pass.
+template <int NG>
+void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk, const float* v_rows, const float* k_next,
+                     int64_t n_next) {
+  const bool prefetch = u0 == 0;
+  V mx[NG], mu[NG], sum[NG];
+  const int64_t col = u0 * kW;
+#pragma GCC unroll 8
+  for (int g = 0; g < NG; ++g) mx[g] = load(t.m + col + g * kW);
+  for (int64_t j = 0; j < nk; ++j) {
+    if (prefetch) prefetch_row(v_rows, t.kv_stride, nk, t.d, j);
+    const float* row = t.st + j * t.ld + col;
+#pragma GCC unroll 8
+    for (int g = 0; g < NG; ++g) mx[g] = vmax(mx[g], load(row + g * kW));
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < NG; ++g) {
+    mu[g] = zero_if_neg_inf(mx[g]);  // never -inf - -inf
+    sum[g] = zero();
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    if (prefetch) prefetch_row(k_next, t.kv_stride, n_next, t.d, j);
+    float* row = t.st + j * t.ld + col;
+#pragma GCC unroll 8
+    for (int g = 0; g < NG; ++g) {
+      const V p = exp2_nonpositive(sub(load(row + g * kW), mu[g]));
+      store(row + g * kW, p);
+      sum[g] = add(sum[g], p);
+    }
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < NG; ++g) {
+    const V c = exp2_nonpositive(sub(load(t.m + col + g * kW), mu[g]));
+    store(t.c + col + g * kW, c);
+    store(t.l + col + g * kW, fma(load(t.l + col + g * kW), c, sum[g]));
+    store(t.m + col + g * kW, mx[g]);
+  }
+}
+
+void softmax(const FusedTile& t, int64_t nk, const float* v_rows, const float* k_next, int64_t n_next) {
+  const int64_t vectors = t.nq_pad / kW;
+  int64_t u = 0;
+  for (; u + kGroup <= vectors; u += kGroup) softmax_columns<kGroup>(t, u, nk, v_rows, k_next, n_next);
+  for (; u < vectors; ++u) softmax_columns<1>(t, u, nk, v_rows, k_next, n_next);
+}
+
+// acc[i + r][col, col + CV*kW) = c[i + r] * acc + sum_j P^T[j][i + r] v[j][...] for RB rows.
+template <int RB, int CV>
+void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
+  V acc[RB][CV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+    const V c = bcast(t.c[i + r]);
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(t.acc + (i + r) * t.d + col + u * kW), c);
+  }
+  const float* p = t.st + i;
+  for (int64_t j = 0; j < nk; ++j) {
+    V vv[CV];
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) vv[u] = load(v + j * t.d + col + u * kW);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const V pb = bcast(p[j * t.ld + r]);
+#pragma GCC unroll 8
+      for (int u = 0; u < CV; ++u) acc[r][u] = fma(pb, vv[u], acc[r][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) store(t.acc + (i + r) * t.d + col + u * kW, acc[r][u]);
+  }
+}
+
+template <int RB, int CV>
+void pv_block_upto(int cv, const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
+  if constexpr (CV > 0) {
+    if (cv == CV) return pv_block<RB, CV>(t, v, nk, i, col);
+    pv_block_upto<RB, CV - 1>(cv, t, v, nk, i, col);
+  }
+}
+
+template <int RB>
+void pv_rows_upto(int rb, int cv, const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
+  if constexpr (RB > 0) {
+    if (rb == RB) return pv_block_upto<RB, kCV>(cv, t, v, nk, i, col);
+    pv_rows_upto<RB - 1>(rb, cv, t, v, nk, i, col);
+  }
+}
+
+// acc = c * acc + P V over the tile's nk keys from v (packed, rows d apart).
+void pv(const FusedTile& t, const float* v, int64_t nk) {
+  const int64_t vectors = t.d / kW;
+  for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
+    const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
+    int64_t i = 0;
+    for (; i + kRB <= t.nq; i += kRB) pv_block_upto<kRB, kCV>(cv, t, v, nk, i, u0 * kW);
+    if (i < t.nq) pv_rows_upto<kRB>(static_cast<int>(t.nq - i), cv, t, v, nk, i, u0 * kW);
+  }
+}
+
+void key_tiles(const FusedTile& t) {
+  // Row by row: a q row is read once, whole (its column would touch every row's lines per e).
+  for (int64_t i = 0; i < t.nq_pad; ++i) {
+    const float* q = t.q + i * t.q_stride;
+    for (int64_t e = 0; e < t.d; ++e) t.qt[e * t.ld + i] = i < t.nq ? t.alpha * q[e] : 0.0f;
+  }
+  for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
+    const int64_t nk = t.n_keys - j0 < t.k_tile ? t.n_keys - j0 : t.k_tile;
+    bool full = true, any = false;
+    for (int64_t i = 0; i < t.nq; ++i) {
+      const int64_t lo = t.lo[i], hi = t.hi[i];
+      full = full && lo <= j0 && hi >= j0 + nk;
+      any = any || ((lo > j0 ? lo : j0) < (hi < j0 + nk ? hi : j0 + nk));
+    }
+    if (!any) continue;  // no row sees a key of this tile
+    const int64_t j_next = j0 + nk, n_next = t.n_keys - j_next < t.k_tile ? t.n_keys - j_next : t.k_tile;
+    pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
+    scores(t, t.kp, nk);
+    if (!full) mask_scores(t, j0, nk);
+    softmax(t, nk, t.v + j0 * t.kv_stride, t.k + j_next * t.kv_stride, n_next);
+    pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
+    pv(t, t.vp, nk);
+  }
+}
