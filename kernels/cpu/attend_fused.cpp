@@ -46,7 +46,7 @@ using V = __m512;
 constexpr int kW = 16;
 constexpr int kKB = 6, kNV = 4;  // scores: 24 accumulators of 32
 constexpr int kRB = 6, kCV = 4;  // P V: 24 accumulators
-constexpr int kGroup = 8;        // softmax: 24 live vectors
+constexpr int kGroup = 4;        // softmax: 8 live vectors, the exp polynomial's constants, temporaries
 
 inline V load(const float* p) { return _mm512_loadu_ps(p); }
 inline void store(float* p, V x) { _mm512_storeu_ps(p, x); }
@@ -58,11 +58,11 @@ inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 inline V round_even(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-// 2^n for integer-valued n in [-127, 0] (0 at -127: a zero exponent field).
-inline V pow2i(V n) {
-  const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-}
+// p * 2^n for integer-valued n in [kExp2Floor, 0] and p in [0.7, 1.42]: vscalefps, one rounding.
+// At the floor, p * 2^-151 < 2^-150 rounds to exactly 0 (what masked, -inf, scores must give);
+// between it and -126 the result is a denormal rather than the 0 of the AVX2 path.
+constexpr float kExp2Floor = -151.0f;
+inline V times_pow2(V p, V n) { return _mm512_scalef_ps(p, n); }
 // s, with -inf in the lanes whose [lo, hi) does not hold key.
 inline V outside(V s, int32_t key, const int32_t* lo, const int32_t* hi) {
   const __mmask16 before = _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(lo), _mm512_set1_epi32(key));
@@ -102,9 +102,11 @@ inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 inline V round_even(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-inline V pow2i(V n) {
+// p * 2^n for integer-valued n in [kExp2Floor, 0] (0 at the floor: a zero exponent field).
+constexpr float kExp2Floor = -127.0f;
+inline V times_pow2(V p, V n) {
   const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
 }
 inline V outside(V s, int32_t key, const int32_t* lo, const int32_t* hi) {
   const __m256i lo_v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo));

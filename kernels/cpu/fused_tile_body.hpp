@@ -1,7 +1,7 @@
 // fused_tile_body.hpp — the body of the fused fp32 forward tile (attend_fused.hpp says what it
 // computes), written once over an ISA's primitives: attend_fused.cpp includes it once per ISA,
 // inside that ISA's namespace and `#pragma GCC target` region, after defining V (a vector of kW
-// floats), load, store, bcast, zero, add, sub, mul, fma, vmax, round_even, pow2i, outside,
+// floats), kExp2Floor, load, store, bcast, zero, add, sub, mul, fma, vmax, round_even, times_pow2, outside,
 // zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV (P V) and kGroup (the
 // softmax's vectors per pass). No include guard: it is meant to be included more than once.
 //
@@ -10,10 +10,10 @@
 // Register use, per ISA: scores kKB * kNV accumulators, kNV loads of qt and a broadcast of k per
 // step of e; P V kRB * kCV accumulators, kCV loads of v and a broadcast of P^T per key.
 
-// 2^t for t <= 0 (exactly 0 at and below -127, so -inf gives 0), as exp2_nonpositive in
-// vector_math.cpp: 2^rint(t) from the exponent field, 2^f by the same degree-6 polynomial.
+// 2^t for t <= 0 (exactly 0 at and below kExp2Floor, so -inf gives 0), as exp2_nonpositive in
+// vector_math.cpp: 2^f by the same degree-6 polynomial, scaled by 2^rint(t).
 inline V exp2_nonpositive(V t) {
-  t = vmax(t, bcast(-127.0f));
+  t = vmax(t, bcast(kExp2Floor));
   const V n = round_even(t);
   const V f = sub(t, n);
   V p = bcast(1.546973199e-4f);
@@ -23,7 +23,7 @@ inline V exp2_nonpositive(V t) {
   p = fma(p, f, bcast(2.402265121e-1f));
   p = fma(p, f, bcast(6.931472067e-1f));
   p = fma(p, f, bcast(1.0f));
-  return mul(p, pow2i(n));
+  return times_pow2(p, n);
 }
 
 // st[r][:] = sum_e k[r][e] qt[e][:] for KB keys (rows d apart) and NV query vectors.
