@@ -26,6 +26,21 @@ inline V exp2_nonpositive(V t) {
   return times_pow2(p, n);
 }
 
+// n rows of d floats, stride apart, to dst densely. Rows a power of two of bytes apart (the
+// [S, H, D] layout) fall in a few L1 sets and evict each other; packed, a tile stays in L1.
+// The rows are prefetched a tile ahead (scores, prefetch_row): the hardware prefetchers do not
+// follow rows that leave a 4 KiB page every few rows, and the copy would otherwise wait on each.
+void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t e = 0; e < d; e += kW) store(dst + j * d + e, load(src + j * stride + e));
+  }
+}
+
+// Row j of rows `stride` apart from `rows`, d floats, into L2.
+inline void prefetch_row(const float* rows, int64_t stride, int64_t d, int64_t j) {
+  for (int64_t e = 0; e < d; e += 64 / sizeof(float)) __builtin_prefetch(rows + j * stride + e, 0, 2);
+}
+
 // st[r][:] = sum_e k[r][e] qt[e][:] for KB keys (rows d apart) and NV query vectors.
 template <int KB, int NV>
 void score_block(const FusedTile& t, const float* qt, const float* k, float* st) {
@@ -71,34 +86,30 @@ void score_keys_upto(int kb, int nv, const FusedTile& t, const float* qt, const 
   }
 }
 
-// The transposed score tile of nk keys from k (packed, rows d apart).
-void scores(const FusedTile& t, const float* k, int64_t nk) {
+// The transposed score tile of nk keys from k (packed, rows d apart). Meanwhile the next key
+// tile's k and v rows (n_next rows from next_k, next_v) are prefetched into L2, spread over the
+// first pass, a key block's worth of rows per block: a tile of compute ahead of their packing.
+void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k, const float* next_v,
+            int64_t n_next) {
   const int64_t vectors = t.nq_pad / kW;
   for (int64_t u0 = 0; u0 < vectors; u0 += kNV) {
     const int nv = static_cast<int>(vectors - u0 < kNV ? vectors - u0 : kNV);
     const float* qt = t.qt + u0 * kW;
     float* st = t.st + u0 * kW;
-    int64_t j = 0;
-    for (; j + kKB <= nk; j += kKB) score_block_upto<kKB, kNV>(nv, t, qt, k + j * t.d, st + j * t.ld);
-    if (j < nk) score_keys_upto<kKB>(static_cast<int>(nk - j), nv, t, qt, k + j * t.d, st + j * t.ld);
+    for (int64_t j = 0; j < nk; j += kKB) {
+      if (u0 == 0) {
+        for (int64_t r = j; r < j + kKB && r < n_next; ++r) {
+          prefetch_row(next_k, t.kv_stride, t.d, r);
+          prefetch_row(next_v, t.kv_stride, t.d, r);
+        }
+      }
+      if (j + kKB <= nk) {
+        score_block_upto<kKB, kNV>(nv, t, qt, k + j * t.d, st + j * t.ld);
+      } else {
+        score_keys_upto<kKB>(static_cast<int>(nk - j), nv, t, qt, k + j * t.d, st + j * t.ld);
+      }
+    }
   }
-}
-
-// n rows of d floats, stride apart, to dst densely. Rows a power of two of bytes apart (the
-// [S, H, D] layout) fall in a few L1 sets and evict each other; packed, a tile stays in L1.
-// The rows are prefetched a phase ahead (softmax passes, prefetch_row): the hardware
-// prefetchers do not follow rows that leave a 4 KiB page every few rows, and the copy would
-// otherwise wait on each row.
-void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst) {
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t e = 0; e < d; e += kW) store(dst + j * d + e, load(src + j * stride + e));
-  }
-}
-
-// Row j of n rows `stride` apart from `rows`, d floats each, towards the cache.
-inline void prefetch_row(const float* rows, int64_t stride, int64_t n, int64_t d, int64_t j) {
-  if (j >= n) return;
-  for (int64_t e = 0; e < d; e += 64 / sizeof(float)) __builtin_prefetch(rows + j * stride + e);
 }
 
 // -inf where key j0 + j is outside query i's [lo, hi).
@@ -112,18 +123,13 @@ void mask_scores(const FusedTile& t, int64_t j0, int64_t nk) {
 
 // The online-softmax update of NG query vectors from column u0 on: m, l and c updated, st
 // turned into P^T. A column that sees no key keeps m = -inf and gets c = 0, l = 0.
-// The first call of a tile also prefetches, a row per score row: v_rows (this tile's v rows) in
-// the max pass, k_next (the next tile's n_next k rows) in the exp pass.
 template <int NG>
-void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk, const float* v_rows, const float* k_next,
-                     int64_t n_next) {
-  const bool prefetch = u0 == 0;
+void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk) {
   V mx[NG], mu[NG], sum[NG];
   const int64_t col = u0 * kW;
 #pragma GCC unroll 8
   for (int g = 0; g < NG; ++g) mx[g] = load(t.m + col + g * kW);
   for (int64_t j = 0; j < nk; ++j) {
-    if (prefetch) prefetch_row(v_rows, t.kv_stride, nk, t.d, j);
     const float* row = t.st + j * t.ld + col;
 #pragma GCC unroll 8
     for (int g = 0; g < NG; ++g) mx[g] = vmax(mx[g], load(row + g * kW));
@@ -134,7 +140,6 @@ void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk, const float* v_
     sum[g] = zero();
   }
   for (int64_t j = 0; j < nk; ++j) {
-    if (prefetch) prefetch_row(k_next, t.kv_stride, n_next, t.d, j);
     float* row = t.st + j * t.ld + col;
 #pragma GCC unroll 8
     for (int g = 0; g < NG; ++g) {
@@ -152,11 +157,11 @@ void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk, const float* v_
   }
 }
 
-void softmax(const FusedTile& t, int64_t nk, const float* v_rows, const float* k_next, int64_t n_next) {
+void softmax(const FusedTile& t, int64_t nk) {
   const int64_t vectors = t.nq_pad / kW;
   int64_t u = 0;
-  for (; u + kGroup <= vectors; u += kGroup) softmax_columns<kGroup>(t, u, nk, v_rows, k_next, n_next);
-  for (; u < vectors; ++u) softmax_columns<1>(t, u, nk, v_rows, k_next, n_next);
+  for (; u + kGroup <= vectors; u += kGroup) softmax_columns<kGroup>(t, u, nk);
+  for (; u < vectors; ++u) softmax_columns<1>(t, u, nk);
 }
 
 // acc[i + r][col, col + CV*kW) = c[i + r] * acc + sum_j P^T[j][i + r] v[j][...] for RB rows.
@@ -232,9 +237,9 @@ void key_tiles(const FusedTile& t) {
     if (!any) continue;  // no row sees a key of this tile
     const int64_t j_next = j0 + nk, n_next = t.n_keys - j_next < t.k_tile ? t.n_keys - j_next : t.k_tile;
     pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
-    scores(t, t.kp, nk);
+    scores(t, t.kp, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, n_next);
     if (!full) mask_scores(t, j0, nk);
-    softmax(t, nk, t.v + j0 * t.kv_stride, t.k + j_next * t.kv_stride, n_next);
+    softmax(t, nk);
     pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
     pv(t, t.vp, nk);
   }
