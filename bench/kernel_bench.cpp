@@ -232,7 +232,7 @@ std::vector<uint16_t> to_bf16(std::vector<float>& x) {
   return bits;
 }
 
-// versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) right after
+// versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) just before
 // the measured one, so that both see the same machine (this VM's speed drifts by 20-40% within a
 // minute); the result carries both medians.
 Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool versus) {
@@ -379,7 +379,7 @@ int main(int argc, char** argv) {
   app.add_flag("--bf16-widen", bf16_widen, "bf16: force the portable path (tiles widened to fp32, sgemm)");
   bool versus = false;
   app.add_flag("--versus-sgemm", versus,
-               "also time every row on the sgemm tiles, rep by rep after the measured kernel; adds columns "
+               "also time every row on the sgemm tiles, rep by rep just before the measured kernel; adds columns "
                "sgemm_ms and speedup (sgemm_ms / time_ms)");
   std::string f32_kernel = "auto";
   app.add_option("--f32-kernel", f32_kernel,
