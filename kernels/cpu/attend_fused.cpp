@@ -27,6 +27,7 @@ namespace {
 
 // Past this head_dim the qt tile outgrows the L1 cache and sgemm's packing pays for itself.
 constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
 
 }  // namespace
 
@@ -134,7 +135,11 @@ FusedIsa fused_isa(const AttendParams& params) {
   if (params.dtype != DType::kF32 || d > kMaxHeadDim || want == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
   const bool any = want == CpuF32Kernel::kAuto;
   if ((any || want == CpuF32Kernel::kAvx512) && has_avx512 && d % 16 == 0) return FusedIsa::kAvx512;
-  if ((any || want == CpuF32Kernel::kAvx2) && has_avx2 && d % 8 == 0) return FusedIsa::kAvx2;
+  // AVX2 by default only up to D=64: against oneDNN's AVX2 sgemm (ONEDNN_MAX_CPU_ISA=AVX2 on the
+  // AVX-512 machine of docs/benchmarks.md) it measured 0.98x dense and 1.20x causal at D=64, but
+  // 0.92x at D=128.
+  const bool avx2_by_default = any && d <= kAvx2DefaultMaxHeadDim;
+  if ((avx2_by_default || want == CpuF32Kernel::kAvx2) && has_avx2 && d % 8 == 0) return FusedIsa::kAvx2;
   return FusedIsa::kNone;
 }
 
