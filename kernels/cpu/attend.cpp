@@ -74,6 +74,13 @@ struct Block {
     *begin = trivial ? 0 : mask.key_begin(i, n_k);
     *end = trivial ? n_k : mask.key_end(i, n_k);
   }
+  // The keys some row of [i0, i1) may see: every row's keys lie in [first row's first key, last
+  // row's last key), both ends being monotone.
+  void keys_of_rows(int64_t i0, int64_t i1, int64_t* begin, int64_t* end) const {
+    int64_t unused = 0;
+    keys_of(i0, begin, &unused);
+    keys_of(i1 - 1, &unused, end);
+  }
 };
 
 // (out, lse) of a row as running (m, l) in log2 units, acc being the out row itself.
@@ -166,10 +173,8 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
-  // Every row's keys lie in [first row's first key, last row's last key): the ends are monotone.
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   float* scores = scratch;              // [q_tile, k_tile]
   float* m = scores + prm.q_tile * bk;  // running max of the tile's rows
@@ -235,9 +240,8 @@ int64_t fused_floats(const AttendParams& p) {
 
 // The fused tile holds key indices relative to the tile's first visible key as int32.
 bool keys_fit_int32(const Block<float>& b, int64_t i0, int64_t i1) {
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   return key_end - key_begin < std::numeric_limits<int32_t>::max();
 }
 
@@ -248,9 +252,8 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
                        FusedIsa isa, float* scratch) {
   const int64_t d = prm.head_dim;
   const int64_t nq = i1 - i0;
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   const int64_t pad = (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
   FusedTile t;
@@ -314,9 +317,8 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;
   ScratchRegions regions(scratch);
   float* scores = regions.take<float>(prm.q_tile * bk);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
@@ -33,6 +34,18 @@ constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
 
 #if DRING_FUSED_X86
 
+// The primitives both ISAs spell alike but for the vector width in the intrinsics' names.
+#define DRING_FUSED_PRIMITIVES(BITS)                                                \
+  inline V load(const float* p) { return _mm##BITS##_loadu_ps(p); }                \
+  inline void store(float* p, V x) { _mm##BITS##_storeu_ps(p, x); }                \
+  inline V bcast(float x) { return _mm##BITS##_set1_ps(x); }                        \
+  inline V zero() { return _mm##BITS##_setzero_ps(); }                              \
+  inline V add(V a, V b) { return _mm##BITS##_add_ps(a, b); }                       \
+  inline V sub(V a, V b) { return _mm##BITS##_sub_ps(a, b); }                       \
+  inline V mul(V a, V b) { return _mm##BITS##_mul_ps(a, b); }                       \
+  inline V fma(V a, V b, V c) { return _mm##BITS##_fmadd_ps(a, b, c); }            \
+  inline V vmax(V a, V b) { return _mm##BITS##_max_ps(a, b); }
+
 // GCC 12's AVX-512 intrinsics fill unused lanes from _mm512_undefined_ps, a self-initialised
 // variable its own -Wuninitialized then reports (GCC bug 105593): silenced for this region only.
 #pragma GCC diagnostic push
@@ -49,15 +62,7 @@ constexpr int kKB = 6, kNV = 4;  // scores: 24 accumulators of 32
 constexpr int kRB = 6, kCV = 4;  // P V: 24 accumulators
 constexpr int kGroup = 4;        // softmax: 8 live vectors, the exp polynomial's constants, temporaries
 
-inline V load(const float* p) { return _mm512_loadu_ps(p); }
-inline void store(float* p, V x) { _mm512_storeu_ps(p, x); }
-inline V bcast(float x) { return _mm512_set1_ps(x); }
-inline V zero() { return _mm512_setzero_ps(); }
-inline V add(V a, V b) { return _mm512_add_ps(a, b); }
-inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+DRING_FUSED_PRIMITIVES(512)
 inline V round_even(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // p * 2^n for integer-valued n in [kExp2Floor, 0] and p in [0.7, 1.42]: vscalefps, one rounding.
 // At the floor, p * 2^-151 < 2^-150 rounds to exactly 0 (what masked, -inf, scores must give);
@@ -93,15 +98,7 @@ constexpr int kKB = 6, kNV = 2;  // scores: 12 accumulators of 16
 constexpr int kRB = 3, kCV = 4;  // P V: 12 accumulators
 constexpr int kGroup = 4;        // softmax: 12 live vectors
 
-inline V load(const float* p) { return _mm256_loadu_ps(p); }
-inline void store(float* p, V x) { _mm256_storeu_ps(p, x); }
-inline V bcast(float x) { return _mm256_set1_ps(x); }
-inline V zero() { return _mm256_setzero_ps(); }
-inline V add(V a, V b) { return _mm256_add_ps(a, b); }
-inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+DRING_FUSED_PRIMITIVES(256)
 inline V round_even(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // p * 2^n for integer-valued n in [kExp2Floor, 0] (0 at the floor: a zero exponent field).
 constexpr float kExp2Floor = -127.0f;
@@ -126,6 +123,7 @@ inline V zero_if_neg_inf(V x) {
 }  // namespace
 }  // namespace avx2
 #pragma GCC pop_options
+#undef DRING_FUSED_PRIMITIVES
 
 FusedIsa fused_isa(const AttendParams& params) {
   static const bool has_avx512 = __builtin_cpu_supports("avx512f");

@@ -10,6 +10,16 @@
 // Register use, per ISA: scores kKB * kNV accumulators, kNV loads of qt and a broadcast of k per
 // step of e; P V kRB * kCV accumulators, kCV loads of v and a broadcast of P^T per key.
 
+// f(std::integral_constant<int, n>{}) for a run-time n in [1, N]: the register blocks are
+// templates, and the edges of a tile take the smaller ones.
+template <int N, class F>
+inline void with_constant(int n, F&& f) {
+  if constexpr (N > 0) {
+    if (n == N) return f(std::integral_constant<int, N>{});
+    with_constant<N - 1>(n, f);
+  }
+}
+
 // 2^t for t <= 0 (exactly 0 at and below kExp2Floor, so -inf gives 0), as exp2_nonpositive in
 // vector_math.cpp: 2^f by the same degree-6 polynomial, scaled by 2^rint(t).
 inline V exp2_nonpositive(V t) {
@@ -41,6 +51,25 @@ inline void prefetch_row(const float* rows, int64_t stride, int64_t d, int64_t j
   for (int64_t e = 0; e < d; e += 64 / sizeof(float)) __builtin_prefetch(rows + j * stride + e, 0, 2);
 }
 
+// The register block both products are made of: acc[r][u] += sum_s a[s * a_step + r * a_row] *
+// b[s * b_step + u * kW ...] over `steps` steps, R x U vectors in registers, a broadcast per r
+// and U vector loads per step.
+template <int R, int U>
+__attribute__((always_inline)) inline void accumulate(V (&acc)[R][U], int64_t steps, const float* a, int64_t a_step,
+                                                      int64_t a_row, const float* b, int64_t b_step) {
+  for (int64_t s = 0; s < steps; ++s) {
+    V bv[U];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) bv[u] = load(b + s * b_step + u * kW);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const V ab = bcast(a[s * a_step + r * a_row]);
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) acc[r][u] = fma(ab, bv[u], acc[r][u]);
+    }
+  }
+}
+
 // st[r][:] = sum_e k[r][e] qt[e][:] for KB keys (rows d apart) and NV query vectors.
 template <int KB, int NV>
 void score_block(const FusedTile& t, const float* qt, const float* k, float* st) {
@@ -50,39 +79,11 @@ void score_block(const FusedTile& t, const float* qt, const float* k, float* st)
 #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) acc[r][u] = zero();
   }
-  for (int64_t e = 0; e < t.d; ++e) {
-    V qv[NV];
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) qv[u] = load(qt + e * t.ld + u * kW);
-#pragma GCC unroll 8
-    for (int r = 0; r < KB; ++r) {
-      const V kb = bcast(k[r * t.d + e]);
-#pragma GCC unroll 8
-      for (int u = 0; u < NV; ++u) acc[r][u] = fma(kb, qv[u], acc[r][u]);
-    }
-  }
+  accumulate(acc, t.d, k, 1, t.d, qt, t.ld);
 #pragma GCC unroll 8
   for (int r = 0; r < KB; ++r) {
 #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) store(st + r * t.ld + u * kW, acc[r][u]);
-  }
-}
-
-// score_block<KB, nv> for a run-time nv <= NV.
-template <int KB, int NV>
-void score_block_upto(int nv, const FusedTile& t, const float* qt, const float* k, float* st) {
-  if constexpr (NV > 0) {
-    if (nv == NV) return score_block<KB, NV>(t, qt, k, st);
-    score_block_upto<KB, NV - 1>(nv, t, qt, k, st);
-  }
-}
-
-// score_block_upto<kb, kNV> for a run-time kb <= KB.
-template <int KB>
-void score_keys_upto(int kb, int nv, const FusedTile& t, const float* qt, const float* k, float* st) {
-  if constexpr (KB > 0) {
-    if (kb == KB) return score_block_upto<KB, kNV>(nv, t, qt, k, st);
-    score_keys_upto<KB - 1>(kb, nv, t, qt, k, st);
   }
 }
 
@@ -103,11 +104,12 @@ void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k,
           prefetch_row(next_v, t.kv_stride, t.d, r);
         }
       }
-      if (j + kKB <= nk) {
-        score_block_upto<kKB, kNV>(nv, t, qt, k + j * t.d, st + j * t.ld);
-      } else {
-        score_keys_upto<kKB>(static_cast<int>(nk - j), nv, t, qt, k + j * t.d, st + j * t.ld);
-      }
+      const int kb = static_cast<int>(nk - j < kKB ? nk - j : kKB);
+      with_constant<kKB>(kb, [&](auto rows) {
+        with_constant<kNV>(nv, [&](auto cols) {
+          score_block<rows(), cols()>(t, qt, k + j * t.d, st + j * t.ld);
+        });
+      });
     }
   }
 }
@@ -174,38 +176,11 @@ void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(t.acc + (i + r) * t.d + col + u * kW), c);
   }
-  const float* p = t.st + i;
-  for (int64_t j = 0; j < nk; ++j) {
-    V vv[CV];
-#pragma GCC unroll 8
-    for (int u = 0; u < CV; ++u) vv[u] = load(v + j * t.d + col + u * kW);
-#pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) {
-      const V pb = bcast(p[j * t.ld + r]);
-#pragma GCC unroll 8
-      for (int u = 0; u < CV; ++u) acc[r][u] = fma(pb, vv[u], acc[r][u]);
-    }
-  }
+  accumulate(acc, nk, t.st + i, t.ld, 1, v + col, t.d);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) store(t.acc + (i + r) * t.d + col + u * kW, acc[r][u]);
-  }
-}
-
-template <int RB, int CV>
-void pv_block_upto(int cv, const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
-  if constexpr (CV > 0) {
-    if (cv == CV) return pv_block<RB, CV>(t, v, nk, i, col);
-    pv_block_upto<RB, CV - 1>(cv, t, v, nk, i, col);
-  }
-}
-
-template <int RB>
-void pv_rows_upto(int rb, int cv, const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
-  if constexpr (RB > 0) {
-    if (rb == RB) return pv_block_upto<RB, kCV>(cv, t, v, nk, i, col);
-    pv_rows_upto<RB - 1>(rb, cv, t, v, nk, i, col);
   }
 }
 
@@ -214,9 +189,12 @@ void pv(const FusedTile& t, const float* v, int64_t nk) {
   const int64_t vectors = t.d / kW;
   for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
     const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
-    int64_t i = 0;
-    for (; i + kRB <= t.nq; i += kRB) pv_block_upto<kRB, kCV>(cv, t, v, nk, i, u0 * kW);
-    if (i < t.nq) pv_rows_upto<kRB>(static_cast<int>(t.nq - i), cv, t, v, nk, i, u0 * kW);
+    for (int64_t i = 0; i < t.nq; i += kRB) {
+      const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
+      with_constant<kRB>(rb, [&](auto rows) {
+        with_constant<kCV>(cv, [&](auto cols) { pv_block<rows(), cols()>(t, v, nk, i, u0 * kW); });
+      });
+    }
   }
 }
 
