@@ -234,8 +234,9 @@ int64_t fused_key_tile(const AttendParams& p) {
 int64_t fused_floats(const AttendParams& p) {
   const int64_t pad = (p.q_tile + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
   const int64_t ld = fused_row_stride(p.q_tile);
-  return region_floats(p.head_dim * ld, 4) + region_floats(p.k_tile * ld, 4) + 2 * region_floats(p.k_tile * p.head_dim, 4) +
-         region_floats(p.q_tile * p.head_dim, 4) + 5 * region_floats(pad, 4);
+  return region_floats(p.head_dim * ld, 4) + region_floats(p.k_tile * ld, 4) +
+         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(p.q_tile * p.head_dim, 4) +
+         5 * region_floats(pad, 4);
 }
 
 // The fused tile holds key indices relative to the tile's first visible key as int32.

@@ -1,9 +1,9 @@
 // fused_tile_body.hpp — the body of the fused fp32 forward tile (attend_fused.hpp says what it
 // computes), written once over an ISA's primitives: attend_fused.cpp includes it once per ISA,
 // inside that ISA's namespace and `#pragma GCC target` region, after defining V (a vector of kW
-// floats), kExp2Floor, load, store, bcast, zero, add, sub, mul, fma, vmax, round_even, times_pow2, outside,
-// zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV (P V) and kGroup (the
-// softmax's vectors per pass). No include guard: it is meant to be included more than once.
+// floats), kExp2Floor, load, store, bcast, zero, add, sub, mul, fma, vmax, round_even,
+// times_pow2, outside, zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV
+// (P V) and kGroup (the softmax's vectors per pass). No include guard: it is included twice.
 //
 // K and V tiles are packed densely per key tile (pack_rows says why).
 //
@@ -200,9 +200,12 @@ void pv(const FusedTile& t, const float* v, int64_t nk) {
 
 void key_tiles(const FusedTile& t) {
   // Row by row: a q row is read once, whole (its column would touch every row's lines per e).
-  for (int64_t i = 0; i < t.nq_pad; ++i) {
+  for (int64_t i = 0; i < t.nq; ++i) {
     const float* q = t.q + i * t.q_stride;
-    for (int64_t e = 0; e < t.d; ++e) t.qt[e * t.ld + i] = i < t.nq ? t.alpha * q[e] : 0.0f;
+    for (int64_t e = 0; e < t.d; ++e) t.qt[e * t.ld + i] = t.alpha * q[e];
+  }
+  for (int64_t e = 0; e < t.d; ++e) {
+    for (int64_t i = t.nq; i < t.nq_pad; ++i) t.qt[e * t.ld + i] = 0.0f;
   }
   for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
     const int64_t nk = t.n_keys - j0 < t.k_tile ? t.n_keys - j0 : t.k_tile;
