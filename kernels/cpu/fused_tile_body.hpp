@@ -217,11 +217,15 @@ void key_tiles(const FusedTile& t) {
     }
     if (!any) continue;  // no row sees a key of this tile
     const int64_t j_next = j0 + nk, n_next = t.n_keys - j_next < t.k_tile ? t.n_keys - j_next : t.k_tile;
-    pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
-    scores(t, t.kp, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, n_next);
+    // Rows already dense (a packed exchange message, a single head) are used where they are.
+    const bool dense = t.kv_stride == t.d;
+    const float* k = dense ? t.k + j0 * t.d : t.kp;
+    const float* v = dense ? t.v + j0 * t.d : t.vp;
+    if (!dense) pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
+    scores(t, k, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, n_next);
     if (!full) mask_scores(t, j0, nk);
     softmax(t, nk);
-    pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
-    pv(t, t.vp, nk);
+    if (!dense) pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
+    pv(t, v, nk);
   }
 }
