@@ -2,7 +2,8 @@
 // fp32 arithmetic.
 //
 // Tiled online softmax: a work item is a tile of q rows of one block; its scores exist only as a
-// q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between). Work items run
+// q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between; for fp32 on
+// AVX-512 or AVX2+FMA CPUs, a fused micro-kernel of dring's own instead, fused_f32_runs). Work items run
 // on an OpenMP team of params.threads threads. bf16 tensors (params.dtype kBF16, each element its
 // 16-bit pattern) run their tile products as oneDNN bf16 matmuls (fp32 accumulation) where the CPU
 // has them (bf16_matmul_available(); P and dS are rounded to bf16 for their products), else they
