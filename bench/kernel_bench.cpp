@@ -17,6 +17,8 @@
 // ratio above 1 is the bf16 speed-up over that rate.
 // Exit status: 1 if an error is above the tolerance (a wrong kernel is not a fast kernel), 2 if the
 // dense D=64 one-thread ratio is below --min-ratio, 3 if the --json report cannot be written.
+// --f32-kernel picks the fp32 tile kernel (default auto: the fused micro-kernel where the CPU
+// has AVX-512 or AVX2); --versus-sgemm also times each row on the sgemm tiles, rep by rep.
 // Usage: dring_kernel_bench [--reps 7] [--json FILE] [--min-ratio 0.5]   (docs/benchmarks.md)
 #include <cblas.h>
 
@@ -77,6 +79,7 @@ struct Result {
   double time_ms = 0.0;
   double gflops = 0.0;
   double max_err = 0.0;
+  double sgemm_time_ms = 0.0;  // --versus-sgemm: the same call on the sgemm tiles, interleaved
 };
 
 std::vector<float> random_normal(int64_t count, uint64_t seed) {
@@ -229,7 +232,10 @@ std::vector<uint16_t> to_bf16(std::vector<float>& x) {
   return bits;
 }
 
-Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
+// versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) just before
+// the measured one, so that both see the same machine (this VM's speed drifts by 20-40% within a
+// minute); the result carries both medians.
+Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool versus) {
   Problem p = make_problem(c);
   prm.head_dim = c.head_dim;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
@@ -254,15 +260,24 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
     }
   }
   std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-  std::vector<double> times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+  dring::kernels::AttendParams sgemm_prm = prm;
+  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
+  auto timed = [&](const dring::kernels::AttendParams& params) {
     // Every row back to (out, lse) = (0, -inf), outside the timing.
     std::fill(p.out.begin(), p.out.end(), 0.0f);
     std::fill(out16.begin(), out16.end(), uint16_t{0});
     std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
     const auto t0 = Clock::now();
-    dring::kernels::cpu::attend(blocks, prm, workspace.data());
-    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    dring::kernels::cpu::attend(blocks, params, workspace.data());
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  };
+  std::vector<double> times, sgemm_times;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    if (versus) {
+      const double ms = timed(sgemm_prm);
+      if (rep > 0) sgemm_times.push_back(ms);
+    }
+    const double ms = timed(prm);  // last, so that the error check below reads its output
     if (rep > 0) times.push_back(ms);
   }
   if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
@@ -270,6 +285,7 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm) {
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = case_flops(c, r.blocks);
   r.time_ms = median(times);
+  r.sgemm_time_ms = versus ? median(sgemm_times) : 0.0;
   r.gflops = r.flops / (r.time_ms * 1e6);
   r.max_err = sampled_error(c, p, prm.scale);
   return r;
@@ -316,6 +332,24 @@ nlohmann::json sgemm_json(const Sgemm& s) {
           {"best_gflops", s.best_gflops}, {"max_err", s.max_err}};
 }
 
+dring::kernels::AttendParams with_head_dim(dring::kernels::AttendParams p, int64_t d) {
+  p.head_dim = d;
+  return p;
+}
+
+// Which fp32 tile kernel runs at head_dim d: the fused one (named by the widest ISA the request
+// and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
+std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d) {
+  using K = dring::kernels::CpuF32Kernel;
+  const auto p = with_head_dim(tiles, d);
+  if (p.dtype != dring::DType::kF32 || !dring::kernels::cpu::fused_f32_runs(p)) return "sgemm";
+  if (p.cpu_f32_kernel == K::kAvx2) return "fused avx2";
+  if (p.cpu_f32_kernel == K::kAvx512) return "fused avx512";
+  auto forced = p;
+  forced.cpu_f32_kernel = K::kAvx512;
+  return dring::kernels::cpu::fused_f32_runs(forced) ? "fused avx512" : "fused avx2";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,7 +377,19 @@ int main(int argc, char** argv) {
   bool bf16_widen = false;
   app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_flag("--bf16-widen", bf16_widen, "bf16: force the portable path (tiles widened to fp32, sgemm)");
+  bool versus = false;
+  app.add_flag("--versus-sgemm", versus,
+               "also time every row on the sgemm tiles, rep by rep just before the measured kernel; adds columns "
+               "sgemm_ms and speedup (sgemm_ms / time_ms)");
+  std::string f32_kernel = "auto";
+  app.add_option("--f32-kernel", f32_kernel,
+                 "fp32 tile kernel: auto (fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512")
+      ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512"}));
   CLI11_PARSE(app, argc, argv);
+  tiles.cpu_f32_kernel = f32_kernel == "sgemm"    ? dring::kernels::CpuF32Kernel::kSgemm
+                         : f32_kernel == "avx2"   ? dring::kernels::CpuF32Kernel::kAvx2
+                         : f32_kernel == "avx512" ? dring::kernels::CpuF32Kernel::kAvx512
+                                                  : dring::kernels::CpuF32Kernel::kAuto;
   tiles.dtype = dring::parse_dtype(dtype);
   tiles.bf16_matmul = !bf16_widen;
   const double tolerance = tiles.dtype == dring::DType::kBF16 ? kBf16Tolerance : kTolerance;
@@ -370,7 +416,7 @@ int main(int argc, char** argv) {
     const Sgemm before = measure_sgemm(sgemm_n, reps, true);
     const Sgemm openblas_before = measure_sgemm(sgemm_n, reps, false);
     std::vector<Result> results;
-    for (const Case& c : cases) results.push_back(run_case(c, reps, tiles));
+    for (const Case& c : cases) results.push_back(run_case(c, reps, tiles, versus));
     const Sgemm after = measure_sgemm(sgemm_n, reps, true);
     const Sgemm openblas_after = measure_sgemm(sgemm_n, reps, false);
     const double engine_best = std::max(before.gflops, after.gflops);
@@ -399,14 +445,16 @@ int main(int argc, char** argv) {
     std::printf("# time_ms: median of %d after 1 warm-up; sgemm = threads x 1-thread ceiling; "
                 "max_err: %d sampled rows vs float64, / max|v|, tolerance %.0e\n",
                 reps, kSamples, tolerance);
+    std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n", f32_kernel_ran(tiles, 64).c_str(),
+                f32_kernel_ran(tiles, 128).c_str(), f32_kernel.c_str());
     std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
                 tiles.dtype != dring::DType::kBF16 ? ""
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
                                                                                     : " (widened to fp32)",
                 static_cast<long long>(tiles.q_tile), static_cast<long long>(tiles.k_tile),
                 static_cast<long long>(tiles.small_block_scores));
-    std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s\n", "case", "blocks", "n_q", "n_k", "D", "threads",
-                "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err");
+    std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s%s\n", "case", "blocks", "n_q", "n_k", "D", "threads",
+                "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err", versus ? "   sgemm_ms  speedup" : "");
 
     nlohmann::json report;
     report["benchmark"] = "dring_kernel_bench";
@@ -422,6 +470,8 @@ int main(int argc, char** argv) {
     report["dtype"] = dtype;
     report["bf16_matmul"] = tiles.dtype == dring::DType::kBF16 && tiles.bf16_matmul &&
                             dring::kernels::cpu::bf16_matmul_available();
+    report["f32_kernel"] = f32_kernel;
+    report["f32_kernel_d64"] = f32_kernel_ran(tiles, 64);
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;
@@ -438,10 +488,12 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       const double case_ceiling = ceiling * c.threads;
       const double ratio = r.gflops / case_ceiling;
-      std::printf("%-13s %6lld %6lld %6lld %4lld %7d %10.3f %9.1f %9.1f %7.3f %9.1e\n", c.name.c_str(),
+      std::printf("%-13s %6lld %6lld %6lld %4lld %7d %10.3f %9.1f %9.1f %7.3f %9.1e", c.name.c_str(),
                   static_cast<long long>(r.blocks), static_cast<long long>(c.rows_per_block),
                   static_cast<long long>(c.rows_per_block), static_cast<long long>(c.head_dim), c.threads, r.time_ms,
                   r.gflops, case_ceiling, ratio, r.max_err);
+      if (versus) std::printf(" %10.3f %7.2fx", r.sgemm_time_ms, r.sgemm_time_ms / r.time_ms);
+      std::printf("\n");
       correct = correct && r.max_err <= tolerance;
       if (c.name == kTargetCase && c.head_dim == 64 && c.threads == 1) target_ratio = ratio;
       report["cases"].push_back({{"case", c.name},
@@ -456,7 +508,8 @@ int main(int argc, char** argv) {
                                  {"gflops", r.gflops},
                                  {"ceiling_gflops", case_ceiling},
                                  {"ratio", ratio},
-                                 {"max_err", r.max_err}});
+                                 {"max_err", r.max_err},
+                                 {"sgemm_tiles_time_ms", r.sgemm_time_ms}});
     }
     const bool fast_enough = target_ratio >= min_ratio;
     report["target_ratio"] = target_ratio;

@@ -13,7 +13,10 @@
 // both ends non-decreasing in the row. A query tile visits only the key tiles between its first
 // row's first key and its last row's last key (a sliding window costs O(n*W), not O(n^2)); a key
 // tile the mask leaves empty is skipped, a full one is taken unmasked, and only a partial one is
-// masked row by row. A row with no visible key in the block is left exactly as it was: its
+// masked row by row. fp32 tiles run on the fused micro-kernel of attend_fused.hpp instead where
+// the CPU has AVX-512 or AVX2+FMA and the head_dim suits it (AttendParams::cpu_f32_kernel): same
+// algorithm, with the score tile transposed so the softmax vectorises across queries, and no
+// sgemm call or operand re-packing per tile. A row with no visible key in the block is left exactly as it was: its
 // running max stays -inf or unchanged (never -inf - -inf), and its (out, lse) is not rewritten.
 // bf16, fast path (where oneDNN has a native bf16 matmul: AMX or avx512_bf16, bf16_matmul.hpp):
 // the item's q rows and each K/V tile are packed densely as bf16, S = alpha*Q*K^T is a bf16
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "attend_fused.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "f32_rows.hpp"
@@ -69,6 +73,13 @@ struct Block {
   void keys_of(int64_t i, int64_t* begin, int64_t* end) const {
     *begin = trivial ? 0 : mask.key_begin(i, n_k);
     *end = trivial ? n_k : mask.key_end(i, n_k);
+  }
+  // The keys some row of [i0, i1) may see: every row's keys lie in [first row's first key, last
+  // row's last key), both ends being monotone.
+  void keys_of_rows(int64_t i0, int64_t i1, int64_t* begin, int64_t* end) const {
+    int64_t unused = 0;
+    keys_of(i0, begin, &unused);
+    keys_of(i1 - 1, &unused, end);
   }
 };
 
@@ -162,10 +173,8 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
-  // Every row's keys lie in [first row's first key, last row's last key): the ends are monotone.
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   float* scores = scratch;              // [q_tile, k_tile]
   float* m = scores + prm.q_tile * bk;  // running max of the tile's rows
@@ -213,6 +222,88 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
+// The fused tile's keys per step: params.k_tile, at most kFusedTileBytes of packed V (the P V
+// block re-reads the V tile once per 6 query rows; from L1, not L2: D=128 ran about 20% faster
+// with 64-key tiles than with 256 on dense 2048x2048).
+constexpr int64_t kFusedTileBytes = 32 * 1024;
+int64_t fused_key_tile(const AttendParams& p) {
+  return std::min(p.k_tile, std::max<int64_t>(16, kFusedTileBytes / (p.head_dim * int64_t{sizeof(float)})));
+}
+
+// Scratch floats of attend_tile_fused: qt, st, kp, vp, acc, m, l, c, lo, hi (each region 64-byte aligned).
+int64_t fused_floats(const AttendParams& p) {
+  const int64_t pad = (p.q_tile + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
+  const int64_t ld = fused_row_stride(p.q_tile);
+  return region_floats(p.head_dim * ld, 4) + region_floats(p.k_tile * ld, 4) +
+         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(p.q_tile * p.head_dim, 4) +
+         5 * region_floats(pad, 4);
+}
+
+// The fused tile holds key indices relative to the tile's first visible key as int32.
+bool keys_fit_int32(const Block<float>& b, int64_t i0, int64_t i1) {
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
+  return key_end - key_begin < std::numeric_limits<int32_t>::max();
+}
+
+// attend_tile on the fused micro-kernel (attend_fused.hpp): the rows' state is unpacked into the
+// thread's scratch (acc dense, each row's key interval relative to the tile's first key), the
+// ISA body runs the key tiles, and the rows some key reached are packed back.
+void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
+                       FusedIsa isa, float* scratch) {
+  const int64_t d = prm.head_dim;
+  const int64_t nq = i1 - i0;
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
+  if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
+  const int64_t pad = (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
+  FusedTile t;
+  t.q = b.q + i0 * b.q_stride;
+  t.q_stride = b.q_stride;
+  t.k = b.k + key_begin * b.kv_stride;
+  t.v = b.v + key_begin * b.kv_stride;
+  t.kv_stride = b.kv_stride;
+  t.nq = nq;
+  t.nq_pad = pad;
+  t.ld = fused_row_stride(nq);
+  t.n_keys = key_end - key_begin;
+  t.d = d;
+  t.k_tile = fused_key_tile(prm);
+  t.alpha = alpha;
+  ScratchRegions regions(scratch);
+  t.qt = regions.take<float>(d * t.ld);
+  t.st = regions.take<float>(prm.k_tile * t.ld);
+  t.kp = regions.take<float>(prm.k_tile * d);
+  t.vp = regions.take<float>(prm.k_tile * d);
+  t.acc = regions.take<float>(nq * d);
+  t.m = regions.take<float>(pad);
+  t.l = regions.take<float>(pad);
+  t.c = regions.take<float>(pad);
+  int32_t* lo = regions.take<int32_t>(pad);
+  int32_t* hi = regions.take<int32_t>(pad);
+  t.lo = lo;
+  t.hi = hi;
+  for (int64_t i = 0; i < pad; ++i) {
+    int64_t row_begin = 0, row_end = 0;
+    if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
+    lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, t.n_keys));
+    hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, t.n_keys));
+    t.m[i] = kNegInf;
+    t.l[i] = 0.0f;
+    if (i < nq) {
+      unpack(b.lse[(i0 + i) * b.lse_stride], &t.m[i], &t.l[i]);
+      std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
+    }
+  }
+  fused_key_tiles(isa, t);
+  for (int64_t i = 0; i < nq; ++i) {
+    if (lo[i] >= hi[i]) continue;  // no visible key: (out, lse) stay bit for bit
+    float* acc = t.acc + i * d;
+    b.lse[(i0 + i) * b.lse_stride] = pack(acc, d, t.m[i], t.l[i]);
+    std::copy_n(acc, d, b.out + (i0 + i) * b.out_stride);
+  }
+}
+
 // Scratch floats of attend_tile_bf16: scores, m, l, the fp32 acc and the packed bf16 q, K, V, P.
 int64_t bf16_matmul_floats(const AttendParams& p) {
   const int64_t d = p.head_dim;
@@ -227,9 +318,8 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
   const int64_t d = prm.head_dim;
   const int64_t bk = prm.k_tile;
   const int64_t nq = i1 - i0;
-  int64_t key_begin = 0, key_end = 0, unused = 0;
-  b.keys_of(i0, &key_begin, &unused);
-  b.keys_of(i1 - 1, &unused, &key_end);
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;
   ScratchRegions regions(scratch);
   float* scores = regions.take<float>(prm.q_tile * bk);
@@ -312,7 +402,7 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
 
 int64_t workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = params.q_tile * params.k_tile + 2 * params.q_tile;
-  if (params.dtype != DType::kBF16) return f32;
+  if (params.dtype != DType::kBF16) return std::max(f32, fused_floats(params));
   // Either bf16 path: widened q, out, K, V tiles, or the matmul path's packed tiles.
   return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
 }
@@ -326,6 +416,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     const std::vector<WorkItem> items = make_work(blocks, prm);
     const int64_t small_scratch = small_scratch_floats(prm);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
+    const FusedIsa fused = fused_isa(prm);
     run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         const Block<T> blk(blocks[b]);
@@ -337,6 +428,8 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
           } else {
             attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
           }
+        } else if (fused != FusedIsa::kNone && keys_fit_int32(blk, item.q_begin, item.q_end)) {
+          attend_tile_fused(blk, item.q_begin, item.q_end, prm, alpha, fused, scratch);
         } else {
           attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
         }

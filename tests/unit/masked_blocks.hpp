@@ -114,6 +114,7 @@ struct KernelRun {
   int threads = 1;
   int64_t q_tile = 16, k_tile = 24;
   bool bf16_matmul = true;  // bf16 only: false forces the widening path
+  kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto;  // fp32 only: the tile kernel
 };
 
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {
@@ -126,6 +127,7 @@ inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_
   prm.k_tile = run.k_tile;
   prm.small_block_scores = run.direct ? int64_t{1} << 40 : 0;
   prm.bf16_matmul = run.bf16_matmul;
+  prm.cpu_f32_kernel = run.f32_kernel;
   return prm;
 }
 
@@ -361,9 +363,13 @@ BackwardErrors check_backward(const MaskedCase& c, const KernelRun& run, uint64_
 // Every case of masked_cases under every run (direct path, tiles on one and two threads), and the
 // coverage the cases promise: full, partial and empty tiles, and rows that see no key at all.
 template <class Check>
-void for_all_masked(Check&& check, bool bf16_matmul = true) {
+void for_all_masked(Check&& check, bool bf16_matmul = true,
+                    kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
   KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}};
-  for (KernelRun& run : runs) run.bf16_matmul = bf16_matmul;
+  for (KernelRun& run : runs) {
+    run.bf16_matmul = bf16_matmul;
+    run.f32_kernel = f32_kernel;
+  }
   Coverage coverage;
   uint64_t seed = 100;
   for (const MaskedCase& c : masked_cases(7)) {
@@ -380,13 +386,14 @@ void for_all_masked(Check&& check, bool bf16_matmul = true) {
 }
 
 template <class T>
-void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul = true) {
+void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul = true,
+                          kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const ForwardErrors f = check_forward<T>(c, run, seed);
     EXPECT_LT(f.out, out_bound) << what;
     EXPECT_LT(f.lse, lse_bound) << what;
     EXPECT_EQ(f.changed_rows_without_keys, 0) << what;
-  }, bf16_matmul);
+  }, bf16_matmul, f32_kernel);
 }
 
 template <class T>

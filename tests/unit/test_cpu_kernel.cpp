@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <limits>
 #include <stdexcept>
 
@@ -23,21 +25,24 @@ struct BlockCase {
 
 // Runs `calls` consecutive kernel calls over disjoint key ranges of one block, merging into the
 // rows' (out, lse); returns the max error of out (relative to max |v|) and of lse against float64.
-std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads) {
+std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads,
+                                    kernels::CpuF32Kernel kernel = kernels::CpuF32Kernel::kAuto, int64_t q_tile = 32,
+                                    int64_t k_tile = 48, double scale_factor = 1.0) {
   const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
   const auto q = test::random_tensor(c.n_q * qs, 11);
   const auto k = test::random_tensor(c.n_k * kvs, 12);
   const auto v = test::random_tensor(c.n_k * kvs, 13);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  const double scale = scale_factor / std::sqrt(static_cast<double>(c.d));
   std::vector<float> out(c.n_q * qs, 0.0f), lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
 
   kernels::AttendParams prm;
   prm.head_dim = c.d;
   prm.scale = scale;
   prm.threads = threads;
-  prm.q_tile = 32;
-  prm.k_tile = 48;
+  prm.q_tile = q_tile;
+  prm.k_tile = k_tile;
   prm.small_block_scores = small_block_scores;
+  prm.cpu_f32_kernel = kernel;
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
   // Causal blocks cannot be split by keys (the diagonal lives in one call); split the others.
   const int parts = c.causal ? 1 : calls;
@@ -197,9 +202,80 @@ TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
   EXPECT_THROW(kernels::cpu::attend_backward({&g, 1}, prm, grad_workspace.data()), std::runtime_error);
 }
 
+// The fp32 tile kernels: the fused micro-kernel on AVX-512 and on AVX2 (forced, where the CPU has
+// them) and sgemm. Head dims the fused kernel takes (multiples of 16 for AVX-512, of 8 for AVX2)
+// and ones it leaves to sgemm; shapes that divide no register block (6 keys, 6 query rows, 16
+// queries) nor the tiles; dense and causal; one and several calls merged; tiles other than the
+// defaults: a q_tile that is no multiple of 16 and a k_tile under one key block.
+constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
+                                                 kernels::CpuF32Kernel::kSgemm};
+
+const char* kernel_name(kernels::CpuF32Kernel k) {
+  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
+}
+
+TEST(CpuKernel, F32TileKernelsMatchFloat64) {
+  struct Tiles {
+    int64_t q_tile, k_tile;
+  };
+  int fused_runs = 0;
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    for (const int64_t d : {8, 16, 48, 64, 72, 80, 128, 5, 264}) {
+      kernels::AttendParams prm;
+      prm.head_dim = d;
+      prm.cpu_f32_kernel = kernel;
+      const bool fused = kernels::cpu::fused_f32_runs(prm);
+      fused_runs += fused ? 1 : 0;
+      if (d == 264 || d == 5 || kernel == kernels::CpuF32Kernel::kSgemm) {
+        EXPECT_FALSE(fused) << d;
+      }
+      for (const BlockCase c : {BlockCase{1, 1, d, false}, BlockCase{97, 131, d, false}, BlockCase{131, 97, d, true},
+                                BlockCase{200, 203, d, true, 1, 1}, BlockCase{37, 301, d, false, 5, 3}}) {
+        for (const Tiles tiles : {Tiles{128, 256}, Tiles{45, 5}}) {
+          const int calls = c.n_k > 200 ? 3 : 1;
+          const auto [out, lse] = run_block(c, 0, calls, 2, kernel, tiles.q_tile, tiles.k_tile);
+          const std::string what = std::string(kernel_name(kernel)) + (fused ? " fused " : " sgemm ") +
+                                   std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " +
+                                   std::to_string(d) + " causal " + std::to_string(c.causal) + " tiles " +
+                                   std::to_string(tiles.q_tile) + "x" + std::to_string(tiles.k_tile);
+          EXPECT_LT(out, 2e-6) << what;
+          EXPECT_LT(lse, 2e-5) << what;
+        }
+      }
+    }
+  }
+  if (fused_runs == 0) std::printf("note: this CPU has neither AVX-512 nor AVX2+FMA; only sgemm was tested\n");
+}
+
+// Scales the kernels must take as they come: negative (the max is taken after the scale, so the
+// fused kernel's pre-scaled q must not change which key is largest), zero (all keys equal), and
+// large enough that most probabilities underflow (exp2 of scores far below the max, the AVX-512
+// instance's range down to 2^-151 and the AVX2 one's flush at 2^-127).
+TEST(CpuKernel, F32TileKernelsTakeAnyScale) {
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    for (const double factor : {-1.0, 0.0, 40.0}) {
+      for (const BlockCase c : {BlockCase{97, 131, 64, false}, BlockCase{131, 97, 16, true}}) {
+        const auto [out, lse] = run_block(c, 0, 1, 1, kernel, 128, 256, factor);
+        const std::string what = std::string(kernel_name(kernel)) + " scale factor " + std::to_string(factor) +
+                                 " d " + std::to_string(c.d);
+        // fp32 scores carry an error proportional to their size: the bounds grow with the scale
+        // (the sgemm tiles measure the same: 5.3e-6 at factor 40, D=64, against 5.5e-6 fused).
+        const double grow = std::max(1.0, std::abs(factor) / 4);
+        EXPECT_LT(out, 2e-6 * grow) << what;
+        EXPECT_LT(lse, 2e-5 * grow) << what;
+      }
+    }
+  }
+}
+
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
-// threads, rows with an earlier state and rows that see no key.
-TEST(CpuKernel, GeneralMasksMatchFloat64) { test::check_masked_forward<float>(2e-6, 2e-5); }
+// threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel.
+TEST(CpuKernel, GeneralMasksMatchFloat64) {
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    SCOPED_TRACE(kernel_name(kernel));
+    test::check_masked_forward<float>(2e-6, 2e-5, true, kernel);
+  }
+}
 
 }  // namespace
 }  // namespace dring

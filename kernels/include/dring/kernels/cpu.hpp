@@ -2,7 +2,8 @@
 // fp32 arithmetic.
 //
 // Tiled online softmax: a work item is a tile of q rows of one block; its scores exist only as a
-// q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between). Work items run
+// q_tile x k_tile scratch tile (sgemm for q.k^T and p.v, vectorised exp2 between; for fp32 on
+// AVX-512 or AVX2+FMA CPUs, a fused micro-kernel of dring's own instead, fused_f32_runs). Work items run
 // on an OpenMP team of params.threads threads. bf16 tensors (params.dtype kBF16, each element its
 // 16-bit pattern) run their tile products as oneDNN bf16 matmuls (fp32 accumulation) where the CPU
 // has them (bf16_matmul_available(); P and dS are rounded to bf16 for their products), else they
@@ -20,6 +21,10 @@ namespace dring::kernels::cpu {
 // True when bf16 tiles run as oneDNN bf16 matmuls on this CPU and build (AMX or avx512_bf16, by
 // oneDNN's effective ISA; kernels/cpu/bf16_matmul.hpp): then params.bf16_matmul picks that path.
 bool bf16_matmul_available();
+
+// True when params' fp32 forward tiles run on the fused micro-kernel (AVX-512 or AVX2+FMA, by
+// params.cpu_f32_kernel, the CPU and head_dim; kernels/cpu/attend_fused.hpp), false when on sgemm.
+bool fused_f32_runs(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);

@@ -1,0 +1,162 @@
+// attend_fused.cpp — the fused fp32 forward tile's AVX-512 and AVX2 instances and the run-time
+// choice between them (attend_fused.hpp).
+//
+// Each instance is fused_tile_body.hpp compiled under `#pragma GCC target` in a namespace of its
+// own, over a handful of primitives written with that ISA's intrinsics. The rest of the program
+// is compiled for baseline x86-64, and an instance runs only where __builtin_cpu_supports (which
+// also checks that the OS saves the vector registers) says the CPU has its ISA, so the binary
+// runs on any x86-64; elsewhere, and on other architectures, the sgemm tile runs.
+#include "attend_fused.hpp"
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "dring/core/error.hpp"
+#include "dring/kernels/cpu.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DRING_FUSED_X86 1
+#include <immintrin.h>
+#else
+#define DRING_FUSED_X86 0
+#endif
+
+namespace dring::kernels::cpu {
+
+namespace {
+
+// Past this head_dim the qt tile outgrows the L1 cache and sgemm's packing pays for itself.
+constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
+
+}  // namespace
+
+#if DRING_FUSED_X86
+
+// The primitives both ISAs spell alike but for the vector width in the intrinsics' names.
+#define DRING_FUSED_PRIMITIVES(BITS)                                                \
+  inline V load(const float* p) { return _mm##BITS##_loadu_ps(p); }                \
+  inline void store(float* p, V x) { _mm##BITS##_storeu_ps(p, x); }                \
+  inline V bcast(float x) { return _mm##BITS##_set1_ps(x); }                        \
+  inline V zero() { return _mm##BITS##_setzero_ps(); }                              \
+  inline V add(V a, V b) { return _mm##BITS##_add_ps(a, b); }                       \
+  inline V sub(V a, V b) { return _mm##BITS##_sub_ps(a, b); }                       \
+  inline V mul(V a, V b) { return _mm##BITS##_mul_ps(a, b); }                       \
+  inline V fma(V a, V b, V c) { return _mm##BITS##_fmadd_ps(a, b, c); }            \
+  inline V vmax(V a, V b) { return _mm##BITS##_max_ps(a, b); }
+
+// GCC 12's AVX-512 intrinsics fill unused lanes from _mm512_undefined_ps, a self-initialised
+// variable its own -Wuninitialized then reports (GCC bug 105593): silenced for this region only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace avx512 {
+namespace {
+
+using V = __m512;
+constexpr int kW = 16;
+constexpr int kKB = 6, kNV = 4;  // scores: 24 accumulators of 32
+constexpr int kRB = 6, kCV = 4;  // P V: 24 accumulators
+constexpr int kGroup = 4;        // softmax: 8 live vectors, the exp polynomial's constants, temporaries
+
+DRING_FUSED_PRIMITIVES(512)
+inline V round_even(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// p * 2^n for integer-valued n in [kExp2Floor, 0] and p in [0.7, 1.42]: vscalefps, one rounding.
+// At the floor, p * 2^-151 < 2^-150 rounds to exactly 0 (what masked, -inf, scores must give);
+// between it and -126 the result is a denormal rather than the 0 of the AVX2 path.
+constexpr float kExp2Floor = -151.0f;
+inline V times_pow2(V p, V n) { return _mm512_scalef_ps(p, n); }
+// s, with -inf in the lanes whose [lo, hi) does not hold key.
+inline V outside(V s, int32_t key, const int32_t* lo, const int32_t* hi) {
+  const __mmask16 before = _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(lo), _mm512_set1_epi32(key));
+  const __mmask16 after = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(key + 1), _mm512_loadu_si512(hi));
+  return _mm512_mask_mov_ps(s, before | after, bcast(-std::numeric_limits<float>::infinity()));
+}
+inline V zero_if_neg_inf(V x) {
+  const __mmask16 k = _mm512_cmp_ps_mask(x, bcast(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
+  return _mm512_mask_mov_ps(x, k, zero());
+}
+
+#include "fused_tile_body.hpp"
+
+}  // namespace
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC diagnostic pop
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+namespace {
+
+using V = __m256;
+constexpr int kW = 8;
+constexpr int kKB = 6, kNV = 2;  // scores: 12 accumulators of 16
+constexpr int kRB = 3, kCV = 4;  // P V: 12 accumulators
+constexpr int kGroup = 4;        // softmax: 12 live vectors
+
+DRING_FUSED_PRIMITIVES(256)
+inline V round_even(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// p * 2^n for integer-valued n in [kExp2Floor, 0] (0 at the floor: a zero exponent field).
+constexpr float kExp2Floor = -127.0f;
+inline V times_pow2(V p, V n) {
+  const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+}
+inline V outside(V s, int32_t key, const int32_t* lo, const int32_t* hi) {
+  const __m256i lo_v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo));
+  const __m256i hi_v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi));
+  const __m256i before = _mm256_cmpgt_epi32(lo_v, _mm256_set1_epi32(key));
+  const __m256i after = _mm256_cmpgt_epi32(_mm256_set1_epi32(key + 1), hi_v);
+  return _mm256_blendv_ps(s, bcast(-std::numeric_limits<float>::infinity()),
+                          _mm256_castsi256_ps(_mm256_or_si256(before, after)));
+}
+inline V zero_if_neg_inf(V x) {
+  return _mm256_blendv_ps(x, zero(), _mm256_cmp_ps(x, bcast(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ));
+}
+
+#include "fused_tile_body.hpp"
+
+}  // namespace
+}  // namespace avx2
+#pragma GCC pop_options
+#undef DRING_FUSED_PRIMITIVES
+
+FusedIsa fused_isa(const AttendParams& params) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const CpuF32Kernel want = params.cpu_f32_kernel;
+  const int64_t d = params.head_dim;
+  if (params.dtype != DType::kF32 || d > kMaxHeadDim || want == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
+  const bool any = want == CpuF32Kernel::kAuto;
+  if ((any || want == CpuF32Kernel::kAvx512) && has_avx512 && d % 16 == 0) return FusedIsa::kAvx512;
+  // AVX2 by default only up to D=64: against oneDNN's AVX2 sgemm (ONEDNN_MAX_CPU_ISA=AVX2 on the
+  // AVX-512 machine of docs/benchmarks.md) it measured 0.98x dense and 1.20x causal at D=64, but
+  // 0.92x at D=128.
+  const bool avx2_by_default = any && d <= kAvx2DefaultMaxHeadDim;
+  if ((avx2_by_default || want == CpuF32Kernel::kAvx2) && has_avx2 && d % 8 == 0) return FusedIsa::kAvx2;
+  return FusedIsa::kNone;
+}
+
+void fused_key_tiles(FusedIsa isa, const FusedTile& t) {
+  DRING_ASSERT(isa != FusedIsa::kNone && t.nq_pad % kFusedQueryPad == 0);
+  if (isa == FusedIsa::kAvx512) {
+    avx512::key_tiles(t);
+  } else {
+    avx2::key_tiles(t);
+  }
+}
+
+#else
+
+FusedIsa fused_isa(const AttendParams&) { return FusedIsa::kNone; }
+void fused_key_tiles(FusedIsa, const FusedTile&) { DRING_ASSERT(false); }
+
+#endif
+
+bool fused_f32_runs(const AttendParams& params) { return fused_isa(params) != FusedIsa::kNone; }
+
+}  // namespace dring::kernels::cpu

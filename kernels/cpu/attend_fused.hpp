@@ -1,0 +1,68 @@
+// attend_fused.hpp — the fused fp32 forward tile: scores, online softmax and P V of one work item
+// in micro-kernels of this project's own, for AVX-512 and for AVX2+FMA, picked at run time.
+//
+// The layout turns the softmax sideways so that it vectorises across queries. The item's query
+// rows are packed once, transposed and pre-scaled: qt[e][i] = alpha * q[i][e] (alpha = scale *
+// log2 e, so scores are in log2 units and any sign of scale is exact: max is taken after it).
+// For each key tile the score tile is computed transposed, st[j][i] = sum_e k[j][e] qt[e][i],
+// by a register block of KB keys x NV query vectors (K rows packed, one broadcast per key and
+// e, NV vector loads of qt); a partial tile's scores outside each row's key interval become
+// -inf (one compare per vector); the running max m, sum l and the correction c of a vector of
+// queries are updated over the tile's rows; st becomes P^T in place; and acc[i] = c_i * acc[i] +
+// sum_j P^T[j][i] v[j] by a register block of RB query rows x CV vectors of head_dim (V rows
+// packed, P^T broadcast). The item's state (acc, m, l: the unpacked (out, lse)) lives in
+// the caller's scratch; attend.cpp unpacks it before and packs it after.
+#pragma once
+
+#include <cstdint>
+
+#include "dring/kernels/attend.hpp"
+
+namespace dring::kernels::cpu {
+
+enum class FusedIsa { kNone, kAvx2, kAvx512 };
+
+// The fused kernel params' kernel choice, the CPU and head_dim give (kNone: the sgemm tile).
+FusedIsa fused_isa(const AttendParams& params);
+
+// Query rows are padded to a multiple of this in qt, st, m, l, c.
+constexpr int64_t kFusedQueryPad = 16;
+
+// The row stride of qt and st for nq query rows: one cache line more than the padded rows, so
+// that a column of them (read down by the P V and score blocks) does not fall into the few L1
+// sets a power-of-two stride maps to.
+constexpr int64_t fused_row_stride(int64_t nq) {
+  return (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad + kFusedQueryPad;
+}
+
+// One work item's key range for the ISA body. lo/hi: each query row's visible keys [lo, hi)
+// relative to k (0 <= lo, hi <= n_keys; lo >= hi for none; padding rows 0, 0).
+struct FusedTile {
+  const float* q = nullptr;  // the item's first row
+  int64_t q_stride = 0;
+  const float* k = nullptr;  // k and v at the range's first key
+  const float* v = nullptr;
+  int64_t kv_stride = 0;
+  int64_t nq = 0;      // query rows
+  int64_t nq_pad = 0;  // nq rounded up to kFusedQueryPad
+  int64_t ld = 0;      // row stride of qt and st: nq_pad + kFusedQueryPad (fused_row_stride)
+  int64_t n_keys = 0;
+  int64_t d = 0;
+  int64_t k_tile = 0;
+  float alpha = 0.0f;
+  const int32_t* lo = nullptr;  // [nq_pad]
+  const int32_t* hi = nullptr;
+  float* acc = nullptr;  // [nq][d], unnormalised output
+  float* m = nullptr;    // [nq_pad], running max, log2 units
+  float* l = nullptr;    // [nq_pad], running sum
+  float* c = nullptr;    // [nq_pad], scratch: the tile's correction
+  float* qt = nullptr;   // [d][ld], scratch
+  float* st = nullptr;   // [k_tile][ld], scratch
+  float* kp = nullptr;   // [k_tile][d], scratch: the key tile's k rows, packed
+  float* vp = nullptr;   // [k_tile][d], and its v rows
+};
+
+// Runs every key tile of t on the ISA's body (isa must not be kNone).
+void fused_key_tiles(FusedIsa isa, const FusedTile& t);
+
+}  // namespace dring::kernels::cpu
