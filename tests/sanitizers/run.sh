@@ -29,5 +29,5 @@ export OMPI_MCA_mca_base_component_disable_dlclose=1
 cd "$build"
 # The ring suite on 3 ranks only: its tests compare every run with a one-rank run
 # on MPI_COMM_SELF, so the one-rank path runs there too, while messages, rounds and merges need
-# peers (the 1-rank entries added about 80 s of instrumented time and no code, 2026-12-02).
+# peers (the 1-rank entry added about 80 s of instrumented time and no code, 2026-12-02).
 ctest --output-on-failure -j "$(nproc)" -R '^(unit|ring_np3|c_abi_np[13]|faults_.*)$' "$@"
