@@ -1,8 +1,8 @@
 // attend_fused.cpp — the fused fp32 forward tile's AVX-512 and AVX2 instances and the run-time
 // choice between them (attend_fused.hpp).
 //
-// Each instance is fused_tile_body.hpp compiled under `#pragma GCC target` in a namespace of its
-// own, over a handful of primitives written with that ISA's intrinsics. The rest of the program
+// Each instance is fused_tile_body.hpp compiled for its ISA (DRING_TARGET_BEGIN) in a namespace
+// of its own, over a handful of primitives written with that ISA's intrinsics. The rest of the program
 // is compiled for baseline x86-64, and an instance runs only where __builtin_cpu_supports (which
 // also checks that the OS saves the vector registers) says the CPU has its ISA, so the binary
 // runs on any x86-64; elsewhere, and on other architectures, the sgemm tile runs.
@@ -18,6 +18,17 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define DRING_FUSED_X86 1
 #include <immintrin.h>
+// Every function of a region compiled for an ISA: GCC's target pragma, or for clang (the fuzzing
+// build) its attribute pragma, which GCC's spelling would leave as an unknown pragma.
+#define DRING_PRAGMA(x) _Pragma(#x)
+#if defined(__clang__)
+#define DRING_TARGET_BEGIN(isa) \
+  DRING_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define DRING_TARGET_END _Pragma("clang attribute pop")
+#else
+#define DRING_TARGET_BEGIN(isa) _Pragma("GCC push_options") DRING_PRAGMA(GCC target(isa))
+#define DRING_TARGET_END _Pragma("GCC pop_options")
+#endif
 #else
 #define DRING_FUSED_X86 0
 #endif
@@ -50,9 +61,10 @@ constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
 // variable its own -Wuninitialized then reports (GCC bug 105593): silenced for this region only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
+#endif
+DRING_TARGET_BEGIN("avx512f,avx2,fma")
 namespace avx512 {
 namespace {
 
@@ -84,11 +96,10 @@ inline V zero_if_neg_inf(V x) {
 
 }  // namespace
 }  // namespace avx512
-#pragma GCC pop_options
+DRING_TARGET_END
 #pragma GCC diagnostic pop
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+DRING_TARGET_BEGIN("avx2,fma")
 namespace avx2 {
 namespace {
 
@@ -122,7 +133,7 @@ inline V zero_if_neg_inf(V x) {
 
 }  // namespace
 }  // namespace avx2
-#pragma GCC pop_options
+DRING_TARGET_END
 #undef DRING_FUSED_PRIMITIVES
 
 FusedIsa fused_isa(const AttendParams& params) {
