@@ -161,7 +161,9 @@ Grouping group(const std::vector<Unit>& units, std::vector<size_t> leftovers, co
     by_signature[signature(runs[r], units[runs[r].first])].push_back(r);
   }
   const Sizes size = element_sizes(rule.dtype);
-  for (const auto& [sig, members] : by_signature) {
+  for (const auto& entry : by_signature) {
+    const std::vector<size_t>& members = entry.second;  // not a structured binding: clang 14's
+                                                        // lambdas below cannot capture one
     std::unordered_map<int64_t, size_t> at_q;  // first q address -> position in members
     for (size_t i = 0; i < members.size(); ++i) at_q.emplace(units[runs[members[i]].first].q[kQ], i);
     std::vector<bool> taken(members.size(), false);
