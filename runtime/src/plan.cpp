@@ -99,12 +99,23 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   return slabs;
 }
 
-std::vector<Message> ExchangePlan::split(int src, int dst) const {
-  std::vector<Message> messages;
-  Message current{src, dst, {}, 0};
-  for (KvSlab slab : needed(src, dst)) {
+std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const {
+  // The transfer is cut into `chunks` messages whose rows differ by at most one (message c holds
+  // rows [total c / chunks, total (c+1) / chunks)), not into full messages and a remainder: every
+  // rank runs a shift's chunks in lockstep (a step's buffers are reused two steps on), so a rank
+  // whose transfer is half as long as its neighbour's would otherwise compute all of it in the
+  // first half of the steps and make the neighbour wait in the second.
+  const std::vector<KvSlab> slabs = needed(src, dst);
+  int64_t total = 0;
+  for (const KvSlab& slab : slabs) total += slab.keys.count;
+  std::vector<Message> messages(static_cast<size_t>(chunks), Message{src, dst, {}, 0});
+  const auto size_of = [&](int64_t c) { return total * (c + 1) / chunks - total * c / chunks; };
+  int64_t c = 0;
+  for (KvSlab slab : slabs) {
     while (slab.keys.count > 0) {
-      const int64_t take = std::min(slab.keys.count, max_message_rows_ - current.rows);
+      while (messages[c].rows == size_of(c)) ++c;
+      Message& current = messages[c];
+      const int64_t take = std::min(slab.keys.count, size_of(c) - current.rows);
       KvSlab part = slab;
       part.keys.count = take;
       part.message_row = current.rows;
@@ -113,13 +124,11 @@ std::vector<Message> ExchangePlan::split(int src, int dst) const {
       slab.keys.first += take * slab.keys.stride;
       slab.keys.count -= take;
       slab.key_local += take * slab.key_local_stride;
-      if (current.rows == max_message_rows_) {
-        messages.push_back(std::move(current));
-        current = Message{src, dst, {}, 0};
-      }
     }
   }
-  if (!current.empty()) messages.push_back(std::move(current));
+  for (Message& m : messages) {
+    if (m.empty()) m = Message{};  // a step with nothing to move looks the same on every path
+  }
   return messages;
 }
 
@@ -142,8 +151,8 @@ std::vector<PlanStep> ExchangePlan::schedule(int rank) const {
     // ranks interleaving two kinds of messages (K/V and returning gradients) do it identically.
     const int64_t chunks = chunks_at_shift(shift);
     if (chunks == 0) continue;
-    std::vector<Message> sends = split(rank, (rank + shift) % k);
-    std::vector<Message> recvs = split((rank - shift + k) % k, rank);
+    std::vector<Message> sends = split(rank, (rank + shift) % k, chunks);
+    std::vector<Message> recvs = split((rank - shift + k) % k, rank, chunks);
     for (int64_t c = 0; c < chunks; ++c) {
       PlanStep step;
       step.shift = shift;

@@ -180,6 +180,19 @@ void check_plan(const Problem& problem, const ShardLayout& layout, int64_t cap_r
     }
     EXPECT_EQ(received, plan.rows_received(t));
   }
+  // Each transfer is spread evenly over its shift's chunks (the ranks run them in lockstep): the
+  // messages of one (rank, shift) differ by at most one row.
+  for (int t = 0; t < k; ++t) {
+    std::map<int, std::pair<int64_t, int64_t>> rows_by_shift;  // shift -> (fewest, most)
+    for (const PlanStep& step : schedules[t]) {
+      const auto it = rows_by_shift.try_emplace(step.shift, step.send.rows, step.send.rows).first;
+      it->second = {std::min(it->second.first, step.send.rows), std::max(it->second.second, step.send.rows)};
+    }
+    for (const auto& [shift, range] : rows_by_shift) {
+      EXPECT_LE(range.second - range.first, 1) << "rank " << t << ", shift " << shift << ": messages of "
+                                               << range.first << " to " << range.second << " rows";
+    }
+  }
 }
 
 void check_plan(const Problem& problem, int k, int64_t cap_rows) {

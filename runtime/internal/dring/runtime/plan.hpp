@@ -66,7 +66,8 @@ class ExchangePlan {
   // Everything dst needs from src (src != dst), unsplit, in a fixed order.
   std::vector<KvSlab> needed(int src, int dst) const;
   // The steps of `rank`, in the global order every rank follows: shift 1..k-1 (those that move
-  // anything anywhere), then chunk (as many as the longest transfer of that shift needs).
+  // anything anywhere), then chunk (as many as the longest transfer of that shift needs; every
+  // transfer of the shift is spread evenly over them).
   std::vector<PlanStep> schedule(int rank) const;
 
   // K/V rows dst receives in total, over all peers (each row is 2*head_dim elements).
@@ -74,7 +75,8 @@ class ExchangePlan {
   int64_t rows_sent(int src) const;
 
  private:
-  std::vector<Message> split(int src, int dst) const;
+  // What dst needs from src as `chunks` messages of nearly equal rows (at most max_message_rows).
+  std::vector<Message> split(int src, int dst, int64_t chunks) const;
   int64_t chunks_at_shift(int shift) const;
 
   Problem problem_;
