@@ -11,8 +11,12 @@ Three tables, each from real runs in one invocation (docs/benchmarks.md, "Traine
   documents packed documents: rows received against the same problem without documents.
 Times are medians of --repeat passes. With more ranks than cores, ranks share cores and times say
 little about balance (each idle rank's core goes to a busy one); flops balance is exact at any k.
+--core-share holds each of k ranks to min(1, cores / k) of one core (bench/trainer/core-share.sh,
+a CFS quota per rank; root only), so that k ranks behave like k equal cores and the pass time
+shows the balance even with more ranks than cores.
 
-Usage: bench/trainer/layouts.py [--seq N] [--repeat N] [--json OUT.json]
+Usage: bench/trainer/layouts.py [--seq N] [--repeat N] [--only balance,window,documents]
+                                [--configs dense,longnet] [--core-share] [--json OUT.json]
 Needs build/bin/dring (launch/build.sh).
 """
 import argparse
@@ -26,11 +30,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LAUNCH = os.path.join(ROOT, "launch", "dring-mpirun.sh")
 
 
+CORE_SHARE = False  # --core-share
+
+
+def core_share_env(env, ranks):
+    """env with launch/dring-mpirun.sh's program wrapped in core-share.sh: min(1, cores/ranks) each."""
+    return dict(env, CORE_SHARE=str(min(1.0, os.cpu_count() / ranks)),
+                CORE_SHARE_BIN=env.get("DRING_BIN", os.path.join(ROOT, "build", "bin", "dring")),
+                DRING_BIN=os.path.join(ROOT, "bench", "trainer", "core-share.sh"))
+
+
 def run(ranks, args, repeat):
     """One `dring run` on `ranks` ranks; returns its JSON report."""
+    env = core_share_env(os.environ, ranks) if CORE_SHARE else dict(os.environ)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [LAUNCH, str(ranks), "run", "--threads", "1", "--repeat", str(repeat), "--json", out.name] + args
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             sys.exit(f"layouts: {' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
         with open(out.name) as f:
@@ -41,11 +56,11 @@ def rank_values(report, key):
     return [r[key] for r in report["ranks"]]
 
 
-def balance(seq, repeat, heads, head_dim):
+def balance(seq, repeat, heads, head_dim, which):
     rows = []
-    configs = [("dense causal", []),
-               ("LongNet causal", ["--segments", f"{seq // 16},{seq // 4},{seq}", "--dilations", "1,2,4"])]
-    for name, flags in configs:
+    configs = {"dense": ("dense causal", []),
+               "longnet": ("LongNet causal", ["--segments", f"{seq // 16},{seq // 4},{seq}", "--dilations", "1,2,4"])}
+    for name, flags in (configs[c] for c in which):
         for k in (2, 3, 4):
             for layout in ("contiguous", "zigzag", "striped"):
                 rep = run(k, ["--seq", str(seq), "--heads", str(heads), "--head-dim", str(head_dim), "--causal",
@@ -53,8 +68,9 @@ def balance(seq, repeat, heads, head_dim):
                 flops = rank_values(rep, "flops")
                 compute = rank_values(rep, "compute_ms")
                 rows.append({"config": name, "ranks": k, "layout": layout, "flops": flops,
-                             "flops_max_over_min": max(flops) / min(flops),
-                             "slowest_compute_ms": max(compute), "time_ms": rep["time_ms"]})
+                             "flops_max_over_min": max(flops) / min(flops), "compute_ms": compute,
+                             "slowest_compute_ms": max(compute), "time_ms": rep["time_ms"],
+                             "core_share": min(1.0, os.cpu_count() / k) if CORE_SHARE else None})
                 print(f"{name:15s} k={k} {layout:10s} flops max/min {max(flops) / min(flops):5.2f}  "
                       f"slowest compute {max(compute):8.1f} ms  time {rep['time_ms']:8.1f} ms", flush=True)
     return rows
@@ -102,12 +118,22 @@ def main():
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", default="balance,window,documents", help="tables to run, comma-separated")
+    p.add_argument("--configs", default="dense,longnet", help="balance table: dense, longnet or both")
+    p.add_argument("--core-share", action="store_true", help="hold each rank to min(1, cores/k) of a core")
     p.add_argument("--json", help="write every row here")
     a = p.parse_args()
+    global CORE_SHARE
+    CORE_SHARE = a.core_share
+    only = a.only.split(",")
     result = {"seq": a.seq, "heads": a.heads, "head_dim": a.head_dim, "repeat": a.repeat,
-              "balance": balance(a.seq, a.repeat, a.heads, a.head_dim),
-              "window": window(a.seq, a.repeat, a.heads, a.head_dim, a.window),
-              "documents": documents(a.seq, a.repeat, a.heads, a.head_dim)}
+              "core_share": a.core_share, "cpu": os.cpu_count()}
+    if "balance" in only:
+        result["balance"] = balance(a.seq, a.repeat, a.heads, a.head_dim, a.configs.split(","))
+    if "window" in only:
+        result["window"] = window(a.seq, a.repeat, a.heads, a.head_dim, a.window)
+    if "documents" in only:
+        result["documents"] = documents(a.seq, a.repeat, a.heads, a.head_dim)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
