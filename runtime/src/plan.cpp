@@ -2,6 +2,7 @@
 #include "dring/runtime/plan.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include "dring/core/error.hpp"
 
@@ -99,35 +100,103 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   return slabs;
 }
 
+namespace {
+
+// How many positions of `pieces` lie below x: O(log pieces) when the pieces' spans are apart
+// (contiguous runs, zigzag chunks), a sum over the pieces when they interleave (striped:N holds
+// a stripe as N progressions).
+class PositionsBelow {
+ public:
+  explicit PositionsBelow(std::vector<Piece> pieces) : pieces_(std::move(pieces)), before_(pieces_.size()) {
+    int64_t n = 0;
+    for (size_t i = 0; i < pieces_.size(); ++i) {
+      before_[i] = n;
+      n += pieces_[i].pos.count;
+      apart_ = apart_ && (i == 0 || pieces_[i - 1].pos.last() < pieces_[i].pos.first);
+    }
+  }
+  int64_t operator()(int64_t x) const {
+    if (!apart_) {
+      int64_t n = 0;
+      for (const Piece& p : pieces_) n += clip(p.pos, p.pos.first, x).count;
+      return n;
+    }
+    const auto after = std::partition_point(pieces_.begin(), pieces_.end(), [x](const Piece& p) { return p.pos.first < x; });
+    if (after == pieces_.begin()) return 0;
+    const size_t i = static_cast<size_t>(after - pieces_.begin()) - 1;
+    return before_[i] + clip(pieces_[i].pos, pieces_[i].pos.first, x).count;
+  }
+
+ private:
+  std::vector<Piece> pieces_;  // ascending by first position
+  std::vector<int64_t> before_;
+  bool apart_ = true;
+};
+
+}  // namespace
+
+std::vector<int64_t> ExchangePlan::row_work(int dst, const std::vector<KvSlab>& slabs) const {
+  const std::vector<DilatedPair> pairs = problem_.pairs();
+  const int64_t group = problem_.group_size();
+  constexpr int64_t kBelowAll = std::numeric_limits<int64_t>::min(), kAboveAll = std::numeric_limits<int64_t>::max();
+  std::vector<int64_t> work;
+  for (const KvSlab& slab : slabs) {
+    const int64_t r = pairs[static_cast<size_t>(slab.pair)].dilation;
+    int64_t heads = 0;  // q heads of the kv head that read this offset
+    for (int64_t h = slab.kv_head * group; h < (slab.kv_head + 1) * group; ++h) heads += h % r == slab.offset;
+    const PositionsBelow below(pieces_of(slab.block, layout_.runs(dst)));
+    for (int64_t n = 0; n < slab.keys.count; ++n) {
+      const int64_t kp = slab.keys.at(n);  // seen by queries at kp + lo .. kp + hi
+      const int64_t from = band_.lo <= -Band::kUnbounded ? kBelowAll : kp + band_.lo;
+      const int64_t to = band_.hi >= Band::kUnbounded ? kAboveAll : kp + band_.hi + 1;
+      work.push_back(heads * (below(to) - below(from)));
+    }
+  }
+  return work;
+}
+
 std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const {
-  // The transfer is cut into `chunks` messages whose rows differ by at most one (message c holds
-  // rows [total c / chunks, total (c+1) / chunks)), not into full messages and a remainder: every
-  // rank runs a shift's chunks in lockstep (a step's buffers are reused two steps on), so a rank
-  // whose transfer is half as long as its neighbour's would otherwise compute all of it in the
-  // first half of the steps and make the neighbour wait in the second.
+  // The ranks run a shift's chunks in lockstep (a step's buffers are reused two steps on), so
+  // a transfer is cut where its work, not its rows, reaches c / chunks of the whole: with full
+  // messages and a remainder a short transfer filled only the first steps (its rank computed
+  // all of it there and left its neighbour waiting in the rest), and with equal rows the rows
+  // of a long segment, read by many more queries than those of a short one, bunch the work
+  // into a few steps. Cuts only move where messages end; every message stays within the cap.
   const std::vector<KvSlab> slabs = needed(src, dst);
-  int64_t total = 0;
-  for (const KvSlab& slab : slabs) total += slab.keys.count;
-  std::vector<Message> messages(static_cast<size_t>(chunks), Message{src, dst, {}, 0});
-  const auto size_of = [&](int64_t c) { return total * (c + 1) / chunks - total * c / chunks; };
-  int64_t c = 0;
+  std::vector<int64_t> work = row_work(dst, slabs);
+  const int64_t total = static_cast<int64_t>(work.size());
+  std::vector<double> done(work.size() + 1, 0.0);  // work of rows [0, n)
+  for (int64_t n = 0; n < total; ++n) done[n + 1] = done[n] + static_cast<double>(std::max<int64_t>(work[n], 0));
+  if (done[total] <= 0.0) {
+    for (int64_t n = 0; n < total; ++n) done[n + 1] = static_cast<double>(n + 1);  // no weights: even rows
+  }
+  std::vector<int64_t> cut(static_cast<size_t>(chunks) + 1, 0);  // message c holds rows [cut[c], cut[c+1])
+  for (int64_t c = 0; c + 1 < chunks; ++c) {
+    const double target = done[total] * static_cast<double>(c + 1) / static_cast<double>(chunks);
+    int64_t at = std::lower_bound(done.begin(), done.end(), target) - done.begin();
+    at = std::max(at, total - (chunks - 1 - c) * max_message_rows_);  // the rest must fit in the rest
+    cut[c + 1] = std::clamp(at, cut[c], std::min(total, cut[c] + max_message_rows_));
+  }
+  cut[chunks] = total;
+  std::vector<Message> messages(static_cast<size_t>(chunks));
+  int64_t c = 0, row = 0;
   for (KvSlab slab : slabs) {
     while (slab.keys.count > 0) {
-      while (messages[c].rows == size_of(c)) ++c;
+      while (row == cut[c + 1]) ++c;
       Message& current = messages[c];
-      const int64_t take = std::min(slab.keys.count, size_of(c) - current.rows);
+      const int64_t take = std::min(slab.keys.count, cut[c + 1] - row);
       KvSlab part = slab;
       part.keys.count = take;
       part.message_row = current.rows;
+      current.src = src;
+      current.dst = dst;
       current.slabs.push_back(part);
       current.rows += take;
+      row += take;
       slab.keys.first += take * slab.keys.stride;
       slab.keys.count -= take;
       slab.key_local += take * slab.key_local_stride;
     }
-  }
-  for (Message& m : messages) {
-    if (m.empty()) m = Message{};  // a step with nothing to move looks the same on every path
   }
   return messages;
 }

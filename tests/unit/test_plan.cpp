@@ -88,7 +88,9 @@ bool in_range(const StridedRange& r, int64_t pos) {
   return r.count > 0 && pos >= r.first && pos <= r.last() && (pos - r.first) % r.stride == 0;
 }
 
-void check_plan(const Problem& problem, const ShardLayout& layout, int64_t cap_rows) {
+// Checks everything the plan promises; adds to *balanced how many multi-message transfers the
+// work-balance check covered (a test of the cuts must see some).
+void check_plan(const Problem& problem, const ShardLayout& layout, int64_t cap_rows, int64_t* balanced = nullptr) {
   const int k = layout.world_size();
   const ExchangePlan plan(problem, layout, cap_rows);
   const std::vector<DilatedPair> pairs = problem.pairs();
@@ -180,17 +182,49 @@ void check_plan(const Problem& problem, const ShardLayout& layout, int64_t cap_r
     }
     EXPECT_EQ(received, plan.rows_received(t));
   }
-  // Each transfer is spread evenly over its shift's chunks (the ranks run them in lockstep): the
-  // messages of one (rank, shift) differ by at most one row.
-  for (int t = 0; t < k; ++t) {
-    std::map<int, std::pair<int64_t, int64_t>> rows_by_shift;  // shift -> (fewest, most)
-    for (const PlanStep& step : schedules[t]) {
-      const auto it = rows_by_shift.try_emplace(step.shift, step.send.rows, step.send.rows).first;
-      it->second = {std::min(it->second.first, step.send.rows), std::max(it->second.second, step.send.rows)};
-    }
-    for (const auto& [shift, range] : rows_by_shift) {
-      EXPECT_LE(range.second - range.first, 1) << "rank " << t << ", shift " << shift << ": messages of "
-                                               << range.first << " to " << range.second << " rows";
+  // Where transfers are cut. A row's work, counted here from the definition: dst's query rows
+  // of its block that see it, times the q heads reading its offset; the plan's row_work must
+  // agree. Each message of a transfer holds about 1/chunks of the transfer's work (at most one
+  // row's work more), unless the cap forced the cuts (then some message is at the cap).
+  for (int dst = 0; dst < k; ++dst) {
+    std::map<int, std::vector<const Message*>> by_shift;
+    for (const PlanStep& step : schedules[dst]) by_shift[step.shift].push_back(&step.recv);
+    for (const auto& [shift, messages] : by_shift) {
+      std::vector<double> work;  // per message
+      double total = 0.0, heaviest_row = 0.0;
+      int64_t fullest = 0;
+      for (const Message* m : messages) {
+        std::vector<int64_t> counted;
+        for (const KvSlab& slab : m->slabs) {
+          int64_t heads = 0;
+          for (int64_t h = 0; h < s.heads; ++h) {
+            heads += problem.kv_head_of(h) == slab.kv_head && h % pairs[slab.pair].dilation == slab.offset;
+          }
+          for (int64_t n = 0; n < slab.keys.count; ++n) {
+            int64_t queries = 0;
+            for (int64_t at = 0; at < slab.block.count; ++at) {
+              const int64_t qp = slab.block.at(at);
+              queries += layout.owner(qp) == dst && band.visible(qp, slab.keys.at(n));
+            }
+            counted.push_back(heads * queries);
+          }
+        }
+        EXPECT_EQ(plan.row_work(dst, m->slabs), counted) << "rank " << dst << ", shift " << shift;
+        double w = 0.0;
+        for (int64_t c : counted) {
+          w += static_cast<double>(c);
+          heaviest_row = std::max(heaviest_row, static_cast<double>(c));
+        }
+        work.push_back(w);
+        total += w;
+        fullest = std::max(fullest, m->rows);
+      }
+      if (fullest == cap_rows) continue;
+      if (balanced && work.size() > 1 && total > 0.0) ++*balanced;
+      for (size_t c = 0; c < work.size(); ++c) {
+        EXPECT_LE(work[c], total / static_cast<double>(work.size()) + heaviest_row + 1e-9)
+            << "rank " << dst << ", shift " << shift << ", chunk " << c << " of " << work.size();
+      }
     }
   }
 }
@@ -244,6 +278,20 @@ TEST(Plan, ChunkingSplitsMessagesButNotTheDelivery) {
       check_plan(p, ShardLayout(40, 3, LayoutSpec::parse("zigzag")), cap);
     }
   }
+}
+
+// Ranks run a shift's chunks in lockstep, so each transfer is cut by work, not rows: a causal
+// LongNet transfer whose rows are read by very different numbers of queries, and transfers of
+// different lengths in one shift (zigzag), each spread over all of the shift's chunks.
+TEST(Plan, TransfersAreCutIntoEqualWork) {
+  int64_t checked = 0;
+  for (const char* name : {"contiguous", "zigzag", "striped"}) {
+    for (int k : {2, 3, 4}) {
+      Problem p = test::make_problem(1, 97, 4, 2, 4, {{8, 1}, {24, 2}, {97, 4}}, true);
+      for (int64_t cap : {97 / 8, 97 / 5, 97 / 3}) check_plan(p, ShardLayout(97, k, LayoutSpec::parse(name)), cap, &checked);
+    }
+  }
+  EXPECT_GT(checked, 20) << "the balance check must cover multi-message transfers";
 }
 
 // A window much smaller than a shard: each rank receives W-1 rows per kv head from its left

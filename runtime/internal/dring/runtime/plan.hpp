@@ -67,16 +67,22 @@ class ExchangePlan {
   std::vector<KvSlab> needed(int src, int dst) const;
   // The steps of `rank`, in the global order every rank follows: shift 1..k-1 (those that move
   // anything anywhere), then chunk (as many as the longest transfer of that shift needs; every
-  // transfer of the shift is spread evenly over them).
+  // transfer of the shift is spread over all of them, cut where its work reaches c / chunks).
   std::vector<PlanStep> schedule(int rank) const;
+  // The work each row of `slabs` (needed by dst, in order) brings to dst: the scores it enters,
+  // i.e. dst's query rows of its block within the band of it, times the q heads reading its
+  // (kv head, offset). Only where messages are cut depends on it.
+  std::vector<int64_t> row_work(int dst, const std::vector<KvSlab>& slabs) const;
 
   // K/V rows dst receives in total, over all peers (each row is 2*head_dim elements).
   int64_t rows_received(int dst) const;
   int64_t rows_sent(int src) const;
 
  private:
-  // What dst needs from src as `chunks` messages of nearly equal rows (at most max_message_rows).
+  // What dst needs from src as `chunks` messages of nearly equal work (each at most
+  // max_message_rows rows; empty ones are default messages).
   std::vector<Message> split(int src, int dst, int64_t chunks) const;
+
   int64_t chunks_at_shift(int shift) const;
 
   Problem problem_;
