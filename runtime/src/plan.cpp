@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include "dring/core/error.hpp"
 
@@ -104,7 +105,7 @@ namespace {
 
 // How many positions of `pieces` lie below x: O(log pieces) when the pieces' spans are apart
 // (contiguous runs, zigzag chunks), a sum over the pieces when they interleave (striped:N holds
-// a stripe as N progressions).
+// a stripe as N progressions; `exact_per_row` says when that is cheap enough for every row).
 class PositionsBelow {
  public:
   explicit PositionsBelow(std::vector<Piece> pieces) : pieces_(std::move(pieces)), before_(pieces_.size()) {
@@ -115,6 +116,7 @@ class PositionsBelow {
       apart_ = apart_ && (i == 0 || pieces_[i - 1].pos.last() < pieces_[i].pos.first);
     }
   }
+  bool exact_per_row() const { return apart_ || pieces_.size() <= 4; }
   int64_t operator()(int64_t x) const {
     if (!apart_) {
       int64_t n = 0;
@@ -140,16 +142,27 @@ std::vector<int64_t> ExchangePlan::row_work(int dst, const std::vector<KvSlab>& 
   const int64_t group = problem_.group_size();
   constexpr int64_t kBelowAll = std::numeric_limits<int64_t>::min(), kAboveAll = std::numeric_limits<int64_t>::max();
   std::vector<int64_t> work;
+  std::optional<PositionsBelow> below;  // of dst's query rows in `block`
+  StridedRange block;
   for (const KvSlab& slab : slabs) {
     const int64_t r = pairs[static_cast<size_t>(slab.pair)].dilation;
     int64_t heads = 0;  // q heads of the kv head that read this offset
     for (int64_t h = slab.kv_head * group; h < (slab.kv_head + 1) * group; ++h) heads += h % r == slab.offset;
-    const PositionsBelow below(pieces_of(slab.block, layout_.runs(dst)));
-    for (int64_t n = 0; n < slab.keys.count; ++n) {
+    if (!below || !(block == slab.block)) {  // a block's slabs come one after another
+      block = slab.block;
+      below.emplace(pieces_of(slab.block, layout_.runs(dst)));
+    }
+    auto row = [&](int64_t n) {
       const int64_t kp = slab.keys.at(n);  // seen by queries at kp + lo .. kp + hi
       const int64_t from = band_.lo <= -Band::kUnbounded ? kBelowAll : kp + band_.lo;
       const int64_t to = band_.hi >= Band::kUnbounded ? kAboveAll : kp + band_.hi + 1;
-      work.push_back(heads * (below(to) - below(from)));
+      return heads * ((*below)(to) - (*below)(from));
+    };
+    if (below->exact_per_row() || slab.keys.count <= 2) {
+      for (int64_t n = 0; n < slab.keys.count; ++n) work.push_back(row(n));
+    } else {  // many interleaved pieces: exact at the slab's ends, straight between
+      const int64_t first = row(0), last = row(slab.keys.count - 1), span = slab.keys.count - 1;
+      for (int64_t n = 0; n < slab.keys.count; ++n) work.push_back(first + (last - first) * n / span);
     }
   }
   return work;
