@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <span>
 
 #include "dring/core/error.hpp"
 
@@ -65,9 +66,15 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
           if (block.count == 0) continue;
           const std::vector<Piece> queries = pieces_of(block, dst_runs);
           if (queries.empty()) continue;
+          const Piece latest = *std::max_element(queries.begin(), queries.end(), [](const Piece& x, const Piece& y) {
+            return x.pos.last() < y.pos.last();
+          });
           for (const Piece& keys : pieces_of(block, src_runs)) {
             stretches.clear();
-            for (const Piece& q : queries) {
+            // Without a window every query piece reaches back to the first key, so the stretches
+            // are one, up to the latest query: O(pieces) where the loop is O(pieces^2) (striped:N
+            // holds a block as N interleaved pieces).
+            for (const Piece& q : band_.hi >= Band::kUnbounded ? std::span(&latest, 1) : std::span(queries)) {
               // Keys k with lo <= qp - k <= hi for some qp in [q.first, q.last].
               const int64_t lo = band_.hi >= Band::kUnbounded ? keys.pos.first : q.pos.first - band_.hi;
               const int64_t hi = band_.lo <= -Band::kUnbounded ? keys.pos.last() : q.pos.last() - band_.lo;
@@ -103,26 +110,27 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
 
 namespace {
 
-// How many positions of `pieces` lie below x: O(log pieces) when the pieces' spans are apart
-// (contiguous runs, zigzag chunks), a sum over the pieces when they interleave (striped:N holds
-// a stripe as N progressions; `exact_per_row` says when that is cheap enough for every row).
+// How many positions of `pieces` lie below x, in O(log pieces) when the pieces' spans are apart
+// (contiguous runs, zigzag chunks); when they interleave (striped:N holds a stripe as N
+// progressions) the positions are listed and sorted once, and it is O(log positions).
 class PositionsBelow {
  public:
   explicit PositionsBelow(std::vector<Piece> pieces) : pieces_(std::move(pieces)), before_(pieces_.size()) {
     int64_t n = 0;
+    bool apart = true;
     for (size_t i = 0; i < pieces_.size(); ++i) {
       before_[i] = n;
       n += pieces_[i].pos.count;
-      apart_ = apart_ && (i == 0 || pieces_[i - 1].pos.last() < pieces_[i].pos.first);
+      apart = apart && (i == 0 || pieces_[i - 1].pos.last() < pieces_[i].pos.first);
     }
+    if (apart) return;
+    for (const Piece& p : pieces_) {
+      for (int64_t i = 0; i < p.pos.count; ++i) sorted_.push_back(p.pos.at(i));
+    }
+    std::sort(sorted_.begin(), sorted_.end());
   }
-  bool exact_per_row() const { return apart_ || pieces_.size() <= 4; }
   int64_t operator()(int64_t x) const {
-    if (!apart_) {
-      int64_t n = 0;
-      for (const Piece& p : pieces_) n += clip(p.pos, p.pos.first, x).count;
-      return n;
-    }
+    if (!sorted_.empty()) return std::lower_bound(sorted_.begin(), sorted_.end(), x) - sorted_.begin();
     const auto after = std::partition_point(pieces_.begin(), pieces_.end(), [x](const Piece& p) { return p.pos.first < x; });
     if (after == pieces_.begin()) return 0;
     const size_t i = static_cast<size_t>(after - pieces_.begin()) - 1;
@@ -132,7 +140,7 @@ class PositionsBelow {
  private:
   std::vector<Piece> pieces_;  // ascending by first position
   std::vector<int64_t> before_;
-  bool apart_ = true;
+  std::vector<int64_t> sorted_;  // every position, when the pieces interleave
 };
 
 }  // namespace
@@ -152,17 +160,11 @@ std::vector<int64_t> ExchangePlan::row_work(int dst, const std::vector<KvSlab>& 
       block = slab.block;
       below.emplace(pieces_of(slab.block, layout_.runs(dst)));
     }
-    auto row = [&](int64_t n) {
+    for (int64_t n = 0; n < slab.keys.count; ++n) {
       const int64_t kp = slab.keys.at(n);  // seen by queries at kp + lo .. kp + hi
       const int64_t from = band_.lo <= -Band::kUnbounded ? kBelowAll : kp + band_.lo;
       const int64_t to = band_.hi >= Band::kUnbounded ? kAboveAll : kp + band_.hi + 1;
-      return heads * ((*below)(to) - (*below)(from));
-    };
-    if (below->exact_per_row() || slab.keys.count <= 2) {
-      for (int64_t n = 0; n < slab.keys.count; ++n) work.push_back(row(n));
-    } else {  // many interleaved pieces: exact at the slab's ends, straight between
-      const int64_t first = row(0), last = row(slab.keys.count - 1), span = slab.keys.count - 1;
-      for (int64_t n = 0; n < slab.keys.count; ++n) work.push_back(first + (last - first) * n / span);
+      work.push_back(heads * ((*below)(to) - (*below)(from)));
     }
   }
   return work;

@@ -71,8 +71,7 @@ class ExchangePlan {
   std::vector<PlanStep> schedule(int rank) const;
   // The work each row of `slabs` (needed by dst, in order) brings to dst: the scores it enters,
   // i.e. dst's query rows of its block within the band of it, times the q heads reading its
-  // (kv head, offset); exact, except under a striped:N layout with N > 4, where it is exact at
-  // each slab's ends and linear between. Only where messages are cut depends on it.
+  // (kv head, offset). Only where messages are cut depends on it.
   std::vector<int64_t> row_work(int dst, const std::vector<KvSlab>& slabs) const;
 
   // K/V rows dst receives in total, over all peers (each row is 2*head_dim elements).
