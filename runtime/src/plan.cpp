@@ -178,17 +178,20 @@ std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const
   // of a long segment, read by many more queries than those of a short one, bunch the work
   // into a few steps. Cuts only move where messages end; every message stays within the cap.
   const std::vector<KvSlab> slabs = needed(src, dst);
-  std::vector<int64_t> work = row_work(dst, slabs);
+  const std::vector<int64_t> work = row_work(dst, slabs);
   const int64_t total = static_cast<int64_t>(work.size());
-  std::vector<double> done(work.size() + 1, 0.0);  // work of rows [0, n)
-  for (int64_t n = 0; n < total; ++n) done[n + 1] = done[n] + static_cast<double>(std::max<int64_t>(work[n], 0));
-  if (done[total] <= 0.0) {
-    for (int64_t n = 0; n < total; ++n) done[n + 1] = static_cast<double>(n + 1);  // no weights: even rows
+  std::vector<int64_t> done(work.size() + 1, 0);  // work of rows [0, n); integers, so both ends cut alike
+  for (int64_t n = 0; n < total; ++n) done[n + 1] = done[n] + work[n];
+  if (done[total] == 0) {
+    for (int64_t n = 0; n < total; ++n) done[n + 1] = n + 1;  // no work counted: even rows
   }
   std::vector<int64_t> cut(static_cast<size_t>(chunks) + 1, 0);  // message c holds rows [cut[c], cut[c+1])
   for (int64_t c = 0; c + 1 < chunks; ++c) {
-    const double target = done[total] * static_cast<double>(c + 1) / static_cast<double>(chunks);
-    int64_t at = std::lower_bound(done.begin(), done.end(), target) - done.begin();
+    // The first row count whose work reaches (c + 1) / chunks of the whole.
+    const __int128 target = static_cast<__int128>(done[total]) * (c + 1);
+    int64_t at = std::partition_point(done.begin(), done.end(), [&](int64_t w) {
+                   return static_cast<__int128>(w) * chunks < target;
+                 }) - done.begin();
     at = std::max(at, total - (chunks - 1 - c) * max_message_rows_);  // the rest must fit in the rest
     cut[c + 1] = std::clamp(at, cut[c], std::min(total, cut[c] + max_message_rows_));
   }
