@@ -236,6 +236,26 @@ std::vector<uint16_t> to_bf16(std::vector<float>& x) {
   return bits;
 }
 
+// The times of `reps` runs of timed(prm) after one warm-up, and with versus, of timed(prm on the
+// sgemm tiles) run just before each (so that both see the same machine: this VM's speed drifts
+// by 20-40% within a minute). timed(prm) runs last, so that a check afterwards reads its output.
+template <class Timed>
+std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, bool versus, Timed&& timed,
+                                                                     const dring::kernels::AttendParams& prm) {
+  dring::kernels::AttendParams sgemm_prm = prm;
+  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
+  std::vector<double> times, sgemm_times;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    if (versus) {
+      const double ms = timed(sgemm_prm);
+      if (rep > 0) sgemm_times.push_back(ms);
+    }
+    const double ms = timed(prm);
+    if (rep > 0) times.push_back(ms);
+  }
+  return {times, sgemm_times};
+}
+
 // versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) just before
 // the measured one, so that both see the same machine (this VM's speed drifts by 20-40% within a
 // minute); the result carries both medians.
@@ -264,8 +284,6 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
     }
   }
   std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-  dring::kernels::AttendParams sgemm_prm = prm;
-  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
   auto timed = [&](const dring::kernels::AttendParams& params) {
     // Every row back to (out, lse) = (0, -inf), outside the timing.
     std::fill(p.out.begin(), p.out.end(), 0.0f);
@@ -275,15 +293,7 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
     dring::kernels::cpu::attend(blocks, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  std::vector<double> times, sgemm_times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    if (versus) {
-      const double ms = timed(sgemm_prm);
-      if (rep > 0) sgemm_times.push_back(ms);
-    }
-    const double ms = timed(prm);  // last, so that the error check below reads its output
-    if (rep > 0) times.push_back(ms);
-  }
+  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
   if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
@@ -428,23 +438,13 @@ Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams p
   }
   std::vector<float> workspace(
       static_cast<size_t>(dring::kernels::cpu::backward_workspace_floats_per_thread(prm) * c.threads));
-  dring::kernels::AttendParams sgemm_prm = prm;
-  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
   auto timed = [&](const dring::kernels::AttendParams& params) {
     for (auto* g : {&dq, &dk, &dv}) std::fill(g->begin(), g->end(), 0.0f);
     const auto t0 = Clock::now();
     dring::kernels::cpu::attend_backward(blocks, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  std::vector<double> times, sgemm_times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    if (versus) {
-      const double ms = timed(sgemm_prm);
-      if (rep > 0) sgemm_times.push_back(ms);
-    }
-    const double ms = timed(prm);  // last, so that the error check below reads its gradients
-    if (rep > 0) times.push_back(ms);
-  }
+  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = 2.5 * case_flops(c, r.blocks);

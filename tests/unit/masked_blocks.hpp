@@ -117,6 +117,14 @@ struct KernelRun {
   kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto;  // fp32 only: the tile kernel
 };
 
+// Every fp32 tile kernel a test runs (a fused one falls back to sgemm where the CPU or head_dim
+// does not take it), and its name.
+inline constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
+                                                        kernels::CpuF32Kernel::kSgemm};
+inline const char* kernel_name(kernels::CpuF32Kernel k) {
+  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
+}
+
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {
   kernels::AttendParams prm;
   prm.dtype = dtype;

@@ -203,12 +203,8 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
   }
 }
 
-constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
-                                                 kernels::CpuF32Kernel::kSgemm};
-
-const char* kernel_name(kernels::CpuF32Kernel k) {
-  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
-}
+using test::kernel_name;
+using test::kF32Kernels;
 
 // Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm) against float64: the
 // head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes, causal and
