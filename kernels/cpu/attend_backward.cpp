@@ -51,8 +51,6 @@ namespace dring::kernels::cpu {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-// kAuto runs the fused tile on AVX2 (no AVX-512) up to this head_dim, as the forward does.
-constexpr int64_t kAvx2MaxHeadDim = 64;
 
 struct Item {
   int64_t block_begin, block_end;  // a run of small blocks, or one big block
@@ -417,12 +415,10 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
 FusedIsa fused_backward_isa(const AttendParams& params) {
   if (params.dtype != DType::kF32 || params.cpu_f32_kernel == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
   if (params.cpu_f32_kernel != CpuF32Kernel::kAuto) return fused_isa(params);
-  // kAuto: the AVX-512 instance where it runs, else AVX2 up to kAvx2MaxHeadDim.
+  // kAuto: the AVX-512 instance where it runs, else sgemm. The AVX2 instance measured 0.72-0.88x
+  // of oneDNN's AVX2 sgemm backward (docs/benchmarks.md), so it runs only when asked for.
   AttendParams forced = params;
   forced.cpu_f32_kernel = CpuF32Kernel::kAvx512;
-  const FusedIsa isa = fused_isa(forced);
-  if (isa != FusedIsa::kNone || params.head_dim > kAvx2MaxHeadDim) return isa;
-  forced.cpu_f32_kernel = CpuF32Kernel::kAvx2;
   return fused_isa(forced);
 }
 

@@ -46,8 +46,8 @@ struct FusedGradTile {
   float* dq = nullptr;       // [nq][d], accumulated
 };
 
-// The fp32 backward's tile kernel for params (kNone: the sgemm tile), chosen as fused_isa is
-// from params.cpu_f32_kernel, the CPU and head_dim (attend_backward.cpp says what kAuto takes).
+// The fp32 backward's tile kernel for params (kNone: the sgemm tile), from params.cpu_f32_kernel,
+// the CPU and head_dim as fused_isa, except that kAuto takes only the AVX-512 instance.
 FusedIsa fused_backward_isa(const AttendParams& params);
 
 // Runs the three passes of one chunk on the ISA's body (isa must not be kNone).

@@ -108,10 +108,10 @@ struct AttendParams {
   bool bf16_matmul = true;
   // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes the fused
   // micro-kernels (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the
-  // CPU has it and head_dim is a multiple of 16 up to 256, else on AVX2+FMA for head_dim a multiple
-  // of 8 up to 64, else sgemm; the others force one (tests, benchmarks) and fall back to sgemm
-  // where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say whether it does).
-  // Ignored for bf16.
+  // CPU has it and head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for
+  // head_dim a multiple of 8 up to 64, else sgemm; the others force one (tests, benchmarks) and
+  // fall back to sgemm where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say
+  // whether it does). Ignored for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
   ProgressHook progress;
 };
