@@ -19,6 +19,10 @@
 // dense D=64 one-thread ratio is below --min-ratio, 3 if the --json report cannot be written.
 // --f32-kernel picks the fp32 tile kernel (default auto: the fused micro-kernel where the CPU
 // has AVX-512 or AVX2); --versus-sgemm also times each row on the sgemm tiles, rep by rep.
+// --backward times dring::kernels::cpu::attend_backward instead (dq, dk, dv from the forward's out
+// and lse, delta computed outside the timing): FLOPs are the five tile products, 10*n_q*n_k*D per
+// dense block (10*D*n(n+1)/2 causal); max_err covers sampled dq rows and dk, dv rows against float64,
+// relative to the largest sampled reference gradient. fp32 only.
 // Usage: dring_kernel_bench [--reps 7] [--json FILE] [--min-ratio 0.5]   (docs/benchmarks.md)
 #include <cblas.h>
 
@@ -53,7 +57,7 @@ constexpr const char* kTargetCase = "dense";
 
 // One row of the table: `blocks` blocks of n x n rows of a [seq, heads, D] tensor, made by the
 // dilated pair (w, r) = (n*r, r): block (segment s, head h) takes rows s*w + (h mod r) + r*t.
-// Dense attention is the pair (seq, 1) on one head.
+// Dense attention is the pair (seq, 1) on one head (or on each of 4 heads: the *_h4 rows).
 struct Case {
   std::string name;
   int64_t seq;
@@ -232,6 +236,26 @@ std::vector<uint16_t> to_bf16(std::vector<float>& x) {
   return bits;
 }
 
+// The times of `reps` runs of timed(prm) after one warm-up, and with versus, of timed(prm on the
+// sgemm tiles) run just before each (so that both see the same machine: this VM's speed drifts
+// by 20-40% within a minute). timed(prm) runs last, so that a check afterwards reads its output.
+template <class Timed>
+std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, bool versus, Timed&& timed,
+                                                                     const dring::kernels::AttendParams& prm) {
+  dring::kernels::AttendParams sgemm_prm = prm;
+  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
+  std::vector<double> times, sgemm_times;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    if (versus) {
+      const double ms = timed(sgemm_prm);
+      if (rep > 0) sgemm_times.push_back(ms);
+    }
+    const double ms = timed(prm);
+    if (rep > 0) times.push_back(ms);
+  }
+  return {times, sgemm_times};
+}
+
 // versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) just before
 // the measured one, so that both see the same machine (this VM's speed drifts by 20-40% within a
 // minute); the result carries both medians.
@@ -260,8 +284,6 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
     }
   }
   std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-  dring::kernels::AttendParams sgemm_prm = prm;
-  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
   auto timed = [&](const dring::kernels::AttendParams& params) {
     // Every row back to (out, lse) = (0, -inf), outside the timing.
     std::fill(p.out.begin(), p.out.end(), 0.0f);
@@ -271,15 +293,7 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
     dring::kernels::cpu::attend(blocks, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  std::vector<double> times, sgemm_times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    if (versus) {
-      const double ms = timed(sgemm_prm);
-      if (rep > 0) sgemm_times.push_back(ms);
-    }
-    const double ms = timed(prm);  // last, so that the error check below reads its output
-    if (rep > 0) times.push_back(ms);
-  }
+  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
   if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
@@ -288,6 +302,156 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
   r.sgemm_time_ms = versus ? median(sgemm_times) : 0.0;
   r.gflops = r.flops / (r.time_ms * 1e6);
   r.max_err = sampled_error(c, p, prm.scale);
+  return r;
+}
+
+// The float64 side of the backward's check on block b: scores, dP = dout . v and a row's lse and
+// delta, from the same float inputs.
+struct GradReference {
+  const dring::kernels::AttendBlock& b;
+  int64_t d;
+  double scale;
+  const float* dout;  // at b's first row, same layout as q
+  double score(int64_t i, int64_t j) const {
+    double dot = 0.0;
+    for (int64_t e = 0; e < d; ++e) {
+      dot += static_cast<double>(f32(b.q)[i * b.q_stride + e]) * static_cast<double>(f32(b.k)[j * b.kv_stride + e]);
+    }
+    return dot * scale;
+  }
+  double dp(int64_t i, int64_t j) const {
+    double dot = 0.0;
+    for (int64_t e = 0; e < d; ++e) {
+      dot += static_cast<double>(dout[i * b.q_stride + e]) * static_cast<double>(f32(b.v)[j * b.kv_stride + e]);
+    }
+    return dot;
+  }
+  // lse and delta = sum_j P_ij dP_ij (= rowsum(dout * out)) of row i.
+  std::pair<double, double> row_state(int64_t i) const {
+    const int64_t keys = b.mask.key_end(i, b.n_k);
+    double mx = -std::numeric_limits<double>::infinity(), sum = 0.0, dl = 0.0;
+    for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, score(i, j));
+    for (int64_t j = 0; j < keys; ++j) sum += std::exp(score(i, j) - mx);
+    const double lse = mx + std::log(sum);
+    for (int64_t j = 0; j < keys; ++j) dl += std::exp(score(i, j) - lse) * dp(i, j);
+    return {lse, dl};
+  }
+};
+
+// Max over sampled rows of |grad - grad64| of dq (query rows, spread over all blocks, from float64
+// lse and delta) and dk, dv (a few key rows of the first block, from every query row's lse and
+// delta as the kernel was given them, fp32), relative to the largest sampled reference value.
+double sampled_grad_error(const Case& c, const Problem& p, const std::vector<float>& dout, const std::vector<float>& delta,
+                          const std::vector<float>& dq, const std::vector<float>& dk, const std::vector<float>& dv,
+                          double scale) {
+  const int64_t rows = static_cast<int64_t>(p.blocks.size()) * c.rows_per_block, d = c.head_dim;
+  std::vector<std::vector<double>> got, want;
+  auto offset_of = [&](const void* x, const void* base) { return static_cast<const float*>(x) - f32(base); };
+  for (int t = 0; t < kSamples; ++t) {
+    const int64_t row = t * (rows - 1) / (kSamples - 1);
+    const dring::kernels::AttendBlock& b = p.blocks[row / c.rows_per_block];
+    const int64_t i = row % c.rows_per_block, at = offset_of(b.q, p.q.data()) + i * b.q_stride;
+    const GradReference ref{b, d, scale, dout.data() + offset_of(b.q, p.q.data())};
+    const auto [lse, dl] = ref.row_state(i);
+    std::vector<double> g(static_cast<size_t>(d), 0.0);
+    for (int64_t j = 0; j < b.mask.key_end(i, b.n_k); ++j) {
+      const double ds = std::exp(ref.score(i, j) - lse) * (ref.dp(i, j) - dl) * scale;
+      for (int64_t e = 0; e < d; ++e) g[e] += ds * static_cast<double>(f32(b.k)[j * b.kv_stride + e]);
+    }
+    want.push_back(g);
+    got.emplace_back(dq.begin() + at, dq.begin() + at + d);
+  }
+  // dk and dv of a few key rows of the first block, from all its query rows.
+  const dring::kernels::AttendBlock& b = p.blocks[0];
+  const GradReference ref{b, d, scale, dout.data() + offset_of(b.q, p.q.data())};
+  const float* b_delta = delta.data() + (b.lse - p.lse.data());
+  for (int t = 0; t < 4; ++t) {
+    const int64_t j = t * (b.n_k - 1) / 3, at = offset_of(b.k, p.k.data()) + j * b.kv_stride;
+    std::vector<double> gk(static_cast<size_t>(d), 0.0), gv(static_cast<size_t>(d), 0.0);
+    for (int64_t i = 0; i < b.n_q; ++i) {
+      if (j >= b.mask.key_end(i, b.n_k)) continue;
+      const double pr = std::exp(ref.score(i, j) - static_cast<double>(b.lse[i * b.lse_stride]));
+      const double ds = pr * (ref.dp(i, j) - static_cast<double>(b_delta[i * b.lse_stride])) * scale;
+      for (int64_t e = 0; e < d; ++e) {
+        gk[e] += ds * static_cast<double>(f32(b.q)[i * b.q_stride + e]);
+        gv[e] += pr * static_cast<double>(ref.dout[i * b.q_stride + e]);
+      }
+    }
+    want.push_back(gk);
+    got.emplace_back(dk.begin() + at, dk.begin() + at + d);
+    want.push_back(gv);
+    got.emplace_back(dv.begin() + at, dv.begin() + at + d);
+  }
+  double largest = 0.0, err = 0.0;
+  for (const auto& w : want) {
+    for (double x : w) largest = std::max(largest, std::abs(x));
+  }
+  for (size_t n = 0; n < want.size(); ++n) {
+    for (int64_t e = 0; e < d; ++e) err = std::max(err, std::abs(got[n][e] - want[n][e]));
+  }
+  return err / largest;
+}
+
+// run_case for the backward (--backward): the forward runs once to give out and lse, delta is
+// computed, then each rep times one attend_backward call (dq, dk, dv zeroed outside the timing);
+// versus: the same call on the sgemm tiles just before each measured rep, as in run_case.
+Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool versus) {
+  Problem p = make_problem(c);
+  prm.head_dim = c.head_dim;
+  prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  prm.threads = c.threads;
+  DRING_CHECK(prm.dtype == dring::DType::kF32, dring::Status::kInvalidArgument, "--backward: fp32 only");
+  {
+    std::vector<float> ws(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
+    std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
+    dring::kernels::cpu::attend(p.blocks, prm, ws.data());
+  }
+  const std::vector<float> dout = random_normal(static_cast<int64_t>(p.q.size()), 14);
+  std::vector<float> delta(p.lse.size()), dq(p.q.size()), dk(p.q.size()), dv(p.q.size());
+  for (size_t r = 0; r < delta.size(); ++r) {  // [seq, heads] like lse; rows of D floats
+    double sum = 0.0;
+    for (int64_t e = 0; e < c.head_dim; ++e) sum += p.out[r * c.head_dim + e] * dout[r * c.head_dim + e];
+    delta[r] = static_cast<float>(sum);
+  }
+  std::vector<dring::kernels::GradBlock> blocks;
+  for (const dring::kernels::AttendBlock& a : p.blocks) {
+    const int64_t at = f32(a.q) - p.q.data(), state = a.lse - p.lse.data();
+    dring::kernels::GradBlock g;
+    g.q = a.q;
+    g.dout = dout.data() + at;
+    g.out = a.out;
+    g.dq = dq.data() + at;
+    g.q_stride = a.q_stride;
+    g.lse = a.lse;
+    g.delta = delta.data() + state;
+    g.state_stride = a.lse_stride;
+    g.n_q = a.n_q;
+    g.k = a.k;
+    g.v = a.v;
+    g.kv_stride = a.kv_stride;
+    g.dk = dk.data() + at;
+    g.dv = dv.data() + at;
+    g.dkv_stride = a.kv_stride;
+    g.n_k = a.n_k;
+    g.mask = a.mask;
+    blocks.push_back(g);
+  }
+  std::vector<float> workspace(
+      static_cast<size_t>(dring::kernels::cpu::backward_workspace_floats_per_thread(prm) * c.threads));
+  auto timed = [&](const dring::kernels::AttendParams& params) {
+    for (auto* g : {&dq, &dk, &dv}) std::fill(g->begin(), g->end(), 0.0f);
+    const auto t0 = Clock::now();
+    dring::kernels::cpu::attend_backward(blocks, params, workspace.data());
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  };
+  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
+  Result r;
+  r.blocks = static_cast<int64_t>(p.blocks.size());
+  r.flops = 2.5 * case_flops(c, r.blocks);
+  r.time_ms = median(times);
+  r.sgemm_time_ms = versus ? median(sgemm_times) : 0.0;
+  r.gflops = r.flops / (r.time_ms * 1e6);
+  r.max_err = sampled_grad_error(c, p, dout, delta, dq, dk, dv, prm.scale);
   return r;
 }
 
@@ -339,15 +503,16 @@ dring::kernels::AttendParams with_head_dim(dring::kernels::AttendParams p, int64
 
 // Which fp32 tile kernel runs at head_dim d: the fused one (named by the widest ISA the request
 // and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
-std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d) {
+std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d, bool backward) {
   using K = dring::kernels::CpuF32Kernel;
+  auto runs = backward ? dring::kernels::cpu::fused_f32_backward_runs : dring::kernels::cpu::fused_f32_runs;
   const auto p = with_head_dim(tiles, d);
-  if (p.dtype != dring::DType::kF32 || !dring::kernels::cpu::fused_f32_runs(p)) return "sgemm";
+  if (p.dtype != dring::DType::kF32 || !runs(p)) return "sgemm";
   if (p.cpu_f32_kernel == K::kAvx2) return "fused avx2";
   if (p.cpu_f32_kernel == K::kAvx512) return "fused avx512";
   auto forced = p;
   forced.cpu_f32_kernel = K::kAvx512;
-  return dring::kernels::cpu::fused_f32_runs(forced) ? "fused avx512" : "fused avx2";
+  return runs(forced) ? "fused avx512" : "fused avx2";
 }
 
 }  // namespace
@@ -385,6 +550,10 @@ int main(int argc, char** argv) {
   app.add_option("--f32-kernel", f32_kernel,
                  "fp32 tile kernel: auto (fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512")
       ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512"}));
+  bool backward = false;
+  app.add_flag("--backward", backward,
+               "time the backward (dq, dk, dv) instead of the forward; with --versus-sgemm, against the backward's "
+               "sgemm tiles");
   CLI11_PARSE(app, argc, argv);
   tiles.cpu_f32_kernel = f32_kernel == "sgemm"    ? dring::kernels::CpuF32Kernel::kSgemm
                          : f32_kernel == "avx2"   ? dring::kernels::CpuF32Kernel::kAvx2
@@ -399,6 +568,9 @@ int main(int argc, char** argv) {
         {kTargetCase, 4096, 1, 64, 1, 4096, false, 1},
         {"dense", 4096, 1, 128, 1, 4096, false, 1},
         {"causal", 4096, 1, 64, 1, 4096, true, 1},
+        // [S, 4, 64]: the rows of one head 1 KiB apart, as the runtime passes them.
+        {"dense_h4", 4096, 4, 64, 1, 4096, false, 1},
+        {"causal_h4", 4096, 4, 64, 1, 4096, true, 1},
         {"small_blocks", 32768, 8, 64, 8, 8, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 16, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 32, false, 1},
@@ -416,7 +588,9 @@ int main(int argc, char** argv) {
     const Sgemm before = measure_sgemm(sgemm_n, reps, true);
     const Sgemm openblas_before = measure_sgemm(sgemm_n, reps, false);
     std::vector<Result> results;
-    for (const Case& c : cases) results.push_back(run_case(c, reps, tiles, versus));
+    for (const Case& c : cases) {
+      results.push_back(backward ? run_backward_case(c, reps, tiles, versus) : run_case(c, reps, tiles, versus));
+    }
     const Sgemm after = measure_sgemm(sgemm_n, reps, true);
     const Sgemm openblas_after = measure_sgemm(sgemm_n, reps, false);
     const double engine_best = std::max(before.gflops, after.gflops);
@@ -445,8 +619,12 @@ int main(int argc, char** argv) {
     std::printf("# time_ms: median of %d after 1 warm-up; sgemm = threads x 1-thread ceiling; "
                 "max_err: %d sampled rows vs float64, / max|v|, tolerance %.0e\n",
                 reps, kSamples, tolerance);
-    std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n", f32_kernel_ran(tiles, 64).c_str(),
-                f32_kernel_ran(tiles, 128).c_str(), f32_kernel.c_str());
+    if (backward) {
+      std::printf("# pass: backward (dq, dk, dv); FLOPs: the five tile products, 2.5x the forward's count\n");
+    }
+    std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n",
+                f32_kernel_ran(tiles, 64, backward).c_str(), f32_kernel_ran(tiles, 128, backward).c_str(),
+                f32_kernel.c_str());
     std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
                 tiles.dtype != dring::DType::kBF16 ? ""
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
@@ -471,7 +649,8 @@ int main(int argc, char** argv) {
     report["bf16_matmul"] = tiles.dtype == dring::DType::kBF16 && tiles.bf16_matmul &&
                             dring::kernels::cpu::bf16_matmul_available();
     report["f32_kernel"] = f32_kernel;
-    report["f32_kernel_d64"] = f32_kernel_ran(tiles, 64);
+    report["f32_kernel_d64"] = f32_kernel_ran(tiles, 64, backward);
+    report["pass"] = backward ? "backward" : "forward";
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;

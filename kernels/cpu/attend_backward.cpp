@@ -9,6 +9,13 @@
 // other key tiles of the block, so that last product is taken under the tile's lock (items start
 // their query sweep at different tiles, so threads rarely meet). Tiny blocks take a direct path,
 // a run of them per item. Nothing n x n is ever stored: two q_tile x k_tile scratch tiles a thread.
+// fp32, fused path (attend_fused_backward.hpp, where fused_backward_isa says so): same items, same
+// locks, but the item packs its K tile once (transposed and pre-scaled, transposed V, K rows), and
+// each (query head, query tile) packs its q and dout rows and runs the tile pair as chunks of query
+// rows x keys on micro-kernels of dring's own: S and dP in one register block with P and dS formed
+// in its epilogue, then dV, dK into the item's dense tiles (added to dk, dv once at the end) and dQ
+// into a dense tile added to dq under the lock. Every chunk is masked row by row (lo/hi), so full,
+// partial and padding keys take one path.
 // bf16, fast path (oneDNN bf16 matmul, bf16_matmul.hpp): the item packs its K and V tile once and
 // each query tile's q and dout rows densely as bf16; S and dP are bf16 matmuls with fp32 results,
 // P and dS are computed in fp32 in one pass per row and rounded to bf16 (dS with the scale folded
@@ -32,6 +39,7 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "attend_fused_backward.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "f32_rows.hpp"
@@ -257,11 +265,170 @@ void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const At
   }
 }
 
+// The fused tile's chunks (attend_fused_backward.hpp): kFusedChunkBytes of head_dim-wide fp32
+// rows, a multiple of kFusedQueryPad, at most kFusedMaxChunk: 128 rows at D=64, 64 at D=128. A
+// chunk's q and dout rows, its P and dS tiles and a key chunk's rows and gradients then stay in L2
+// and the blocks' operands in L1. Measured on dense 4096 x 4096, one thread (docs/benchmarks.md):
+// 16 KiB (64 rows at D=64, 32 at D=128) was no faster at D=64 and slower at D=128.
+constexpr int64_t kFusedChunkBytes = 32 * 1024;
+constexpr int64_t kFusedMaxChunk = 128;
+int64_t fused_chunk(int64_t d) {
+  const int64_t rows = kFusedChunkBytes / (d * int64_t{sizeof(float)}) / kFusedQueryPad * kFusedQueryPad;
+  return std::clamp<int64_t>(rows, kFusedQueryPad, kFusedMaxChunk);
+}
+constexpr int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+// The row stride of kt, vt (keys) and of P, dS (a key chunk): one cache line more than the padded
+// keys, so that a column of rows (read down by the score and dV/dK blocks) does not fall into the
+// few L1 sets a power-of-two stride maps to (as fused_row_stride does for the forward).
+constexpr int64_t padded_keys(int64_t n) { return round_up(n, kFusedQueryPad) + kFusedQueryPad; }
+
+// Scratch floats of backward_key_tile_fused: kt, vt, the packed k rows, the dK and dV tiles, q,
+// dout and the dQ tile, P and dS, lse2, delta and the rows' keys in the tile, lo and hi.
+int64_t fused_floats(const AttendParams& p) {
+  const int64_t d = p.head_dim, ldk = padded_keys(p.k_tile);
+  const int64_t kc = std::min(fused_chunk(d), p.k_tile), qc = std::min(fused_chunk(d), p.q_tile);
+  return 2 * region_floats(d * ldk, 4) + 3 * region_floats(p.k_tile * d, 4) + 3 * region_floats(p.q_tile * d, 4) +
+         2 * region_floats(qc * padded_keys(kc), 4) + 4 * region_floats(p.q_tile, 4) + 2 * region_floats(qc, 4);
+}
+
+// backward_key_tile on the fused tile kernel. The key tile is packed once (kt, vt, k rows) and
+// its gradients accumulate in dense tiles added to dk and dv at the end; per query head and
+// query tile, q and dout are packed and the tile's dQ accumulates densely, to be added to dq
+// under the tile's lock; the tile pair runs as chunks of query rows x keys, skipping those the
+// mask leaves empty.
+void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, FusedIsa isa,
+                             float* scratch, std::atomic_flag* locks) {
+  const int64_t d = prm.head_dim;
+  const float scale = static_cast<float>(prm.scale);
+  const float alpha = scale * kLog2e;
+  const int64_t nk = j1 - j0;
+  const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
+  if (rows.begin >= rows.end) return;
+  const int64_t kc = std::min(fused_chunk(d), prm.k_tile), qc = std::min(fused_chunk(d), prm.q_tile);
+  const int64_t ldk = padded_keys(prm.k_tile), ldp = padded_keys(kc);
+  ScratchRegions regions(scratch);
+  float* kt = regions.take<float>(d * ldk);
+  float* vt = regions.take<float>(d * ldk);
+  float* kp = regions.take<float>(prm.k_tile * d);
+  float* dk_tile = regions.take<float>(prm.k_tile * d);
+  float* dv_tile = regions.take<float>(prm.k_tile * d);
+  float* q = regions.take<float>(prm.q_tile * d);
+  float* dout = regions.take<float>(prm.q_tile * d);
+  float* dq_tile = regions.take<float>(prm.q_tile * d);
+  float* p_tile = regions.take<float>(qc * ldp);
+  float* ds_tile = regions.take<float>(qc * ldp);
+  float* lse2 = regions.take<float>(prm.q_tile);
+  float* delta = regions.take<float>(prm.q_tile);
+  int32_t* lo = regions.take<int32_t>(qc);
+  int32_t* hi = regions.take<int32_t>(qc);
+  int32_t* tile_lo = regions.take<int32_t>(prm.q_tile);
+  int32_t* tile_hi = regions.take<int32_t>(prm.q_tile);
+  const float* k = typed<float>(b.k) + j0 * b.kv_stride;
+  const float* v = typed<float>(b.v) + j0 * b.kv_stride;
+  for (int64_t j = 0; j < nk; ++j) {
+    for (int64_t e = 0; e < d; ++e) {
+      kt[e * ldk + j] = alpha * k[j * b.kv_stride + e];
+      vt[e * ldk + j] = v[j * b.kv_stride + e];
+    }
+    std::copy_n(k + j * b.kv_stride, d, kp + j * d);
+  }
+  for (int64_t e = 0; e < d; ++e) {
+    std::fill(kt + e * ldk + nk, kt + (e + 1) * ldk, 0.0f);
+    std::fill(vt + e * ldk + nk, vt + (e + 1) * ldk, 0.0f);
+  }
+  std::fill(dk_tile, dk_tile + nk * d, 0.0f);
+  std::fill(dv_tile, dv_tile + nk * d, 0.0f);
+  FusedGradTile t;
+  t.d = d;
+  t.scale = scale;
+  t.lo = lo;
+  t.hi = hi;
+  t.ldk = ldk;
+  t.p = p_tile;
+  t.ds = ds_tile;
+  t.ldp = ldp;
+  const int64_t tiles = q_tiles(b, prm);
+  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
+  const int64_t span = end_tile - first_tile;
+  const bool trivial = b.mask.trivial();
+  for (int64_t n = 0; n < b.n_heads; ++n) {
+    for (int64_t step = 0; step < span; ++step) {
+      const int64_t tile = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
+      const int64_t i0 = tile * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
+      if (!trivial && b.mask.empty(i0, i1, j0, j1)) continue;
+      const int64_t nq = i1 - i0;
+      const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+      for (int64_t i = 0; i < nq; ++i) {
+        std::copy_n(typed<float>(b.q) + at + i * b.q_stride, d, q + i * d);
+        std::copy_n(typed<float>(b.dout) + at + i * b.q_stride, d, dout + i * d);
+        const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+        lse2[i] = b.lse[state] * kLog2e;
+        delta[i] = b.delta[state];
+        // Visible keys of the row, relative to the key tile (the mask's arithmetic once per row).
+        const int64_t row_lo = trivial ? 0 : std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+        const int64_t row_hi = trivial ? nk : std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, 0, nk);
+        tile_lo[i] = static_cast<int32_t>(row_lo);
+        tile_hi[i] = static_cast<int32_t>(row_hi);
+      }
+      std::fill(dq_tile, dq_tile + nq * d, 0.0f);
+      for (int64_t c0 = 0; c0 < nk; c0 += kc) {
+        const int64_t c1 = std::min(nk, c0 + kc);
+        const auto chunk_keys = static_cast<int32_t>(c1 - c0), first = static_cast<int32_t>(c0);
+        for (int64_t q0 = 0; q0 < nq; q0 += qc) {
+          const int64_t q1 = std::min(nq, q0 + qc);
+          // Visible keys of each row, relative to the chunk's first key; chunks none sees are skipped.
+          bool any = false;
+          for (int64_t i = q0; i < q1; ++i) {
+            lo[i - q0] = std::clamp(tile_lo[i] - first, 0, chunk_keys);
+            hi[i - q0] = std::clamp(tile_hi[i] - first, 0, chunk_keys);
+            any = any || lo[i - q0] < hi[i - q0];
+          }
+          if (!any) continue;
+          t.nq = q1 - q0;
+          t.nk = c1 - c0;
+          t.nk_pad = round_up(t.nk, kFusedQueryPad);
+          t.q = q + q0 * d;
+          t.dout = dout + q0 * d;
+          t.lse2 = lse2 + q0;
+          t.delta = delta + q0;
+          t.kt = kt + c0;
+          t.vt = vt + c0;
+          t.k = kp + c0 * d;
+          t.dk = dk_tile + c0 * d;
+          t.dv = dv_tile + c0 * d;
+          t.dq = dq_tile + q0 * d;
+          fused_backward_tile(isa, t);
+        }
+      }
+      TileLock lock(locks[n * tiles + tile]);
+      for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+    }
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    add(b.dk + (j0 + j) * b.dkv_stride, dk_tile + j * d, d);
+    add(b.dv + (j0 + j) * b.dkv_stride, dv_tile + j * d, d);
+  }
+}
+
 }  // namespace
+
+FusedIsa fused_backward_isa(const AttendParams& params) {
+  if (params.dtype != DType::kF32 || params.cpu_f32_kernel == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
+  if (params.cpu_f32_kernel != CpuF32Kernel::kAuto) return fused_isa(params);
+  // kAuto: the AVX-512 instance where it runs, else sgemm. The AVX2 instance measured 0.72-0.88x
+  // of oneDNN's AVX2 sgemm backward (docs/benchmarks.md), so it runs only when asked for.
+  AttendParams forced = params;
+  forced.cpu_f32_kernel = CpuF32Kernel::kAvx512;
+  return fused_isa(forced);
+}
+
+bool fused_f32_backward_runs(const AttendParams& params) { return fused_backward_isa(params) != FusedIsa::kNone; }
 
 int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = 2 * params.q_tile * params.k_tile;
-  if (params.dtype != DType::kBF16) return f32;
+  if (params.dtype != DType::kBF16) {
+    return fused_backward_isa(params) != FusedIsa::kNone ? std::max(f32, fused_floats(params)) : f32;
+  }
   // Either bf16 path: widened K, V, q, dout tiles, or the matmul path's packed tiles.
   return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
 }
@@ -292,6 +459,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     ++b;
   }
   std::unique_ptr<std::atomic_flag[]> locks(new std::atomic_flag[std::max<int64_t>(locks_needed, 1)]);
+  const FusedIsa fused = fused_backward_isa(prm);
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
@@ -299,6 +467,9 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
+        } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
+          backward_key_tile_fused(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
+                                  locks.get() + lock_base[b]);
         } else if (matmul) {
           backward_key_tile_bf16(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else {

@@ -7,6 +7,7 @@
 // also checks that the OS saves the vector registers) says the CPU has its ISA, so the binary
 // runs on any x86-64; elsewhere, and on other architectures, the sgemm tile runs.
 #include "attend_fused.hpp"
+#include "attend_fused_backward.hpp"
 
 #include <cstdint>
 #include <limits>
@@ -93,6 +94,7 @@ inline V zero_if_neg_inf(V x) {
 }
 
 #include "fused_tile_body.hpp"
+#include "fused_backward_body.hpp"
 
 }  // namespace
 }  // namespace avx512
@@ -130,6 +132,7 @@ inline V zero_if_neg_inf(V x) {
 }
 
 #include "fused_tile_body.hpp"
+#include "fused_backward_body.hpp"
 
 }  // namespace
 }  // namespace avx2
@@ -161,10 +164,20 @@ void fused_key_tiles(FusedIsa isa, const FusedTile& t) {
   }
 }
 
+void fused_backward_tile(FusedIsa isa, const FusedGradTile& t) {
+  DRING_ASSERT(isa != FusedIsa::kNone && t.nk_pad % kFusedQueryPad == 0 && t.ldp >= t.nk_pad);
+  if (isa == FusedIsa::kAvx512) {
+    avx512::backward_tile(t);
+  } else {
+    avx2::backward_tile(t);
+  }
+}
+
 #else
 
 FusedIsa fused_isa(const AttendParams&) { return FusedIsa::kNone; }
 void fused_key_tiles(FusedIsa, const FusedTile&) { DRING_ASSERT(false); }
+void fused_backward_tile(FusedIsa, const FusedGradTile&) { DRING_ASSERT(false); }
 
 #endif
 

@@ -117,6 +117,14 @@ struct KernelRun {
   kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto;  // fp32 only: the tile kernel
 };
 
+// Every fp32 tile kernel a test runs (a fused one falls back to sgemm where the CPU or head_dim
+// does not take it), and its name.
+inline constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
+                                                        kernels::CpuF32Kernel::kSgemm};
+inline const char* kernel_name(kernels::CpuF32Kernel k) {
+  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
+}
+
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {
   kernels::AttendParams prm;
   prm.dtype = dtype;
@@ -397,12 +405,13 @@ void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul =
 }
 
 template <class T>
-void check_masked_backward(double grad_bound, bool bf16_matmul = true) {
+void check_masked_backward(double grad_bound, bool bf16_matmul = true,
+                           kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const BackwardErrors b = check_backward<T>(c, run, seed);
     EXPECT_LT(b.worst, grad_bound) << what;
     EXPECT_EQ(b.changed_rows_without_terms, 0) << what;
-  }, bf16_matmul);
+  }, bf16_matmul, f32_kernel);
 }
 
 }  // namespace dring::test

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "dring/kernels/cpu.hpp"
@@ -90,13 +91,23 @@ TEST(ReferenceGradient, PerRowGradientsEqualTheWholeTensor) {
 struct GradCase {
   int64_t heads, n_q, n_k, d;
   bool causal;
+  bool packed = false;  // rows d apart (heads d apart in a q row), as in an exchange message
 };
 
-// One GradBlock of `heads` query heads over shared keys, strided layouts; returns the max error
-// of dq, dk, dv against float64, relative to each tensor's largest reference magnitude.
-double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads) {
-  const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d;  // q rows: heads interleaved 2*d apart
-  const int64_t kvs = 2 * c.d;
+// How run_grad_block runs the kernel.
+struct GradRun {
+  int64_t small_block_scores = 0;
+  int threads = 1;
+  kernels::CpuF32Kernel kernel = kernels::CpuF32Kernel::kAuto;
+  int64_t q_tile = 16, k_tile = 24;
+};
+
+// One GradBlock of `heads` query heads over shared keys, strided layouts (or packed rows);
+// returns the max error of dq, dk, dv against float64, relative to the largest reference gradient.
+double run_grad_block(const GradCase& c, const GradRun& run) {
+  // Strided: q rows 3*d*heads apart, the heads 2*d apart in a row; k and v rows 2*d apart.
+  const int64_t qs = (c.packed ? 1 : 3) * c.d * c.heads, hstep = (c.packed ? 1 : 2) * c.d;
+  const int64_t kvs = (c.packed ? 1 : 2) * c.d;
   const auto q = test::random_tensor(c.n_q * qs, 41), dout = test::random_tensor(c.n_q * qs, 42);
   const auto k = test::random_tensor(c.n_k * kvs, 43), v = test::random_tensor(c.n_k * kvs, 44);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
@@ -162,11 +173,12 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   kernels::AttendParams prm;
   prm.head_dim = c.d;
   prm.scale = scale;
-  prm.threads = threads;
-  prm.q_tile = 16;
-  prm.k_tile = 24;
-  prm.small_block_scores = small_block_scores;
-  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
+  prm.threads = run.threads;
+  prm.q_tile = run.q_tile;
+  prm.k_tile = run.k_tile;
+  prm.small_block_scores = run.small_block_scores;
+  prm.cpu_f32_kernel = run.kernel;
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads);
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
   // Errors relative to the largest reference gradient of the three (with one key, dq and dk are 0
   // up to rounding, so a per-tensor relative error would divide by noise).
@@ -184,15 +196,70 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
   for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
                            GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true}}) {
     for (int threads : {1, 2}) {
-      EXPECT_LT(run_grad_block(c, 0, threads), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " tiled";
+      EXPECT_LT(run_grad_block(c, GradRun{0, threads}), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " tiled";
     }
-    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1), 1e-5) << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
+    EXPECT_LT(run_grad_block(c, GradRun{int64_t{1} << 40, 1}), 1e-5)
+        << c.heads << "x" << c.n_q << "x" << c.n_k << " direct";
   }
 }
 
+using test::kernel_name;
+using test::kF32Kernels;
+
+// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm) against float64: the
+// head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes, causal and
+// not, strided and packed rows, the default tiles (several chunks of keys and query rows per tile
+// pair, some skipped by the causal mask), tiny tiles and tiles of 45 x 5, one and two threads.
+TEST(CpuBackwardKernel, F32TileKernelsMatchFloat64) {
+  struct Tiles {
+    int64_t q_tile, k_tile;
+  };
+  int fused_runs = 0;
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    for (const int64_t d : {8, 16, 48, 64, 72, 80, 128, 5, 264}) {
+      kernels::AttendParams prm;
+      prm.head_dim = d;
+      prm.cpu_f32_kernel = kernel;
+      const bool fused = kernels::cpu::fused_f32_backward_runs(prm);
+      fused_runs += fused ? 1 : 0;
+      if (d == 264 || d == 5 || kernel == kernels::CpuF32Kernel::kSgemm) {
+        EXPECT_FALSE(fused) << d;
+      }
+      for (const GradCase c : {GradCase{1, 1, 1, d, false}, GradCase{2, 97, 131, d, false},
+                               GradCase{1, 131, 97, d, true, true}, GradCase{2, 203, 200, d, true},
+                               GradCase{1, 37, 301, d, false, true}}) {
+        for (const Tiles tiles : {Tiles{128, 256}, Tiles{16, 24}, Tiles{45, 5}}) {
+          const int threads = tiles.q_tile == 16 ? 2 : 1;
+          const double err = run_grad_block(c, GradRun{0, threads, kernel, tiles.q_tile, tiles.k_tile});
+          EXPECT_LT(err, 1e-5) << kernel_name(kernel) << (fused ? " fused " : " sgemm ") << c.heads << "x" << c.n_q
+                               << "x" << c.n_k << " d " << d << " causal " << c.causal << " packed " << c.packed
+                               << " tiles " << tiles.q_tile << "x" << tiles.k_tile << " threads " << threads;
+        }
+      }
+    }
+  }
+  if (fused_runs == 0) std::printf("note: this CPU has neither AVX-512 nor AVX2+FMA; only sgemm was tested\n");
+}
+
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
-// threads; rows no term reaches keep their gradients exactly, even with lse = -inf.
-TEST(CpuBackwardKernel, GeneralMasksMatchFloat64) { test::check_masked_backward<float>(1e-5); }
+// threads; rows no term reaches keep their gradients exactly, even with lse = -inf. On every fp32
+// tile kernel, with the masked cases' small tiles and with the default ones.
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64) {
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    SCOPED_TRACE(kernel_name(kernel));
+    test::check_masked_backward<float>(1e-5, true, kernel);
+    uint64_t seed = 9000;
+    for (const test::MaskedCase& c : test::masked_cases(11)) {
+      test::KernelRun run;
+      run.q_tile = 128;
+      run.k_tile = 256;
+      run.f32_kernel = kernel;
+      const test::BackwardErrors b = test::check_backward<float>(c, run, seed += 20);
+      EXPECT_LT(b.worst, 1e-5) << test::describe(c) << " tiles 128x256";
+      EXPECT_EQ(b.changed_rows_without_terms, 0) << test::describe(c) << " tiles 128x256";
+    }
+  }
+}
 
 }  // namespace
 }  // namespace dring

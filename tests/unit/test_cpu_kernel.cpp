@@ -207,12 +207,8 @@ TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
 // and ones it leaves to sgemm; shapes that divide no register block (6 keys, 6 query rows, 16
 // queries) nor the tiles; dense and causal; one and several calls merged; tiles other than the
 // defaults: a q_tile that is no multiple of 16 and a k_tile under one key block.
-constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
-                                                 kernels::CpuF32Kernel::kSgemm};
-
-const char* kernel_name(kernels::CpuF32Kernel k) {
-  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
-}
+using test::kernel_name;
+using test::kF32Kernels;
 
 TEST(CpuKernel, F32TileKernelsMatchFloat64) {
   struct Tiles {

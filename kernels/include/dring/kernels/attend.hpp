@@ -106,10 +106,12 @@ struct AttendParams {
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
   // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.
   bool bf16_matmul = true;
-  // fp32 on the CPU: the tile kernel of the forward. kAuto takes the fused micro-kernel
-  // (kernels/cpu/attend_fused.hpp) on AVX-512 where the CPU has it and head_dim is a multiple of
-  // 16 up to 256, else on AVX2+FMA for head_dim a multiple of 8 up to 64, else sgemm; the others force one (tests, benchmarks) and fall back to
-  // sgemm where it cannot run (cpu::fused_f32_runs says whether it does). Ignored for bf16.
+  // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes the fused
+  // micro-kernels (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the
+  // CPU has it and head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for
+  // head_dim a multiple of 8 up to 64, else sgemm; the others force one (tests, benchmarks) and
+  // fall back to sgemm where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say
+  // whether it does). Ignored for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
   ProgressHook progress;
 };

@@ -35,6 +35,10 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& params, flo
 
 // Backward (attend_backward.cpp): work items are key tiles of a block, so each owns its dk/dv rows;
 // dq tiles are shared between the key tiles of a block and updated under a per-tile lock.
+// fused_f32_backward_runs: whether params' fp32 backward tiles run on the fused micro-kernel
+// (kernels/cpu/attend_fused_backward.hpp; by params.cpu_f32_kernel, the CPU and head_dim), false
+// when on sgemm.
+bool fused_f32_backward_runs(const AttendParams& params);
 int64_t backward_workspace_floats_per_thread(const AttendParams& params);
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& params, float* workspace);
 void delta(const DeltaParams& params, int threads);

@@ -1,0 +1,136 @@
+// fused_backward_body.hpp — the body of the fused fp32 backward tile (attend_fused_backward.hpp
+// says what it computes), written once over an ISA's primitives: attend_fused.cpp includes it once
+// per ISA, right after fused_tile_body.hpp (whose exp2_nonpositive, accumulate and with_constant
+// it uses), inside that ISA's namespace and target region. No include guard: it is included twice.
+//
+// Register use, per ISA: pass 1 holds kGradRB x kGradUB vectors of S and as many of dP (AVX-512:
+// 6 x 2, 24 accumulators of 32; AVX2: 6 x 1, 12 of 16), with kGradUB loads of kt and of vt and
+// two broadcasts (q, dout) per row and step of e; passes 2 and 3 are the forward's P V block.
+
+constexpr int kGradRB = kKB;
+constexpr int kGradUB = kNV / 2 > 0 ? kNV / 2 : 1;
+
+// Pass 1 on RB query rows from i and UB key vectors from column j.
+template <int RB, int UB>
+void grad_scores_block(const FusedGradTile& t, int64_t i, int64_t j) {
+  V s[RB][UB], dp[RB][UB];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < UB; ++u) s[r][u] = dp[r][u] = zero();
+  }
+  const float* q = t.q + i * t.d;
+  const float* dout = t.dout + i * t.d;
+  for (int64_t e = 0; e < t.d; ++e) {
+    V kv[UB], vv[UB];
+#pragma GCC unroll 8
+    for (int u = 0; u < UB; ++u) {
+      kv[u] = load(t.kt + e * t.ldk + j + u * kW);
+      vv[u] = load(t.vt + e * t.ldk + j + u * kW);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const V qb = bcast(q[r * t.d + e]);
+      const V ob = bcast(dout[r * t.d + e]);
+#pragma GCC unroll 8
+      for (int u = 0; u < UB; ++u) {
+        s[r][u] = fma(qb, kv[u], s[r][u]);
+        dp[r][u] = fma(ob, vv[u], dp[r][u]);
+      }
+    }
+  }
+  const V scale = bcast(t.scale);
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+    const V lse2 = bcast(t.lse2[i + r]);
+    const V delta = bcast(t.delta[i + r]);
+    float* p_row = t.p + (i + r) * t.ldp + j;
+    float* ds_row = t.ds + (i + r) * t.ldp + j;
+#pragma GCC unroll 8
+    for (int u = 0; u < UB; ++u) {
+      const V p = exp2_nonpositive(sub(s[r][u], lse2));
+      store(p_row + u * kW, p);
+      store(ds_row + u * kW, mul(mul(p, sub(dp[r][u], delta)), scale));
+    }
+  }
+}
+
+void grad_scores(const FusedGradTile& t) {
+  const int64_t vectors = t.nk_pad / kW;
+  for (int64_t u0 = 0; u0 < vectors; u0 += kGradUB) {
+    const int ub = static_cast<int>(vectors - u0 < kGradUB ? vectors - u0 : kGradUB);
+    for (int64_t i = 0; i < t.nq; i += kGradRB) {
+      const int rb = static_cast<int>(t.nq - i < kGradRB ? t.nq - i : kGradRB);
+      with_constant<kGradRB>(rb, [&](auto rows) {
+        with_constant<kGradUB>(ub, [&](auto cols) { grad_scores_block<rows(), cols()>(t, i, u0 * kW); });
+      });
+    }
+  }
+  // P = dS = 0 outside each row's visible keys and on the padding keys.
+  for (int64_t i = 0; i < t.nq; ++i) {
+    const int64_t lo = t.lo[i], hi = t.hi[i] > lo ? t.hi[i] : lo;
+    float* p_row = t.p + i * t.ldp;
+    float* ds_row = t.ds + i * t.ldp;
+    for (int64_t c = 0; c < lo; ++c) p_row[c] = ds_row[c] = 0.0f;
+    for (int64_t c = hi; c < t.nk_pad; ++c) p_row[c] = ds_row[c] = 0.0f;
+  }
+}
+
+// out[j + r][col, col + CV*kW) += sum_s a[s][j + r] b[s][col...] over the chunk's nq query rows
+// (a: P or dS, b: dout or q): pass 2 on RB key rows.
+template <int RB, int CV>
+void grad_kv_block(const FusedGradTile& t, const float* a, const float* b, float* out, int64_t j, int64_t col) {
+  V acc[RB][CV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) acc[r][u] = load(out + (j + r) * t.d + col + u * kW);
+  }
+  accumulate(acc, t.nq, a + j, t.ldp, 1, b + col, t.d);
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) store(out + (j + r) * t.d + col + u * kW, acc[r][u]);
+  }
+}
+
+// dq[i + r][col...] += sum_s dS[i + r][s] k[s][col...] over the chunk's nk keys: pass 3.
+template <int RB, int CV>
+void grad_q_block(const FusedGradTile& t, int64_t i, int64_t col) {
+  V acc[RB][CV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) acc[r][u] = load(t.dq + (i + r) * t.d + col + u * kW);
+  }
+  accumulate(acc, t.nk, t.ds + i * t.ldp, 1, t.ldp, t.k + col, t.d);
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int u = 0; u < CV; ++u) store(t.dq + (i + r) * t.d + col + u * kW, acc[r][u]);
+  }
+}
+
+// Blocks of up to kRB rows of `rows` times kCV vectors of head_dim: f(rows block, cols block, row, col).
+template <class F>
+void over_row_blocks(int64_t rows, int64_t d, F&& f) {
+  const int64_t vectors = d / kW;
+  for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
+    const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
+    for (int64_t r0 = 0; r0 < rows; r0 += kRB) {
+      const int rb = static_cast<int>(rows - r0 < kRB ? rows - r0 : kRB);
+      with_constant<kRB>(rb, [&](auto rb_c) {
+        with_constant<kCV>(cv, [&](auto cv_c) { f(rb_c, cv_c, r0, u0 * kW); });
+      });
+    }
+  }
+}
+
+void backward_tile(const FusedGradTile& t) {
+  grad_scores(t);
+  over_row_blocks(t.nk, t.d, [&](auto rb, auto cv, int64_t j, int64_t col) {
+    grad_kv_block<rb(), cv()>(t, t.p, t.dout, t.dv, j, col);
+    grad_kv_block<rb(), cv()>(t, t.ds, t.q, t.dk, j, col);
+  });
+  over_row_blocks(t.nq, t.d, [&](auto rb, auto cv, int64_t i, int64_t col) { grad_q_block<rb(), cv()>(t, i, col); });
+}
