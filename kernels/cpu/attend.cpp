@@ -251,6 +251,34 @@ bool keys_fit_int32(const Block<T>& b, int64_t i0, int64_t i1) {
   return key_end - key_begin < std::numeric_limits<int32_t>::max();
 }
 
+// A fused tile's (FusedTile, AmxTile) rows: the item's nq query rows from i0, and the keys
+// [key_begin, key_end) its rows may see.
+template <class Tile, class T>
+void point_at_rows(Tile& t, const Block<T>& b, int64_t i0, int64_t nq, int64_t key_begin, int64_t key_end) {
+  t.q = b.q + i0 * b.q_stride;
+  t.q_stride = b.q_stride;
+  t.k = b.k + key_begin * b.kv_stride;
+  t.v = b.v + key_begin * b.kv_stride;
+  t.kv_stride = b.kv_stride;
+  t.nq = nq;
+  t.n_keys = key_end - key_begin;
+}
+
+// Row i of a fused tile (its query row i0 + i; i >= nq is padding, which sees no key): its
+// visible keys relative to key_begin, clamped to [0, n_keys], into lo[i], hi[i], and its lse
+// unpacked into m[i], l[i] (padding: -inf, 0).
+template <class T>
+void unpack_tile_row(const Block<T>& b, int64_t i0, int64_t i, int64_t nq, int64_t key_begin, int64_t n_keys,
+                     int32_t* lo, int32_t* hi, float* m, float* l) {
+  int64_t row_begin = 0, row_end = 0;
+  if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
+  lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, n_keys));
+  hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, n_keys));
+  m[i] = kNegInf;
+  l[i] = 0.0f;
+  if (i < nq) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
+}
+
 // attend_tile on the fused micro-kernel (attend_fused.hpp): the rows' state is unpacked into the
 // thread's scratch (acc dense, each row's key interval relative to the tile's first key), the
 // ISA body runs the key tiles, and the rows some key reached are packed back.
@@ -263,15 +291,9 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   const int64_t pad = (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
   FusedTile t;
-  t.q = b.q + i0 * b.q_stride;
-  t.q_stride = b.q_stride;
-  t.k = b.k + key_begin * b.kv_stride;
-  t.v = b.v + key_begin * b.kv_stride;
-  t.kv_stride = b.kv_stride;
-  t.nq = nq;
+  point_at_rows(t, b, i0, nq, key_begin, key_end);
   t.nq_pad = pad;
   t.ld = fused_row_stride(nq);
-  t.n_keys = key_end - key_begin;
   t.d = d;
   t.k_tile = fused_key_tile(prm);
   t.alpha = alpha;
@@ -289,16 +311,8 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   t.lo = lo;
   t.hi = hi;
   for (int64_t i = 0; i < pad; ++i) {
-    int64_t row_begin = 0, row_end = 0;
-    if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
-    lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, t.n_keys));
-    hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, t.n_keys));
-    t.m[i] = kNegInf;
-    t.l[i] = 0.0f;
-    if (i < nq) {
-      unpack(b.lse[(i0 + i) * b.lse_stride], &t.m[i], &t.l[i]);
-      std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
-    }
+    unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
+    if (i < nq) std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
   }
   fused_key_tiles(isa, t);
   for (int64_t i = 0; i < nq; ++i) {
@@ -403,14 +417,8 @@ void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const Att
   b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   AmxTile t;
-  t.q = b.q + i0 * b.q_stride;
-  t.q_stride = b.q_stride;
-  t.k = b.k + key_begin * b.kv_stride;
-  t.v = b.v + key_begin * b.kv_stride;
-  t.kv_stride = b.kv_stride;
-  t.nq = nq;
+  point_at_rows(t, b, i0, nq, key_begin, key_end);
   t.nq_pad = amx_round_up(nq, kAmxRows);
-  t.n_keys = key_end - key_begin;
   t.d = d;
   t.dp = amx_round_up(d, kAmxCols);
   t.k_tile = amx_key_tile(prm);
@@ -430,16 +438,8 @@ void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const Att
   t.p = regions.take<uint16_t>(kAmxStripRows * t.k_tile);
   std::fill(t.acc, t.acc + t.nq_pad * t.dp, 0.0f);
   for (int64_t i = 0; i < t.nq_pad; ++i) {
-    int64_t row_begin = 0, row_end = 0;
-    if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
-    lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, t.n_keys));
-    hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, t.n_keys));
-    t.m[i] = kNegInf;
-    t.l[i] = 0.0f;
-    if (i < nq) {
-      unpack(b.lse[(i0 + i) * b.lse_stride], &t.m[i], &t.l[i]);
-      bf16_to_f32(b.out + (i0 + i) * b.out_stride, t.acc + i * t.dp, d);
-    }
+    unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
+    if (i < nq) bf16_to_f32(b.out + (i0 + i) * b.out_stride, t.acc + i * t.dp, d);
   }
   amx_key_tiles(t);
   for (int64_t i = 0; i < nq; ++i) {
