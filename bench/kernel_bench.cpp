@@ -12,9 +12,11 @@
 // 4*n_q*n_k*D per dense block, 4*D*n(n+1)/2 per causal block (the visible scores); softmax work
 // is free. --q-tile, --k-tile and --small-block-scores override the kernel's defaults (for tuning).
 // --dtype bf16 runs the kernel on bf16 storage (inputs rounded to bf16 first, and the float64
-// reference reads the same rounded values): its products run as oneDNN bf16 matmuls where the CPU
-// has them, or widened to fp32 with --bf16-widen; the ceiling stays the fp32 sgemm rate, so a
-// ratio above 1 is the bf16 speed-up over that rate.
+// reference reads the same rounded values): its tiles run on the fused AMX tile or as oneDNN bf16
+// matmuls where the CPU has them (--bf16-kernel auto|amx|onednn), or widened to fp32 with
+// --bf16-widen; the ceiling stays the fp32 sgemm rate, so a ratio above 1 is the bf16 speed-up
+// over that rate. --versus-fp32 (bf16) also times each row on fp32 storage (the same values, the
+// fp32 kernel), --versus-onednn (bf16) on the oneDNN bf16 matmul tiles, rep by rep.
 // Exit status: 1 if an error is above the tolerance (a wrong kernel is not a fast kernel), 2 if the
 // dense D=64 one-thread ratio is below --min-ratio, 3 if the --json report cannot be written.
 // --f32-kernel picks the fp32 tile kernel (default auto: the fused micro-kernel where the CPU
@@ -83,7 +85,7 @@ struct Result {
   double time_ms = 0.0;
   double gflops = 0.0;
   double max_err = 0.0;
-  double sgemm_time_ms = 0.0;  // --versus-sgemm: the same call on the sgemm tiles, interleaved
+  double versus_time_ms = 0.0;  // --versus-*: the same call on the other kernel or dtype, interleaved
 };
 
 std::vector<float> random_normal(int64_t count, uint64_t seed) {
@@ -256,10 +258,14 @@ std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, b
   return {times, sgemm_times};
 }
 
-// versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm) just before
-// the measured one, so that both see the same machine (this VM's speed drifts by 20-40% within a
-// minute); the result carries both medians.
-Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool versus) {
+// What a row is also timed on, rep by rep, to compare with the measured kernel.
+enum class Versus { kNone, kSgemm, kFp32, kOnednn };
+
+// versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm), on fp32
+// storage of the same values, or on the oneDNN bf16 tiles, just before the measured one, so
+// that both see the same machine (this VM's speed drifts by 20-40% within a minute); the result
+// carries both medians.
+Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versus versus) {
   Problem p = make_problem(c);
   prm.head_dim = c.head_dim;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
@@ -283,23 +289,39 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool 
       b.out = at(b.out, p.out, out16);
     }
   }
-  std::vector<float> workspace(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-  auto timed = [&](const dring::kernels::AttendParams& params) {
+  dring::kernels::AttendParams other_prm = prm;
+  other_prm.cpu_f32_kernel = versus == Versus::kSgemm ? dring::kernels::CpuF32Kernel::kSgemm : prm.cpu_f32_kernel;
+  other_prm.cpu_bf16_kernel = versus == Versus::kOnednn ? dring::kernels::CpuBf16Kernel::kOnednn : prm.cpu_bf16_kernel;
+  if (versus == Versus::kFp32) other_prm.dtype = dring::DType::kF32;
+  const std::vector<dring::kernels::AttendBlock>& other_blocks = versus == Versus::kFp32 ? p.blocks : blocks;
+  std::vector<float> workspace(static_cast<size_t>(
+      std::max(dring::kernels::cpu::workspace_floats_per_thread(prm),
+               dring::kernels::cpu::workspace_floats_per_thread(other_prm)) *
+      c.threads));
+  auto timed = [&](const dring::kernels::AttendParams& params, const std::vector<dring::kernels::AttendBlock>& run) {
     // Every row back to (out, lse) = (0, -inf), outside the timing.
     std::fill(p.out.begin(), p.out.end(), 0.0f);
     std::fill(out16.begin(), out16.end(), uint16_t{0});
     std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
     const auto t0 = Clock::now();
-    dring::kernels::cpu::attend(blocks, params, workspace.data());
+    dring::kernels::cpu::attend(run, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
+  std::vector<double> times, versus_times;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    if (versus != Versus::kNone) {
+      const double ms = timed(other_prm, other_blocks);
+      if (rep > 0) versus_times.push_back(ms);
+    }
+    const double ms = timed(prm, blocks);  // last, so that the error check below reads its output
+    if (rep > 0) times.push_back(ms);
+  }
   if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = case_flops(c, r.blocks);
   r.time_ms = median(times);
-  r.sgemm_time_ms = versus ? median(sgemm_times) : 0.0;
+  r.versus_time_ms = versus != Versus::kNone ? median(versus_times) : 0.0;
   r.gflops = r.flops / (r.time_ms * 1e6);
   r.max_err = sampled_error(c, p, prm.scale);
   return r;
@@ -395,7 +417,7 @@ double sampled_grad_error(const Case& c, const Problem& p, const std::vector<flo
 // run_case for the backward (--backward): the forward runs once to give out and lse, delta is
 // computed, then each rep times one attend_backward call (dq, dk, dv zeroed outside the timing);
 // versus: the same call on the sgemm tiles just before each measured rep, as in run_case.
-Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams prm, bool versus) {
+Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versus versus) {
   Problem p = make_problem(c);
   prm.head_dim = c.head_dim;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
@@ -444,12 +466,12 @@ Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams p
     dring::kernels::cpu::attend_backward(blocks, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  const auto [times, sgemm_times] = interleaved_reps(reps, versus, timed, prm);
+  const auto [times, sgemm_times] = interleaved_reps(reps, versus == Versus::kSgemm, timed, prm);
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = 2.5 * case_flops(c, r.blocks);
   r.time_ms = median(times);
-  r.sgemm_time_ms = versus ? median(sgemm_times) : 0.0;
+  r.versus_time_ms = versus == Versus::kSgemm ? median(sgemm_times) : 0.0;
   r.gflops = r.flops / (r.time_ms * 1e6);
   r.max_err = sampled_grad_error(c, p, dout, delta, dq, dk, dv, prm.scale);
   return r;
@@ -542,10 +564,18 @@ int main(int argc, char** argv) {
   bool bf16_widen = false;
   app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_flag("--bf16-widen", bf16_widen, "bf16: force the portable path (tiles widened to fp32, sgemm)");
-  bool versus = false;
-  app.add_flag("--versus-sgemm", versus,
+  bool versus_sgemm = false, versus_fp32 = false, versus_onednn = false;
+  app.add_flag("--versus-sgemm", versus_sgemm,
                "also time every row on the sgemm tiles, rep by rep just before the measured kernel; adds columns "
                "sgemm_ms and speedup (sgemm_ms / time_ms)");
+  app.add_flag("--versus-fp32", versus_fp32,
+               "bf16: also time every row on fp32 storage of the same values, rep by rep; adds fp32_ms and speedup");
+  app.add_flag("--versus-onednn", versus_onednn,
+               "bf16: also time every row on the oneDNN bf16 matmul tiles, rep by rep; adds onednn_ms and speedup");
+  std::string bf16_kernel = "auto";
+  app.add_option("--bf16-kernel", bf16_kernel,
+                 "bf16 forward tiles: auto (the AMX tile where the CPU has it, else oneDNN), amx, onednn")
+      ->check(CLI::IsMember({"auto", "amx", "onednn"}));
   std::string f32_kernel = "auto";
   app.add_option("--f32-kernel", f32_kernel,
                  "fp32 tile kernel: auto (fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512")
@@ -559,7 +589,19 @@ int main(int argc, char** argv) {
                          : f32_kernel == "avx2"   ? dring::kernels::CpuF32Kernel::kAvx2
                          : f32_kernel == "avx512" ? dring::kernels::CpuF32Kernel::kAvx512
                                                   : dring::kernels::CpuF32Kernel::kAuto;
+  tiles.cpu_bf16_kernel = bf16_kernel == "amx"      ? dring::kernels::CpuBf16Kernel::kAmx
+                          : bf16_kernel == "onednn" ? dring::kernels::CpuBf16Kernel::kOnednn
+                                                    : dring::kernels::CpuBf16Kernel::kAuto;
   tiles.dtype = dring::parse_dtype(dtype);
+  const Versus versus = versus_sgemm ? Versus::kSgemm
+                        : versus_fp32 ? Versus::kFp32
+                        : versus_onednn ? Versus::kOnednn
+                                        : Versus::kNone;
+  const char* versus_name = versus == Versus::kSgemm ? "sgemm" : versus == Versus::kFp32 ? "fp32" : "onednn";
+  if (backward && versus != Versus::kNone && versus != Versus::kSgemm) {
+    std::fprintf(stderr, "dring_kernel_bench: --backward compares with --versus-sgemm only\n");
+    return 2;
+  }
   tiles.bf16_matmul = !bf16_widen;
   const double tolerance = tiles.dtype == dring::DType::kBF16 ? kBf16Tolerance : kTolerance;
 
@@ -626,13 +668,16 @@ int main(int argc, char** argv) {
                 f32_kernel_ran(tiles, 64, backward).c_str(), f32_kernel_ran(tiles, 128, backward).c_str(),
                 f32_kernel.c_str());
     std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
-                tiles.dtype != dring::DType::kBF16 ? ""
+                tiles.dtype != dring::DType::kBF16                                  ? ""
+                : dring::kernels::cpu::bf16_amx_runs(with_head_dim(tiles, 64))        ? " (fused AMX tile)"
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
                                                                                     : " (widened to fp32)",
                 static_cast<long long>(tiles.q_tile), static_cast<long long>(tiles.k_tile),
                 static_cast<long long>(tiles.small_block_scores));
-    std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s%s\n", "case", "blocks", "n_q", "n_k", "D", "threads",
-                "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err", versus ? "   sgemm_ms  speedup" : "");
+    std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s%s", "case", "blocks", "n_q", "n_k", "D", "threads",
+                "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err", versus != Versus::kNone ? " " : "");
+    if (versus != Versus::kNone) std::printf("%10s_ms  speedup", versus_name);
+    std::printf("\n");
 
     nlohmann::json report;
     report["benchmark"] = "dring_kernel_bench";
@@ -651,6 +696,8 @@ int main(int argc, char** argv) {
     report["f32_kernel"] = f32_kernel;
     report["f32_kernel_d64"] = f32_kernel_ran(tiles, 64, backward);
     report["pass"] = backward ? "backward" : "forward";
+    report["bf16_kernel"] = bf16_kernel;
+    report["bf16_amx_d64"] = dring::kernels::cpu::bf16_amx_runs(with_head_dim(tiles, 64));
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;
@@ -671,7 +718,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(r.blocks), static_cast<long long>(c.rows_per_block),
                   static_cast<long long>(c.rows_per_block), static_cast<long long>(c.head_dim), c.threads, r.time_ms,
                   r.gflops, case_ceiling, ratio, r.max_err);
-      if (versus) std::printf(" %10.3f %7.2fx", r.sgemm_time_ms, r.sgemm_time_ms / r.time_ms);
+      if (versus != Versus::kNone) std::printf(" %13.3f %7.2fx", r.versus_time_ms, r.versus_time_ms / r.time_ms);
       std::printf("\n");
       correct = correct && r.max_err <= tolerance;
       if (c.name == kTargetCase && c.head_dim == 64 && c.threads == 1) target_ratio = ratio;
@@ -688,7 +735,8 @@ int main(int argc, char** argv) {
                                  {"ceiling_gflops", case_ceiling},
                                  {"ratio", ratio},
                                  {"max_err", r.max_err},
-                                 {"sgemm_tiles_time_ms", r.sgemm_time_ms}});
+                                 {"versus", versus != Versus::kNone ? versus_name : ""},
+                                 {"versus_time_ms", r.versus_time_ms}});
     }
     const bool fast_enough = target_ratio >= min_ratio;
     report["target_ratio"] = target_ratio;

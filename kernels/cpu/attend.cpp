@@ -26,7 +26,10 @@
 // per call (docs/math.md, "bf16 on the CPU"). bf16, portable path (other CPUs, or
 // params.bf16_matmul false): the item's q and out rows and each K/V tile are widened into the
 // thread's scratch first (f32_rows.hpp) and the same fp32 code runs there. Either way out is
-// rounded to bf16 once, at the end, and lse is fp32.
+// rounded to bf16 once, at the end, and lse is fp32. bf16, fused AMX tile (attend_amx.hpp: where
+// the CPU has AMX-BF16 and the OS grants it; AttendParams::cpu_bf16_kernel): the fast path's
+// arithmetic (P rounded to bf16 for P*V, l summing the unrounded P) in one pass over each key
+// tile, without oneDNN's per-call operand reordering; it is taken ahead of the oneDNN tiles.
 
 #include <algorithm>
 #include <cmath>
@@ -34,6 +37,7 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "attend_amx.hpp"
 #include "attend_fused.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
@@ -239,11 +243,40 @@ int64_t fused_floats(const AttendParams& p) {
          5 * region_floats(pad, 4);
 }
 
-// The fused tile holds key indices relative to the tile's first visible key as int32.
-bool keys_fit_int32(const Block<float>& b, int64_t i0, int64_t i1) {
+// The fused tiles hold key indices relative to the tile's first visible key as int32.
+template <class T>
+bool keys_fit_int32(const Block<T>& b, int64_t i0, int64_t i1) {
   int64_t key_begin = 0, key_end = 0;
   b.keys_of_rows(i0, i1, &key_begin, &key_end);
   return key_end - key_begin < std::numeric_limits<int32_t>::max();
+}
+
+// A fused tile's (FusedTile, AmxTile) rows: the item's nq query rows from i0, and the keys
+// [key_begin, key_end) its rows may see.
+template <class Tile, class T>
+void point_at_rows(Tile& t, const Block<T>& b, int64_t i0, int64_t nq, int64_t key_begin, int64_t key_end) {
+  t.q = b.q + i0 * b.q_stride;
+  t.q_stride = b.q_stride;
+  t.k = b.k + key_begin * b.kv_stride;
+  t.v = b.v + key_begin * b.kv_stride;
+  t.kv_stride = b.kv_stride;
+  t.nq = nq;
+  t.n_keys = key_end - key_begin;
+}
+
+// Row i of a fused tile (its query row i0 + i; i >= nq is padding, which sees no key): its
+// visible keys relative to key_begin, clamped to [0, n_keys], into lo[i], hi[i], and its lse
+// unpacked into m[i], l[i] (padding: -inf, 0).
+template <class T>
+void unpack_tile_row(const Block<T>& b, int64_t i0, int64_t i, int64_t nq, int64_t key_begin, int64_t n_keys,
+                     int32_t* lo, int32_t* hi, float* m, float* l) {
+  int64_t row_begin = 0, row_end = 0;
+  if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
+  lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, n_keys));
+  hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, n_keys));
+  m[i] = kNegInf;
+  l[i] = 0.0f;
+  if (i < nq) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
 }
 
 // attend_tile on the fused micro-kernel (attend_fused.hpp): the rows' state is unpacked into the
@@ -258,15 +291,9 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
   const int64_t pad = (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
   FusedTile t;
-  t.q = b.q + i0 * b.q_stride;
-  t.q_stride = b.q_stride;
-  t.k = b.k + key_begin * b.kv_stride;
-  t.v = b.v + key_begin * b.kv_stride;
-  t.kv_stride = b.kv_stride;
-  t.nq = nq;
+  point_at_rows(t, b, i0, nq, key_begin, key_end);
   t.nq_pad = pad;
   t.ld = fused_row_stride(nq);
-  t.n_keys = key_end - key_begin;
   t.d = d;
   t.k_tile = fused_key_tile(prm);
   t.alpha = alpha;
@@ -284,16 +311,8 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   t.lo = lo;
   t.hi = hi;
   for (int64_t i = 0; i < pad; ++i) {
-    int64_t row_begin = 0, row_end = 0;
-    if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
-    lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, t.n_keys));
-    hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, t.n_keys));
-    t.m[i] = kNegInf;
-    t.l[i] = 0.0f;
-    if (i < nq) {
-      unpack(b.lse[(i0 + i) * b.lse_stride], &t.m[i], &t.l[i]);
-      std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
-    }
+    unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
+    if (i < nq) std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
   }
   fused_key_tiles(isa, t);
   for (int64_t i = 0; i < nq; ++i) {
@@ -369,6 +388,66 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
   store_rows(acc, d, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
+// The AMX tile's keys per step: params.k_tile rounded to whole steps of kAmxCols, at most
+// kAmxMaxKeys (the strip's scores, P and the packed K and V tiles then stay in L1 and L2).
+constexpr int64_t kAmxMaxKeys = 128;
+int64_t amx_key_tile(const AttendParams& p) {
+  return std::min(amx_round_up(p.k_tile, kAmxCols), kAmxMaxKeys);
+}
+constexpr int64_t kAmxMaxHeadDim = 256;
+
+// Scratch floats of attend_tile_amx: acc, m, l, lo, hi, and the packed q, K, V, scores and P.
+int64_t amx_floats(const AttendParams& p) {
+  const int64_t rows = amx_round_up(p.q_tile, kAmxRows), dp = amx_round_up(p.head_dim, kAmxCols);
+  const int64_t keys = amx_key_tile(p);
+  return region_floats(rows * dp, 4) + 4 * region_floats(rows, 4) + region_floats(rows * dp, 2) +
+         2 * region_floats(keys * dp, 2) + region_floats(kAmxStripRows * keys, 4) +
+         region_floats(kAmxStripRows * keys, 2);
+}
+
+// attend_tile for bf16 storage on the fused AMX tile (attend_amx.hpp), as attend_tile_fused
+// does for fp32: the rows' state unpacked into the scratch (acc widened to fp32, padded to dp
+// columns), the key tiles run, the rows some key reached packed back and out rounded to bf16
+// (the others round back to the bits they had).
+void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
+                     float* scratch) {
+  const int64_t d = prm.head_dim;
+  const int64_t nq = i1 - i0;
+  int64_t key_begin = 0, key_end = 0;
+  b.keys_of_rows(i0, i1, &key_begin, &key_end);
+  if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
+  AmxTile t;
+  point_at_rows(t, b, i0, nq, key_begin, key_end);
+  t.nq_pad = amx_round_up(nq, kAmxRows);
+  t.d = d;
+  t.dp = amx_round_up(d, kAmxCols);
+  t.k_tile = amx_key_tile(prm);
+  t.alpha = alpha;
+  ScratchRegions regions(scratch);
+  t.acc = regions.take<float>(t.nq_pad * t.dp);
+  t.m = regions.take<float>(t.nq_pad);
+  t.l = regions.take<float>(t.nq_pad);
+  int32_t* lo = regions.take<int32_t>(t.nq_pad);
+  int32_t* hi = regions.take<int32_t>(t.nq_pad);
+  t.lo = lo;
+  t.hi = hi;
+  t.qp = regions.take<uint16_t>(t.nq_pad * t.dp);
+  t.kp = regions.take<uint16_t>(t.k_tile * t.dp);
+  t.vp = regions.take<uint16_t>(t.k_tile * t.dp);
+  t.st = regions.take<float>(kAmxStripRows * t.k_tile);
+  t.p = regions.take<uint16_t>(kAmxStripRows * t.k_tile);
+  std::fill(t.acc, t.acc + t.nq_pad * t.dp, 0.0f);
+  for (int64_t i = 0; i < t.nq_pad; ++i) {
+    unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
+    if (i < nq) bf16_to_f32(b.out + (i0 + i) * b.out_stride, t.acc + i * t.dp, d);
+  }
+  amx_key_tiles(t);
+  for (int64_t i = 0; i < nq; ++i) {
+    if (lo[i] < hi[i]) b.lse[(i0 + i) * b.lse_stride] = pack(t.acc + i * t.dp, d, t.m[i], t.l[i]);
+  }
+  store_rows(t.acc, t.dp, b.out + i0 * b.out_stride, b.out_stride, nq, d);
+}
+
 std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
   std::vector<WorkItem> items;
   const int64_t n = static_cast<int64_t>(blocks.size());
@@ -400,11 +479,17 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
 
 }  // namespace
 
+bool bf16_amx_runs(const AttendParams& params) {
+  return params.dtype == DType::kBF16 && params.bf16_matmul && params.cpu_bf16_kernel != CpuBf16Kernel::kOnednn &&
+         params.head_dim <= kAmxMaxHeadDim && amx_bf16_usable();
+}
+
 int64_t workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = params.q_tile * params.k_tile + 2 * params.q_tile;
   if (params.dtype != DType::kBF16) return std::max(f32, fused_floats(params));
-  // Either bf16 path: widened q, out, K, V tiles, or the matmul path's packed tiles.
-  return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
+  // Any bf16 path: widened q, out, K, V tiles, the matmul path's or the AMX tile's packed tiles.
+  return std::max({f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params),
+                   amx_floats(params)});
 }
 
 void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float* workspace) {
@@ -416,6 +501,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     const std::vector<WorkItem> items = make_work(blocks, prm);
     const int64_t small_scratch = small_scratch_floats(prm);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
+    const bool amx = kIsBf16<T> && bf16_amx_runs(prm);
     const FusedIsa fused = fused_isa(prm);
     run_items(items, prm, workspace, workspace_floats_per_thread(prm), [&](const WorkItem& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
@@ -423,7 +509,9 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
         if (is_small(blocks[b], prm)) {
           attend_small(blk, prm.head_dim, alpha, scratch, small_scratch);
         } else if constexpr (kIsBf16<T>) {
-          if (matmul) {
+          if (amx && keys_fit_int32(blk, item.q_begin, item.q_end)) {
+            attend_tile_amx(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+          } else if (matmul) {
             attend_tile_bf16(blk, item.q_begin, item.q_end, prm, alpha, scratch);
           } else {
             attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);

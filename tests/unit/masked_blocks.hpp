@@ -115,6 +115,7 @@ struct KernelRun {
   int64_t q_tile = 16, k_tile = 24;
   bool bf16_matmul = true;  // bf16 only: false forces the widening path
   kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto;  // fp32 only: the tile kernel
+  kernels::CpuBf16Kernel bf16_kernel = kernels::CpuBf16Kernel::kAuto;  // bf16 only: AMX or oneDNN tiles
 };
 
 // Every fp32 tile kernel a test runs (a fused one falls back to sgemm where the CPU or head_dim
@@ -136,6 +137,7 @@ inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_
   prm.small_block_scores = run.direct ? int64_t{1} << 40 : 0;
   prm.bf16_matmul = run.bf16_matmul;
   prm.cpu_f32_kernel = run.f32_kernel;
+  prm.cpu_bf16_kernel = run.bf16_kernel;
   return prm;
 }
 
@@ -372,11 +374,13 @@ BackwardErrors check_backward(const MaskedCase& c, const KernelRun& run, uint64_
 // coverage the cases promise: full, partial and empty tiles, and rows that see no key at all.
 template <class Check>
 void for_all_masked(Check&& check, bool bf16_matmul = true,
-                    kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
+                    kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto,
+                    kernels::CpuBf16Kernel bf16_kernel = kernels::CpuBf16Kernel::kAuto) {
   KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}};
   for (KernelRun& run : runs) {
     run.bf16_matmul = bf16_matmul;
     run.f32_kernel = f32_kernel;
+    run.bf16_kernel = bf16_kernel;
   }
   Coverage coverage;
   uint64_t seed = 100;
@@ -395,13 +399,14 @@ void for_all_masked(Check&& check, bool bf16_matmul = true,
 
 template <class T>
 void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul = true,
-                          kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
+                          kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto,
+                          kernels::CpuBf16Kernel bf16_kernel = kernels::CpuBf16Kernel::kAuto) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const ForwardErrors f = check_forward<T>(c, run, seed);
     EXPECT_LT(f.out, out_bound) << what;
     EXPECT_LT(f.lse, lse_bound) << what;
     EXPECT_EQ(f.changed_rows_without_keys, 0) << what;
-  }, bf16_matmul, f32_kernel);
+  }, bf16_matmul, f32_kernel, bf16_kernel);
 }
 
 template <class T>

@@ -1,7 +1,8 @@
 // test_cpu_bf16.cpp — bf16 storage on the CPU: the conversions (round to nearest even, NaN, inf,
 // denormals), the forward and backward kernels against float64 on odd shapes, on both bf16 paths
-// (oneDNN bf16 matmul where the CPU has it, and the portable widening path, forced with
-// params.bf16_matmul = false), and the CpuBackend's tensor and row operations in bf16.
+// (the fused AMX tile and oneDNN bf16 matmul where the CPU has them, forced with
+// params.cpu_bf16_kernel, and the portable widening path, forced with params.bf16_matmul =
+// false), and the CpuBackend's tensor and row operations in bf16.
 //
 // The float64 reference always reads the same bf16-rounded inputs the kernels read, so the errors
 // measure the kernels, not the rounding of the inputs. Tolerances (docs/math.md, "bf16 on the
@@ -10,8 +11,10 @@
 //   |out| <= max|v| (out is a convex combination of v rows); an earlier call's error is carried on
 //   with a weight <= 1; everything else is fp32 (about 1e-6). So out after `calls` merged calls is
 //   within calls * u + 2e-5 of float64, relative to max|v|.
-// - forward, matmul path: P is also rounded to bf16 before P*V (l sums the unrounded P), which
-//   moves out by at most u * max|v| more per call: within 2 * calls * u + 2e-5.
+// - forward, matmul paths (oneDNN's bf16 matmul, and the fused AMX tile): P is also rounded to
+//   bf16 before P*V (l sums the unrounded P), which moves out by at most u * max|v| more per
+//   call: within 2 * calls * u + 2e-5. The AMX tile's exp2 polynomial (relative error 2.6e-6)
+//   stays inside the 2e-5 of fp32 arithmetic, for out and for lse.
 // - lse is never rounded on either path: the fp32 tolerance, 2e-5.
 // - backward, widening path: nothing is rounded (P, dS and the gradients stay fp32): the fp32
 //   tolerance of test_backward.cpp, 1e-5 of the largest reference gradient.
@@ -150,9 +153,20 @@ struct BlockCase {
   int64_t q_rows = 3, kv_rows = 2;  // row strides in multiples of d
 };
 
-kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_scores, bool matmul = true) {
+// A forward path of the bf16 kernels: matmul false is the widening path; with matmul, kernel
+// picks the AMX tile (kAmx) or oneDNN's matmul (kOnednn), each where the CPU has it.
+struct Bf16Path {
+  bool matmul = true;
+  kernels::CpuBf16Kernel kernel = kernels::CpuBf16Kernel::kAuto;
+};
+constexpr Bf16Path kAmxPath{true, kernels::CpuBf16Kernel::kAmx};
+constexpr Bf16Path kOnednnPath{true, kernels::CpuBf16Kernel::kOnednn};
+constexpr Bf16Path kWidenPath{false, kernels::CpuBf16Kernel::kAuto};
+
+kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_scores, Bf16Path path = {}) {
   kernels::AttendParams prm;
-  prm.bf16_matmul = matmul;
+  prm.bf16_matmul = path.matmul;
+  prm.cpu_bf16_kernel = path.kernel;
   prm.dtype = DType::kBF16;
   prm.head_dim = d;
   prm.scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -163,14 +177,23 @@ kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_sc
   return prm;
 }
 
+// Tile sizes and score scale of a run (scale 0: 1/sqrt(d)).
+struct Tiles {
+  int64_t q_tile = 32, k_tile = 48;
+  double scale = 0.0;
+};
+
 // `calls` kernel calls over disjoint key ranges of one bf16 block, merged into the rows' (out,
 // lse); returns the max error of out (relative to max |v|) and of lse against float64 on the same
 // bf16 values.
 std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads,
-                                    bool matmul) {
+                                    Bf16Path path, Tiles tiles = {}) {
   const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
   const Bf16Tensor q = random_bf16(c.n_q * qs, 11), k = random_bf16(c.n_k * kvs, 12), v = random_bf16(c.n_k * kvs, 13);
-  const kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, matmul);
+  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, path);
+  prm.q_tile = tiles.q_tile;
+  prm.k_tile = tiles.k_tile;
+  if (tiles.scale != 0.0) prm.scale = tiles.scale;
   std::vector<uint16_t> out(c.n_q * qs, 0);
   std::vector<float> lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
@@ -224,25 +247,28 @@ double out_bound(int calls, bool matmul) { return (matmul ? 2 : 1) * calls * kBf
 // The backward's bound relative to the largest reference gradient.
 double grad_bound(bool matmul) { return matmul ? kBf16Unit : 1e-5; }
 
-// Both bf16 paths: true asks for the matmul (the widening path where the CPU has none).
-constexpr bool kPaths[] = {true, false};
-std::string path_name(bool matmul) {
-  return matmul && kernels::cpu::bf16_matmul_available() ? " (bf16 matmul)" : " (widening)";
+// Every bf16 forward path (each falls back to the next where the CPU lacks it).
+constexpr Bf16Path kPaths[] = {kAmxPath, kOnednnPath, kWidenPath};
+// Whether a path runs the AMX tile on this CPU (head_dim 64 stands for any it takes).
+bool runs_amx(Bf16Path path, int64_t d = 64) { return kernels::cpu::bf16_amx_runs(bf16_params(d, 1, 0, path)); }
+std::string path_name(Bf16Path path) {
+  if (runs_amx(path)) return " (AMX tile)";
+  return path.matmul && kernels::cpu::bf16_matmul_available() ? " (bf16 matmul)" : " (widening)";
 }
-// The bound a test may hold a path to: the matmul path's only where the CPU runs it.
-bool runs_matmul(bool matmul) { return matmul && kernels::cpu::bf16_matmul_available(); }
+// The bound a test may hold a path to: the matmul paths' (P rounded) only where the CPU runs one.
+bool runs_matmul(Bf16Path path) { return path.matmul && (kernels::cpu::bf16_matmul_available() || runs_amx(path)); }
 
 TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
   for (const BlockCase c : {BlockCase{1, 1, 1, false}, BlockCase{1, 97, 8, false}, BlockCase{97, 1, 8, false},
                             BlockCase{31, 47, 13, false}, BlockCase{129, 200, 64, false},
                             BlockCase{130, 130, 64, true}, BlockCase{97, 97, 7, true}, BlockCase{64, 64, 128, true},
                             BlockCase{53, 71, 40, false, 1, 1}}) {
-    for (bool matmul : kPaths) {
+    for (Bf16Path path : kPaths) {
       for (int threads : {1, 2}) {
-        const auto [out, lse] = run_block(c, /*small_block_scores=*/0, /*calls=*/1, threads, matmul);
+        const auto [out, lse] = run_block(c, /*small_block_scores=*/0, /*calls=*/1, threads, path);
         const std::string what = std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " + std::to_string(c.d) +
-                                  " causal " + std::to_string(c.causal) + path_name(matmul);
-        EXPECT_LT(out, out_bound(1, runs_matmul(matmul))) << what;
+                                  " causal " + std::to_string(c.causal) + path_name(path);
+        EXPECT_LT(out, out_bound(1, runs_matmul(path))) << what;
         EXPECT_LT(lse, 2e-5) << what;
       }
     }
@@ -252,7 +278,7 @@ TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
 TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
   for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
                             BlockCase{13, 11, 64, false}, BlockCase{9, 9, 5, true, 1, 1}, BlockCase{9, 9, 5, false, 4, 3}}) {
-    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1, true);
+    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1, kAmxPath);
     EXPECT_LT(out, out_bound(1, false)) << c.n_q << "x" << c.n_k;
     EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k;
   }
@@ -263,21 +289,21 @@ TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
 TEST(CpuBf16Kernel, SmallBlockTooBigToPackTakesTheTiles) {
   const kernels::AttendParams prm = bf16_params(64, 1, 1 << 30);
   ASSERT_LT(kernels::cpu::workspace_floats_per_thread(prm), 61 + (2 * 97 + 2 * 61) * 64);
-  for (bool matmul : kPaths) {
+  for (Bf16Path path : kPaths) {
     for (bool causal : {false, true}) {
-      const auto [out, lse] = run_block(BlockCase{97, causal ? 97 : 61, 64, causal}, 1 << 30, 1, 2, matmul);
-      EXPECT_LT(out, out_bound(1, runs_matmul(matmul))) << path_name(matmul);
-      EXPECT_LT(lse, 2e-5) << path_name(matmul);
+      const auto [out, lse] = run_block(BlockCase{97, causal ? 97 : 61, 64, causal}, 1 << 30, 1, 2, path);
+      EXPECT_LT(out, out_bound(1, runs_matmul(path))) << path_name(path);
+      EXPECT_LT(lse, 2e-5) << path_name(path);
     }
   }
 }
 
 TEST(CpuBf16Kernel, MergingBlocksLikeOneBlock) {
-  for (bool matmul : kPaths) {
+  for (Bf16Path path : kPaths) {
     for (int64_t small : {int64_t{0}, int64_t{1} << 30}) {
-      const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2, matmul);
-      EXPECT_LT(out, out_bound(5, runs_matmul(matmul) && small == 0)) << path_name(matmul);
-      EXPECT_LT(lse, 2e-5) << path_name(matmul);
+      const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2, path);
+      EXPECT_LT(out, out_bound(5, runs_matmul(path) && small == 0)) << path_name(path);
+      EXPECT_LT(lse, 2e-5) << path_name(path);
     }
   }
 }
@@ -366,7 +392,7 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   blk.dkv_stride = kvs;
   blk.n_k = c.n_k;
   blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
-  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, matmul);
+  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, Bf16Path{matmul});
   prm.q_tile = 16;
   prm.k_tile = 24;
   std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
@@ -381,6 +407,12 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   return worst / largest;
 }
 
+// The backward's two paths: true asks for oneDNN's matmul (the widening path where the CPU has
+// none); the AMX tile is forward only.
+constexpr bool kGradPaths[] = {true, false};
+bool grad_runs_matmul(bool matmul) { return matmul && kernels::cpu::bf16_matmul_available(); }
+std::string grad_path_name(bool matmul) { return grad_runs_matmul(matmul) ? " (bf16 matmul)" : " (widening)"; }
+
 // The widening path rounds nothing in the backward (P, dS and the gradients stay fp32), so on the
 // same bf16 inputs it keeps the fp32 tolerance; the matmul path rounds P and dS (grad_bound).
 TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
@@ -388,10 +420,10 @@ TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
                            GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true},
                            GradCase{1, 41, 29, 40, true}, GradCase{2, 70, 150, 128, false}}) {
     const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k);
-    for (bool matmul : kPaths) {
+    for (bool matmul : kGradPaths) {
       for (int threads : {1, 2}) {
-        EXPECT_LT(run_grad_block(c, 0, threads, matmul), grad_bound(runs_matmul(matmul))) << what << " tiled"
-                                                                                           << path_name(matmul);
+        EXPECT_LT(run_grad_block(c, 0, threads, matmul), grad_bound(grad_runs_matmul(matmul))) << what << " tiled"
+                                                                                                << grad_path_name(matmul);
       }
     }
     EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, true), 1e-5) << what << " direct";
@@ -477,12 +509,14 @@ TEST(CpuBackendBf16, TensorsAndRows) {
 // General masks in bf16 (masked_blocks.hpp), on both paths, with the bounds of the file comment
 // (the direct path of small blocks is the same on both, and rounds neither P nor dS).
 TEST(CpuBf16Kernel, GeneralMasksMatchFloat64) {
-  for (bool matmul : kPaths) {
-    test::check_masked_forward<uint16_t>(out_bound(1, runs_matmul(matmul)), 2e-5, matmul);
+  for (Bf16Path path : kPaths) {
+    SCOPED_TRACE(path_name(path));
+    test::check_masked_forward<uint16_t>(out_bound(1, runs_matmul(path)), 2e-5, path.matmul,
+                                         kernels::CpuF32Kernel::kAuto, path.kernel);
   }
 }
 TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) {
-  for (bool matmul : kPaths) test::check_masked_backward<uint16_t>(grad_bound(runs_matmul(matmul)), matmul);
+  for (bool matmul : kGradPaths) test::check_masked_backward<uint16_t>(grad_bound(grad_runs_matmul(matmul)), matmul);
 }
 
 // The matmul path is taken where the CPU has it: its error shows P's rounding, which the
@@ -490,11 +524,65 @@ TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) {
 TEST(CpuBf16Kernel, MatmulPathIsTakenWhereAvailable) {
   if (!kernels::cpu::bf16_matmul_available()) GTEST_SKIP() << "no native bf16 matmul on this CPU";
   const BlockCase c{64, 200, 64, false};
-  const auto [fast, lse_fast] = run_block(c, 0, 1, 1, true);
-  const auto [wide, lse_wide] = run_block(c, 0, 1, 1, false);
+  const auto [fast, lse_fast] = run_block(c, 0, 1, 1, kOnednnPath);
+  const auto [wide, lse_wide] = run_block(c, 0, 1, 1, kWidenPath);
   EXPECT_NE(fast, wide);
   EXPECT_LT(lse_fast, 2e-5);
   EXPECT_LT(lse_wide, 2e-5);
+}
+
+// The AMX tile on shapes that reach every edge of it: query rows padded to 16 (q_tile 37 gives
+// a strip of 32 rows and one of 16; 16 gives only the latter), head_dim padded to 32 (1, 5, 31,
+// 33, 40, 200) or not (32, 64, 128, 256), key tiles not a multiple of 32 (k_tile 48 becomes 64),
+// the largest key tile (300 is capped at 256), several key tiles with the running max moving
+// between them, causal blocks, strided rows, a large and a negative scale (the max is taken
+// after scaling, so its sign must not matter), and calls merged into earlier results.
+TEST(CpuBf16Kernel, AmxTileMatchesFloat64OnOddShapes) {
+  if (!runs_amx(kAmxPath)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
+  struct AmxCase {
+    BlockCase block;
+    Tiles tiles;
+    int calls = 1;
+  };
+  const AmxCase cases[] = {
+      {{1, 1, 1, false}, {16, 32}},          {{37, 111, 5, false}, {37, 48}},
+      {{100, 77, 31, true}, {37, 48}},       {{61, 300, 33, false}, {16, 300}},
+      {{129, 129, 40, true, 1, 1}, {128, 64}}, {{200, 513, 64, false}, {37, 300}},
+      {{257, 257, 64, true}, {128, 256}},    {{70, 190, 128, false, 2, 1}, {64, 96}},
+      {{33, 65, 200, true}, {37, 48}},       {{48, 100, 256, false}, {48, 64}},
+      {{95, 130, 32, false}, {37, 48, 10.0}}, {{95, 130, 64, true}, {37, 48, -0.3}},
+      {{53, 301, 16, false}, {37, 48}, 5},
+  };
+  for (const AmxCase& a : cases) {
+    const BlockCase& c = a.block;
+    for (int threads : {1, 2}) {
+      const auto [out, lse] = run_block(c, 0, a.calls, threads, kAmxPath, a.tiles);
+      const std::string what = std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " + std::to_string(c.d) +
+                               " causal " + std::to_string(c.causal) + " q_tile " + std::to_string(a.tiles.q_tile) +
+                               " k_tile " + std::to_string(a.tiles.k_tile) + " scale " +
+                               std::to_string(a.tiles.scale) + " threads " + std::to_string(threads);
+      EXPECT_LT(out, out_bound(c.causal ? 1 : a.calls, true)) << what;
+      EXPECT_LT(lse, 2e-5) << what;
+    }
+  }
+}
+
+// The AMX tile is what kAuto runs where the CPU has it, kOnednn turns it off, and it is a
+// different computation from the oneDNN tiles (its lse error differs: another exp2 polynomial;
+// out's largest error is its final rounding to bf16 on both), so neither silently stands in for
+// the other in the tests above.
+TEST(CpuBf16Kernel, AmxTileIsTakenWhereAvailable) {
+  if (!runs_amx(kAmxPath)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
+  EXPECT_TRUE(runs_amx(Bf16Path{true, kernels::CpuBf16Kernel::kAuto}));
+  EXPECT_FALSE(runs_amx(kOnednnPath));
+  EXPECT_FALSE(runs_amx(kWidenPath));
+  EXPECT_FALSE(runs_amx(kAmxPath, 257));
+  const BlockCase c{64, 200, 64, false};
+  const auto [amx, lse_amx] = run_block(c, 0, 1, 1, kAmxPath);
+  const auto [onednn, lse_onednn] = run_block(c, 0, 1, 1, kOnednnPath);
+  EXPECT_LT(amx, out_bound(1, true));
+  EXPECT_LT(onednn, out_bound(1, true));
+  EXPECT_NE(lse_amx, lse_onednn);
 }
 
 }  // namespace

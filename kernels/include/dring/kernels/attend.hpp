@@ -91,6 +91,7 @@ struct ProgressHook {
 };
 
 enum class CpuF32Kernel : int { kAuto = 0, kSgemm = 1, kAvx2 = 2, kAvx512 = 3 };
+enum class CpuBf16Kernel : int { kAuto = 0, kOnednn = 1, kAmx = 2 };
 
 struct AttendParams {
   DType dtype = DType::kF32;
@@ -113,6 +114,11 @@ struct AttendParams {
   // fall back to sgemm where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say
   // whether it does). Ignored for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
+  // bf16 forward on the CPU, with bf16_matmul set: kAuto and kAmx take the fused AMX tile
+  // (kernels/cpu/attend_amx.hpp) where the CPU has AMX-BF16 and AVX512-BF16, the OS grants the
+  // tile registers and head_dim is at most 256, else the oneDNN matmul tiles; kOnednn forces
+  // those (cpu::bf16_amx_runs says whether the AMX tile runs). The backward ignores it.
+  CpuBf16Kernel cpu_bf16_kernel = CpuBf16Kernel::kAuto;
   ProgressHook progress;
 };
 

@@ -6,7 +6,8 @@
 // AVX-512 or AVX2+FMA CPUs, a fused micro-kernel of dring's own instead, fused_f32_runs). Work items run
 // on an OpenMP team of params.threads threads. bf16 tensors (params.dtype kBF16, each element its
 // 16-bit pattern) run their tile products as oneDNN bf16 matmuls (fp32 accumulation) where the CPU
-// has them (bf16_matmul_available(); P and dS are rounded to bf16 for their products), else they
+// has them (bf16_matmul_available(); P and dS are rounded to bf16 for their products; the forward
+// runs a fused AMX tile of dring's own instead where the CPU has AMX, bf16_amx_runs), else they
 // are widened tile by tile into the thread's fp32 scratch and the fp32 code runs on that; out is
 // rounded back to bf16 once per call. lse, delta, dq, dk, dv are fp32 in both (docs/math.md).
 #pragma once
@@ -25,6 +26,10 @@ bool bf16_matmul_available();
 // True when params' fp32 forward tiles run on the fused micro-kernel (AVX-512 or AVX2+FMA, by
 // params.cpu_f32_kernel, the CPU and head_dim; kernels/cpu/attend_fused.hpp), false when on sgemm.
 bool fused_f32_runs(const AttendParams& params);
+
+// True when params' bf16 forward tiles run on the fused AMX tile (by params.bf16_matmul,
+// params.cpu_bf16_kernel, the CPU, the OS and head_dim; kernels/cpu/attend_amx.hpp).
+bool bf16_amx_runs(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);

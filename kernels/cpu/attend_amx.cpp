@@ -1,0 +1,402 @@
+// attend_amx.cpp — the fused bf16 forward tile on AMX (attend_amx.hpp) and the run-time check
+// that the CPU and the OS allow it.
+//
+// Every function that uses AVX-512 or AMX instructions carries the target attribute (the rest of
+// the program is compiled for baseline x86-64) and runs only after amx_bf16_usable() said yes,
+// so the binary runs on any x86-64. Lambdas are avoided in these functions: they would not
+// inherit the attribute.
+#include "attend_amx.hpp"
+
+#include "dring/core/error.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define DRING_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#else
+#define DRING_AMX 0
+#endif
+
+namespace dring::kernels::cpu {
+
+#if DRING_AMX
+
+// GCC 12's AVX-512 intrinsics fill unused lanes from _mm512_undefined_ps, a self-initialised
+// variable its own -Wuninitialized then reports (GCC bug 105593): silenced for this file's
+// kernels only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace {
+
+// Linux: ask for the tile data state (AMX registers) for this process (asm/prctl.h values).
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr int kXfeatureXtiledata = 18;
+
+bool cpu_and_os_have_amx_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid(1, a, b, c, d);
+  if (((c >> 27) & 1u) == 0) return false;  // no OSXSAVE: xgetbv would fault
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx512 = ((b >> 16) & 1u) && ((b >> 30) & 1u);  // avx512f, avx512bw
+  const bool amx = ((d >> 22) & 1u) && ((d >> 24) & 1u);     // amx-bf16, amx-tile
+  __cpuid_count(7, 1, a, b, c, d);
+  const bool avx512_bf16 = (a >> 5) & 1u;
+  if (!avx512 || !amx || !avx512_bf16) return false;
+  uint32_t xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const uint64_t xcr0 = (static_cast<uint64_t>(xcr0_hi) << 32) | xcr0_lo;
+  // SSE, AVX, the three AVX-512 states, XTILECFG and XTILEDATA saved by the OS.
+  const uint64_t need = 0x6u | 0xe0u | (uint64_t{3} << 17);
+  return (xcr0 & need) == need;
+}
+
+#define DRING_AMX_FN \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,amx-tile,amx-bf16")))
+#define DRING_AMX_INLINE DRING_AMX_FN __attribute__((always_inline)) inline
+
+// Eight tiles of 16 rows x 64 bytes: results 0-3, A operands 4-5, B operands 6-7.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+constexpr TileConfig kTileConfig{};
+
+// The first n of 16 (mask16) or 32 (mask32) lanes.
+inline __mmask16 mask16(int64_t n) {
+  return n <= 0 ? 0 : n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
+}
+inline __mmask32 mask32(int64_t n) {
+  return n <= 0 ? 0 : n >= 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1);
+}
+// Lanes k .. k+15 that lie in [lo, hi).
+inline __mmask16 lanes_in(int64_t lo, int64_t hi, int64_t k) {
+  return static_cast<__mmask16>(mask16(hi - k) & ~mask16(lo - k));
+}
+
+// Stops the compiler from moving the stores of packed operands past a tile load: GCC's tile
+// loads are asm statements that do not say they read memory.
+inline void operands_written() { __asm__ volatile("" ::: "memory"); }
+
+// 16 x 16 32-bit elements, transposed in registers.
+DRING_AMX_INLINE void transpose16(__m512i (&r)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  // u[4k + q], 128-bit lane L: column 4L + q of rows 4k .. 4k+3.
+  __m512i u[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 4; ++k) {
+    u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+#pragma GCC unroll 16
+  for (int q = 0; q < 4; ++q) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);  // lanes 0, 2 of each
+    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);  // lanes 1, 3
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
+    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
+    r[q] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[4 + q] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[8 + q] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+    r[12 + q] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+  }
+}
+
+// 2^t for t <= 0 (0 at and below -151; lanes the caller masks may hold anything): 2^f by a
+// degree-4 polynomial on [-0.5, 0.5] (relative error 2.6e-6), scaled by 2^rint(t).
+DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) {
+  t = _mm512_max_ps(t, _mm512_set1_ps(-151.0f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(9.569715630e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591696922e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402474576e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931219351e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992645e-1f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// The item's query rows into qp, zero padded.
+DRING_AMX_FN void pack_q(const AmxTile& t) {
+  for (int64_t i = 0; i < t.nq_pad; ++i) {
+    for (int64_t e = 0; e < t.dp; e += kAmxCols) {
+      const __m512i x = i < t.nq ? _mm512_maskz_loadu_epi16(mask32(t.d - e), t.q + i * t.q_stride + e)
+                                 : _mm512_setzero_si512();
+      _mm512_storeu_si512(t.qp + i * t.dp + e, x);
+    }
+  }
+}
+
+// Keys [j0, j0 + nk) into kp, as 32-bit pairs along head_dim transposed: kp32[e/2][j] for j
+// up to nk rounded to kAmxCols (zeros past nk and past d).
+DRING_AMX_FN void pack_k(const AmxTile& t, int64_t j0, int64_t nk) {
+  const int64_t nk_pad = amx_round_up(nk, kAmxCols);
+  auto* kp32 = reinterpret_cast<uint32_t*>(t.kp);
+  for (int64_t jb = 0; jb < nk_pad; jb += 16) {
+    for (int64_t e = 0; e < t.dp; e += kAmxCols) {
+      __m512i r[16];
+      const __mmask32 cols = mask32(t.d - e);
+#pragma GCC unroll 16
+      for (int x = 0; x < 16; ++x) {
+        const int64_t j = jb + x;
+        r[x] = j < nk ? _mm512_maskz_loadu_epi16(cols, t.k + (j0 + j) * t.kv_stride + e) : _mm512_setzero_si512();
+      }
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int x = 0; x < 16; ++x) _mm512_storeu_si512(kp32 + (e / 2 + x) * t.k_tile + jb, r[x]);
+    }
+  }
+}
+
+// Keys [j0, j0 + nk) into vp, as 32-bit pairs of consecutive keys: vp32[j/2][c] (zeros past nk
+// and past d).
+DRING_AMX_FN void pack_v(const AmxTile& t, int64_t j0, int64_t nk) {
+  alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static constexpr uint16_t kHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                     24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i low = _mm512_load_si512(kLow), high = _mm512_load_si512(kHigh);
+  const int64_t nk_pad = amx_round_up(nk, kAmxCols);
+  auto* vp32 = reinterpret_cast<uint32_t*>(t.vp);
+  for (int64_t j = 0; j < nk_pad; j += 2) {
+    for (int64_t c = 0; c < t.dp; c += kAmxCols) {
+      const __mmask32 cols = mask32(t.d - c);
+      const __m512i a = j < nk ? _mm512_maskz_loadu_epi16(cols, t.v + (j0 + j) * t.kv_stride + c) : _mm512_setzero_si512();
+      const __m512i b =
+          j + 1 < nk ? _mm512_maskz_loadu_epi16(cols, t.v + (j0 + j + 1) * t.kv_stride + c) : _mm512_setzero_si512();
+      _mm512_storeu_si512(vp32 + (j / 2) * t.dp + c, _mm512_permutex2var_epi16(a, low, b));
+      _mm512_storeu_si512(vp32 + (j / 2) * t.dp + c + 16, _mm512_permutex2var_epi16(a, high, b));
+    }
+  }
+}
+
+// st[r][kb, ke) = q[r0 + r] . k for the strip's RT tiles of 16 rows.
+template <int RT>
+DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke) {
+  operands_written();
+  const auto* kp32 = reinterpret_cast<const uint32_t*>(t.kp);
+  const long q_bytes = static_cast<long>(t.dp * 2), k_bytes = static_cast<long>(t.k_tile * 4);
+  const long s_bytes = static_cast<long>(t.k_tile * 4);
+  const uint16_t* q = t.qp + r0 * t.dp;
+  for (int64_t j = kb; j < ke; j += kAmxCols) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if constexpr (RT == 2) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+    for (int64_t e = 0; e < t.dp; e += kAmxCols) {
+      const uint32_t* b = kp32 + (e / 2) * t.k_tile + j;
+      _tile_loadd(4, q + e, q_bytes);
+      _tile_loadd(6, b, k_bytes);
+      _tile_loadd(7, b + 16, k_bytes);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RT == 2) {
+        _tile_loadd(5, q + kAmxRows * t.dp + e, q_bytes);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    _tile_stored(0, t.st + j, s_bytes);
+    _tile_stored(1, t.st + j + 16, s_bytes);
+    if constexpr (RT == 2) {
+      _tile_stored(2, t.st + kAmxRows * t.k_tile + j, s_bytes);
+      _tile_stored(3, t.st + kAmxRows * t.k_tile + j + 16, s_bytes);
+    }
+  }
+}
+
+// acc[r0 + r] += p[r][kb, ke) v for the strip's RT tiles of 16 rows.
+template <int RT>
+DRING_AMX_FN void strip_pv(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke) {
+  operands_written();
+  const auto* vp32 = reinterpret_cast<const uint32_t*>(t.vp);
+  const long acc_bytes = static_cast<long>(t.dp * 4), p_bytes = static_cast<long>(t.k_tile * 2);
+  const long v_bytes = static_cast<long>(t.dp * 4);
+  for (int64_t c = 0; c < t.dp; c += kAmxCols) {
+    float* acc = t.acc + r0 * t.dp + c;
+    _tile_loadd(0, acc, acc_bytes);
+    _tile_loadd(1, acc + 16, acc_bytes);
+    if constexpr (RT == 2) {
+      _tile_loadd(2, acc + kAmxRows * t.dp, acc_bytes);
+      _tile_loadd(3, acc + kAmxRows * t.dp + 16, acc_bytes);
+    }
+    for (int64_t j = kb; j < ke; j += kAmxCols) {
+      const uint32_t* b = vp32 + (j / 2) * t.dp + c;
+      _tile_loadd(4, t.p + j, p_bytes);
+      _tile_loadd(6, b, v_bytes);
+      _tile_loadd(7, b + 16, v_bytes);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RT == 2) {
+        _tile_loadd(5, t.p + kAmxRows * t.k_tile + j, p_bytes);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    _tile_stored(0, acc, acc_bytes);
+    _tile_stored(1, acc + 16, acc_bytes);
+    if constexpr (RT == 2) {
+      _tile_stored(2, acc + kAmxRows * t.dp, acc_bytes);
+      _tile_stored(3, acc + kAmxRows * t.dp + 16, acc_bytes);
+    }
+  }
+}
+
+// x where lanes k .. k+15 lie in [lo, hi), else `fill` (Whole: every lane does).
+template <bool Whole>
+DRING_AMX_INLINE __m512 visible(__m512 x, __m512 fill, int64_t lo, int64_t hi, int64_t k) {
+  if constexpr (Whole) return x;
+  return _mm512_mask_mov_ps(fill, lanes_in(lo, hi, k), x);
+}
+
+// The online-softmax update of one row i (strip row r) over its visible keys [lo, hi) of the
+// tile (kb <= lo < hi <= ke; Whole: lo == kb and hi == ke): m, l updated, acc's row rescaled,
+// p[r][kb, ke) = bf16(P). The max of alpha * s is alpha times the max (alpha > 0) or the min
+// (alpha <= 0) of s, exactly: rounding is monotone.
+template <bool Whole>
+DRING_AMX_FN void softmax_row(const AmxTile& t, int64_t i, int64_t r, int64_t lo, int64_t hi, int64_t kb,
+                              int64_t ke) {
+  const float* s = t.st + r * t.k_tile;
+  uint16_t* p = t.p + r * t.k_tile;
+  const float inf = std::numeric_limits<float>::infinity();
+  float extreme = 0.0f;
+  if (t.alpha > 0.0f) {
+    __m512 mx = _mm512_set1_ps(-inf);
+    for (int64_t k = kb; k < ke; k += 16) mx = _mm512_max_ps(mx, visible<Whole>(_mm512_loadu_ps(s + k), mx, lo, hi, k));
+    extreme = _mm512_reduce_max_ps(mx);
+  } else {
+    __m512 mn = _mm512_set1_ps(inf);
+    for (int64_t k = kb; k < ke; k += 16) mn = _mm512_min_ps(mn, visible<Whole>(_mm512_loadu_ps(s + k), mn, lo, hi, k));
+    extreme = _mm512_reduce_min_ps(mn);
+  }
+  const float m_old = t.m[i];
+  const float m_new = std::max(m_old, t.alpha * extreme);
+  const __m512 alpha = _mm512_set1_ps(t.alpha), shift = _mm512_set1_ps(m_new), zero = _mm512_setzero_ps();
+  __m512 sum = zero;
+  for (int64_t k = kb; k < ke; k += kAmxCols) {
+    const __m512 p0 =
+        visible<Whole>(exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift)), zero, lo, hi, k);
+    const __m512 p1 = visible<Whole>(exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift)),
+                                     zero, lo, hi, k + 16);
+    sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+    _mm512_storeu_si512(p + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+  }
+  const float c = std::exp2(m_old - m_new);  // 0 when nothing had reached the row
+  t.l[i] = t.l[i] * c + _mm512_reduce_add_ps(sum);
+  t.m[i] = m_new;
+  if (c != 1.0f) {
+    float* acc = t.acc + i * t.dp;
+    const __m512 cv = _mm512_set1_ps(c);
+    for (int64_t e = 0; e < t.dp; e += 16) _mm512_storeu_ps(acc + e, _mm512_mul_ps(_mm512_loadu_ps(acc + e), cv));
+  }
+}
+
+// One strip (RT tiles of 16 rows from r0) against keys [j0, j0 + nk) of the packed tile.
+template <int RT>
+DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
+  // The keys the strip's rows see, relative to j0, widened to whole steps of kAmxCols.
+  int64_t lo_min = nk, hi_max = 0;
+  for (int64_t r = 0; r < RT * kAmxRows; ++r) {
+    const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
+    if (lo >= hi) continue;
+    lo_min = std::min(lo_min, lo);
+    hi_max = std::max(hi_max, hi);
+  }
+  if (lo_min >= hi_max) return;  // no row of the strip sees a key of this tile
+  const int64_t kb = lo_min / kAmxCols * kAmxCols, ke = amx_round_up(hi_max, kAmxCols);
+  strip_scores<RT>(t, r0, kb, ke);
+  for (int64_t r = 0; r < RT * kAmxRows; ++r) {
+    const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
+    if (lo < hi) {
+      if (lo == kb && hi == ke) {
+        softmax_row<true>(t, r0 + r, r, lo, hi, kb, ke);
+      } else {
+        softmax_row<false>(t, r0 + r, r, lo, hi, kb, ke);
+      }
+    } else {  // the row sees nothing here: P = 0, its state unchanged
+      for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(t.p + r * t.k_tile + k, _mm512_setzero_si512());
+    }
+  }
+  strip_pv<RT>(t, r0, kb, ke);
+}
+
+// Rows [j, j + n) of k and v into L2: the next key tile's, spread over the strips of this one
+// (rows of [S, H, D] tensors leave a 4 KiB page every few rows, which the hardware prefetchers
+// do not follow; packing them would otherwise wait on each).
+void prefetch_rows(const AmxTile& t, int64_t j, int64_t n) {
+  for (int64_t r = j; r < j + n; ++r) {
+    for (int64_t e = 0; e < t.d; e += 32) {
+      __builtin_prefetch(t.k + r * t.kv_stride + e, 0, 2);
+      __builtin_prefetch(t.v + r * t.kv_stride + e, 0, 2);
+    }
+  }
+}
+
+DRING_AMX_FN void key_tiles(const AmxTile& t) {
+  _tile_loadconfig(&kTileConfig);
+  pack_q(t);
+  for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
+    const int64_t nk = std::min(t.k_tile, t.n_keys - j0);
+    bool any = false;
+    for (int64_t i = 0; i < t.nq && !any; ++i) any = std::max<int64_t>(t.lo[i], j0) < std::min<int64_t>(t.hi[i], j0 + nk);
+    if (!any) continue;  // no row sees a key of this tile
+    pack_k(t, j0, nk);
+    pack_v(t, j0, nk);
+    const int64_t strips = (t.nq_pad + kAmxStripRows - 1) / kAmxStripRows;
+    const int64_t next = std::min(t.k_tile, t.n_keys - j0 - nk);  // rows of the next key tile
+    for (int64_t n = 0; n < strips; ++n) {
+      const int64_t r0 = n * kAmxStripRows;
+      if (next > 0) prefetch_rows(t, j0 + nk + next * n / strips, next * (n + 1) / strips - next * n / strips);
+      if (r0 + kAmxStripRows <= t.nq_pad) {
+        strip<2>(t, r0, j0, nk);
+      } else {
+        strip<1>(t, r0, j0, nk);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace
+
+#pragma GCC diagnostic pop
+
+bool amx_bf16_usable() {
+  static const bool usable = cpu_and_os_have_amx_bf16() && syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return usable;
+}
+
+void amx_key_tiles(const AmxTile& t) {
+  DRING_ASSERT(amx_bf16_usable() && t.nq_pad % kAmxRows == 0 && t.dp % kAmxCols == 0 && t.k_tile % kAmxCols == 0);
+  key_tiles(t);
+}
+
+#else
+
+bool amx_bf16_usable() { return false; }
+void amx_key_tiles(const AmxTile&) { DRING_ASSERT(false); }
+
+#endif
+
+}  // namespace dring::kernels::cpu
