@@ -238,24 +238,22 @@ std::vector<uint16_t> to_bf16(std::vector<float>& x) {
   return bits;
 }
 
-// The times of `reps` runs of timed(prm) after one warm-up, and with versus, of timed(prm on the
-// sgemm tiles) run just before each (so that both see the same machine: this VM's speed drifts
-// by 20-40% within a minute). timed(prm) runs last, so that a check afterwards reads its output.
-template <class Timed>
-std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, bool versus, Timed&& timed,
-                                                                     const dring::kernels::AttendParams& prm) {
-  dring::kernels::AttendParams sgemm_prm = prm;
-  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
-  std::vector<double> times, sgemm_times;
+// The times of `reps` runs of measured() after one warm-up, and with versus, of other() run just
+// before each (so that both see the same machine: this VM's speed drifts by 20-40% within a
+// minute). measured() runs last, so that a check afterwards reads its output.
+template <class Measured, class Other>
+std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, bool versus, Measured&& measured,
+                                                                     Other&& other) {
+  std::vector<double> times, other_times;
   for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
     if (versus) {
-      const double ms = timed(sgemm_prm);
-      if (rep > 0) sgemm_times.push_back(ms);
+      const double ms = other();
+      if (rep > 0) other_times.push_back(ms);
     }
-    const double ms = timed(prm);
+    const double ms = measured();
     if (rep > 0) times.push_back(ms);
   }
-  return {times, sgemm_times};
+  return {times, other_times};
 }
 
 // What a row is also timed on, rep by rep, to compare with the measured kernel.
@@ -307,15 +305,8 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versu
     dring::kernels::cpu::attend(run, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  std::vector<double> times, versus_times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    if (versus != Versus::kNone) {
-      const double ms = timed(other_prm, other_blocks);
-      if (rep > 0) versus_times.push_back(ms);
-    }
-    const double ms = timed(prm, blocks);  // last, so that the error check below reads its output
-    if (rep > 0) times.push_back(ms);
-  }
+  const auto [times, versus_times] = interleaved_reps(
+      reps, versus != Versus::kNone, [&] { return timed(prm, blocks); }, [&] { return timed(other_prm, other_blocks); });
   if (bf16) dring::kernels::cpu::bf16_to_f32(out16.data(), p.out.data(), static_cast<int64_t>(out16.size()));
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
@@ -466,7 +457,10 @@ Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams p
     dring::kernels::cpu::attend_backward(blocks, params, workspace.data());
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  const auto [times, sgemm_times] = interleaved_reps(reps, versus == Versus::kSgemm, timed, prm);
+  dring::kernels::AttendParams sgemm_prm = prm;
+  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
+  const auto [times, sgemm_times] = interleaved_reps(
+      reps, versus == Versus::kSgemm, [&] { return timed(prm); }, [&] { return timed(sgemm_prm); });
   Result r;
   r.blocks = static_cast<int64_t>(p.blocks.size());
   r.flops = 2.5 * case_flops(c, r.blocks);
