@@ -117,6 +117,27 @@ void backward_small(const GradBlock& b, int64_t d, float scale) {
   }
 }
 
+// Calls tile(n, t, i0, i1, full) for every query head n and query tile t = [i0, i1) of `rows`
+// (the rows that may see keys [j0, j1)) whose keys there the mask does not hide all of; `full`:
+// it hides none. Each key tile starts its walk at another query tile (staggered), so that the
+// threads of neighbouring key tiles rarely want the same tile's dq lock at once.
+template <class Tile>
+void for_each_query_tile(const GradBlock& b, const AttendParams& prm, RowRange rows, int64_t j0, int64_t j1,
+                         Tile&& tile) {
+  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
+  const int64_t span = end_tile - first_tile;
+  const bool trivial = b.mask.trivial();
+  for (int64_t n = 0; n < b.n_heads; ++n) {
+    for (int64_t step = 0; step < span; ++step) {
+      const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;
+      const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
+      const bool full = trivial || b.mask.full(i0, i1, j0, j1);
+      if (!full && b.mask.empty(i0, i1, j0, j1)) continue;
+      tile(n, t, i0, i1, full);
+    }
+  }
+}
+
 // Key tile [j0, j1) of a big block against every query head and visible query tile.
 template <class T>
 void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
@@ -138,48 +159,39 @@ void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendP
   float* dk = b.dk + j0 * b.dkv_stride;
   float* dv = b.dv + j0 * b.dkv_stride;
   const int64_t tiles = q_tiles(b, prm);
-  // The query tiles that may see these keys: [first_tile, end_tile).
+  // The query rows that may see these keys.
   const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
   if (rows.begin >= rows.end) return;
-  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
-  const int64_t span = end_tile - first_tile;
-  const bool trivial = b.mask.trivial();
-  for (int64_t n = 0; n < b.n_heads; ++n) {
-    for (int64_t step = 0; step < span; ++step) {
-      const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
-      const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
-      const bool full = trivial || b.mask.full(i0, i1, j0, j1);
-      if (!full && b.mask.empty(i0, i1, j0, j1)) continue;
-      const int64_t nq = i1 - i0;
-      const int64_t at = n * b.q_head_step + i0 * b.q_stride;
-      int64_t q_ld = 0, dout_ld = 0;
-      const float* q = f32_rows(typed<T>(b.q) + at, b.q_stride, nq, d, q_space, false, &q_ld);
-      const float* dout = f32_rows(typed<T>(b.dout) + at, b.q_stride, nq, d, dout_space, false, &dout_ld);
-      sgemm(false, true, nq, nk, d, alpha, q, q_ld, k, k_ld, 0.0f, p_tile, ld);
-      sgemm(false, true, nq, nk, d, 1.0f, dout, dout_ld, v, v_ld, 0.0f, ds_tile, ld);
-      for (int64_t i = 0; i < nq; ++i) {
-        const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
-        const float lse2 = b.lse[state] * kLog2e;
-        const float delta = b.delta[state];
-        float* prow = p_tile + i * ld;
-        float* dsrow = ds_tile + i * ld;
-        // Visible keys of query i0+i in this tile: [lo, hi); P = 0 elsewhere.
-        int64_t lo = 0, hi = nk;
-        if (!full) {
-          lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
-          hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
-        }
-        std::fill(prow, prow + lo, 0.0f);
-        exp2_shifted_sum(prow + lo, hi - lo, lse2);
-        std::fill(prow + hi, prow + nk, 0.0f);
-        for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta);
+  for_each_query_tile(b, prm, rows, j0, j1, [&](int64_t n, int64_t t, int64_t i0, int64_t i1, bool full) {
+    const int64_t nq = i1 - i0;
+    const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+    int64_t q_ld = 0, dout_ld = 0;
+    const float* q = f32_rows(typed<T>(b.q) + at, b.q_stride, nq, d, q_space, false, &q_ld);
+    const float* dout = f32_rows(typed<T>(b.dout) + at, b.q_stride, nq, d, dout_space, false, &dout_ld);
+    sgemm(false, true, nq, nk, d, alpha, q, q_ld, k, k_ld, 0.0f, p_tile, ld);
+    sgemm(false, true, nq, nk, d, 1.0f, dout, dout_ld, v, v_ld, 0.0f, ds_tile, ld);
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+      const float lse2 = b.lse[state] * kLog2e;
+      const float delta = b.delta[state];
+      float* prow = p_tile + i * ld;
+      float* dsrow = ds_tile + i * ld;
+      // Visible keys of query i0+i in this tile: [lo, hi); P = 0 elsewhere.
+      int64_t lo = 0, hi = nk;
+      if (!full) {
+        lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+        hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
       }
-      sgemm(true, false, nk, d, nq, 1.0f, p_tile, ld, dout, dout_ld, 1.0f, dv, b.dkv_stride);
-      sgemm(true, false, nk, d, nq, scale, ds_tile, ld, q, q_ld, 1.0f, dk, b.dkv_stride);
-      TileLock lock(locks[n * tiles + t]);
-      sgemm(false, false, nq, d, nk, scale, ds_tile, ld, k, k_ld, 1.0f, b.dq + at, b.q_stride);
+      std::fill(prow, prow + lo, 0.0f);
+      exp2_shifted_sum(prow + lo, hi - lo, lse2);
+      std::fill(prow + hi, prow + nk, 0.0f);
+      for (int64_t jj = 0; jj < nk; ++jj) dsrow[jj] = prow[jj] * (dsrow[jj] - delta);
     }
-  }
+    sgemm(true, false, nk, d, nq, 1.0f, p_tile, ld, dout, dout_ld, 1.0f, dv, b.dkv_stride);
+    sgemm(true, false, nk, d, nq, scale, ds_tile, ld, q, q_ld, 1.0f, dk, b.dkv_stride);
+    TileLock lock(locks[n * tiles + t]);
+    sgemm(false, false, nq, d, nk, scale, ds_tile, ld, k, k_ld, 1.0f, b.dq + at, b.q_stride);
+  });
 }
 
 // Scratch floats of backward_key_tile_bf16: S and dP in fp32, K, V, q, dout, P and dS
@@ -220,45 +232,36 @@ void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const At
   std::fill(dk_tile, dk_tile + nk * d, 0.0f);
   std::fill(dv_tile, dv_tile + nk * d, 0.0f);
   const int64_t tiles = q_tiles(b, prm);
-  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
-  const int64_t span = end_tile - first_tile;
-  const bool trivial = b.mask.trivial();
-  for (int64_t n = 0; n < b.n_heads; ++n) {
-    for (int64_t step = 0; step < span; ++step) {
-      const int64_t t = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
-      const int64_t i0 = t * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
-      const bool full = trivial || b.mask.full(i0, i1, j0, j1);
-      if (!full && b.mask.empty(i0, i1, j0, j1)) continue;
-      const int64_t nq = i1 - i0;
-      const int64_t at = n * b.q_head_step + i0 * b.q_stride;
-      pack_rows(typed<uint16_t>(b.q) + at, b.q_stride, nq, d, q);
-      pack_rows(typed<uint16_t>(b.dout) + at, b.q_stride, nq, d, dout);
-      bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, p_tile);
-      bf16_gemm(false, true, nq, nk, d, 1.0f, dout, v, 0.0f, ds_tile);
-      for (int64_t i = 0; i < nq; ++i) {
-        const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
-        // Visible keys of query i0+i in this tile: [lo, hi); P = dS = 0 elsewhere.
-        int64_t lo = 0, hi = nk;
-        if (!full) {
-          lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
-          hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
-        }
-        uint16_t* prow = p16 + i * nk;
-        uint16_t* dsrow = ds16 + i * nk;
-        std::fill(prow, prow + lo, uint16_t{0});
-        std::fill(dsrow, dsrow + lo, uint16_t{0});
-        softmax_grad_to_bf16(p_tile + i * nk + lo, ds_tile + i * nk + lo, hi - lo, softmax_alpha,
-                             b.lse[state] * kLog2e, b.delta[state], scale, prow + lo, dsrow + lo);
-        std::fill(prow + hi, prow + nk, uint16_t{0});
-        std::fill(dsrow + hi, dsrow + nk, uint16_t{0});
+  for_each_query_tile(b, prm, rows, j0, j1, [&](int64_t n, int64_t t, int64_t i0, int64_t i1, bool full) {
+    const int64_t nq = i1 - i0;
+    const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+    pack_rows(typed<uint16_t>(b.q) + at, b.q_stride, nq, d, q);
+    pack_rows(typed<uint16_t>(b.dout) + at, b.q_stride, nq, d, dout);
+    bf16_gemm(false, true, nq, nk, d, gemm_alpha, q, k, 0.0f, p_tile);
+    bf16_gemm(false, true, nq, nk, d, 1.0f, dout, v, 0.0f, ds_tile);
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+      // Visible keys of query i0+i in this tile: [lo, hi); P = dS = 0 elsewhere.
+      int64_t lo = 0, hi = nk;
+      if (!full) {
+        lo = std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+        hi = std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, lo, nk);
       }
-      bf16_gemm(true, false, nk, d, nq, 1.0f, p16, dout, 1.0f, dv_tile);
-      bf16_gemm(true, false, nk, d, nq, 1.0f, ds16, q, 1.0f, dk_tile);
-      bf16_gemm(false, false, nq, d, nk, 1.0f, ds16, k, 0.0f, dq_tile);
-      TileLock lock(locks[n * tiles + t]);
-      for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+      uint16_t* prow = p16 + i * nk;
+      uint16_t* dsrow = ds16 + i * nk;
+      std::fill(prow, prow + lo, uint16_t{0});
+      std::fill(dsrow, dsrow + lo, uint16_t{0});
+      softmax_grad_to_bf16(p_tile + i * nk + lo, ds_tile + i * nk + lo, hi - lo, softmax_alpha,
+                           b.lse[state] * kLog2e, b.delta[state], scale, prow + lo, dsrow + lo);
+      std::fill(prow + hi, prow + nk, uint16_t{0});
+      std::fill(dsrow + hi, dsrow + nk, uint16_t{0});
     }
-  }
+    bf16_gemm(true, false, nk, d, nq, 1.0f, p16, dout, 1.0f, dv_tile);
+    bf16_gemm(true, false, nk, d, nq, 1.0f, ds16, q, 1.0f, dk_tile);
+    bf16_gemm(false, false, nq, d, nk, 1.0f, ds16, k, 0.0f, dq_tile);
+    TileLock lock(locks[n * tiles + t]);
+    for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+  });
   for (int64_t j = 0; j < nk; ++j) {
     add(b.dk + (j0 + j) * b.dkv_stride, dk_tile + j * d, d);
     add(b.dv + (j0 + j) * b.dkv_stride, dv_tile + j * d, d);
@@ -348,62 +351,55 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
   t.ds = ds_tile;
   t.ldp = ldp;
   const int64_t tiles = q_tiles(b, prm);
-  const int64_t first_tile = rows.begin / prm.q_tile, end_tile = (rows.end - 1) / prm.q_tile + 1;
-  const int64_t span = end_tile - first_tile;
   const bool trivial = b.mask.trivial();
-  for (int64_t n = 0; n < b.n_heads; ++n) {
-    for (int64_t step = 0; step < span; ++step) {
-      const int64_t tile = first_tile + (step + j0 / prm.k_tile) % span;  // staggered start
-      const int64_t i0 = tile * prm.q_tile, i1 = std::min(b.n_q, i0 + prm.q_tile);
-      if (!trivial && b.mask.empty(i0, i1, j0, j1)) continue;
-      const int64_t nq = i1 - i0;
-      const int64_t at = n * b.q_head_step + i0 * b.q_stride;
-      for (int64_t i = 0; i < nq; ++i) {
-        std::copy_n(typed<float>(b.q) + at + i * b.q_stride, d, q + i * d);
-        std::copy_n(typed<float>(b.dout) + at + i * b.q_stride, d, dout + i * d);
-        const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
-        lse2[i] = b.lse[state] * kLog2e;
-        delta[i] = b.delta[state];
-        // Visible keys of the row, relative to the key tile (the mask's arithmetic once per row).
-        const int64_t row_lo = trivial ? 0 : std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
-        const int64_t row_hi = trivial ? nk : std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, 0, nk);
-        tile_lo[i] = static_cast<int32_t>(row_lo);
-        tile_hi[i] = static_cast<int32_t>(row_hi);
-      }
-      std::fill(dq_tile, dq_tile + nq * d, 0.0f);
-      for (int64_t c0 = 0; c0 < nk; c0 += kc) {
-        const int64_t c1 = std::min(nk, c0 + kc);
-        const auto chunk_keys = static_cast<int32_t>(c1 - c0), first = static_cast<int32_t>(c0);
-        for (int64_t q0 = 0; q0 < nq; q0 += qc) {
-          const int64_t q1 = std::min(nq, q0 + qc);
-          // Visible keys of each row, relative to the chunk's first key; chunks none sees are skipped.
-          bool any = false;
-          for (int64_t i = q0; i < q1; ++i) {
-            lo[i - q0] = std::clamp(tile_lo[i] - first, 0, chunk_keys);
-            hi[i - q0] = std::clamp(tile_hi[i] - first, 0, chunk_keys);
-            any = any || lo[i - q0] < hi[i - q0];
-          }
-          if (!any) continue;
-          t.nq = q1 - q0;
-          t.nk = c1 - c0;
-          t.nk_pad = round_up(t.nk, kFusedQueryPad);
-          t.q = q + q0 * d;
-          t.dout = dout + q0 * d;
-          t.lse2 = lse2 + q0;
-          t.delta = delta + q0;
-          t.kt = kt + c0;
-          t.vt = vt + c0;
-          t.k = kp + c0 * d;
-          t.dk = dk_tile + c0 * d;
-          t.dv = dv_tile + c0 * d;
-          t.dq = dq_tile + q0 * d;
-          fused_backward_tile(isa, t);
-        }
-      }
-      TileLock lock(locks[n * tiles + tile]);
-      for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+  for_each_query_tile(b, prm, rows, j0, j1, [&](int64_t n, int64_t tile, int64_t i0, int64_t i1, bool) {
+    const int64_t nq = i1 - i0;
+    const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+    for (int64_t i = 0; i < nq; ++i) {
+      std::copy_n(typed<float>(b.q) + at + i * b.q_stride, d, q + i * d);
+      std::copy_n(typed<float>(b.dout) + at + i * b.q_stride, d, dout + i * d);
+      const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+      lse2[i] = b.lse[state] * kLog2e;
+      delta[i] = b.delta[state];
+      // Visible keys of the row, relative to the key tile (the mask's arithmetic once per row).
+      const int64_t row_lo = trivial ? 0 : std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk);
+      const int64_t row_hi = trivial ? nk : std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, 0, nk);
+      tile_lo[i] = static_cast<int32_t>(row_lo);
+      tile_hi[i] = static_cast<int32_t>(row_hi);
     }
-  }
+    std::fill(dq_tile, dq_tile + nq * d, 0.0f);
+    for (int64_t c0 = 0; c0 < nk; c0 += kc) {
+      const int64_t c1 = std::min(nk, c0 + kc);
+      const auto chunk_keys = static_cast<int32_t>(c1 - c0), first = static_cast<int32_t>(c0);
+      for (int64_t q0 = 0; q0 < nq; q0 += qc) {
+        const int64_t q1 = std::min(nq, q0 + qc);
+        // Visible keys of each row, relative to the chunk's first key; chunks none sees are skipped.
+        bool any = false;
+        for (int64_t i = q0; i < q1; ++i) {
+          lo[i - q0] = std::clamp(tile_lo[i] - first, 0, chunk_keys);
+          hi[i - q0] = std::clamp(tile_hi[i] - first, 0, chunk_keys);
+          any = any || lo[i - q0] < hi[i - q0];
+        }
+        if (!any) continue;
+        t.nq = q1 - q0;
+        t.nk = c1 - c0;
+        t.nk_pad = round_up(t.nk, kFusedQueryPad);
+        t.q = q + q0 * d;
+        t.dout = dout + q0 * d;
+        t.lse2 = lse2 + q0;
+        t.delta = delta + q0;
+        t.kt = kt + c0;
+        t.vt = vt + c0;
+        t.k = kp + c0 * d;
+        t.dk = dk_tile + c0 * d;
+        t.dv = dv_tile + c0 * d;
+        t.dq = dq_tile + q0 * d;
+        fused_backward_tile(isa, t);
+      }
+    }
+    TileLock lock(locks[n * tiles + tile]);
+    for (int64_t i = 0; i < nq; ++i) add(b.dq + at + i * b.q_stride, dq_tile + i * d, d);
+  });
   for (int64_t j = 0; j < nk; ++j) {
     add(b.dk + (j0 + j) * b.dkv_stride, dk_tile + j * d, d);
     add(b.dv + (j0 + j) * b.dkv_stride, dv_tile + j * d, d);
