@@ -554,6 +554,9 @@ int main(int argc, char** argv) {
   app.add_option("--small-block-scores", tiles.small_block_scores,
                  "blocks with at most this many scores take the direct path (default: the kernel's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--tiles-per-item", tiles.fused_tiles_per_item,
+                 "fp32 fused tile: query tiles per work item, each K/V tile packed once for them (default 0: the kernel's choice)")
+      ->check(CLI::Range(int64_t{0}, int64_t{64}));
   std::string dtype = "fp32";
   bool bf16_widen = false;
   app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
@@ -661,13 +664,13 @@ int main(int argc, char** argv) {
     std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n",
                 f32_kernel_ran(tiles, 64, backward).c_str(), f32_kernel_ran(tiles, 128, backward).c_str(),
                 f32_kernel.c_str());
-    std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld\n", dtype.c_str(),
+    std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld, tiles_per_item %lld\n", dtype.c_str(),
                 tiles.dtype != dring::DType::kBF16                                  ? ""
                 : dring::kernels::cpu::bf16_amx_runs(with_head_dim(tiles, 64))        ? " (fused AMX tile)"
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
                                                                                     : " (widened to fp32)",
                 static_cast<long long>(tiles.q_tile), static_cast<long long>(tiles.k_tile),
-                static_cast<long long>(tiles.small_block_scores));
+                static_cast<long long>(tiles.small_block_scores), static_cast<long long>(tiles.fused_tiles_per_item));
     std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s%s", "case", "blocks", "n_q", "n_k", "D", "threads",
                 "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err", versus != Versus::kNone ? " " : "");
     if (versus != Versus::kNone) std::printf("%10s_ms  speedup", versus_name);
@@ -695,6 +698,7 @@ int main(int argc, char** argv) {
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;
+    report["tiles_per_item"] = tiles.fused_tiles_per_item;
     report["sgemm_before"] = sgemm_json(before);
     report["sgemm_after"] = sgemm_json(after);
     report["ceiling_gflops"] = ceiling;

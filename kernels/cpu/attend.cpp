@@ -2,7 +2,8 @@
 // fp32 or bf16 storage.
 //
 // Thread mapping: the blocks are cut into work items, each a tile of up to q_tile query rows of
-// one block (or a run of consecutive small blocks); an OpenMP team takes items dynamically. A work
+// one block (up to kFusedMaxGroup tiles on the fused fp32 tile, make_work), or a run of
+// consecutive small blocks; an OpenMP team takes items dynamically. A work
 // item owns its query rows' (out, lse), so items never write the same memory. Inside an item the
 // rows' state is unpacked into running max m, running sum l and unnormalised acc (m = lse, l = 1,
 // acc = out: the same distribution), keys are visited k_tile rows at a time — S = alpha*Q*K^T
@@ -234,13 +235,19 @@ int64_t fused_key_tile(const AttendParams& p) {
   return std::min(p.k_tile, std::max<int64_t>(16, kFusedTileBytes / (p.head_dim * int64_t{sizeof(float)})));
 }
 
+// Query tiles per work item on the fused tile, at most (make_work): the item packs each K/V tile
+// once for all of them (attend_fused.hpp).
+constexpr int64_t kFusedMaxGroup = 4;
+
+int64_t round_up_pad(int64_t n) { return (n + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad; }
+
 // Scratch floats of attend_tile_fused: qt, st, kp, vp, acc, m, l, c, lo, hi (each region 64-byte aligned).
 int64_t fused_floats(const AttendParams& p) {
-  const int64_t pad = (p.q_tile + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
-  const int64_t ld = fused_row_stride(p.q_tile);
-  return region_floats(p.head_dim * ld, 4) + region_floats(p.k_tile * ld, 4) +
-         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(p.q_tile * p.head_dim, 4) +
-         5 * region_floats(pad, 4);
+  const int64_t rows = std::max(kFusedMaxGroup, p.fused_tiles_per_item) * p.q_tile;
+  const int64_t pad = round_up_pad(rows);
+  return region_floats(p.head_dim * fused_row_stride(rows), 4) +
+         region_floats(p.k_tile * fused_row_stride(round_up_pad(p.q_tile)), 4) +
+         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(rows * p.head_dim, 4) + 5 * region_floats(pad, 4);
 }
 
 // The fused tiles hold key indices relative to the tile's first visible key as int32.
@@ -289,17 +296,20 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   int64_t key_begin = 0, key_end = 0;
   b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
-  const int64_t pad = (nq + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad;
+  DRING_ASSERT(nq <= std::max(kFusedMaxGroup, prm.fused_tiles_per_item) * prm.q_tile);
+  const int64_t pad = round_up_pad(nq);
   FusedTile t;
   point_at_rows(t, b, i0, nq, key_begin, key_end);
   t.nq_pad = pad;
+  t.sub_rows = round_up_pad(prm.q_tile);
   t.ld = fused_row_stride(nq);
+  t.lds = fused_row_stride(t.sub_rows);
   t.d = d;
   t.k_tile = fused_key_tile(prm);
   t.alpha = alpha;
   ScratchRegions regions(scratch);
   t.qt = regions.take<float>(d * t.ld);
-  t.st = regions.take<float>(prm.k_tile * t.ld);
+  t.st = regions.take<float>(prm.k_tile * t.lds);
   t.kp = regions.take<float>(prm.k_tile * d);
   t.vp = regions.take<float>(prm.k_tile * d);
   t.acc = regions.take<float>(nq * d);
@@ -448,9 +458,26 @@ void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const Att
   store_rows(t.acc, t.dp, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
+// Query tiles per work item: kFusedMaxGroup where the fused fp32 tile runs (it packs each K/V tile
+// once per item), halved while that would leave fewer than kItemsPerThread items per thread for
+// the dynamic schedule to balance (or AttendParams::fused_tiles_per_item); 1 on every other path.
+constexpr int64_t kItemsPerThread = 8;
+int64_t tiles_per_item(std::span<const AttendBlock> blocks, const AttendParams& prm) {
+  if (fused_isa(prm) == FusedIsa::kNone) return 1;
+  if (prm.fused_tiles_per_item > 0) return prm.fused_tiles_per_item;
+  int64_t tiles = 0;
+  for (const AttendBlock& b : blocks) {
+    if (!is_small(b, prm)) tiles += (b.n_q + prm.q_tile - 1) / prm.q_tile;
+  }
+  int64_t group = kFusedMaxGroup;
+  while (group > 1 && tiles < group * kItemsPerThread * prm.threads) group /= 2;
+  return group;
+}
+
 std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
   std::vector<WorkItem> items;
   const int64_t n = static_cast<int64_t>(blocks.size());
+  const int64_t rows = tiles_per_item(blocks, prm) * prm.q_tile;
   int64_t b = 0;
   while (b < n) {
     if (is_small(blocks[b], prm)) {
@@ -465,12 +492,12 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
       b = e;
       continue;
     }
-    // Masked blocks: with causality, tiles near the end of a block see the most keys; queue those
+    // Masked blocks: with causality, items near the end of a block see the most keys; queue those
     // first so the dynamic schedule ends with the cheap ones.
-    const int64_t tiles = (blocks[b].n_q + prm.q_tile - 1) / prm.q_tile;
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t i0 = (!blocks[b].mask.trivial() ? tiles - 1 - t : t) * prm.q_tile;
-      items.push_back({b, b + 1, i0, std::min(blocks[b].n_q, i0 + prm.q_tile)});
+    const int64_t count = (blocks[b].n_q + rows - 1) / rows;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t i0 = (!blocks[b].mask.trivial() ? count - 1 - t : t) * rows;
+      items.push_back({b, b + 1, i0, std::min(blocks[b].n_q, i0 + rows)});
     }
     ++b;
   }
@@ -519,7 +546,15 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
         } else if (fused != FusedIsa::kNone && keys_fit_int32(blk, item.q_begin, item.q_end)) {
           attend_tile_fused(blk, item.q_begin, item.q_end, prm, alpha, fused, scratch);
         } else {
-          attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
+          // An item of several query tiles the fused tile cannot take whole: a tile at a time.
+          for (int64_t i0 = item.q_begin; i0 < item.q_end; i0 += prm.q_tile) {
+            const int64_t i1 = std::min(item.q_end, i0 + prm.q_tile);
+            if (fused != FusedIsa::kNone && keys_fit_int32(blk, i0, i1)) {
+              attend_tile_fused(blk, i0, i1, prm, alpha, fused, scratch);
+            } else {
+              attend_tile(blk, i0, i1, prm, alpha, scratch);
+            }
+          }
         }
       }
     });

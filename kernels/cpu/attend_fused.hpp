@@ -11,7 +11,10 @@
 // queries are updated over the tile's rows; st becomes P^T in place; and acc[i] = c_i * acc[i] +
 // sum_j P^T[j][i] v[j] by a register block of RB query rows x CV vectors of head_dim (V rows
 // packed, P^T broadcast). The item's state (acc, m, l: the unpacked (out, lse)) lives in
-// the caller's scratch; attend.cpp unpacks it before and packs it after.
+// the caller's scratch; attend.cpp unpacks it before and packs it after. An item may hold several
+// query tiles' rows (sub_rows each): each key tile is then packed once and the tile step runs for
+// each sub-tile in turn, on one score tile, so the packing of K and V, whose strided loads miss,
+// is paid once per key tile and item rather than once per query tile.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +47,10 @@ struct FusedTile {
   const float* v = nullptr;
   int64_t kv_stride = 0;
   int64_t nq = 0;      // query rows
-  int64_t nq_pad = 0;  // nq rounded up to kFusedQueryPad
-  int64_t ld = 0;      // row stride of qt and st: nq_pad + kFusedQueryPad (fused_row_stride)
+  int64_t nq_pad = 0;    // nq rounded up to kFusedQueryPad
+  int64_t sub_rows = 0;  // query rows per sub-tile, a multiple of kFusedQueryPad
+  int64_t ld = 0;        // row stride of qt: fused_row_stride(nq)
+  int64_t lds = 0;       // row stride of st: fused_row_stride(sub_rows)
   int64_t n_keys = 0;
   int64_t d = 0;
   int64_t k_tile = 0;
@@ -57,7 +62,7 @@ struct FusedTile {
   float* l = nullptr;    // [nq_pad], running sum
   float* c = nullptr;    // [nq_pad], scratch: the tile's correction
   float* qt = nullptr;   // [d][ld], scratch
-  float* st = nullptr;   // [k_tile][ld], scratch
+  float* st = nullptr;   // [k_tile][lds], scratch: one sub-tile's scores
   float* kp = nullptr;   // [k_tile][d], scratch: the key tile's k rows, packed
   float* vp = nullptr;   // [k_tile][d], and its v rows
 };

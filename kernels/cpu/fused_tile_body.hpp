@@ -5,7 +5,8 @@
 // times_pow2, outside, zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV
 // (P V) and kGroup (the softmax's vectors per pass). No include guard: it is included twice.
 //
-// K and V tiles are packed densely per key tile (pack_rows says why).
+// K and V tiles are packed densely once per key tile (pack_rows says why) and used by every
+// sub-tile of the item's query rows (key_tiles).
 //
 // Register use, per ISA: scores kKB * kNV accumulators, kNV loads of qt and a broadcast of k per
 // step of e; P V kRB * kCV accumulators, kCV loads of v and a broadcast of P^T per key.
@@ -83,7 +84,7 @@ void score_block(const FusedTile& t, const float* qt, const float* k, float* st)
 #pragma GCC unroll 8
   for (int r = 0; r < KB; ++r) {
 #pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) store(st + r * t.ld + u * kW, acc[r][u]);
+    for (int u = 0; u < NV; ++u) store(st + r * t.lds + u * kW, acc[r][u]);
   }
 }
 
@@ -107,7 +108,7 @@ void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k,
       const int kb = static_cast<int>(nk - j < kKB ? nk - j : kKB);
       with_constant<kKB>(kb, [&](auto rows) {
         with_constant<kNV>(nv, [&](auto cols) {
-          score_block<rows(), cols()>(t, qt, k + j * t.d, st + j * t.ld);
+          score_block<rows(), cols()>(t, qt, k + j * t.d, st + j * t.lds);
         });
       });
     }
@@ -117,7 +118,7 @@ void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k,
 // -inf where key j0 + j is outside query i's [lo, hi).
 void mask_scores(const FusedTile& t, int64_t j0, int64_t nk) {
   for (int64_t j = 0; j < nk; ++j) {
-    float* row = t.st + j * t.ld;
+    float* row = t.st + j * t.lds;
     const auto key = static_cast<int32_t>(j0 + j);
     for (int64_t i = 0; i < t.nq_pad; i += kW) store(row + i, outside(load(row + i), key, t.lo + i, t.hi + i));
   }
@@ -132,7 +133,7 @@ void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk) {
 #pragma GCC unroll 8
   for (int g = 0; g < NG; ++g) mx[g] = load(t.m + col + g * kW);
   for (int64_t j = 0; j < nk; ++j) {
-    const float* row = t.st + j * t.ld + col;
+    const float* row = t.st + j * t.lds + col;
 #pragma GCC unroll 8
     for (int g = 0; g < NG; ++g) mx[g] = vmax(mx[g], load(row + g * kW));
   }
@@ -142,7 +143,7 @@ void softmax_columns(const FusedTile& t, int64_t u0, int64_t nk) {
     sum[g] = zero();
   }
   for (int64_t j = 0; j < nk; ++j) {
-    float* row = t.st + j * t.ld + col;
+    float* row = t.st + j * t.lds + col;
 #pragma GCC unroll 8
     for (int g = 0; g < NG; ++g) {
       const V p = exp2_nonpositive(sub(load(row + g * kW), mu[g]));
@@ -176,7 +177,7 @@ void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(t.acc + (i + r) * t.d + col + u * kW), c);
   }
-  accumulate(acc, nk, t.st + i, t.ld, 1, v + col, t.d);
+  accumulate(acc, nk, t.st + i, t.lds, 1, v + col, t.d);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
@@ -198,6 +199,22 @@ void pv(const FusedTile& t, const float* v, int64_t nk) {
   }
 }
 
+// The rows [s0, s0 + sub_rows) of t as a tile of their own: the same packed qt and key range,
+// their slice of the state, and the shared score tile.
+FusedTile sub_tile(const FusedTile& t, int64_t s0) {
+  FusedTile s = t;
+  s.nq = t.nq - s0 < t.sub_rows ? t.nq - s0 : t.sub_rows;
+  s.nq_pad = (t.nq_pad - s0 < t.sub_rows ? t.nq_pad - s0 : t.sub_rows);
+  s.qt = t.qt + s0;
+  s.acc = t.acc + s0 * t.d;
+  s.lo = t.lo + s0;
+  s.hi = t.hi + s0;
+  s.m = t.m + s0;
+  s.l = t.l + s0;
+  s.c = t.c + s0;
+  return s;
+}
+
 void key_tiles(const FusedTile& t) {
   // Row by row: a q row is read once, whole (its column would touch every row's lines per e).
   for (int64_t i = 0; i < t.nq; ++i) {
@@ -207,25 +224,35 @@ void key_tiles(const FusedTile& t) {
   for (int64_t e = 0; e < t.d; ++e) {
     for (int64_t i = t.nq; i < t.nq_pad; ++i) t.qt[e * t.ld + i] = 0.0f;
   }
+  // Rows already dense (a packed exchange message, a single head) are used where they are.
+  const bool dense = t.kv_stride == t.d;
   for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
     const int64_t nk = t.n_keys - j0 < t.k_tile ? t.n_keys - j0 : t.k_tile;
-    bool full = true, any = false;
-    for (int64_t i = 0; i < t.nq; ++i) {
-      const int64_t lo = t.lo[i], hi = t.hi[i];
-      full = full && lo <= j0 && hi >= j0 + nk;
-      any = any || ((lo > j0 ? lo : j0) < (hi < j0 + nk ? hi : j0 + nk));
-    }
-    if (!any) continue;  // no row sees a key of this tile
     const int64_t j_next = j0 + nk, n_next = t.n_keys - j_next < t.k_tile ? t.n_keys - j_next : t.k_tile;
-    // Rows already dense (a packed exchange message, a single head) are used where they are.
-    const bool dense = t.kv_stride == t.d;
     const float* k = dense ? t.k + j0 * t.d : t.kp;
     const float* v = dense ? t.v + j0 * t.d : t.vp;
-    if (!dense) pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
-    scores(t, k, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, n_next);
-    if (!full) mask_scores(t, j0, nk);
-    softmax(t, nk);
-    if (!dense) pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
-    pv(t, v, nk);
+    bool packed = dense, first = true;
+    // Each sub-tile of query rows runs the whole tile step on the key tile packed once for all.
+    for (int64_t s0 = 0; s0 < t.nq; s0 += t.sub_rows) {
+      const FusedTile s = sub_tile(t, s0);
+      bool full = true, any = false;
+      for (int64_t i = 0; i < s.nq; ++i) {
+        const int64_t lo = s.lo[i], hi = s.hi[i];
+        full = full && lo <= j0 && hi >= j0 + nk;
+        any = any || ((lo > j0 ? lo : j0) < (hi < j0 + nk ? hi : j0 + nk));
+      }
+      if (!any) continue;  // no row of the sub-tile sees a key of this tile
+      if (!packed) {
+        pack_rows(t.k + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.kp);
+        pack_rows(t.v + j0 * t.kv_stride, t.kv_stride, nk, t.d, t.vp);
+        packed = true;
+      }
+      // The next tile's rows are prefetched while the first sub-tile computes its scores.
+      scores(s, k, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, first ? n_next : 0);
+      first = false;
+      if (!full) mask_scores(s, j0, nk);
+      softmax(s, nk);
+      pv(s, v, nk);
+    }
   }
 }

@@ -27,7 +27,7 @@ struct BlockCase {
 // rows' (out, lse); returns the max error of out (relative to max |v|) and of lse against float64.
 std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scores, int calls, int threads,
                                     kernels::CpuF32Kernel kernel = kernels::CpuF32Kernel::kAuto, int64_t q_tile = 32,
-                                    int64_t k_tile = 48, double scale_factor = 1.0) {
+                                    int64_t k_tile = 48, double scale_factor = 1.0, int64_t tiles_per_item = 0) {
   const int64_t qs = c.q_rows * c.d, kvs = c.kv_rows * c.d;
   const auto q = test::random_tensor(c.n_q * qs, 11);
   const auto k = test::random_tensor(c.n_k * kvs, 12);
@@ -43,6 +43,7 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
   prm.k_tile = k_tile;
   prm.small_block_scores = small_block_scores;
   prm.cpu_f32_kernel = kernel;
+  prm.fused_tiles_per_item = tiles_per_item;
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
   // Causal blocks cannot be split by keys (the diagonal lives in one call); split the others.
   const int parts = c.causal ? 1 : calls;
@@ -206,13 +207,15 @@ TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
 // them) and sgemm. Head dims the fused kernel takes (multiples of 16 for AVX-512, of 8 for AVX2)
 // and ones it leaves to sgemm; shapes that divide no register block (6 keys, 6 query rows, 16
 // queries) nor the tiles; dense and causal; one and several calls merged; tiles other than the
-// defaults: a q_tile that is no multiple of 16 and a k_tile under one key block.
+// defaults: a q_tile that is no multiple of 16 and a k_tile under one key block; items of one
+// query tile and of three (each key tile packed once for sub-tiles of 48, 48 and fewer rows, the
+// causal ones skipping the key tiles a sub-tile cannot see).
 using test::kernel_name;
 using test::kF32Kernels;
 
 TEST(CpuKernel, F32TileKernelsMatchFloat64) {
   struct Tiles {
-    int64_t q_tile, k_tile;
+    int64_t q_tile, k_tile, per_item;
   };
   int fused_runs = 0;
   for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
@@ -227,13 +230,14 @@ TEST(CpuKernel, F32TileKernelsMatchFloat64) {
       }
       for (const BlockCase c : {BlockCase{1, 1, d, false}, BlockCase{97, 131, d, false}, BlockCase{131, 97, d, true},
                                 BlockCase{200, 203, d, true, 1, 1}, BlockCase{37, 301, d, false, 5, 3}}) {
-        for (const Tiles tiles : {Tiles{128, 256}, Tiles{45, 5}}) {
+        for (const Tiles tiles : {Tiles{128, 256, 0}, Tiles{45, 5, 1}, Tiles{45, 5, 3}}) {
           const int calls = c.n_k > 200 ? 3 : 1;
-          const auto [out, lse] = run_block(c, 0, calls, 2, kernel, tiles.q_tile, tiles.k_tile);
+          const auto [out, lse] = run_block(c, 0, calls, 2, kernel, tiles.q_tile, tiles.k_tile, 1.0, tiles.per_item);
           const std::string what = std::string(kernel_name(kernel)) + (fused ? " fused " : " sgemm ") +
                                    std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " +
                                    std::to_string(d) + " causal " + std::to_string(c.causal) + " tiles " +
-                                   std::to_string(tiles.q_tile) + "x" + std::to_string(tiles.k_tile);
+                                   std::to_string(tiles.q_tile) + "x" + std::to_string(tiles.k_tile) + " per item " +
+                                   std::to_string(tiles.per_item);
           EXPECT_LT(out, 2e-6) << what;
           EXPECT_LT(lse, 2e-5) << what;
         }

@@ -114,6 +114,10 @@ struct AttendParams {
   // fall back to sgemm where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say
   // whether it does). Ignored for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
+  // fp32 forward on the fused tile: query tiles (q_tile rows each) per work item, each K/V tile
+  // packed once for all of them. 0 picks it: 4, or fewer where that would leave under 8 items per
+  // thread. Tests and benchmarks force it.
+  int64_t fused_tiles_per_item = 0;
   // bf16 forward on the CPU, with bf16_matmul set: kAuto and kAmx take the fused AMX tile
   // (kernels/cpu/attend_amx.hpp) where the CPU has AMX-BF16 and AVX512-BF16, the OS grants the
   // tile registers and head_dim is at most 256, else the oneDNN matmul tiles; kOnednn forces
