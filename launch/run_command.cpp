@@ -18,6 +18,7 @@
 #include "fault_guard.hpp"
 #include "write_watchdog.hpp"
 #include "run_options.hpp"
+#include "dring/kernels/cpu.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
 #include "dring/runtime/check.hpp"
 #include "dring/runtime/collective.hpp"
@@ -208,6 +209,7 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   LayoutSpec layout_spec;
   agree(comm, [&] {
     check_run_options(o);
+    kernels::cpu::cpu_isa_cap();  // a bad DRING_MAX_CPU_ISA fails here, as a bad flag does
     // Every later wait for a peer (transport, agreements) has this deadline.
     comm::set_default_comm_timeout(comm::resolve_comm_timeout(o.comm_timeout_s.value_or(0.0)));
     problem.config = config_from(o);
@@ -280,7 +282,13 @@ int run_command(MPI_Comm comm, const RunOptions& o) {
   report.threads = threads;
   report.repeat = o.repeat;
   report.backend = backend->name();
-  if (report.backend == "cpu") report.cpu_gemm = kernels::cpu::sgemm_engine();
+  if (report.backend == "cpu") {
+    kernels::AttendParams tiles;
+    tiles.dtype = dtype;
+    tiles.head_dim = problem.shape.head_dim;
+    report.cpu_gemm = kernels::cpu::sgemm_engine();
+    report.cpu_tiles = kernels::cpu::tile_kernels(tiles);
+  }
   report.dtype = dtype_name(dtype);
   report.input = o.input.empty() ? "synthetic seed " + std::to_string(o.shape.seed) : o.input;
   report.transport = transport.name();

@@ -8,6 +8,7 @@
 #include "attend_amx.hpp"
 
 #include "dring/core/error.hpp"
+#include "dring/kernels/cpu.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
 #define DRING_AMX 1
@@ -383,7 +384,8 @@ DRING_AMX_FN void key_tiles(const AmxTile& t) {
 #pragma GCC diagnostic pop
 
 bool amx_bf16_usable() {
-  static const bool usable = cpu_and_os_have_amx_bf16() && syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  static const bool usable = cpu_isa_cap() >= CpuIsaCap::kAvx512 && cpu_and_os_have_amx_bf16() &&
+                             syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   return usable;
 }
 

@@ -140,8 +140,9 @@ DRING_TARGET_END
 #undef DRING_FUSED_PRIMITIVES
 
 FusedIsa fused_isa(const AttendParams& params) {
-  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
-  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && cpu_isa_cap() >= CpuIsaCap::kAvx512;
+  static const bool has_avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_isa_cap() >= CpuIsaCap::kAvx2;
   const CpuF32Kernel want = params.cpu_f32_kernel;
   const int64_t d = params.head_dim;
   if (params.dtype != DType::kF32 || d > kMaxHeadDim || want == CpuF32Kernel::kSgemm) return FusedIsa::kNone;

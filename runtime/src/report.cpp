@@ -118,6 +118,7 @@ nlohmann::json to_json(const RunReport& r) {
   j["num_docs"] = static_cast<int64_t>(r.problem.doc_lens().size());
   j["backend"] = r.backend;
   if (!r.cpu_gemm.empty()) j["cpu_gemm"] = r.cpu_gemm;
+  if (!r.cpu_tiles.empty()) j["cpu_tiles"] = r.cpu_tiles;
   j["dtype"] = r.dtype;
   j["transport"] = r.transport;
   if (!r.note.empty()) j["note"] = r.note;
@@ -159,7 +160,9 @@ std::string format_table(const RunReport& r) {
                 r.world_size, r.world_size == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s",
                 r.layout.describe().c_str(), r.backend.c_str(), r.dtype.c_str(), r.transport.c_str(), r.input.c_str());
   out << line;
-  if (!r.cpu_gemm.empty()) out << "kernels:   sgemm " << r.cpu_gemm << "\n";
+  if (!r.cpu_gemm.empty()) {
+    out << "kernels:   " << (r.cpu_tiles.empty() ? "" : "tiles " + r.cpu_tiles + "; ") << "sgemm " << r.cpu_gemm << "\n";
+  }
   if (!r.note.empty()) out << "note:      " << r.note << "\n";
   std::snprintf(line, sizeof line, "problem:   batch %lld, seq %lld, heads %lld (kv %lld), head_dim %lld, pairs %s\n",
                 static_cast<long long>(s.batch), static_cast<long long>(s.seq), static_cast<long long>(s.heads),

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "dring/kernels/attend.hpp"
 
@@ -30,6 +31,17 @@ bool fused_f32_runs(const AttendParams& params);
 // True when params' bf16 forward tiles run on the fused AMX tile (by params.bf16_matmul,
 // params.cpu_bf16_kernel, the CPU, the OS and head_dim; kernels/cpu/attend_amx.hpp).
 bool bf16_amx_runs(const AttendParams& params);
+
+// The cap on the instruction sets of dring's own kernels: DRING_MAX_CPU_ISA=avx2 or baseline
+// holds the fused tiles and the AMX tile to AVX2 or to none (to measure and test what an older
+// CPU runs, with ONEDNN_MAX_CPU_ISA doing the same for oneDNN); unset or avx512: no cap. Read
+// once; an unknown value is Error kInvalidArgument.
+enum class CpuIsaCap : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+CpuIsaCap cpu_isa_cap();
+
+// The tile kernels params' forward and backward take on this CPU, for run reports, e.g.
+// "forward fused avx512, backward fused avx512" or "forward amx bf16, backward onednn bf16".
+std::string tile_kernels(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
 int64_t workspace_floats_per_thread(const AttendParams& params);

@@ -48,6 +48,7 @@ struct RunReport {
   int repeat = 1;
   std::string backend = "cpu";
   std::string cpu_gemm;            // the CPU kernels' sgemm engine (cpu backend), e.g. "onednn 2.6.3 (avx2)"
+  std::string cpu_tiles;           // their tile kernels, e.g. "forward fused avx512, backward fused avx512"
   std::string dtype = "fp32";
   std::string transport = "mpi";
   std::string input = "synthetic";

@@ -1,0 +1,42 @@
+// cpu_isa.cpp — the cap DRING_MAX_CPU_ISA puts on the kernels' own instruction sets, and the
+// names of the tile kernels a run takes (dring/kernels/cpu.hpp).
+//
+// The kernels pick their fastest path from the CPU's features, with nothing to set. The cap
+// exists to measure and test what an older CPU runs (the AVX2 instances on an AVX-512 machine),
+// as ONEDNN_MAX_CPU_ISA does for oneDNN's sgemm; it can only take instruction sets away.
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "dring/core/error.hpp"
+#include "dring/kernels/cpu.hpp"
+
+namespace dring::kernels::cpu {
+
+CpuIsaCap cpu_isa_cap() {
+  static const CpuIsaCap cap = [] {
+    const char* env = std::getenv("DRING_MAX_CPU_ISA");
+    const std::string_view v = env == nullptr ? "" : env;
+    if (v.empty() || v == "avx512" || v == "AVX512") return CpuIsaCap::kAvx512;
+    if (v == "avx2" || v == "AVX2") return CpuIsaCap::kAvx2;
+    if (v == "baseline" || v == "BASELINE") return CpuIsaCap::kBaseline;
+    DRING_FAIL(Status::kInvalidArgument,
+               "DRING_MAX_CPU_ISA=" << v << " is not one of avx512, avx2, baseline (unset: no cap)");
+  }();
+  return cap;
+}
+
+std::string tile_kernels(const AttendParams& params) {
+  auto f32 = [&](bool backward) -> std::string {
+    AttendParams p = params;
+    if (!(backward ? fused_f32_backward_runs(p) : fused_f32_runs(p))) return "sgemm";
+    if (p.cpu_f32_kernel != CpuF32Kernel::kAuto) return p.cpu_f32_kernel == CpuF32Kernel::kAvx2 ? "fused avx2" : "fused avx512";
+    p.cpu_f32_kernel = CpuF32Kernel::kAvx512;
+    return (backward ? fused_f32_backward_runs(p) : fused_f32_runs(p)) ? "fused avx512" : "fused avx2";
+  };
+  if (params.dtype == DType::kF32) return "forward " + f32(false) + ", backward " + f32(true);
+  const std::string bf16 = params.bf16_matmul && bf16_matmul_available() ? "onednn bf16" : "widened to fp32";
+  return "forward " + (bf16_amx_runs(params) ? std::string("amx bf16") : bf16) + ", backward " + bf16;
+}
+
+}  // namespace dring::kernels::cpu

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# DRING_MAX_CPU_ISA holds dring's own kernels to an older CPU's instruction sets: under each cap
+# the run report names the tiles that ran, and forward and backward still match float64 (--check),
+# at 1 and 2 ranks, fp32 and bf16. Caps above what this CPU has change nothing and are skipped.
+# Usage: tests/e2e/cpu_isa_cap.sh BUILD_DIR
+set -u
+build=$(cd "$1" && pwd)
+dring="$build/bin/dring"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+flags=(/proc/cpuinfo)
+has() { grep -qw "$1" "${flags[@]}"; }
+failures=0
+
+# check NAME CAP RANKS "EXPECTED kernels: LINE SUBSTRING" ARGS...
+check() {
+  local name=$1 cap=$2 ranks=$3 want=$4
+  shift 4
+  local log="$work/$name.log"
+  if ! DRING_MAX_CPU_ISA=$cap timeout 300 mpirun -q -np "$ranks" "$dring" run --seq 301 --heads 2 --head-dim 64 \
+      --check --backward "$@" >"$log" 2>&1; then
+    echo "FAIL $name: exit code not 0"; sed 's/^/    /' "$log"; failures=$((failures + 1))
+  elif ! grep -q "^kernels: .*tiles $want" "$log"; then
+    echo "FAIL $name: the report does not say 'tiles $want'"; sed 's/^/    /' "$log"; failures=$((failures + 1))
+  else
+    echo "ok   $name: $(grep '^kernels:' "$log")"
+  fi
+}
+
+check baseline_causal baseline 2 "forward sgemm, backward sgemm" --causal
+check baseline_bf16 baseline 1 "forward onednn bf16\|forward widened to fp32" --dtype bf16 --segments 64,128 --dilations 1,2
+if has avx2 && has fma; then
+  check avx2_causal avx2 2 "forward fused avx2, backward sgemm" --causal
+  check avx2_dilated avx2 1 "forward fused avx2, backward sgemm" --segments 64,128 --dilations 1,2
+else
+  echo "skip avx2: this CPU has no AVX2+FMA"
+fi
+if has avx512f; then
+  check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
+else
+  echo "skip avx512: this CPU has no AVX-512"
+fi
+[ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
+echo "all passed"
