@@ -88,16 +88,35 @@ void score_block(const FusedTile& t, const float* qt, const float* k, float* st)
   }
 }
 
-// The transposed score tile of nk keys from k (packed, rows d apart). Meanwhile the next key
-// tile's k and v rows (n_next rows from next_k, next_v) are prefetched into L2, spread over the
-// first pass, a key block's worth of rows per block: a tile of compute ahead of their packing.
-void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k, const float* next_v,
-            int64_t n_next) {
+// The keys [*first, *end) of the key tile (nk keys from j0) that any of rows [i, i + n) sees
+// (rows at or past nq, the padding, see none; an empty span has *first >= *end).
+void rows_key_span(const FusedTile& t, int64_t i, int64_t n, int64_t j0, int64_t nk, int64_t* first, int64_t* end) {
+  int64_t a = nk, b = 0;
+  for (int64_t r = i; r < i + n && r < t.nq; ++r) {
+    const int64_t lo = t.lo[r] - j0 > 0 ? t.lo[r] - j0 : 0;
+    const int64_t hi = t.hi[r] - j0 < nk ? t.hi[r] - j0 : nk;
+    if (lo >= hi) continue;
+    a = lo < a ? lo : a;
+    b = hi > b ? hi : b;
+  }
+  *first = a;
+  *end = b;
+}
+
+// The transposed score tile of nk keys from k (packed, rows d apart; the tile's first key is j0).
+// Meanwhile the next key tile's k and v rows (n_next rows from next_k, next_v) are prefetched
+// into L2, spread over the first pass, a key block's worth of rows per block: a tile of compute
+// ahead of their packing. On a partial tile a register block no query of its columns sees is
+// skipped (the diagonal tile of a causal block: about half); mask_scores then sets it to -inf.
+void scores(const FusedTile& t, const float* k, int64_t j0, int64_t nk, bool full, const float* next_k,
+            const float* next_v, int64_t n_next) {
   const int64_t vectors = t.nq_pad / kW;
   for (int64_t u0 = 0; u0 < vectors; u0 += kNV) {
     const int nv = static_cast<int>(vectors - u0 < kNV ? vectors - u0 : kNV);
     const float* qt = t.qt + u0 * kW;
     float* st = t.st + u0 * kW;
+    int64_t first = 0, end = nk;
+    if (!full) rows_key_span(t, u0 * kW, nv * kW, j0, nk, &first, &end);
     for (int64_t j = 0; j < nk; j += kKB) {
       if (u0 == 0) {
         for (int64_t r = j; r < j + kKB && r < n_next; ++r) {
@@ -106,6 +125,7 @@ void scores(const FusedTile& t, const float* k, int64_t nk, const float* next_k,
         }
       }
       const int kb = static_cast<int>(nk - j < kKB ? nk - j : kKB);
+      if (j + kb <= first || j >= end) continue;
       with_constant<kKB>(kb, [&](auto rows) {
         with_constant<kNV>(nv, [&](auto cols) {
           score_block<rows(), cols()>(t, qt, k + j * t.d, st + j * t.lds);
@@ -169,7 +189,7 @@ void softmax(const FusedTile& t, int64_t nk) {
 
 // acc[i + r][col, col + CV*kW) = c[i + r] * acc + sum_j P^T[j][i + r] v[j][...] for RB rows.
 template <int RB, int CV>
-void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t col) {
+void pv_block(const FusedTile& t, const float* v, int64_t first, int64_t end, int64_t i, int64_t col) {
   V acc[RB][CV];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
@@ -177,7 +197,7 @@ void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(t.acc + (i + r) * t.d + col + u * kW), c);
   }
-  accumulate(acc, nk, t.st + i, t.lds, 1, v + col, t.d);
+  accumulate(acc, end - first, t.st + first * t.lds + i, t.lds, 1, v + first * t.d + col, t.d);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
@@ -185,15 +205,20 @@ void pv_block(const FusedTile& t, const float* v, int64_t nk, int64_t i, int64_t
   }
 }
 
-// acc = c * acc + P V over the tile's nk keys from v (packed, rows d apart).
-void pv(const FusedTile& t, const float* v, int64_t nk) {
+// acc = c * acc + P V over the tile's nk keys from v (packed, rows d apart; the tile's first key
+// is j0). On a partial tile each block of rows takes only the keys one of them sees: P is 0
+// elsewhere, so that is exact.
+void pv(const FusedTile& t, const float* v, int64_t j0, int64_t nk, bool full) {
   const int64_t vectors = t.d / kW;
-  for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
-    const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
-    for (int64_t i = 0; i < t.nq; i += kRB) {
-      const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
+  for (int64_t i = 0; i < t.nq; i += kRB) {
+    const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
+    int64_t first = 0, end = nk;
+    if (!full) rows_key_span(t, i, rb, j0, nk, &first, &end);
+    if (end < first) end = first;  // no key: acc is only rescaled
+    for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
+      const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
       with_constant<kRB>(rb, [&](auto rows) {
-        with_constant<kCV>(cv, [&](auto cols) { pv_block<rows(), cols()>(t, v, nk, i, u0 * kW); });
+        with_constant<kCV>(cv, [&](auto cols) { pv_block<rows(), cols()>(t, v, first, end, i, u0 * kW); });
       });
     }
   }
@@ -248,11 +273,11 @@ void key_tiles(const FusedTile& t) {
         packed = true;
       }
       // The next tile's rows are prefetched while the first sub-tile computes its scores.
-      scores(s, k, nk, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, first ? n_next : 0);
+      scores(s, k, j0, nk, full, t.k + j_next * t.kv_stride, t.v + j_next * t.kv_stride, first ? n_next : 0);
       first = false;
       if (!full) mask_scores(s, j0, nk);
       softmax(s, nk);
-      pv(s, v, nk);
+      pv(s, v, j0, nk, full);
     }
   }
 }
