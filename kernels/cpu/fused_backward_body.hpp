@@ -55,12 +55,51 @@ void grad_scores_block(const FusedGradTile& t, int64_t i, int64_t j) {
   }
 }
 
-void grad_scores(const FusedGradTile& t) {
+// Whether every row of the chunk sees every key (then no block is skipped).
+bool chunk_full(const FusedGradTile& t) {
+  for (int64_t i = 0; i < t.nq; ++i) {
+    if (t.lo[i] != 0 || t.hi[i] != t.nk) return false;
+  }
+  return true;
+}
+
+// The keys [*first, *end) of the chunk some row of [i, i + n) sees (empty: *first >= *end).
+void grad_rows_key_span(const FusedGradTile& t, int64_t i, int64_t n, int64_t* first, int64_t* end) {
+  int64_t a = t.nk, b = 0;
+  for (int64_t r = i; r < i + n; ++r) {
+    if (t.lo[r] >= t.hi[r]) continue;
+    a = t.lo[r] < a ? t.lo[r] : a;
+    b = t.hi[r] > b ? t.hi[r] : b;
+  }
+  *first = a;
+  *end = b > a ? b : a;
+}
+
+// The query rows [*first, *end) of the chunk that see some key of [j, j + n).
+void grad_keys_row_span(const FusedGradTile& t, int64_t j, int64_t n, int64_t* first, int64_t* end) {
+  int64_t a = t.nq, b = 0;
+  for (int64_t r = 0; r < t.nq; ++r) {
+    if (t.lo[r] >= j + n || t.hi[r] <= j || t.lo[r] >= t.hi[r]) continue;
+    a = r < a ? r : a;
+    b = r + 1;
+  }
+  *first = a;
+  *end = b > a ? b : a;
+}
+
+// Pass 1. On a partial chunk (a causal diagonal: about half) a block of rows x keys that none of
+// its rows sees is skipped; the masking below sets its P and dS to 0.
+void grad_scores(const FusedGradTile& t, bool full) {
   const int64_t vectors = t.nk_pad / kW;
   for (int64_t u0 = 0; u0 < vectors; u0 += kGradUB) {
     const int ub = static_cast<int>(vectors - u0 < kGradUB ? vectors - u0 : kGradUB);
     for (int64_t i = 0; i < t.nq; i += kGradRB) {
       const int rb = static_cast<int>(t.nq - i < kGradRB ? t.nq - i : kGradRB);
+      if (!full) {
+        int64_t first = 0, end = 0;
+        grad_rows_key_span(t, i, rb, &first, &end);
+        if (end <= u0 * kW || first >= (u0 + ub) * kW) continue;
+      }
       with_constant<kGradRB>(rb, [&](auto rows) {
         with_constant<kGradUB>(ub, [&](auto cols) { grad_scores_block<rows(), cols()>(t, i, u0 * kW); });
       });
@@ -76,17 +115,18 @@ void grad_scores(const FusedGradTile& t) {
   }
 }
 
-// out[j + r][col, col + CV*kW) += sum_s a[s][j + r] b[s][col...] over the chunk's nq query rows
-// (a: P or dS, b: dout or q): pass 2 on RB key rows.
+// out[j + r][col, col + CV*kW) += sum_s a[s][j + r] b[s][col...] over the chunk's query rows
+// [s0, s1) (a: P or dS, b: dout or q; 0 for the other rows): pass 2 on RB key rows.
 template <int RB, int CV>
-void grad_kv_block(const FusedGradTile& t, const float* a, const float* b, float* out, int64_t j, int64_t col) {
+void grad_kv_block(const FusedGradTile& t, const float* a, const float* b, float* out, int64_t j, int64_t col,
+                   int64_t s0, int64_t s1) {
   V acc[RB][CV];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) acc[r][u] = load(out + (j + r) * t.d + col + u * kW);
   }
-  accumulate(acc, t.nq, a + j, t.ldp, 1, b + col, t.d);
+  accumulate(acc, s1 - s0, a + s0 * t.ldp + j, t.ldp, 1, b + s0 * t.d + col, t.d);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
@@ -94,16 +134,17 @@ void grad_kv_block(const FusedGradTile& t, const float* a, const float* b, float
   }
 }
 
-// dq[i + r][col...] += sum_s dS[i + r][s] k[s][col...] over the chunk's nk keys: pass 3.
+// dq[i + r][col...] += sum_s dS[i + r][s] k[s][col...] over the chunk's keys [f0, f1) (dS is 0
+// for the others): pass 3.
 template <int RB, int CV>
-void grad_q_block(const FusedGradTile& t, int64_t i, int64_t col) {
+void grad_q_block(const FusedGradTile& t, int64_t i, int64_t col, int64_t f0, int64_t f1) {
   V acc[RB][CV];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
     for (int u = 0; u < CV; ++u) acc[r][u] = load(t.dq + (i + r) * t.d + col + u * kW);
   }
-  accumulate(acc, t.nk, t.ds + i * t.ldp, 1, t.ldp, t.k + col, t.d);
+  accumulate(acc, f1 - f0, t.ds + i * t.ldp + f0, 1, t.ldp, t.k + f0 * t.d + col, t.d);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
@@ -126,11 +167,20 @@ void over_row_blocks(int64_t rows, int64_t d, F&& f) {
   }
 }
 
+// Passes 2 and 3 take, for each block of rows, only the keys (or query rows) where P and dS can
+// be non-zero: exact, and about half of a causal diagonal chunk's work.
 void backward_tile(const FusedGradTile& t) {
-  grad_scores(t);
+  const bool full = chunk_full(t);
+  grad_scores(t, full);
   over_row_blocks(t.nk, t.d, [&](auto rb, auto cv, int64_t j, int64_t col) {
-    grad_kv_block<rb(), cv()>(t, t.p, t.dout, t.dv, j, col);
-    grad_kv_block<rb(), cv()>(t, t.ds, t.q, t.dk, j, col);
+    int64_t s0 = 0, s1 = t.nq;
+    if (!full) grad_keys_row_span(t, j, rb(), &s0, &s1);
+    grad_kv_block<rb(), cv()>(t, t.p, t.dout, t.dv, j, col, s0, s1);
+    grad_kv_block<rb(), cv()>(t, t.ds, t.q, t.dk, j, col, s0, s1);
   });
-  over_row_blocks(t.nq, t.d, [&](auto rb, auto cv, int64_t i, int64_t col) { grad_q_block<rb(), cv()>(t, i, col); });
+  over_row_blocks(t.nq, t.d, [&](auto rb, auto cv, int64_t i, int64_t col) {
+    int64_t f0 = 0, f1 = t.nk;
+    if (!full) grad_rows_key_span(t, i, rb(), &f0, &f1);
+    grad_q_block<rb(), cv()>(t, i, col, f0, f1);
+  });
 }
