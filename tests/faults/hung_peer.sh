@@ -36,9 +36,12 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; sed 's/^/    /' "$work/err" 2>/dev/null; exit 1; }
 
-# Passes of several seconds (66 exchange steps each), and many of them: the rank stops mid-pass,
-# while its peers still wait for its rows, and the job cannot end by itself in the allowance.
-mpirun -q -np 3 "$dring" run --seq 32768 --heads 2 --head-dim 32 --threads 1 --repeat 100 \
+# Passes of several seconds (about 3.4 s of a rank's CPU time each on the fused fp32 kernels of
+# 2026-12, 66 exchange steps), and many of them: the rank stops a quarter into its first pass,
+# while its peers still wait for its rows, and the job cannot end by itself in the allowance. (At
+# S = 32768 a pass had become about 0.9 s, so the stop below could land between two passes, where
+# the peers wait in an allreduce that cannot say which rank is missing.)
+mpirun -q -np 3 "$dring" run --seq 65536 --heads 2 --head-dim 32 --threads 1 --repeat 100 \
   "${limit[@]}" --quiet >"$work/out" 2>"$work/err" &
 mpirun_pid=$!
 
