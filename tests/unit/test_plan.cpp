@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <numeric>
+#include <random>
 #include <set>
 #include <tuple>
 
@@ -292,6 +294,219 @@ TEST(Plan, TransfersAreCutIntoEqualWork) {
     }
   }
   EXPECT_GT(checked, 20) << "the balance check must cover multi-message transfers";
+}
+
+// A straightforward schedule, from positions rather than progression arithmetic, in the plan's
+// documented order: batch, pair, document, segment, kv head, offset, the sender's pieces of the
+// block by first position, and in each piece the stretches of keys some query piece of dst
+// reaches (merged where they touch); cut where a transfer's work reaches c / chunks.
+namespace straightforward {
+
+// A rank's rows of `block`, one piece per run that holds some, by first position.
+std::vector<Piece> pieces(const ShardLayout& layout, int rank, const StridedRange& block) {
+  std::vector<Piece> out;
+  for (const ShardRun& run : layout.runs(rank)) {
+    std::vector<int64_t> held;
+    for (int64_t n = 0; n < block.count; ++n) {
+      const int64_t pos = block.at(n);
+      if (in_range(run.pos, pos)) held.push_back(pos);
+    }
+    if (held.empty()) continue;
+    const int64_t stride = std::lcm(block.stride, run.pos.stride);
+    out.push_back(Piece{StridedRange{held.front(), static_cast<int64_t>(held.size()), stride}, run.local(held.front()),
+                        stride / run.pos.stride * run.local_stride});
+  }
+  std::sort(out.begin(), out.end(), [](const Piece& a, const Piece& b) { return a.pos.first < b.pos.first; });
+  return out;
+}
+
+std::vector<KvSlab> needed(const Problem& problem, const ShardLayout& layout, int src, int dst) {
+  std::vector<KvSlab> slabs;
+  if (src == dst) return slabs;
+  const Band band = Band::of(problem.config);
+  const Documents docs(problem);
+  const std::vector<DilatedPair> pairs = problem.pairs();
+  int64_t row = 0;
+  for (int64_t b = 0; b < problem.shape.batch; ++b) {
+    for (int p = 0; p < static_cast<int>(pairs.size()); ++p) {
+      for (int64_t d = 0; d < docs.count(); ++d) {
+        const PairGeometry geom(pairs[p], docs.begin(d), docs.end(d));
+        for (int64_t seg = 0; seg < geom.segment_count(); ++seg) {
+          for (int64_t g = 0; g < problem.shape.kv_heads; ++g) {
+            std::set<int64_t> offsets;
+            for (int64_t h = 0; h < problem.shape.heads; ++h) {
+              if (problem.kv_head_of(h) == g) offsets.insert(h % geom.r);
+            }
+            for (int64_t off : offsets) {
+              const StridedRange block = geom.block(seg, off);
+              const std::vector<Piece> queries = pieces(layout, dst, block);
+              for (const Piece& keys : pieces(layout, src, block)) {
+                std::vector<bool> reached(static_cast<size_t>(keys.pos.count), false);
+                for (int64_t n = 0; n < keys.pos.count; ++n) {
+                  for (const Piece& q : queries) {
+                    const int64_t kp = keys.pos.at(n);
+                    reached[n] = reached[n] || (q.pos.first - kp <= band.hi && q.pos.last() - kp >= band.lo);
+                  }
+                }
+                for (int64_t n = 0; n < keys.pos.count;) {
+                  if (!reached[n]) {
+                    ++n;
+                    continue;
+                  }
+                  int64_t end = n;
+                  while (end < keys.pos.count && reached[end]) ++end;
+                  KvSlab slab;
+                  slab.batch = b;
+                  slab.pair = p;
+                  slab.kv_head = g;
+                  slab.offset = off;
+                  slab.block = block;
+                  slab.keys = StridedRange{keys.pos.at(n), end - n, keys.pos.stride};
+                  slab.key_local = keys.local + n * keys.local_stride;
+                  slab.key_local_stride = keys.local_stride;
+                  slab.message_row = row;
+                  row += end - n;
+                  slabs.push_back(slab);
+                  n = end;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return slabs;
+}
+
+// Work of one key row on dst: dst's query rows of its block that see it, times the q heads
+// reading its (kv head, offset).
+int64_t work(const Problem& problem, const ShardLayout& layout, int dst, const KvSlab& slab, int64_t key) {
+  const Band band = Band::of(problem.config);
+  int64_t heads = 0, queries = 0;
+  for (int64_t h = 0; h < problem.shape.heads; ++h) {
+    heads += problem.kv_head_of(h) == slab.kv_head && h % problem.pairs()[slab.pair].dilation == slab.offset;
+  }
+  for (int64_t n = 0; n < slab.block.count; ++n) {
+    queries += layout.owner(slab.block.at(n)) == dst && band.visible(slab.block.at(n), key);
+  }
+  return heads * queries;
+}
+
+std::vector<Message> split(const Problem& problem, const ShardLayout& layout, int64_t cap, int src, int dst,
+                           int64_t chunks) {
+  const std::vector<KvSlab> slabs = needed(problem, layout, src, dst);
+  std::vector<int64_t> done = {0};  // work of the first n rows
+  for (const KvSlab& slab : slabs) {
+    for (int64_t n = 0; n < slab.keys.count; ++n) done.push_back(done.back() + work(problem, layout, dst, slab, slab.keys.at(n)));
+  }
+  const int64_t total = static_cast<int64_t>(done.size()) - 1;
+  if (done.back() == 0) {
+    for (int64_t n = 0; n <= total; ++n) done[n] = n;
+  }
+  std::vector<int64_t> cut(static_cast<size_t>(chunks) + 1, 0);
+  for (int64_t c = 0; c + 1 < chunks; ++c) {
+    int64_t at = 0;  // the fewest rows whose work reaches (c + 1) / chunks of the whole
+    while (at < total && done[at] * chunks < done.back() * (c + 1)) ++at;
+    at = std::max(at, total - (chunks - 1 - c) * cap);
+    cut[c + 1] = std::clamp(at, cut[c], std::min(total, cut[c] + cap));
+  }
+  cut[chunks] = total;
+  std::vector<Message> messages(static_cast<size_t>(chunks));
+  int64_t row = 0;
+  for (const KvSlab& slab : slabs) {
+    int64_t previous = -1;  // the message of the slab's previous row
+    for (int64_t n = 0; n < slab.keys.count; ++n, ++row) {
+      int64_t c = 0;
+      while (cut[c + 1] <= row) ++c;
+      Message& m = messages[c];
+      if (c == previous) {
+        ++m.slabs.back().keys.count;
+      } else {
+        KvSlab part = slab;
+        part.keys = StridedRange{slab.keys.at(n), 1, slab.keys.stride};
+        part.key_local = slab.key_local + n * slab.key_local_stride;
+        part.message_row = m.rows;
+        m.slabs.push_back(part);
+      }
+      previous = c;
+      m.src = src;
+      m.dst = dst;
+      ++m.rows;
+    }
+  }
+  return messages;
+}
+
+std::vector<PlanStep> schedule(const Problem& problem, const ShardLayout& layout, int64_t cap, int rank) {
+  const int k = layout.world_size();
+  std::vector<PlanStep> steps;
+  for (int shift = 1; shift < k; ++shift) {
+    int64_t chunks = 0;
+    for (int src = 0; src < k; ++src) {
+      int64_t rows = 0;
+      for (const KvSlab& slab : needed(problem, layout, src, (src + shift) % k)) rows += slab.keys.count;
+      chunks = std::max(chunks, (rows + cap - 1) / cap);
+    }
+    if (chunks == 0) continue;
+    const std::vector<Message> sends = split(problem, layout, cap, rank, (rank + shift) % k, chunks);
+    const std::vector<Message> recvs = split(problem, layout, cap, (rank - shift + k) % k, rank, chunks);
+    for (int64_t c = 0; c < chunks; ++c) steps.push_back(PlanStep{shift, c, sends[c], recvs[c]});
+  }
+  return steps;
+}
+
+}  // namespace straightforward
+
+void expect_same_message(const Message& got, const Message& want, const char* what) {
+  EXPECT_EQ(got.src, want.src) << what;
+  EXPECT_EQ(got.dst, want.dst) << what;
+  EXPECT_EQ(got.rows, want.rows) << what;
+  EXPECT_EQ(got.slabs, want.slabs) << what;
+}
+
+// The plan's slabs and schedules, field by field, against the straightforward ones on random
+// small problems: whatever makes the plan fast must not change what it says.
+TEST(Plan, ScheduleMatchesAStraightforwardOne) {
+  std::mt19937 rng(20261202);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  const std::vector<std::vector<DilatedPair>> configs = {
+      {}, {{16, 1}}, {{8, 1}, {24, 2}, {64, 4}}, {{12, 3}, {1000, 4}}, {{6, 2}, {6, 2}}, {{4, 4}, {20, 2}}};
+  const std::vector<std::pair<int64_t, int64_t>> heads = {{2, 2}, {4, 4}, {4, 2}, {6, 3}, {4, 1}};
+  for (int trial = 0; trial < 300; ++trial) {
+    const int k = static_cast<int>(pick(1, 5));
+    const int64_t seq = pick(2 * k, 70);
+    const auto [h, hkv] = heads[pick(0, heads.size() - 1)];
+    Problem p = test::make_problem(pick(1, 2), seq, h, hkv, 4, configs[pick(0, configs.size() - 1)], pick(0, 1) == 1);
+    if (pick(0, 2) == 0) {  // packed documents
+      for (int64_t left = seq; left > 0; left -= p.config.doc_lens.back()) p.config.doc_lens.push_back(pick(1, left));
+    }
+    const int64_t windows[] = {0, 0, 1, pick(2, 12), seq + 5};
+    p.config.window = windows[pick(0, 4)];
+    std::string name = std::vector<std::string>{"contiguous", "zigzag", "striped"}[pick(0, 2)];
+    if (name == "striped") name.append(":").append(std::to_string(pick(1, (seq - 1) / std::max(k - 1, 1))));
+    const ShardLayout layout(seq, k, LayoutSpec::parse(name));
+    const int64_t cap = pick(1, seq);
+    const ExchangePlan plan(p, layout, cap);
+    SCOPED_TRACE(testing::Message() << "trial " << trial << ": seq " << seq << " k " << k << " " << name << " cap " << cap
+                                    << " " << p.describe() << " H " << h << "/" << hkv << " B " << p.shape.batch);
+    for (int src = 0; src < k; ++src) {
+      for (int dst = 0; dst < k; ++dst) ASSERT_EQ(plan.needed(src, dst), straightforward::needed(p, layout, src, dst));
+    }
+    for (int rank = 0; rank < k; ++rank) {
+      const std::vector<PlanStep> got = plan.schedule(rank);
+      const std::vector<PlanStep> want = straightforward::schedule(p, layout, cap, rank);
+      ASSERT_EQ(got.size(), want.size()) << "rank " << rank;
+      for (size_t i = 0; i < got.size(); ++i) {
+        SCOPED_TRACE(testing::Message() << "rank " << rank << " step " << i);
+        EXPECT_EQ(got[i].shift, want[i].shift);
+        EXPECT_EQ(got[i].chunk, want[i].chunk);
+        expect_same_message(got[i].send, want[i].send, "send");
+        expect_same_message(got[i].recv, want[i].recv, "receive");
+        if (HasFailure()) return;  // the first difference says enough
+      }
+    }
+  }
 }
 
 // A window much smaller than a shard: each rank receives W-1 rows per kv head from its left
