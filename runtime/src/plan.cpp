@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <optional>
 #include <span>
 
@@ -30,6 +31,44 @@ std::vector<Piece> pieces_of(const StridedRange& block, const std::vector<ShardR
   return pieces;
 }
 
+namespace {
+
+// Which keys of a sender's piece some query piece of the receiver reaches under `band` — those
+// within the band of the query pieces' extremes — as stretches [first, end) of key indices in
+// the piece, ascending, merged where they touch. `latest` is the query piece that ends last.
+void reached_stretches(const Band& band, const Piece& keys, std::span<const Piece> queries, const Piece& latest,
+                       std::vector<std::pair<int64_t, int64_t>>& out) {
+  out.clear();
+  // Without a window every query piece reaches back to the first key, so the stretches are one,
+  // up to the latest query: O(1) where the loop is O(pieces) (striped:N holds a block as N
+  // interleaved pieces).
+  const bool unwindowed = band.hi >= Band::kUnbounded;
+  for (const Piece& q : unwindowed ? std::span(&latest, 1) : queries) {
+    // Keys k with lo <= qp - k <= hi for some qp in [q.first, q.last].
+    const int64_t lo = unwindowed ? keys.pos.first : q.pos.first - band.hi;
+    const int64_t hi = band.lo <= -Band::kUnbounded ? keys.pos.last() : q.pos.last() - band.lo;
+    const StridedRange reach = clip(keys.pos, lo, hi + 1);
+    if (reach.count == 0) continue;
+    const int64_t first = (reach.first - keys.pos.first) / keys.pos.stride;
+    out.emplace_back(first, first + reach.count);
+  }
+  std::sort(out.begin(), out.end());
+  size_t merged = 0;
+  for (size_t i = 0; i < out.size();) {
+    int64_t first = out[i].first, end = out[i].second;
+    for (++i; i < out.size() && out[i].first <= end; ++i) end = std::max(end, out[i].second);
+    out[merged++] = {first, end};
+  }
+  out.resize(merged);
+}
+
+const Piece& latest_of(const std::vector<Piece>& pieces) {
+  return *std::max_element(pieces.begin(), pieces.end(),
+                           [](const Piece& x, const Piece& y) { return x.pos.last() < y.pos.last(); });
+}
+
+}  // namespace
+
 ExchangePlan::ExchangePlan(const Problem& problem, ShardLayout layout, int64_t max_message_rows)
     : problem_(problem),
       layout_(std::move(layout)),
@@ -39,6 +78,11 @@ ExchangePlan::ExchangePlan(const Problem& problem, ShardLayout layout, int64_t m
   DRING_CHECK(max_message_rows >= 1, Status::kInvalidArgument,
               "exchange messages must hold at least one row (got " << max_message_rows << ")");
   DRING_CHECK(layout_.seq() == problem.shape.seq, Status::kInternal, "the layout is of another sequence length");
+  for (const DilatedPair& pair : problem_.pairs()) {
+    std::vector<std::vector<int64_t>> of_kv_head;
+    for (int64_t g = 0; g < problem_.shape.kv_heads; ++g) of_kv_head.push_back(offsets_of_kv_head(problem_, pair.dilation, g));
+    offsets_.push_back(std::move(of_kv_head));
+  }
 }
 
 std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
@@ -52,60 +96,106 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   // spans are disjoint, holds the last position of the earlier one.
   const int64_t seg_lo = std::max(src_lo, dst_lo), seg_hi = std::min(src_hi, dst_hi);
   const int64_t scan_lo = seg_lo < seg_hi ? seg_lo : seg_hi - 1, scan_hi = seg_lo < seg_hi ? seg_hi : seg_hi;
-  // Which keys of a piece some query of dst reads: those within the band of the query pieces'
-  // extremes. Stretches of them, merged where they touch.
-  std::vector<std::pair<int64_t, int64_t>> stretches;  // [first key index, end key index) in the piece
-  int64_t row = 0;
-  for (int64_t b = 0; b < problem_.shape.batch; ++b) {
-    for_each_segment(problem_, documents_, scan_lo, scan_hi, [&](int p, const PairGeometry& geom, int64_t seg) {
-      const int64_t a = geom.segment_begin(seg), z = geom.segment_end(seg);
-      if (z <= dst_lo || a >= dst_hi || z <= src_lo || a >= src_hi) return;
-      for (int64_t g = 0; g < problem_.shape.kv_heads; ++g) {
-        for (int64_t off : offsets_of_kv_head(problem_, geom.r, g)) {
-          const StridedRange block = geom.block(seg, off);
-          if (block.count == 0) continue;
-          const std::vector<Piece> queries = pieces_of(block, dst_runs);
-          if (queries.empty()) continue;
-          const Piece latest = *std::max_element(queries.begin(), queries.end(), [](const Piece& x, const Piece& y) {
-            return x.pos.last() < y.pos.last();
-          });
-          for (const Piece& keys : pieces_of(block, src_runs)) {
-            stretches.clear();
-            // Without a window every query piece reaches back to the first key, so the stretches
-            // are one, up to the latest query: O(pieces) where the loop is O(pieces^2) (striped:N
-            // holds a block as N interleaved pieces).
-            for (const Piece& q : band_.hi >= Band::kUnbounded ? std::span(&latest, 1) : std::span(queries)) {
-              // Keys k with lo <= qp - k <= hi for some qp in [q.first, q.last].
-              const int64_t lo = band_.hi >= Band::kUnbounded ? keys.pos.first : q.pos.first - band_.hi;
-              const int64_t hi = band_.lo <= -Band::kUnbounded ? keys.pos.last() : q.pos.last() - band_.lo;
-              const StridedRange reach = clip(keys.pos, lo, hi + 1);
-              if (reach.count == 0) continue;
-              const int64_t first = (reach.first - keys.pos.first) / keys.pos.stride;
-              stretches.emplace_back(first, first + reach.count);
-            }
-            std::sort(stretches.begin(), stretches.end());
-            for (size_t i = 0; i < stretches.size();) {
-              int64_t first = stretches[i].first, end = stretches[i].second;
-              for (++i; i < stretches.size() && stretches[i].first <= end; ++i) end = std::max(end, stretches[i].second);
-              KvSlab slab;
-              slab.batch = b;
-              slab.pair = p;
-              slab.kv_head = g;
-              slab.offset = off;
-              slab.block = block;
-              slab.keys = StridedRange{keys.pos.at(first), end - first, keys.pos.stride};
-              slab.key_local = keys.local + first * keys.local_stride;
-              slab.key_local_stride = keys.local_stride;
-              slab.message_row = row;
-              row += slab.keys.count;
-              slabs.push_back(slab);
-            }
+  // A block's pieces depend on its offset, not on the kv head: computed once per (segment,
+  // offset) and shared by the kv heads reading that offset (striped:N holds a block as N pieces,
+  // each an intersection of progressions).
+  struct OffsetPieces {
+    int64_t visit = -1;  // the segment visit they were computed for
+    StridedRange block;
+    std::vector<Piece> queries, keys;
+  };
+  std::vector<OffsetPieces> by_offset;
+  int64_t visit = 0;
+  std::vector<std::pair<int64_t, int64_t>> stretches;
+  // The slabs of batch 0; every batch needs the same rows.
+  for_each_segment(problem_, documents_, scan_lo, scan_hi, [&](int p, const PairGeometry& geom, int64_t seg) {
+    const int64_t a = geom.segment_begin(seg), z = geom.segment_end(seg);
+    if (z <= dst_lo || a >= dst_hi || z <= src_lo || a >= src_hi) return;
+    ++visit;
+    if (static_cast<int64_t>(by_offset.size()) < geom.r) by_offset.resize(static_cast<size_t>(geom.r));
+    for (int64_t g = 0; g < problem_.shape.kv_heads; ++g) {
+      for (int64_t off : offsets_[static_cast<size_t>(p)][static_cast<size_t>(g)]) {
+        OffsetPieces& at = by_offset[static_cast<size_t>(off)];
+        if (at.visit != visit) {
+          at.visit = visit;
+          at.block = geom.block(seg, off);
+          at.queries = pieces_of(at.block, dst_runs);
+          at.keys = at.queries.empty() ? std::vector<Piece>{} : pieces_of(at.block, src_runs);
+        }
+        if (at.queries.empty()) continue;
+        const Piece& latest = latest_of(at.queries);
+        for (const Piece& keys : at.keys) {
+          reached_stretches(band_, keys, at.queries, latest, stretches);
+          for (const auto& [first, end] : stretches) {
+            KvSlab slab;
+            slab.pair = p;
+            slab.kv_head = g;
+            slab.offset = off;
+            slab.block = at.block;
+            slab.keys = StridedRange{keys.pos.at(first), end - first, keys.pos.stride};
+            slab.key_local = keys.local + first * keys.local_stride;
+            slab.key_local_stride = keys.local_stride;
+            slabs.push_back(slab);
           }
         }
       }
-    });
+    }
+  });
+  const size_t per_batch = slabs.size();
+  slabs.reserve(per_batch * static_cast<size_t>(problem_.shape.batch));
+  for (int64_t b = 1; b < problem_.shape.batch; ++b) {
+    for (size_t i = 0; i < per_batch; ++i) {
+      slabs.push_back(slabs[i]);
+      slabs.back().batch = b;
+    }
+  }
+  int64_t row = 0;
+  for (KvSlab& slab : slabs) {
+    slab.message_row = row;
+    row += slab.keys.count;
   }
   return slabs;
+}
+
+std::vector<int64_t> ExchangePlan::transfer_rows() const {
+  // One walk over every block, each rank's pieces of it computed once, instead of a needed()
+  // per pair of ranks: counting the rows of all k(k-1) transfers costs about what listing the
+  // slabs of k/2 of them does.
+  const int k = layout_.world_size();
+  std::vector<int64_t> rows(static_cast<size_t>(k) * k, 0);
+  std::vector<std::vector<Piece>> pieces(static_cast<size_t>(k));
+  std::vector<std::pair<int64_t, int64_t>> stretches;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> readers(offsets_.size());  // [pair]: (offset, kv heads)
+  for (size_t p = 0; p < offsets_.size(); ++p) {
+    std::map<int64_t, int64_t> count;
+    for (const std::vector<int64_t>& offsets : offsets_[p]) {
+      for (int64_t off : offsets) ++count[off];
+    }
+    readers[p].assign(count.begin(), count.end());
+  }
+  for_each_segment(problem_, documents_, 0, layout_.seq(), [&](int p, const PairGeometry& geom, int64_t seg) {
+    for (const auto& [off, heads] : readers[static_cast<size_t>(p)]) {
+      const StridedRange block = geom.block(seg, off);
+      if (block.count == 0) continue;
+      for (int t = 0; t < k; ++t) pieces[static_cast<size_t>(t)] = pieces_of(block, layout_.runs(t));
+      for (int dst = 0; dst < k; ++dst) {
+        const std::vector<Piece>& queries = pieces[static_cast<size_t>(dst)];
+        if (queries.empty()) continue;
+        const Piece& latest = latest_of(queries);
+        for (int src = 0; src < k; ++src) {
+          if (src == dst) continue;
+          int64_t count = 0;
+          for (const Piece& keys : pieces[static_cast<size_t>(src)]) {
+            reached_stretches(band_, keys, queries, latest, stretches);
+            for (const auto& [first, end] : stretches) count += end - first;
+          }
+          rows[static_cast<size_t>(src) * k + dst] += heads * count;
+        }
+      }
+    }
+  });
+  for (int64_t& r : rows) r *= problem_.shape.batch;
+  return rows;
 }
 
 namespace {
@@ -197,6 +287,14 @@ std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const
   }
   cut[chunks] = total;
   std::vector<Message> messages(static_cast<size_t>(chunks));
+  // Each message's slabs counted first and reserved: a transfer may hold millions of slabs
+  // (striped:N cuts every block into N pieces), and growing the lists costs more than filling them.
+  std::vector<size_t> parts(static_cast<size_t>(chunks), 0);
+  for (int64_t m = 0; const KvSlab& slab : slabs) {  // slab.message_row: its first row in the transfer
+    while (cut[m + 1] <= slab.message_row) ++m;
+    for (int64_t n = m; n < chunks && cut[n] < slab.message_row + slab.keys.count; ++n) parts[n] += cut[n] < cut[n + 1];
+  }
+  for (int64_t m = 0; m < chunks; ++m) messages[m].slabs.reserve(parts[m]);
   int64_t c = 0, row = 0;
   for (KvSlab slab : slabs) {
     while (slab.keys.count > 0) {
@@ -219,24 +317,19 @@ std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const
   return messages;
 }
 
-int64_t ExchangePlan::chunks_at_shift(int shift) const {
-  const int k = layout_.world_size();
-  int64_t chunks = 0;
-  for (int src = 0; src < k; ++src) {
-    int64_t rows = 0;
-    for (const KvSlab& slab : needed(src, (src + shift) % k)) rows += slab.keys.count;
-    chunks = std::max(chunks, (rows + max_message_rows_ - 1) / max_message_rows_);
-  }
-  return chunks;
-}
-
 std::vector<PlanStep> ExchangePlan::schedule(int rank) const {
   const int k = layout_.world_size();
+  const std::vector<int64_t> rows = transfer_rows();
   std::vector<PlanStep> steps;
   for (int shift = 1; shift < k; ++shift) {
     // Every rank lists the same (shift, chunk) steps, empty where it has nothing to move, so that
-    // ranks interleaving two kinds of messages (K/V and returning gradients) do it identically.
-    const int64_t chunks = chunks_at_shift(shift);
+    // ranks interleaving two kinds of messages (K/V and returning gradients) do it identically:
+    // as many chunks as the longest transfer of the shift needs.
+    int64_t chunks = 0;
+    for (int src = 0; src < k; ++src) {
+      const int64_t transfer = rows[static_cast<size_t>(src) * k + (src + shift) % k];
+      chunks = std::max(chunks, (transfer + max_message_rows_ - 1) / max_message_rows_);
+    }
     if (chunks == 0) continue;
     std::vector<Message> sends = split(rank, (rank + shift) % k, chunks);
     std::vector<Message> recvs = split((rank - shift + k) % k, rank, chunks);
@@ -253,19 +346,19 @@ std::vector<PlanStep> ExchangePlan::schedule(int rank) const {
 }
 
 int64_t ExchangePlan::rows_received(int dst) const {
-  int64_t rows = 0;
-  for (int src = 0; src < layout_.world_size(); ++src) {
-    for (const KvSlab& slab : needed(src, dst)) rows += slab.keys.count;
-  }
-  return rows;
+  const int k = layout_.world_size();
+  const std::vector<int64_t> rows = transfer_rows();
+  int64_t total = 0;
+  for (int src = 0; src < k; ++src) total += rows[static_cast<size_t>(src) * k + dst];
+  return total;
 }
 
 int64_t ExchangePlan::rows_sent(int src) const {
-  int64_t rows = 0;
-  for (int dst = 0; dst < layout_.world_size(); ++dst) {
-    for (const KvSlab& slab : needed(src, dst)) rows += slab.keys.count;
-  }
-  return rows;
+  const int k = layout_.world_size();
+  const std::vector<int64_t> rows = transfer_rows();
+  int64_t total = 0;
+  for (int dst = 0; dst < k; ++dst) total += rows[static_cast<size_t>(src) * k + dst];
+  return total;
 }
 
 }  // namespace dring

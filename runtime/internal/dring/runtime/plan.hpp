@@ -83,13 +83,15 @@ class ExchangePlan {
   // max_message_rows rows; empty ones are default messages).
   std::vector<Message> split(int src, int dst, int64_t chunks) const;
 
-  int64_t chunks_at_shift(int shift) const;
+  // Rows of every transfer, [src * world_size + dst] (zero on the diagonal), over all batches.
+  std::vector<int64_t> transfer_rows() const;
 
   Problem problem_;
   ShardLayout layout_;
   int64_t max_message_rows_;
   Documents documents_;
   Band band_;
+  std::vector<std::vector<std::vector<int64_t>>> offsets_;  // [pair][kv head]: offsets_of_kv_head
 };
 
 // The rows of `block` a rank holds: one piece per run that holds some, as positions and the
