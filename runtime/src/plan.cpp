@@ -85,6 +85,14 @@ ExchangePlan::ExchangePlan(const Problem& problem, ShardLayout layout, int64_t m
   }
 }
 
+std::pair<int64_t, int64_t> ExchangePlan::scan_range(int a, int b) const {
+  // A segment (an interval) holding positions of both spans meets their overlap, or, when the
+  // spans are disjoint, holds the last position of the earlier one.
+  const int64_t lo = std::max(layout_.lowest(a), layout_.lowest(b));
+  const int64_t hi = std::min(layout_.highest_end(a), layout_.highest_end(b));
+  return lo < hi ? std::pair{lo, hi} : std::pair{hi - 1, hi};
+}
+
 std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   std::vector<KvSlab> slabs;
   if (src == dst) return slabs;
@@ -92,10 +100,7 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   const std::vector<ShardRun>& dst_runs = layout_.runs(dst);
   const int64_t src_lo = layout_.lowest(src), src_hi = layout_.highest_end(src);
   const int64_t dst_lo = layout_.lowest(dst), dst_hi = layout_.highest_end(dst);
-  // A segment (an interval) holding positions of both spans meets their overlap, or, when the
-  // spans are disjoint, holds the last position of the earlier one.
-  const int64_t seg_lo = std::max(src_lo, dst_lo), seg_hi = std::min(src_hi, dst_hi);
-  const int64_t scan_lo = seg_lo < seg_hi ? seg_lo : seg_hi - 1, scan_hi = seg_lo < seg_hi ? seg_hi : seg_hi;
+  const auto [scan_lo, scan_hi] = scan_range(src, dst);
   // A block's pieces depend on its offset, not on the kv head: computed once per (segment,
   // offset) and shared by the kv heads reading that offset (striped:N holds a block as N pieces,
   // each an intersection of progressions).
@@ -173,11 +178,27 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
     }
     readers[p].assign(count.begin(), count.end());
   }
-  for_each_segment(problem_, documents_, 0, layout_.seq(), [&](int p, const PairGeometry& geom, int64_t seg) {
+  // Only segments that can hold rows of two ranks: the union of needed()'s scan ranges (for
+  // contiguous shards, the segments across a boundary; not every segment of the sequence).
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (int a = 0; a < k; ++a) {
+    for (int b = a + 1; b < k; ++b) ranges.push_back(scan_range(a, b));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  std::vector<std::pair<int64_t, int64_t>> seen(offsets_.size(), {-1, -1});  // [pair]: last (document start, segment)
+  auto visit = [&](int p, const PairGeometry& geom, int64_t seg) {
+    // Ranges are walked in order, so a segment reaching into two of them comes twice in a row.
+    const std::pair<int64_t, int64_t> at{geom.begin, seg};
+    if (!(seen[static_cast<size_t>(p)] < at)) return;
+    seen[static_cast<size_t>(p)] = at;
+    const int64_t a = geom.segment_begin(seg), z = geom.segment_end(seg);
     for (const auto& [off, heads] : readers[static_cast<size_t>(p)]) {
       const StridedRange block = geom.block(seg, off);
       if (block.count == 0) continue;
-      for (int t = 0; t < k; ++t) pieces[static_cast<size_t>(t)] = pieces_of(block, layout_.runs(t));
+      for (int t = 0; t < k; ++t) {
+        const bool meets = z > layout_.lowest(t) && a < layout_.highest_end(t);
+        pieces[static_cast<size_t>(t)] = meets ? pieces_of(block, layout_.runs(t)) : std::vector<Piece>{};
+      }
       for (int dst = 0; dst < k; ++dst) {
         const std::vector<Piece>& queries = pieces[static_cast<size_t>(dst)];
         if (queries.empty()) continue;
@@ -193,7 +214,12 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
         }
       }
     }
-  });
+  };
+  for (size_t i = 0; i < ranges.size();) {
+    int64_t lo = ranges[i].first, hi = ranges[i].second;
+    for (++i; i < ranges.size() && ranges[i].first <= hi; ++i) hi = std::max(hi, ranges[i].second);
+    for_each_segment(problem_, documents_, lo, hi, visit);
+  }
   for (int64_t& r : rows) r *= problem_.shape.batch;
   return rows;
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "dring/core/problem.hpp"
@@ -85,6 +86,8 @@ class ExchangePlan {
 
   // Rows of every transfer, [src * world_size + dst] (zero on the diagonal), over all batches.
   std::vector<int64_t> transfer_rows() const;
+  // Positions [lo, hi) where a segment holding rows of both ranks' spans lies.
+  std::pair<int64_t, int64_t> scan_range(int a, int b) const;
 
   Problem problem_;
   ShardLayout layout_;
