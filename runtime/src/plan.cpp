@@ -163,10 +163,12 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
 }
 
 std::vector<int64_t> ExchangePlan::transfer_rows() const {
-  // One walk over every block, each rank's pieces of it computed once, instead of a needed()
-  // per pair of ranks: counting the rows of all k(k-1) transfers costs about what listing the
-  // slabs of k/2 of them does.
+  // One walk over the blocks two ranks may share, each rank's pieces of a block computed once,
+  // instead of a needed() per pair of ranks: counting the rows of all k(k-1) transfers costs
+  // about what listing the slabs of k/2 of them does.
   const int k = layout_.world_size();
+  std::vector<std::pair<int64_t, int64_t>> spans;  // [rank]: lowest and one past the highest position
+  for (int t = 0; t < k; ++t) spans.emplace_back(layout_.lowest(t), layout_.highest_end(t));
   std::vector<int64_t> rows(static_cast<size_t>(k) * k, 0);
   std::vector<std::vector<Piece>> pieces(static_cast<size_t>(k));
   std::vector<std::pair<int64_t, int64_t>> stretches;
@@ -196,7 +198,7 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
       const StridedRange block = geom.block(seg, off);
       if (block.count == 0) continue;
       for (int t = 0; t < k; ++t) {
-        const bool meets = z > layout_.lowest(t) && a < layout_.highest_end(t);
+        const bool meets = z > spans[static_cast<size_t>(t)].first && a < spans[static_cast<size_t>(t)].second;
         pieces[static_cast<size_t>(t)] = meets ? pieces_of(block, layout_.runs(t)) : std::vector<Piece>{};
       }
       for (int dst = 0; dst < k; ++dst) {
