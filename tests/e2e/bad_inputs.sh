@@ -50,6 +50,10 @@ expect not_hdf5 2 "not an HDF5 file" run --input "$work/not_hdf5.h5" "${out[@]}"
 crashes_hdf5="$(cd "$(dirname "$0")/.." && pwd)/fuzz/hdf5-faults/null_read_in_local_heap.h5"
 expect hdf5_crash_np1 1 "the HDF5 library crashed reading this file" run --input "$crashes_hdf5" "${out[@]}"
 expect hdf5_crash_np2 2 "the HDF5 library crashed reading this file" run --input "$crashes_hdf5" "${out[@]}"
+# A compact dataset whose header holds fewer bytes than its shape needs (found by tests/fuzz:
+# HDF5 1.10.8 would read past the header); also a seed of the fuzz corpus.
+short_compact="$(cd "$(dirname "$0")/.." && pwd)/fuzz/corpus/hdf5_input/k_compact_storage_short.h5"
+expect compact_storage_short 2 "dataset 'k' is corrupt: its compact storage holds 8 bytes, its shape needs 24 values" run --input "$short_compact" "${out[@]}"
 expect missing_dataset 2 "dataset 'v' is missing" run --input "$work/missing_v.h5" "${out[@]}"
 expect wrong_rank 2 "dataset 'q' has shape \[1, 20, 32\], expected 4 dimensions" run --input "$work/rank3_q.h5" "${out[@]}"
 expect kv_inconsistent 2 "dataset 'k' has shape \[1, 21, 2, 8\], inconsistent with q" run --input "$work/k_seq_mismatch.h5" "${out[@]}"
