@@ -63,18 +63,6 @@ bool chunk_full(const FusedGradTile& t) {
   return true;
 }
 
-// The keys [*first, *end) of the chunk some row of [i, i + n) sees (empty: *first >= *end).
-void grad_rows_key_span(const FusedGradTile& t, int64_t i, int64_t n, int64_t* first, int64_t* end) {
-  int64_t a = t.nk, b = 0;
-  for (int64_t r = i; r < i + n; ++r) {
-    if (t.lo[r] >= t.hi[r]) continue;
-    a = t.lo[r] < a ? t.lo[r] : a;
-    b = t.hi[r] > b ? t.hi[r] : b;
-  }
-  *first = a;
-  *end = b > a ? b : a;
-}
-
 // The query rows [*first, *end) of the chunk that see some key of [j, j + n).
 void grad_keys_row_span(const FusedGradTile& t, int64_t j, int64_t n, int64_t* first, int64_t* end) {
   int64_t a = t.nq, b = 0;
@@ -97,7 +85,7 @@ void grad_scores(const FusedGradTile& t, bool full) {
       const int rb = static_cast<int>(t.nq - i < kGradRB ? t.nq - i : kGradRB);
       if (!full) {
         int64_t first = 0, end = 0;
-        grad_rows_key_span(t, i, rb, &first, &end);
+        key_span(t.lo + i, t.hi + i, rb, 0, t.nk, &first, &end);
         if (end <= u0 * kW || first >= (u0 + ub) * kW) continue;
       }
       with_constant<kGradRB>(rb, [&](auto rows) {
@@ -180,7 +168,7 @@ void backward_tile(const FusedGradTile& t) {
   });
   over_row_blocks(t.nq, t.d, [&](auto rb, auto cv, int64_t i, int64_t col) {
     int64_t f0 = 0, f1 = t.nk;
-    if (!full) grad_rows_key_span(t, i, rb(), &f0, &f1);
+    if (!full) key_span(t.lo + i, t.hi + i, rb(), 0, t.nk, &f0, &f1);
     grad_q_block<rb(), cv()>(t, i, col, f0, f1);
   });
 }

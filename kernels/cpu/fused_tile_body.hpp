@@ -88,19 +88,25 @@ void score_block(const FusedTile& t, const float* qt, const float* k, float* st)
   }
 }
 
-// The keys [*first, *end) of the key tile (nk keys from j0) that any of rows [i, i + n) sees
-// (rows at or past nq, the padding, see none; an empty span has *first >= *end).
-void rows_key_span(const FusedTile& t, int64_t i, int64_t n, int64_t j0, int64_t nk, int64_t* first, int64_t* end) {
+// The keys of [j0, j0 + nk) that any of n rows sees (row r: [lo[r], hi[r])), as [*first, *end)
+// relative to j0; none: *first == *end. The forward's and the backward's partial tiles both skip
+// what lies outside it.
+void key_span(const int32_t* lo, const int32_t* hi, int64_t n, int64_t j0, int64_t nk, int64_t* first, int64_t* end) {
   int64_t a = nk, b = 0;
-  for (int64_t r = i; r < i + n && r < t.nq; ++r) {
-    const int64_t lo = t.lo[r] - j0 > 0 ? t.lo[r] - j0 : 0;
-    const int64_t hi = t.hi[r] - j0 < nk ? t.hi[r] - j0 : nk;
-    if (lo >= hi) continue;
-    a = lo < a ? lo : a;
-    b = hi > b ? hi : b;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t l = lo[r] - j0 > 0 ? lo[r] - j0 : 0;
+    const int64_t h = hi[r] - j0 < nk ? hi[r] - j0 : nk;
+    if (l >= h) continue;
+    a = l < a ? l : a;
+    b = h > b ? h : b;
   }
   *first = a;
-  *end = b;
+  *end = b > a ? b : a;
+}
+
+// key_span of rows [i, i + n) of t (rows at or past nq, the padding, see none).
+void rows_key_span(const FusedTile& t, int64_t i, int64_t n, int64_t j0, int64_t nk, int64_t* first, int64_t* end) {
+  key_span(t.lo + i, t.hi + i, i + n < t.nq ? n : t.nq - i, j0, nk, first, end);
 }
 
 // The transposed score tile of nk keys from k (packed, rows d apart; the tile's first key is j0).
@@ -213,8 +219,7 @@ void pv(const FusedTile& t, const float* v, int64_t j0, int64_t nk, bool full) {
   for (int64_t i = 0; i < t.nq; i += kRB) {
     const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
     int64_t first = 0, end = nk;
-    if (!full) rows_key_span(t, i, rb, j0, nk, &first, &end);
-    if (end < first) end = first;  // no key: acc is only rescaled
+    if (!full) rows_key_span(t, i, rb, j0, nk, &first, &end);  // none: acc is only rescaled
     for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
       const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
       with_constant<kRB>(rb, [&](auto rows) {
