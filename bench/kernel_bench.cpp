@@ -40,6 +40,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -52,6 +53,28 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Tensors are allocated 64-byte aligned, as the runtime's host allocator does (core/memory.cpp):
+// a plain std::vector of 64 MiB starts 16 bytes into a page, so every 256-byte row of a small
+// dilated block would span five cache lines instead of four.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) noexcept { std::free(p); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+};
+template <class T>
+using Tensor = std::vector<T, CacheLineAllocator<T>>;
 
 constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|, fp32
 // bf16: out rounded once, P rounded once (docs/math.md, "bf16 on the CPU"), on top of fp32's.
@@ -74,7 +97,7 @@ struct Case {
 };
 
 struct Problem {
-  std::vector<float> q, k, v, out, lse;
+  Tensor<float> q, k, v, out, lse;
   std::vector<dring::kernels::AttendBlock> blocks;
   double v_max = 0.0;
 };
@@ -90,10 +113,10 @@ struct Result {
   double versus_time_ms = 0.0;  // --versus-*: the same call on the other kernel or dtype, interleaved
 };
 
-std::vector<float> random_normal(int64_t count, uint64_t seed) {
+Tensor<float> random_normal(int64_t count, uint64_t seed) {
   std::mt19937_64 gen(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(count));
+  Tensor<float> x(static_cast<size_t>(count));
   for (float& value : x) value = normal(gen);
   return x;
 }
@@ -233,8 +256,8 @@ double sampled_error(const Case& c, const Problem& p, double scale) {
 }
 
 // A bf16 copy of x, and x rounded to the values it holds.
-std::vector<uint16_t> to_bf16(std::vector<float>& x) {
-  std::vector<uint16_t> bits(x.size());
+Tensor<uint16_t> to_bf16(Tensor<float>& x) {
+  Tensor<uint16_t> bits(x.size());
   dring::kernels::cpu::f32_to_bf16(x.data(), bits.data(), static_cast<int64_t>(x.size()));
   dring::kernels::cpu::bf16_to_f32(bits.data(), x.data(), static_cast<int64_t>(x.size()));
   return bits;
@@ -272,14 +295,14 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versu
   prm.threads = c.threads;
   // bf16: the kernel runs on 16-bit copies at the same offsets; the reference reads p's floats.
   const bool bf16 = prm.dtype == dring::DType::kBF16;
-  std::vector<uint16_t> q16, k16, v16, out16;
+  Tensor<uint16_t> q16, k16, v16, out16;
   std::vector<dring::kernels::AttendBlock> blocks = p.blocks;
   if (bf16) {
     q16 = to_bf16(p.q);
     k16 = to_bf16(p.k);
     v16 = to_bf16(p.v);
     out16.assign(p.out.size(), 0);
-    auto at = [](const void* x, const std::vector<float>& base, auto& bits) {
+    auto at = [](const void* x, const Tensor<float>& base, auto& bits) {
       return bits.data() + (static_cast<const float*>(x) - base.data());
     };
     for (dring::kernels::AttendBlock& b : blocks) {
@@ -356,8 +379,8 @@ struct GradReference {
 // Max over sampled rows of |grad - grad64| of dq (query rows, spread over all blocks, from float64
 // lse and delta) and dk, dv (a few key rows of the first block, from every query row's lse and
 // delta as the kernel was given them, fp32), relative to the largest sampled reference value.
-double sampled_grad_error(const Case& c, const Problem& p, const std::vector<float>& dout, const std::vector<float>& delta,
-                          const std::vector<float>& dq, const std::vector<float>& dk, const std::vector<float>& dv,
+double sampled_grad_error(const Case& c, const Problem& p, const Tensor<float>& dout, const std::vector<float>& delta,
+                          const Tensor<float>& dq, const Tensor<float>& dk, const Tensor<float>& dv,
                           double scale) {
   const int64_t rows = static_cast<int64_t>(p.blocks.size()) * c.rows_per_block, d = c.head_dim;
   std::vector<std::vector<double>> got, want;
@@ -421,8 +444,9 @@ Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams p
     std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
     dring::kernels::cpu::attend(p.blocks, prm, ws.data());
   }
-  const std::vector<float> dout = random_normal(static_cast<int64_t>(p.q.size()), 14);
-  std::vector<float> delta(p.lse.size()), dq(p.q.size()), dk(p.q.size()), dv(p.q.size());
+  const Tensor<float> dout = random_normal(static_cast<int64_t>(p.q.size()), 14);
+  std::vector<float> delta(p.lse.size());
+  Tensor<float> dq(p.q.size()), dk(p.q.size()), dv(p.q.size());
   for (size_t r = 0; r < delta.size(); ++r) {  // [seq, heads] like lse; rows of D floats
     double sum = 0.0;
     for (int64_t e = 0; e < c.head_dim; ++e) sum += p.out[r * c.head_dim + e] * dout[r * c.head_dim + e];
