@@ -1,8 +1,9 @@
-// attend_fused.cpp — the fused fp32 forward tile's AVX-512 and AVX2 instances and the run-time
-// choice between them (attend_fused.hpp).
+// attend_fused.cpp — the fused fp32 tiles' AVX-512 and AVX2 instances (forward tile, whole small
+// block, backward tile) and the run-time choice between them (attend_fused.hpp).
 //
-// Each instance is fused_tile_body.hpp compiled for its ISA (DRING_TARGET_BEGIN) in a namespace
-// of its own, over a handful of primitives written with that ISA's intrinsics. The rest of the program
+// Each instance is fused_tile_body.hpp, fused_small_body.hpp and fused_backward_body.hpp compiled
+// for its ISA (DRING_TARGET_BEGIN) in a namespace of its own, over a handful of primitives written
+// with that ISA's intrinsics. The rest of the program
 // is compiled for baseline x86-64, and an instance runs only where __builtin_cpu_supports (which
 // also checks that the OS saves the vector registers) says the CPU has its ISA, so the binary
 // runs on any x86-64; elsewhere, and on other architectures, the sgemm tile runs.
@@ -92,8 +93,44 @@ inline V zero_if_neg_inf(V x) {
   const __mmask16 k = _mm512_cmp_ps_mask(x, bcast(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
   return _mm512_mask_mov_ps(x, k, zero());
 }
+// dst[e * dst_ld + i] = a * src[i * src_ld + e] for e, i < 16, rows i >= n taken as 0: a 16x16
+// transpose in registers (pairs of rows, then quads, then 128-bit lanes twice).
+inline void transpose_rows(const float* src, int64_t src_ld, int n, float a, float* dst, int64_t dst_ld) {
+  V r[16], t[16];
+  const int quads = (n + 3) / 4;
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = i < n ? load(src + i * src_ld) : zero();
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {
+    if (m >= quads) {  // four zero rows
+      for (int c = 0; c < 4; ++c) t[4 * m + c] = zero();
+      continue;
+    }
+    const V p0 = _mm512_unpacklo_ps(r[4 * m], r[4 * m + 1]), p1 = _mm512_unpackhi_ps(r[4 * m], r[4 * m + 1]);
+    const V p2 = _mm512_unpacklo_ps(r[4 * m + 2], r[4 * m + 3]), p3 = _mm512_unpackhi_ps(r[4 * m + 2], r[4 * m + 3]);
+    // t[4m + c], lane L: element 4L + c of rows 4m .. 4m + 3.
+    t[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(p0), _mm512_castps_pd(p2)));
+    t[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(p0), _mm512_castps_pd(p2)));
+    t[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(p1), _mm512_castps_pd(p3)));
+    t[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(p1), _mm512_castps_pd(p3)));
+  }
+  const V scale = bcast(a);
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    // Lanes 0 and 2 (even) or 1 and 3 (odd) of rows 0-7 and of rows 8-15, then of both.
+    const V even01 = _mm512_shuffle_f32x4(t[c], t[4 + c], 0x88);
+    const V odd01 = _mm512_shuffle_f32x4(t[c], t[4 + c], 0xDD);
+    const V even23 = _mm512_shuffle_f32x4(t[8 + c], t[12 + c], 0x88);
+    const V odd23 = _mm512_shuffle_f32x4(t[8 + c], t[12 + c], 0xDD);
+    store(dst + c * dst_ld, mul(scale, _mm512_shuffle_f32x4(even01, even23, 0x88)));        // element c
+    store(dst + (4 + c) * dst_ld, mul(scale, _mm512_shuffle_f32x4(odd01, odd23, 0x88)));   // 4 + c
+    store(dst + (8 + c) * dst_ld, mul(scale, _mm512_shuffle_f32x4(even01, even23, 0xDD)));  // 8 + c
+    store(dst + (12 + c) * dst_ld, mul(scale, _mm512_shuffle_f32x4(odd01, odd23, 0xDD)));  // 12 + c
+  }
+}
 
 #include "fused_tile_body.hpp"
+#include "fused_small_body.hpp"
 #include "fused_backward_body.hpp"
 
 }  // namespace
@@ -130,8 +167,32 @@ inline V outside(V s, int32_t key, const int32_t* lo, const int32_t* hi) {
 inline V zero_if_neg_inf(V x) {
   return _mm256_blendv_ps(x, zero(), _mm256_cmp_ps(x, bcast(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ));
 }
+// dst[e * dst_ld + i] = a * src[i * src_ld + e] for e, i < 8, rows i >= n taken as 0: an 8x8
+// transpose in registers (pairs of rows, then quads, then the 128-bit halves).
+inline void transpose_rows(const float* src, int64_t src_ld, int n, float a, float* dst, int64_t dst_ld) {
+  V r[8], t[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = i < n ? load(src + i * src_ld) : zero();
+#pragma GCC unroll 2
+  for (int m = 0; m < 2; ++m) {
+    const V p0 = _mm256_unpacklo_ps(r[4 * m], r[4 * m + 1]), p1 = _mm256_unpackhi_ps(r[4 * m], r[4 * m + 1]);
+    const V p2 = _mm256_unpacklo_ps(r[4 * m + 2], r[4 * m + 3]), p3 = _mm256_unpackhi_ps(r[4 * m + 2], r[4 * m + 3]);
+    // t[4m + c], half H: element 4H + c of rows 4m .. 4m + 3.
+    t[4 * m] = _mm256_shuffle_ps(p0, p2, 0x44);
+    t[4 * m + 1] = _mm256_shuffle_ps(p0, p2, 0xEE);
+    t[4 * m + 2] = _mm256_shuffle_ps(p1, p3, 0x44);
+    t[4 * m + 3] = _mm256_shuffle_ps(p1, p3, 0xEE);
+  }
+  const V scale = bcast(a);
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    store(dst + c * dst_ld, mul(scale, _mm256_permute2f128_ps(t[c], t[4 + c], 0x20)));        // element c
+    store(dst + (4 + c) * dst_ld, mul(scale, _mm256_permute2f128_ps(t[c], t[4 + c], 0x31)));  // 4 + c
+  }
+}
 
 #include "fused_tile_body.hpp"
+#include "fused_small_body.hpp"
 #include "fused_backward_body.hpp"
 
 }  // namespace
@@ -165,6 +226,18 @@ void fused_key_tiles(FusedIsa isa, const FusedTile& t) {
   }
 }
 
+void fused_small_block(FusedIsa isa, const FusedTile& t, float* out, int64_t out_stride, bool full,
+                       RowsAhead* ahead) {
+  DRING_ASSERT(isa != FusedIsa::kNone && t.nq_pad % kFusedQueryPad == 0 && t.lds == t.ld);
+  RowsAhead none;
+  RowsAhead& rows = ahead != nullptr ? *ahead : none;
+  if (isa == FusedIsa::kAvx512) {
+    avx512::small_block(t, out, out_stride, full, rows);
+  } else {
+    avx2::small_block(t, out, out_stride, full, rows);
+  }
+}
+
 void fused_backward_tile(FusedIsa isa, const FusedGradTile& t) {
   DRING_ASSERT(isa != FusedIsa::kNone && t.nk_pad % kFusedQueryPad == 0 && t.ldp >= t.nk_pad);
   if (isa == FusedIsa::kAvx512) {
@@ -178,6 +251,7 @@ void fused_backward_tile(FusedIsa isa, const FusedGradTile& t) {
 
 FusedIsa fused_isa(const AttendParams&) { return FusedIsa::kNone; }
 void fused_key_tiles(FusedIsa, const FusedTile&) { DRING_ASSERT(false); }
+void fused_small_block(FusedIsa, const FusedTile&, float*, int64_t, bool, RowsAhead*) { DRING_ASSERT(false); }
 void fused_backward_tile(FusedIsa, const FusedGradTile&) { DRING_ASSERT(false); }
 
 #endif

@@ -70,4 +70,46 @@ struct FusedTile {
 // Runs every key tile of t on the ISA's body (isa must not be kNone).
 void fused_key_tiles(FusedIsa isa, const FusedTile& t);
 
+// The rows of the block after a small one (q, k, v, out: rows[t], stride[t] elements apart,
+// count[t] of them, d floats each), prefetched a few cache lines at a time while the small block
+// computes. A dilated block's rows lie pages apart, where the hardware prefetchers do not follow;
+// issued all at once, the prefetches queue behind the core's few outstanding misses and stall the
+// very work they should overlap.
+struct RowsAhead {
+  const float* rows[4] = {};
+  int64_t stride[4] = {};
+  int64_t count[4] = {};
+  int64_t d = 0;
+  int64_t lines() const { return (count[0] + count[1] + count[2] + count[3]) * ((d + 15) / 16); }
+  // The next n lines (or as many as are left).
+  void prefetch(int n) {
+    while (n > 0 && tensor_ < 4) {
+      if (row_ >= count[tensor_]) {
+        ++tensor_;
+        row_ = 0;
+        continue;
+      }
+      __builtin_prefetch(rows[tensor_] + row_ * stride[tensor_] + col_, 0, 3);
+      col_ += 16;  // floats per 64-byte line
+      if (col_ >= d) {
+        col_ = 0;
+        ++row_;
+      }
+      --n;
+    }
+  }
+
+ private:
+  int tensor_ = 0;
+  int64_t row_ = 0, col_ = 0;
+};
+
+// One small block whole (fused_small_body.hpp): t holds all its n_keys keys as one tile (st of
+// n_keys rows, lds == ld; acc, kp, vp unused; m and l the rows' unpacked state, updated), and
+// the out rows (out_stride apart) are updated in place, out = (c * out + P V) / l, for the rows
+// that see a key; the others keep their bits. `full`: every row sees every key (lo, hi unread
+// but for the rows' skip test).
+// `ahead` (may be null): the next block's rows, prefetched along the way.
+void fused_small_block(FusedIsa isa, const FusedTile& t, float* out, int64_t out_stride, bool full, RowsAhead* ahead);
+
 }  // namespace dring::kernels::cpu

@@ -2,8 +2,9 @@
 // computes), written once over an ISA's primitives: attend_fused.cpp includes it once per ISA,
 // inside that ISA's namespace and `#pragma GCC target` region, after defining V (a vector of kW
 // floats), kExp2Floor, load, store, bcast, zero, add, sub, mul, fma, vmax, round_even,
-// times_pow2, outside, zero_if_neg_inf and the register blocks kKB x kNV (scores), kRB x kCV
-// (P V) and kGroup (the softmax's vectors per pass). No include guard: it is included twice.
+// times_pow2, outside, zero_if_neg_inf, transpose_rows and the register blocks kKB x kNV
+// (scores), kRB x kCV (P V) and kGroup (the softmax's vectors per pass). No include guard: it is
+// included twice.
 //
 // K and V tiles are packed densely once per key tile (pack_rows says why) and used by every
 // sub-tile of the item's query rows (key_tiles).
@@ -245,15 +246,18 @@ FusedTile sub_tile(const FusedTile& t, int64_t s0) {
   return s;
 }
 
+// qt[e][i] = alpha * q[i][e], the padding columns 0: kW x kW blocks transposed in registers.
+void transpose_queries(const FusedTile& t) {
+  for (int64_t i0 = 0; i0 < t.nq_pad; i0 += kW) {
+    const int64_t n = t.nq - i0 < kW ? (t.nq > i0 ? t.nq - i0 : 0) : kW;
+    for (int64_t e0 = 0; e0 < t.d; e0 += kW) {
+      transpose_rows(t.q + i0 * t.q_stride + e0, t.q_stride, static_cast<int>(n), t.alpha, t.qt + e0 * t.ld + i0, t.ld);
+    }
+  }
+}
+
 void key_tiles(const FusedTile& t) {
-  // Row by row: a q row is read once, whole (its column would touch every row's lines per e).
-  for (int64_t i = 0; i < t.nq; ++i) {
-    const float* q = t.q + i * t.q_stride;
-    for (int64_t e = 0; e < t.d; ++e) t.qt[e * t.ld + i] = t.alpha * q[e];
-  }
-  for (int64_t e = 0; e < t.d; ++e) {
-    for (int64_t i = t.nq; i < t.nq_pad; ++i) t.qt[e * t.ld + i] = 0.0f;
-  }
+  transpose_queries(t);
   // Rows already dense (a packed exchange message, a single head) are used where they are.
   const bool dense = t.kv_stride == t.d;
   for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -376,7 +377,9 @@ template <class Check>
 void for_all_masked(Check&& check, bool bf16_matmul = true,
                     kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto,
                     kernels::CpuBf16Kernel bf16_kernel = kernels::CpuBf16Kernel::kAuto) {
-  KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}};
+  // The direct path twice: with tiles this small its fp32 blocks fit the whole-block fused
+  // kernel's scratch only when tiny (the rest run row by row); with the default tiles all do.
+  KernelRun runs[] = {{true, 1}, {false, 1}, {false, 2}, {true, 2, 128, 256}};
   for (KernelRun& run : runs) {
     run.bf16_matmul = bf16_matmul;
     run.f32_kernel = f32_kernel;
@@ -385,10 +388,13 @@ void for_all_masked(Check&& check, bool bf16_matmul = true,
   Coverage coverage;
   uint64_t seed = 100;
   for (const MaskedCase& c : masked_cases(7)) {
-    for (const KernelRun& run : runs) {
-      check(c, run, seed, describe(c) + (run.direct ? " direct" : " tiled") + " threads " + std::to_string(run.threads));
-      seed += 20;
+    for (size_t r = 0; r < std::size(runs); ++r) {
+      const KernelRun& run = runs[r];
+      // The second direct run takes the first one's inputs.
+      check(c, run, seed + 20 * (r % 3), describe(c) + (run.direct ? " direct" : " tiled") + " threads " +
+                                             std::to_string(run.threads) + " q_tile " + std::to_string(run.q_tile));
     }
+    seed += 60;
     coverage.add(c, runs[1]);
   }
   EXPECT_GT(coverage.full_tiles, 0);

@@ -16,6 +16,9 @@
 namespace dring {
 namespace {
 
+using test::kernel_name;
+using test::kF32Kernels;
+
 struct BlockCase {
   int64_t n_q, n_k, d;
   bool causal;
@@ -101,12 +104,26 @@ TEST(CpuKernel, TiledPathMatchesFloat64) {
   }
 }
 
+// The direct path on every fp32 kernel: the whole-block fused kernel (AVX-512, AVX2: one query
+// vector or several, more than one register block of them, padding lanes, key counts that fill
+// no register block) and the row-by-row path (sgemm, and head dims the fused kernel does not
+// take); one call, or several merged into the rows' state.
 TEST(CpuKernel, SmallBlockPathMatchesFloat64) {
-  for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
-                            BlockCase{13, 11, 64, false}}) {
-    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1);
-    EXPECT_LT(out, 2e-6) << c.n_q << "x" << c.n_k;
-    EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k;
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
+                              BlockCase{13, 11, 64, false}, BlockCase{8, 8, 64, false}, BlockCase{8, 8, 64, true},
+                              BlockCase{16, 16, 64, true}, BlockCase{17, 5, 16, false}, BlockCase{5, 17, 16, false},
+                              BlockCase{33, 31, 128, true}, BlockCase{70, 9, 64, false}, BlockCase{9, 70, 48, false},
+                              BlockCase{31, 33, 72, true}, BlockCase{67, 67, 16, true, 1, 1}}) {
+      for (const int calls : {1, 3}) {
+        const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, calls, 1, kernel);
+        const std::string what = std::string(kernel_name(kernel)) + " " + std::to_string(c.n_q) + "x" +
+                                 std::to_string(c.n_k) + " d " + std::to_string(c.d) + " causal " +
+                                 std::to_string(c.causal) + " calls " + std::to_string(calls);
+        EXPECT_LT(out, 2e-6) << what;
+        EXPECT_LT(lse, 2e-5) << what;
+      }
+    }
   }
 }
 
@@ -210,9 +227,6 @@ TEST(CpuKernel, ProgressHookExceptionIsRethrownAfterTheTeam) {
 // defaults: a q_tile that is no multiple of 16 and a k_tile under one key block; items of one
 // query tile and of three (each key tile packed once for sub-tiles of 48, 48 and fewer rows, the
 // causal ones skipping the key tiles a sub-tile cannot see).
-using test::kernel_name;
-using test::kF32Kernels;
-
 TEST(CpuKernel, F32TileKernelsMatchFloat64) {
   struct Tiles {
     int64_t q_tile, k_tile, per_item;
