@@ -57,7 +57,12 @@ struct Item {
   int64_t key_begin, key_end;      // key tile of a big block
 };
 
-bool is_small(const GradBlock& b, const AttendParams& p) { return b.n_heads * b.n_q * b.n_k <= p.small_block_scores; }
+// Where the fused fp32 backward tile runs, small blocks take it too: on the 8x8 and 16x16 dilated
+// rows of dring_kernel_bench --backward it took 59 and 48 ms against the direct path's 87 and 147
+// (docs/benchmarks.md, 2026-12-02 evening). The direct path stays for bf16 and the sgemm tiles.
+bool is_small(const GradBlock& b, const AttendParams& p, FusedIsa fused) {
+  return fused == FusedIsa::kNone && b.n_heads * b.n_q * b.n_k <= p.small_block_scores;
+}
 
 template <class T>
 const T* typed(const void* p) {
@@ -436,10 +441,11 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   std::vector<int64_t> lock_base(blocks.size(), 0);
   int64_t locks_needed = 0;
   const int64_t n = static_cast<int64_t>(blocks.size());
+  const FusedIsa fused = fused_backward_isa(prm);
   for (int64_t b = 0; b < n;) {
-    if (is_small(blocks[b], prm)) {
+    if (is_small(blocks[b], prm, fused)) {
       int64_t e = b, work = 0;
-      while (e < n && is_small(blocks[e], prm) && work < prm.q_tile * prm.k_tile) {
+      while (e < n && is_small(blocks[e], prm, fused) && work < prm.q_tile * prm.k_tile) {
         work += blocks[e].n_heads * blocks[e].n_q * blocks[e].n_k + 1;
         ++e;
       }
@@ -455,13 +461,12 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     ++b;
   }
   std::unique_ptr<std::atomic_flag[]> locks(new std::atomic_flag[std::max<int64_t>(locks_needed, 1)]);
-  const FusedIsa fused = fused_backward_isa(prm);
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
     run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-        if (is_small(blocks[b], prm)) {
+        if (is_small(blocks[b], prm, fused)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
         } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
           backward_key_tile_fused(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,

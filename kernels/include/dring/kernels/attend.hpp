@@ -101,7 +101,9 @@ struct AttendParams {
   int64_t q_tile = 128;  // rows of q per work item
   int64_t k_tile = 256;  // rows of k per inner step
   // Blocks with at most this many scores take the direct path (no tile products); measured on
-  // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16.
+  // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16. In
+  // fp32 where a fused ISA runs, the forward's direct path is the fused kernel on the whole block,
+  // and the backward takes its fused tiles for every block (faster there at every size measured).
   int64_t small_block_scores = 256;
   // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
