@@ -340,9 +340,12 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
     }
     std::copy_n(k + j * b.kv_stride, d, kp + j * d);
   }
+  // Zero padding past the last key, as far as a chunk's padded keys can reach (< nk + 16), not
+  // to the row's end: a small block (8 keys) would otherwise write 30 times its own rows in zeros.
+  const int64_t reach = std::min(ldk, padded_keys(nk));
   for (int64_t e = 0; e < d; ++e) {
-    std::fill(kt + e * ldk + nk, kt + (e + 1) * ldk, 0.0f);
-    std::fill(vt + e * ldk + nk, vt + (e + 1) * ldk, 0.0f);
+    std::fill(kt + e * ldk + nk, kt + e * ldk + reach, 0.0f);
+    std::fill(vt + e * ldk + nk, vt + e * ldk + reach, 0.0f);
   }
   std::fill(dk_tile, dk_tile + nk * d, 0.0f);
   std::fill(dv_tile, dv_tile + nk * d, 0.0f);
