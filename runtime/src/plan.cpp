@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <limits>
 #include <map>
-#include <optional>
 #include <span>
 
 #include "dring/core/error.hpp"
@@ -263,21 +262,26 @@ std::vector<int64_t> ExchangePlan::row_work(int dst, const std::vector<KvSlab>& 
   const int64_t group = problem_.group_size();
   constexpr int64_t kBelowAll = std::numeric_limits<int64_t>::min(), kAboveAll = std::numeric_limits<int64_t>::max();
   std::vector<int64_t> work;
-  std::optional<PositionsBelow> below;  // of dst's query rows in `block`
-  StridedRange block;
+  // dst's query rows of the blocks seen last. A block's slabs come one after another, and a
+  // segment's blocks (one per offset) come again for every kv head.
+  constexpr size_t kRecentBlocks = 64;
+  std::vector<std::pair<StridedRange, PositionsBelow>> recent;
   for (const KvSlab& slab : slabs) {
     const int64_t r = pairs[static_cast<size_t>(slab.pair)].dilation;
     int64_t heads = 0;  // q heads of the kv head that read this offset
     for (int64_t h = slab.kv_head * group; h < (slab.kv_head + 1) * group; ++h) heads += h % r == slab.offset;
-    if (!below || !(block == slab.block)) {  // a block's slabs come one after another
-      block = slab.block;
-      below.emplace(layout_.pieces(slab.block, dst));
+    auto at = std::find_if(recent.rbegin(), recent.rend(), [&](const auto& seen) { return seen.first == slab.block; });
+    if (at == recent.rend()) {
+      if (recent.size() == kRecentBlocks) recent.clear();
+      recent.emplace_back(slab.block, PositionsBelow(layout_.pieces(slab.block, dst)));
+      at = recent.rbegin();
     }
+    const PositionsBelow& below = at->second;
     for (int64_t n = 0; n < slab.keys.count; ++n) {
       const int64_t kp = slab.keys.at(n);  // seen by queries at kp + lo .. kp + hi
       const int64_t from = band_.lo <= -Band::kUnbounded ? kBelowAll : kp + band_.lo;
       const int64_t to = band_.hi >= Band::kUnbounded ? kAboveAll : kp + band_.hi + 1;
-      work.push_back(heads * ((*below)(to) - (*below)(from)));
+      work.push_back(heads * (below(to) - below(from)));
     }
   }
   return work;
