@@ -52,7 +52,8 @@ struct LocalRows {
 
 // The pieces' local rows as one progression, when they are one: every piece after the first starts
 // one stride after the last row of the piece before, all with the same stride. (Zigzag's two
-// chunks of a rank are adjacent in its local rows, so a block that spans both is usually one.)
+// chunks of a rank are adjacent in its local rows, so a block that spans both is usually one; so
+// are a striped rank's stripes of a block whose dilation divides the stripe.)
 std::optional<LocalRows> one_progression(std::span<const Piece> pieces);
 
 // Kernel calls and shared rows. Blocks of one kernel call must not share query rows (forward:
@@ -129,14 +130,14 @@ struct RingExecutor::Impl {
   // Raises `rounds` to the number of rounds the pair needs.
   template <class Visit>
   void for_each_local_block(int p, int round, int& rounds, Visit&& visit) const {
-    const std::vector<ShardRun>& runs = plan.layout().runs(rank);
-    const int64_t lo = plan.layout().lowest(rank), hi = plan.layout().highest_end(rank);
+    const ShardLayout& layout = plan.layout();
+    const int64_t lo = layout.lowest(rank), hi = layout.highest_end(rank);
     for (int64_t b = 0; b < problem.shape.batch; ++b) {
       for_each_segment(problem, documents, lo, hi, [&](int pair, const PairGeometry& geom, int64_t seg) {
         if (pair != p) return;
         const int64_t offsets = std::min<int64_t>(geom.r, problem.shape.heads);  // offsets some head uses
         for (int64_t off = 0; off < offsets; ++off) {
-          const std::vector<Piece> pieces = pieces_of(geom.block(seg, off), runs);
+          const std::vector<Piece> pieces = layout.pieces(geom.block(seg, off), rank);
           const int64_t n = static_cast<int64_t>(pieces.size());
           // Without a window, what a row sees depends only on the order of positions, and local
           // order is position order: pieces that are one progression of local rows run as one
@@ -162,7 +163,6 @@ struct RingExecutor::Impl {
   // mask) for every (slab, this rank's piece of the slab's block) the band leaves non-empty.
   template <class Visit>
   void for_each_message_block(const Message& msg, int p, int round, int& rounds, Visit&& visit) const {
-    const std::vector<ShardRun>& runs = plan.layout().runs(rank);
     std::vector<Piece> queries;
     for (size_t a = 0; a < msg.slabs.size();) {
       // The slabs of one block are adjacent in a message.
@@ -170,7 +170,7 @@ struct RingExecutor::Impl {
       size_t z = a + 1;
       while (z < msg.slabs.size() && same_block(msg.slabs[z], head)) ++z;
       if (head.pair == p) {
-        queries = pieces_of(head.block, runs);
+        queries = plan.layout().pieces(head.block, rank);
         if (!visit_merged(std::span(msg.slabs).subspan(a, z - a), queries, round, rounds, visit)) {
           const int64_t n = std::max<int64_t>(static_cast<int64_t>(z - a), static_cast<int64_t>(queries.size()));
           rounds = std::max<int>(rounds, static_cast<int>(n));

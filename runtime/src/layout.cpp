@@ -1,6 +1,10 @@
 // layout.cpp — the runs of each layout (layout.hpp).
 #include "dring/runtime/layout.hpp"
 
+#include <algorithm>
+#include <numeric>
+#include <optional>
+
 #include "dring/core/error.hpp"
 
 namespace dring {
@@ -128,6 +132,59 @@ int64_t ShardLayout::local_row(int64_t pos) const {
     }
   }
   DRING_FAIL(Status::kInternal, "position " << pos << " is in no run of its owner");
+}
+
+namespace {
+
+// The rows of `block` in `run`, or nothing.
+std::optional<Piece> piece_of(const StridedRange& block, const ShardRun& run) {
+  const StridedRange pos = intersect(block, run.pos);
+  if (pos.count == 0) return std::nullopt;
+  return Piece{pos, run.local(pos.first), pos.stride / run.pos.stride * run.local_stride};
+}
+
+void sort_by_position(std::vector<Piece>& pieces) {
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.pos.first < b.pos.first; });
+}
+
+}  // namespace
+
+std::vector<Piece> ShardLayout::run_pieces(const StridedRange& block, int rank) const {
+  std::vector<Piece> pieces;
+  for (const ShardRun& run : runs_[rank]) {
+    if (const std::optional<Piece> piece = piece_of(block, run)) pieces.push_back(*piece);
+  }
+  sort_by_position(pieces);
+  return pieces;
+}
+
+std::vector<Piece> ShardLayout::pieces(const StridedRange& block, int rank) const {
+  const int64_t n = spec_.stripe, k = world_size_;
+  if (spec_.kind != LayoutKind::kStriped || n == 1 || k == 1 || block.count == 0) return run_pieces(block, rank);
+  // Run c of the rank holds positions rank*n + c (mod n*k), so the block meets it only if
+  // c = first - rank*n (mod g), g = gcd(block stride, n*k): at most ceil(n / g) runs, and at most
+  // one per row of the block.
+  const int64_t g = std::gcd(block.stride, n * k);
+  const int64_t runs_met = std::min(block.count, (n + g - 1) / g);
+  // The rank's stripes q = rank (mod k) in [first / n, last / n].
+  const int64_t q_lo = block.first / n, q_hi = block.last() / n;
+  const int64_t q_first = q_lo + ((rank - q_lo) % k + k) % k;
+  const int64_t stripes_met = q_first > q_hi ? 0 : (q_hi - q_first) / k + 1;
+  std::vector<Piece> pieces;
+  if (stripes_met <= runs_met) {
+    // A stripe's rows are consecutive local rows; stripe q is the rank's (q / k)-th.
+    for (int64_t q = q_first; q <= q_hi; q += k) {
+      const StridedRange pos = clip(block, q * n, q * n + n);
+      if (pos.count > 0) pieces.push_back(Piece{pos, q / k * n + (pos.first - q * n), pos.stride});
+    }
+    return pieces;
+  }
+  const std::vector<ShardRun>& runs = runs_[rank];  // runs[c]: row c of each of the rank's stripes
+  for (int64_t c = ((block.first - rank * n) % g + g) % g; c < static_cast<int64_t>(runs.size()); c += g) {
+    if (const std::optional<Piece> piece = piece_of(block, runs[static_cast<size_t>(c)])) pieces.push_back(*piece);
+  }
+  sort_by_position(pieces);
+  return pieces;
 }
 
 std::vector<int64_t> ShardLayout::positions(int rank) const {

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <limits>
 #include <map>
-#include <optional>
 #include <span>
 
 #include "dring/core/error.hpp"
@@ -20,28 +19,20 @@ std::vector<int64_t> offsets_of_kv_head(const Problem& problem, int64_t dilation
   return offsets;
 }
 
-std::vector<Piece> pieces_of(const StridedRange& block, const std::vector<ShardRun>& runs) {
-  std::vector<Piece> pieces;
-  for (const ShardRun& run : runs) {
-    const StridedRange pos = intersect(block, run.pos);
-    if (pos.count == 0) continue;
-    pieces.push_back(Piece{pos, run.local(pos.first), pos.stride / run.pos.stride * run.local_stride});
-  }
-  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.pos.first < b.pos.first; });
-  return pieces;
-}
-
 namespace {
 
 // Which keys of a sender's piece some query piece of the receiver reaches under `band` — those
 // within the band of the query pieces' extremes — as stretches [first, end) of key indices in
 // the piece, ascending, merged where they touch. `latest` is the query piece that ends last.
+// With a window, what the extremes reach depends on how the queries are cut into pieces; the
+// plan passes the receiver's run pieces (ShardLayout::run_pieces), so which rows travel does not
+// depend on which cut ShardLayout::pieces chose.
 void reached_stretches(const Band& band, const Piece& keys, std::span<const Piece> queries, const Piece& latest,
                        std::vector<std::pair<int64_t, int64_t>>& out) {
   out.clear();
   // Without a window every query piece reaches back to the first key, so the stretches are one,
-  // up to the latest query: O(1) where the loop is O(pieces) (striped:N holds a block as N
-  // interleaved pieces).
+  // up to the latest query: O(1) where the loop is O(pieces) (striped:N holds a block as up to
+  // N interleaved run pieces).
   const bool unwindowed = band.hi >= Band::kUnbounded;
   for (const Piece& q : unwindowed ? std::span(&latest, 1) : queries) {
     // Keys k with lo <= qp - k <= hi for some qp in [q.first, q.last].
@@ -96,18 +87,17 @@ std::pair<int64_t, int64_t> ExchangePlan::scan_range(int a, int b) const {
 std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
   std::vector<KvSlab> slabs;
   if (src == dst) return slabs;
-  const std::vector<ShardRun>& src_runs = layout_.runs(src);
-  const std::vector<ShardRun>& dst_runs = layout_.runs(dst);
+  const bool windowed = band_.hi < Band::kUnbounded;
   const int64_t src_lo = layout_.lowest(src), src_hi = layout_.highest_end(src);
   const int64_t dst_lo = layout_.lowest(dst), dst_hi = layout_.highest_end(dst);
   const auto [scan_lo, scan_hi] = scan_range(src, dst);
   // A block's pieces depend on its offset, not on the kv head: computed once per (segment,
-  // offset) and shared by the kv heads reading that offset (striped:N holds a block as N pieces,
-  // each an intersection of progressions).
+  // offset) and shared by the kv heads reading that offset.
   struct OffsetPieces {
     int64_t visit = -1;  // the segment visit they were computed for
     StridedRange block;
     std::vector<Piece> queries, keys;
+    std::vector<Piece> reach;  // the query pieces whose band decides what travels (reached_stretches)
   };
   std::vector<OffsetPieces> by_offset;
   int64_t visit = 0;
@@ -124,13 +114,14 @@ std::vector<KvSlab> ExchangePlan::needed(int src, int dst) const {
         if (at.visit != visit) {
           at.visit = visit;
           at.block = geom.block(seg, off);
-          at.queries = pieces_of(at.block, dst_runs);
-          at.keys = at.queries.empty() ? std::vector<Piece>{} : pieces_of(at.block, src_runs);
+          at.queries = layout_.pieces(at.block, dst);
+          at.keys = at.queries.empty() ? std::vector<Piece>{} : layout_.pieces(at.block, src);
+          at.reach = windowed && !at.queries.empty() ? layout_.run_pieces(at.block, dst) : at.queries;
         }
         if (at.queries.empty()) continue;
         const Piece& latest = latest_of(at.queries);
         for (const Piece& keys : at.keys) {
-          reached_stretches(band_, keys, at.queries, latest, stretches);
+          reached_stretches(band_, keys, at.reach, latest, stretches);
           for (const auto& [first, end] : stretches) {
             KvSlab slab;
             slab.pair = p;
@@ -170,7 +161,9 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
   std::vector<std::pair<int64_t, int64_t>> spans;  // [rank]: lowest and one past the highest position
   for (int t = 0; t < k; ++t) spans.emplace_back(layout_.lowest(t), layout_.highest_end(t));
   std::vector<int64_t> rows(static_cast<size_t>(k) * k, 0);
+  const bool windowed = band_.hi < Band::kUnbounded;
   std::vector<std::vector<Piece>> pieces(static_cast<size_t>(k));
+  std::vector<std::vector<Piece>> reach(static_cast<size_t>(k));  // as in needed()
   std::vector<std::pair<int64_t, int64_t>> stretches;
   std::vector<std::vector<std::pair<int64_t, int64_t>>> readers(offsets_.size());  // [pair]: (offset, kv heads)
   for (size_t p = 0; p < offsets_.size(); ++p) {
@@ -199,7 +192,8 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
       if (block.count == 0) continue;
       for (int t = 0; t < k; ++t) {
         const bool meets = z > spans[static_cast<size_t>(t)].first && a < spans[static_cast<size_t>(t)].second;
-        pieces[static_cast<size_t>(t)] = meets ? pieces_of(block, layout_.runs(t)) : std::vector<Piece>{};
+        pieces[static_cast<size_t>(t)] = meets ? layout_.pieces(block, t) : std::vector<Piece>{};
+        if (windowed) reach[static_cast<size_t>(t)] = meets ? layout_.run_pieces(block, t) : std::vector<Piece>{};
       }
       for (int dst = 0; dst < k; ++dst) {
         const std::vector<Piece>& queries = pieces[static_cast<size_t>(dst)];
@@ -209,7 +203,7 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
           if (src == dst) continue;
           int64_t count = 0;
           for (const Piece& keys : pieces[static_cast<size_t>(src)]) {
-            reached_stretches(band_, keys, queries, latest, stretches);
+            reached_stretches(band_, keys, windowed ? reach[static_cast<size_t>(dst)] : queries, latest, stretches);
             for (const auto& [first, end] : stretches) count += end - first;
           }
           rows[static_cast<size_t>(src) * k + dst] += heads * count;
@@ -229,8 +223,8 @@ std::vector<int64_t> ExchangePlan::transfer_rows() const {
 namespace {
 
 // How many positions of `pieces` lie below x, in O(log pieces) when the pieces' spans are apart
-// (contiguous runs, zigzag chunks); when they interleave (striped:N holds a stripe as N
-// progressions) the positions are listed and sorted once, and it is O(log positions).
+// (contiguous runs, zigzag chunks, stripes); when they interleave (striped:N holds a long dilated
+// block as run pieces) the positions are listed and sorted once, and it is O(log positions).
 class PositionsBelow {
  public:
   explicit PositionsBelow(std::vector<Piece> pieces) : pieces_(std::move(pieces)), before_(pieces_.size()) {
@@ -268,21 +262,26 @@ std::vector<int64_t> ExchangePlan::row_work(int dst, const std::vector<KvSlab>& 
   const int64_t group = problem_.group_size();
   constexpr int64_t kBelowAll = std::numeric_limits<int64_t>::min(), kAboveAll = std::numeric_limits<int64_t>::max();
   std::vector<int64_t> work;
-  std::optional<PositionsBelow> below;  // of dst's query rows in `block`
-  StridedRange block;
+  // dst's query rows of the blocks seen last. A block's slabs come one after another, and a
+  // segment's blocks (one per offset) come again for every kv head.
+  constexpr size_t kRecentBlocks = 64;
+  std::vector<std::pair<StridedRange, PositionsBelow>> recent;
   for (const KvSlab& slab : slabs) {
     const int64_t r = pairs[static_cast<size_t>(slab.pair)].dilation;
     int64_t heads = 0;  // q heads of the kv head that read this offset
     for (int64_t h = slab.kv_head * group; h < (slab.kv_head + 1) * group; ++h) heads += h % r == slab.offset;
-    if (!below || !(block == slab.block)) {  // a block's slabs come one after another
-      block = slab.block;
-      below.emplace(pieces_of(slab.block, layout_.runs(dst)));
+    auto at = std::find_if(recent.rbegin(), recent.rend(), [&](const auto& seen) { return seen.first == slab.block; });
+    if (at == recent.rend()) {
+      if (recent.size() == kRecentBlocks) recent.clear();
+      recent.emplace_back(slab.block, PositionsBelow(layout_.pieces(slab.block, dst)));
+      at = recent.rbegin();
     }
+    const PositionsBelow& below = at->second;
     for (int64_t n = 0; n < slab.keys.count; ++n) {
       const int64_t kp = slab.keys.at(n);  // seen by queries at kp + lo .. kp + hi
       const int64_t from = band_.lo <= -Band::kUnbounded ? kBelowAll : kp + band_.lo;
       const int64_t to = band_.hi >= Band::kUnbounded ? kAboveAll : kp + band_.hi + 1;
-      work.push_back(heads * ((*below)(to) - (*below)(from)));
+      work.push_back(heads * (below(to) - below(from)));
     }
   }
   return work;
@@ -315,8 +314,9 @@ std::vector<Message> ExchangePlan::split(int src, int dst, int64_t chunks) const
   }
   cut[chunks] = total;
   std::vector<Message> messages(static_cast<size_t>(chunks));
-  // Each message's slabs counted first and reserved: a transfer may hold millions of slabs
-  // (striped:N cuts every block into N pieces), and growing the lists costs more than filling them.
+  // Each message's slabs counted first and reserved: a transfer may hold many slabs (striped:N
+  // cuts a block into up to min(stripes, N) pieces), and growing the lists costs more than
+  // filling them.
   std::vector<size_t> parts(static_cast<size_t>(chunks), 0);
   for (int64_t m = 0; const KvSlab& slab : slabs) {  // slab.message_row: its first row in the transfer
     while (cut[m + 1] <= slab.message_row) ++m;

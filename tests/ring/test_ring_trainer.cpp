@@ -1,6 +1,7 @@
 // test_ring_trainer.cpp — the trainer features through the ring, on every backend case
 // (ring_harness.hpp), under mpirun with 1 to 4 ranks: every layout (contiguous, zigzag, striped,
-// striped:3) x packed documents (none; lengths 1 and longer than a shard) x window (none, 1, 5,
+// striped:3, and striped:4, whose stripes hold blocks of dilation 2 and 4 as one progression of
+// local rows) x packed documents (none; lengths 1 and longer than a shard) x window (none, 1, 5,
 // more than S) x causal x the standard configurations (dense, local, dilated multi-pair, GQA),
 // forward and backward, equal to the one-rank contiguous run and to the float64 reference, with
 // a length no rank count or tile divides; and each rank's bytes equal the plan's.
@@ -32,7 +33,7 @@ TEST_P(RingTrainer, LayoutsDocumentsWindowsEqualOneRankAndReference) {
   const int64_t d = 8;
   // Documents: none; a length-1 document, one longer than any shard, short ones; the last fills S.
   const std::vector<std::vector<int64_t>> documents = {{}, {1, seq / 2 + 1, 3, 1, seq - seq / 2 - 6}};
-  for (const std::string layout : {"contiguous", "zigzag", "striped", "striped:3"}) {
+  for (const std::string layout : {"contiguous", "zigzag", "striped", "striped:3", "striped:4"}) {
     if (LayoutSpec::parse(layout).kind == LayoutKind::kStriped && seq <= (k - 1) * LayoutSpec::parse(layout).stripe) {
       continue;
     }

@@ -66,6 +66,57 @@ TEST(Layout, SelectedRowsFollowTheDefinition) {
   }
 }
 
+// ShardLayout::pieces: a rank's rows of a block, each once, at the right local rows, ascending;
+// one piece per run, except that striped:N takes no more pieces than the runs the block can
+// meet (ceil(N / gcd(stride, N k))) nor than the stripes holding its rows.
+TEST(Layout, PiecesHoldEachRowOfABlockOnce) {
+  std::mt19937 rng(20261203);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int k = static_cast<int>(pick(1, 5));
+    const int64_t seq = pick(2 * k, 300);
+    std::string name = std::vector<std::string>{"contiguous", "zigzag", "striped"}[pick(0, 2)];
+    if (name == "striped") name.append(":").append(std::to_string(pick(1, (seq - 1) / std::max(k - 1, 1))));
+    const ShardLayout layout(seq, k, LayoutSpec::parse(name));
+    const int64_t stride = pick(1, 20), first = pick(0, seq - 1);
+    const StridedRange block{first, pick(1, (seq - 1 - first) / stride + 1), stride};
+    for (int t = 0; t < k; ++t) {
+      SCOPED_TRACE(testing::Message() << "seq " << seq << " k " << k << " " << name << " block " << block.first
+                                      << "+" << block.stride << "x" << block.count << " rank " << t);
+      const std::vector<Piece> pieces = layout.pieces(block, t);
+      std::vector<int64_t> got;
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        const Piece& piece = pieces[i];
+        ASSERT_GT(piece.pos.count, 0);
+        if (i > 0) {
+          ASSERT_LT(pieces[i - 1].pos.first, piece.pos.first);
+        }
+        for (int64_t n = 0; n < piece.pos.count; ++n) {
+          ASSERT_EQ(layout.owner(piece.pos.at(n)), t);
+          ASSERT_EQ(layout.local_row(piece.pos.at(n)), piece.local + n * piece.local_stride);
+          got.push_back(piece.pos.at(n));
+        }
+      }
+      std::vector<int64_t> want;
+      std::set<int64_t> stripes;
+      for (int64_t n = 0; n < block.count; ++n) {
+        if (layout.owner(block.at(n)) != t) continue;
+        want.push_back(block.at(n));
+        stripes.insert(block.at(n) / layout.spec().stripe);
+      }
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, want);
+      if (layout.spec().kind != LayoutKind::kStriped || k == 1) {
+        EXPECT_EQ(pieces, layout.run_pieces(block, t));
+      } else {  // no more than the runs the block can meet, nor than the stripes holding its rows
+        const int64_t n = layout.spec().stripe, g = std::gcd(block.stride, n * k);
+        EXPECT_LE(static_cast<int64_t>(pieces.size()), (n + g - 1) / g);
+        EXPECT_LE(pieces.size(), stripes.size());
+      }
+    }
+  }
+}
+
 // The keys of query row i (head h, pair p) held by rank `src`, straight from the definition:
 // same document, same segment, same offset, within the band.
 std::multiset<int64_t> keys_of(const Problem& problem, const ShardLayout& layout, int src, int p, int64_t i,
@@ -298,12 +349,13 @@ TEST(Plan, TransfersAreCutIntoEqualWork) {
 
 // A straightforward schedule, from positions rather than progression arithmetic, in the plan's
 // documented order: batch, pair, document, segment, kv head, offset, the sender's pieces of the
-// block by first position, and in each piece the stretches of keys some query piece of dst
-// reaches (merged where they touch); cut where a transfer's work reaches c / chunks.
+// block (ShardLayout::pieces, checked on its own by Layout.PiecesHoldEachRowOfABlockOnce) by
+// first position, and in each piece the stretches of keys some run piece of dst reaches (merged
+// where they touch); cut where a transfer's work reaches c / chunks.
 namespace straightforward {
 
 // A rank's rows of `block`, one piece per run that holds some, by first position.
-std::vector<Piece> pieces(const ShardLayout& layout, int rank, const StridedRange& block) {
+std::vector<Piece> run_pieces(const ShardLayout& layout, int rank, const StridedRange& block) {
   std::vector<Piece> out;
   for (const ShardRun& run : layout.runs(rank)) {
     std::vector<int64_t> held;
@@ -339,8 +391,8 @@ std::vector<KvSlab> needed(const Problem& problem, const ShardLayout& layout, in
             }
             for (int64_t off : offsets) {
               const StridedRange block = geom.block(seg, off);
-              const std::vector<Piece> queries = pieces(layout, dst, block);
-              for (const Piece& keys : pieces(layout, src, block)) {
+              const std::vector<Piece> queries = run_pieces(layout, dst, block);
+              for (const Piece& keys : layout.pieces(block, src)) {
                 std::vector<bool> reached(static_cast<size_t>(keys.pos.count), false);
                 for (int64_t n = 0; n < keys.pos.count; ++n) {
                   for (const Piece& q : queries) {
@@ -505,6 +557,45 @@ TEST(Plan, ScheduleMatchesAStraightforwardOne) {
         expect_same_message(got[i].recv, want[i].recv, "receive");
         if (HasFailure()) return;  // the first difference says enough
       }
+    }
+  }
+}
+
+// striped:N holds a rank's rows as N runs (row c of each of its stripes), so a block a few stripe
+// periods long meets all N runs but only a few stripes. The plan's slabs must follow the stripes
+// there: a few per block that both ranks hold rows of (each meets at most 3 of a rank's stripes
+// below, or 2 runs in the long dilated pair), not one per run (16 per block, 1.4 M slabs per rank
+// at S = 1M, k = 8, 32/8 heads with striped:64 and 1024-row segments before).
+TEST(Plan, StripedSlabsGrowWithBlocksNotWithTheStripe) {
+  const int64_t seq = 8192, stripe = 16;
+  const int k = 4;
+  const Problem p = test::make_problem(1, seq, 8, 2, 4, {{128, 1}, {96, 2}, {8192, 8}}, true);
+  const ShardLayout layout(seq, k, LayoutSpec::parse("striped:" + std::to_string(stripe)));
+  const ExchangePlan plan(p, layout, 1 << 20);
+  const Documents docs(p);
+  for (int src = 0; src < k; ++src) {
+    for (int dst = 0; dst < k; ++dst) {
+      if (src == dst) continue;
+      int64_t shared = 0;  // blocks (pair, segment, kv head, offset) holding rows of both
+      for (const DilatedPair& pair : p.pairs()) {
+        const PairGeometry geom(pair, docs.begin(0), docs.end(0));
+        for (int64_t seg = 0; seg < geom.segment_count(); ++seg) {
+          for (int64_t g = 0; g < p.shape.kv_heads; ++g) {
+            for (int64_t off : offsets_of_kv_head(p, geom.r, g)) {
+              const StridedRange block = geom.block(seg, off);
+              bool in_src = false, in_dst = false;
+              for (int64_t n = 0; n < block.count; ++n) {
+                in_src = in_src || layout.owner(block.at(n)) == src;
+                in_dst = in_dst || layout.owner(block.at(n)) == dst;
+              }
+              shared += in_src && in_dst;
+            }
+          }
+        }
+      }
+      const size_t slabs = plan.needed(src, dst).size();
+      EXPECT_GT(slabs, 0u);
+      EXPECT_LE(slabs, static_cast<size_t>(3 * shared)) << "rank " << src << " -> " << dst;
     }
   }
 }

@@ -1,5 +1,5 @@
 // dring/runtime/layout.hpp — where tokens live: which rows of the sequence each rank holds, and
-// in which local order. Pure arithmetic, no allocation beyond the run lists.
+// in which local order. Pure arithmetic, no allocation beyond the run and piece lists.
 //
 // A layout changes which rows a rank holds, never the function. A rank's rows are a few *runs*,
 // each an arithmetic progression of positions stored at an arithmetic progression of local rows;
@@ -39,6 +39,15 @@ struct ShardRun {
   bool operator==(const ShardRun&) const = default;
 };
 
+// Some of a rank's rows of a block: a progression of positions stored at a progression of local
+// rows.
+struct Piece {
+  StridedRange pos;
+  int64_t local = 0;  // local row of pos.first
+  int64_t local_stride = 1;
+  bool operator==(const Piece&) const = default;
+};
+
 class ShardLayout {
  public:
   // Throws Error(kInvalidArgument) when some rank would hold no row.
@@ -59,6 +68,15 @@ class ShardLayout {
   // The rank holding `pos`, and its local row there.
   int owner(int64_t pos) const;
   int64_t local_row(int64_t pos) const;
+  // Rank t's rows of `block` (a progression of positions) as few pieces, ascending by first
+  // position and disjoint: one per run that holds some, or, for striped:N, one per stripe of the
+  // rank that holds some when the block spans no more of those than the runs it can meet
+  // (ceil(N / gcd(block stride, N k)), or fewer rows). A rank's N runs each hold a row of every
+  // stripe, so a segment a few stripe periods long meets all N runs but only a few stripes; a
+  // long dilated segment is the other way round. O(pieces + N / gcd).
+  std::vector<Piece> pieces(const StridedRange& block, int rank) const;
+  // One piece per run that holds some, whatever the count.
+  std::vector<Piece> run_pieces(const StridedRange& block, int rank) const;
   // Rank t's positions in local order (O(rows); for tests, files and a trainer's view).
   std::vector<int64_t> positions(int rank) const;
 

@@ -20,8 +20,9 @@ namespace dring {
 // One slab of a message: key rows of one block (batch, pair, document segment, kv head, offset)
 // that the sender holds, a progression of positions stored at a progression of the sender's
 // local rows, packed in the message. The receiver pairs them with its own rows of the block.
-// A block's keys on one sender may come as several slabs (one per run of the sender that holds
-// some, or per stretch of keys some query's window reaches); slabs never share a key row.
+// A block's keys on one sender may come as several slabs (one per piece of the sender's rows of
+// the block, ShardLayout::pieces, or per stretch of keys some query's window reaches); slabs never
+// share a key row.
 struct KvSlab {
   int64_t batch = 0;
   int pair = 0;
@@ -96,15 +97,6 @@ class ExchangePlan {
   Band band_;
   std::vector<std::vector<std::vector<int64_t>>> offsets_;  // [pair][kv head]: offsets_of_kv_head
 };
-
-// The rows of `block` a rank holds: one piece per run that holds some, as positions and the
-// progression of local rows they are stored at. Pieces are ascending and disjoint.
-struct Piece {
-  StridedRange pos;
-  int64_t local = 0;  // local row of pos.first
-  int64_t local_stride = 1;
-};
-std::vector<Piece> pieces_of(const StridedRange& block, const std::vector<ShardRun>& runs);
 
 // The distinct offsets h mod r of the q heads that read kv head g, ascending.
 std::vector<int64_t> offsets_of_kv_head(const Problem& problem, int64_t dilation, int64_t kv_head);
