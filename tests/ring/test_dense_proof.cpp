@@ -50,7 +50,7 @@ TEST(DenseProof, EveryConfigurationRunsDenseProblemsAndMatchesTheReference) {
   }
 }
 
-// A batch stride of k one row off in every batched problem: the proof must notice.
+// A batch stride of k one row short in every batched problem: the proof must notice.
 TEST(DenseProof, AWrongStrideFailsTheComparison) {
   RankRuntime dist_rt(kDenseCase, MPI_COMM_WORLD, DType::kF32), single_rt(kCpuCase, MPI_COMM_SELF, DType::kF32);
   dist_rt.runtime.backend = make_dense_proof_backend(make_cpu_backend(dist_rt.tracker, 1), true);
