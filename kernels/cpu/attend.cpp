@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "dring/core/error.hpp"
@@ -288,6 +289,19 @@ void unpack_tile_row(const Block<T>& b, int64_t i0, int64_t i, int64_t nq, int64
   if (i < nq) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
 }
 
+// A fused tile's per-row state from the scratch, pad entries each: m, l, c into t, and the rows'
+// key intervals lo, hi (into t and returned, writable, for unpack_tile_row).
+std::pair<int32_t*, int32_t*> take_row_state(ScratchRegions& regions, int64_t pad, FusedTile& t) {
+  t.m = regions.take<float>(pad);
+  t.l = regions.take<float>(pad);
+  t.c = regions.take<float>(pad);
+  int32_t* lo = regions.take<int32_t>(pad);
+  int32_t* hi = regions.take<int32_t>(pad);
+  t.lo = lo;
+  t.hi = hi;
+  return {lo, hi};
+}
+
 // attend_tile on the fused micro-kernel (attend_fused.hpp): the rows' state is unpacked into the
 // thread's scratch (acc dense, each row's key interval relative to the tile's first key), the
 // ISA body runs the key tiles, and the rows some key reached are packed back.
@@ -315,13 +329,7 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   t.kp = regions.take<float>(prm.k_tile * d);
   t.vp = regions.take<float>(prm.k_tile * d);
   t.acc = regions.take<float>(nq * d);
-  t.m = regions.take<float>(pad);
-  t.l = regions.take<float>(pad);
-  t.c = regions.take<float>(pad);
-  int32_t* lo = regions.take<int32_t>(pad);
-  int32_t* hi = regions.take<int32_t>(pad);
-  t.lo = lo;
-  t.hi = hi;
+  auto [lo, hi] = take_row_state(regions, pad, t);
   for (int64_t i = 0; i < pad; ++i) {
     unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
     if (i < nq) std::copy_n(b.out + (i0 + i) * b.out_stride, d, t.acc + i * d);
@@ -364,13 +372,7 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
   ScratchRegions regions(scratch);
   t.qt = regions.take<float>(t.d * t.ld);
   t.st = regions.take<float>(t.n_keys * t.ld);
-  t.m = regions.take<float>(pad);
-  t.l = regions.take<float>(pad);
-  t.c = regions.take<float>(pad);
-  int32_t* lo = regions.take<int32_t>(pad);
-  int32_t* hi = regions.take<int32_t>(pad);
-  t.lo = lo;
-  t.hi = hi;
+  auto [lo, hi] = take_row_state(regions, pad, t);
   bool full = true;
   for (int64_t i = 0; i < pad; ++i) {
     unpack_tile_row(b, 0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
