@@ -75,7 +75,10 @@ mkdir "$work/pc"
 ${CC:-cc} -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 "$here/outside/main.c" -o "$work/pc/dring_outside" \
   "${flags[@]}" -lm -Wl,-rpath,"$lib" || fail "build with pkg-config"
 say "pkg-config: dring $version: ${CC:-cc} main.c $(pkg-config --cflags --libs dring | sed "s|$prefix|<prefix>|g")"
-ldd "$work/pc/dring_outside" | grep -q "libdring.so.* => $lib/" || fail "the pkg-config build does not load $lib/libdring.so"
+# ldd's output is read whole first: with pipefail, `ldd | grep -q` fails whenever grep's early exit
+# leaves ldd writing into a closed pipe (SIGPIPE), which happened in a CI run.
+ldd "$work/pc/dring_outside" >"$work/pc/ldd.txt"
+grep -q "libdring.so.* => $lib/" "$work/pc/ldd.txt" || fail "the pkg-config build does not load $lib/libdring.so"
 run2 "$work/pc/dring_outside" || fail "the pkg-config-built program"
 
 # 6. The installed program, directly and through the installed launch script.

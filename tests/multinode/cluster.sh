@@ -115,7 +115,7 @@ start() {
   id=$(printf '%04x' $((RANDOM % 65536)))
   for try in $(seq 50); do
     subnet=10.213.$((RANDOM % 250 + 1))
-    ip -4 route show | grep -q "^${subnet//./\\.}\." || break
+    grep -q "^${subnet//./\\.}\." <<<"$(ip -4 route show)" || break  # not `ip | grep -q`: SIGPIPE under pipefail
     [ "$try" -eq 50 ] && { echo "cluster: error: no free /24 in 10.213.0.0/16" >&2; exit 1; }
   done
   nodes=$nodes_wanted
