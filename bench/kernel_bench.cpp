@@ -10,7 +10,8 @@
 // is reset before each run, outside the timing) and checks ~16 sampled output rows against a
 // float64 computation on the same inputs. FLOPs count the two tile products only:
 // 4*n_q*n_k*D per dense block, 4*D*n(n+1)/2 per causal block (the visible scores); softmax work
-// is free. --q-tile, --k-tile and --small-block-scores override the kernel's defaults (for tuning).
+// is free. --q-tile, --k-tile, --small-block-scores and --fused-small-block-scores override the
+// kernel's defaults (for tuning).
 // --dtype bf16 runs the kernel on bf16 storage (inputs rounded to bf16 first, and the float64
 // reference reads the same rounded values): its tiles run on the fused AMX tile or as oneDNN bf16
 // matmuls where the CPU has them (--bf16-kernel auto|amx|onednn), or widened to fp32 with
@@ -580,6 +581,9 @@ int main(int argc, char** argv) {
   app.add_option("--small-block-scores", tiles.small_block_scores,
                  "blocks with at most this many scores take the direct path (default: the kernel's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--fused-small-block-scores", tiles.fused_small_block_scores,
+                 "fp32 forward on a fused ISA: blocks with at most this many scores run whole (default: the kernel's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--tiles-per-item", tiles.fused_tiles_per_item,
                  "fp32 fused tile: query tiles per work item, each K/V tile packed once for them (default 0: the kernel's choice)")
       ->check(CLI::Range(int64_t{0}, int64_t{64}));
@@ -641,6 +645,7 @@ int main(int argc, char** argv) {
         {"small_blocks", 32768, 8, 64, 8, 8, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 16, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 32, false, 1},
+        {"small_blocks", 32768, 8, 64, 8, 64, false, 1},
         {"dense", 4096, 1, 64, 1, 4096, false, 2},
     };
     std::erase_if(cases, [&](const Case& c) { return c.name.find(only) == std::string::npos; });
@@ -694,13 +699,15 @@ int main(int argc, char** argv) {
     std::printf("# fp32 tile kernel at D=64 and 128: %s, %s (asked: %s)\n",
                 f32_kernel_ran(tiles, 64, backward).c_str(), f32_kernel_ran(tiles, 128, backward).c_str(),
                 f32_kernel.c_str());
-    std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld, tiles_per_item %lld\n", dtype.c_str(),
+    std::printf("# dtype %s%s, q_tile %lld, k_tile %lld, small_block_scores %lld (fused fp32: %lld), tiles_per_item %lld\n",
+                dtype.c_str(),
                 tiles.dtype != dring::DType::kBF16                                  ? ""
                 : dring::kernels::cpu::bf16_amx_runs(with_head_dim(tiles, 64))        ? " (fused AMX tile)"
                 : tiles.bf16_matmul && dring::kernels::cpu::bf16_matmul_available() ? " (onednn bf16 matmul)"
                                                                                     : " (widened to fp32)",
                 static_cast<long long>(tiles.q_tile), static_cast<long long>(tiles.k_tile),
-                static_cast<long long>(tiles.small_block_scores), static_cast<long long>(tiles.fused_tiles_per_item));
+                static_cast<long long>(tiles.small_block_scores), static_cast<long long>(tiles.fused_small_block_scores),
+                static_cast<long long>(tiles.fused_tiles_per_item));
     std::printf("%-13s %6s %6s %6s %4s %7s %10s %9s %9s %7s %9s%s", "case", "blocks", "n_q", "n_k", "D", "threads",
                 "time_ms", "GFLOP/s", "sgemm", "ratio", "max_err", versus != Versus::kNone ? " " : "");
     if (versus != Versus::kNone) std::printf("%10s_ms  speedup", versus_name);
@@ -728,6 +735,7 @@ int main(int argc, char** argv) {
     report["q_tile"] = tiles.q_tile;
     report["k_tile"] = tiles.k_tile;
     report["small_block_scores"] = tiles.small_block_scores;
+    report["fused_small_block_scores"] = tiles.fused_small_block_scores;
     report["tiles_per_item"] = tiles.fused_tiles_per_item;
     report["sgemm_before"] = sgemm_json(before);
     report["sgemm_after"] = sgemm_json(after);

@@ -117,9 +117,11 @@ int64_t small_scratch_floats(const AttendParams& p) {
   return p.dtype == DType::kBF16 ? workspace_floats_per_thread(p) : p.q_tile * p.k_tile;
 }
 
-// A bf16 block takes the direct path only when it fits the packed scratch; else it is tiled.
+// A bf16 block takes the direct path only when it fits the packed scratch; else it is tiled. fp32
+// where a fused ISA runs has a limit of its own (AttendParams::fused_small_block_scores).
 bool is_small(const AttendBlock& b, const AttendParams& p) {
-  if (b.n_q * b.n_k > p.small_block_scores) return false;
+  const bool fused = p.dtype == DType::kF32 && fused_isa(p) != FusedIsa::kNone;
+  if (b.n_q * b.n_k > (fused ? p.fused_small_block_scores : p.small_block_scores)) return false;
   return p.dtype != DType::kBF16 || small_pack_floats(b, p.head_dim) <= small_scratch_floats(p);
 }
 
@@ -343,10 +345,15 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   }
 }
 
-// Scratch floats of attend_small_fused for a block of n_q x n_k: qt, st, m, l, c, lo, hi.
+// Past this many keys a small block's strided K and V rows are packed (fused_small_block).
+constexpr int64_t kSmallPackKeys = 16;
+
+// Scratch floats of attend_small_fused for a block of n_q x n_k: qt, st, m, l, c, lo, hi, and
+// past kSmallPackKeys keys the packed K and V.
 int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d) {
   const int64_t ld = fused_row_stride(n_q);
-  return region_floats(d * ld, 4) + region_floats(n_k * ld, 4) + 5 * region_floats(round_up_pad(n_q), 4);
+  const int64_t packed = n_k > kSmallPackKeys ? 2 * region_floats(n_k * d, 4) : 0;
+  return region_floats(d * ld, 4) + region_floats(n_k * ld, 4) + 5 * region_floats(round_up_pad(n_q), 4) + packed;
 }
 
 // The direct path of a small fp32 block where a fused ISA runs: the whole block as one key tile
@@ -373,6 +380,10 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
   t.qt = regions.take<float>(t.d * t.ld);
   t.st = regions.take<float>(t.n_keys * t.ld);
   auto [lo, hi] = take_row_state(regions, pad, t);
+  if (t.n_keys > kSmallPackKeys && t.kv_stride != t.d) {
+    t.kp = regions.take<float>(t.n_keys * t.d);
+    t.vp = regions.take<float>(t.n_keys * t.d);
+  }
   bool full = true;
   for (int64_t i = 0; i < pad; ++i) {
     unpack_tile_row(b, 0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
@@ -544,13 +555,21 @@ std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const Atten
   std::vector<WorkItem> items;
   const int64_t n = static_cast<int64_t>(blocks.size());
   const int64_t rows = tiles_per_item(blocks, prm) * prm.q_tile;
+  // Consecutive small blocks are gathered until they are worth about one tile of work, or less
+  // where that would leave under kItemsPerThread items per thread (blocks of up to 64x64 would
+  // otherwise leave a wide team idle).
+  int64_t small_scores = 0;
+  for (const AttendBlock& blk : blocks) {
+    if (is_small(blk, prm)) small_scores += blk.n_q * blk.n_k + 1;
+  }
+  const int64_t item_scores =
+      std::clamp<int64_t>(small_scores / (kItemsPerThread * prm.threads), 1, prm.q_tile * prm.k_tile);
   int64_t b = 0;
   while (b < n) {
     if (is_small(blocks[b], prm)) {
-      // Gather consecutive small blocks until they are worth about one tile of work.
       int64_t e = b;
       int64_t scores = 0;
-      while (e < n && is_small(blocks[e], prm) && scores < prm.q_tile * prm.k_tile) {
+      while (e < n && is_small(blocks[e], prm) && scores < item_scores) {
         scores += blocks[e].n_q * blocks[e].n_k + 1;
         ++e;
       }

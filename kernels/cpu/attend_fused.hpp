@@ -105,7 +105,8 @@ struct RowsAhead {
 };
 
 // One small block whole (fused_small_body.hpp): t holds all its n_keys keys as one tile (st of
-// n_keys rows, lds == ld; acc, kp, vp unused; m and l the rows' unpacked state, updated), and
+// n_keys rows, lds == ld; acc unused; kp and vp null, or room for n_keys packed rows each, into
+// which K and V are then copied first; m and l the rows' unpacked state, updated), and
 // the out rows (out_stride apart) are updated in place, out = (c * out + P V) / l, for the rows
 // that see a key; the others keep their bits. `full`: every row sees every key (lo, hi unread
 // but for the rows' skip test).

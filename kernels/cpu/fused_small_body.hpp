@@ -2,21 +2,22 @@
 // (attend_fused.hpp, fused_small_block): included by attend_fused.cpp once per ISA, right after
 // fused_tile_body.hpp, whose register blocks, softmax and masks it reuses. No include guard.
 //
-// A small block (a dilation leaving 8-32 rows per segment) is all one key tile, so nothing of the
-// tile loop's machinery pays: K and V are read where they lie (their rows are few), the output
-// rows are updated in place — rescaled, P V added and divided by the new sum in one pass over
-// each register block — and no state is copied in or out. The next block's rows are prefetched
-// a few lines per step of the work (RowsAhead says why): such blocks are bound by their rows'
-// cache misses, not by arithmetic.
+// A small block (a dilation leaving 8-64 rows per segment) is all one key tile, so nothing of the
+// tile loop's machinery pays: the output rows are updated in place — rescaled, P V added and
+// divided by the new sum in one pass over each register block — and no state is copied in or
+// out. K and V are read where they lie while they are few; past 16 rows a power-of-two row stride
+// has them evict each other from L1 (pack_rows), so the caller passes kp and vp and they are
+// copied there first. The next block's rows are prefetched a few lines per step of the work
+// (RowsAhead says why): such blocks are bound by their rows' cache misses, not by arithmetic.
 
 // The steps of small_block that prefetch a share of the next block's lines: one per transposed
-// kW x kW tile, per kW columns of e of each score register block, the softmax, and per P V
-// register block.
+// kW x kW tile, per packed key, per kW columns of e of each score register block, the softmax,
+// and per P V register block.
 int64_t small_block_steps(const FusedTile& t, int score_keys) {
   const int64_t tiles = (t.nq_pad / kW) * (t.d / kW);
   const int64_t score_blocks = ((t.nq_pad / kW + kNV - 1) / kNV) * ((t.n_keys + score_keys - 1) / score_keys);
   const int64_t pv_blocks = ((t.nq + kRB - 1) / kRB) * ((t.d / kW + kCV - 1) / kCV);
-  return tiles + score_blocks * (t.d / kW) + 1 + pv_blocks;
+  return tiles + (t.kp != nullptr ? t.n_keys : 0) + score_blocks * (t.d / kW) + 1 + pv_blocks;
 }
 
 // st[j + r][u0 * kW + ...] = sum_e k[j + r][e] qt[e][u0 * kW + ...] for KB keys (k rows where
@@ -76,7 +77,8 @@ void small_pv_block(const FusedTile& t, float* out, int64_t out_stride, int64_t 
   }
 }
 
-void small_block(const FusedTile& t, float* out, int64_t out_stride, bool full, RowsAhead& ahead) {
+void small_block(const FusedTile& in, float* out, int64_t out_stride, bool full, RowsAhead& ahead) {
+  FusedTile t = in;
   const int64_t vectors = t.nq_pad / kW;
   // One query vector (the blocks of 8-16 rows): twice the keys per score register block, so that
   // as many accumulation chains are in flight as the FMA units need.
@@ -89,6 +91,16 @@ void small_block(const FusedTile& t, float* out, int64_t out_stride, bool full, 
       transpose_rows(t.q + i0 * t.q_stride + e0, t.q_stride, static_cast<int>(n), t.alpha, t.qt + e0 * t.ld + i0, t.ld);
       ahead.prefetch(share);
     }
+  }
+  if (t.kp != nullptr) {
+    for (int64_t j = 0; j < t.n_keys; ++j) {
+      pack_rows(t.k + j * t.kv_stride, t.kv_stride, 1, t.d, t.kp + j * t.d);
+      pack_rows(t.v + j * t.kv_stride, t.kv_stride, 1, t.d, t.vp + j * t.d);
+      ahead.prefetch(share);
+    }
+    t.k = t.kp;
+    t.v = t.vp;
+    t.kv_stride = t.d;
   }
   for (int64_t u0 = 0; u0 < vectors; u0 += kNV) {
     const int nv = static_cast<int>(vectors - u0 < kNV ? vectors - u0 : kNV);

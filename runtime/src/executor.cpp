@@ -76,6 +76,7 @@ RingExecutor::Impl::Impl(const Problem& p, comm::Transport& t, Backend& b, Execu
   params.q_tile = options.q_tile;
   params.k_tile = options.k_tile;
   params.small_block_scores = options.small_block_scores;
+  params.fused_small_block_scores = options.fused_small_block_scores;
   params.progress = kernels::ProgressHook{&Impl::hook, this};
 }
 

@@ -160,6 +160,7 @@ ExecutorOptions small_tile_options(DType dtype, int64_t exchange_chunk_bytes) {
   options.q_tile = 16;
   options.k_tile = 24;
   options.small_block_scores = 64;
+  options.fused_small_block_scores = 64;
   return options;
 }
 

@@ -135,7 +135,7 @@ inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_
   prm.threads = run.threads;
   prm.q_tile = run.q_tile;
   prm.k_tile = run.k_tile;
-  prm.small_block_scores = run.direct ? int64_t{1} << 40 : 0;
+  prm.small_block_scores = prm.fused_small_block_scores = run.direct ? int64_t{1} << 40 : 0;
   prm.bf16_matmul = run.bf16_matmul;
   prm.cpu_f32_kernel = run.f32_kernel;
   prm.cpu_bf16_kernel = run.bf16_kernel;

@@ -176,7 +176,7 @@ double run_grad_block(const GradCase& c, const GradRun& run) {
   prm.threads = run.threads;
   prm.q_tile = run.q_tile;
   prm.k_tile = run.k_tile;
-  prm.small_block_scores = run.small_block_scores;
+  prm.small_block_scores = prm.fused_small_block_scores = run.small_block_scores;
   prm.cpu_f32_kernel = run.kernel;
   std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads);
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());

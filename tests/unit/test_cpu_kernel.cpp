@@ -44,7 +44,7 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
   prm.threads = threads;
   prm.q_tile = q_tile;
   prm.k_tile = k_tile;
-  prm.small_block_scores = small_block_scores;
+  prm.small_block_scores = prm.fused_small_block_scores = small_block_scores;
   prm.cpu_f32_kernel = kernel;
   prm.fused_tiles_per_item = tiles_per_item;
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
@@ -167,7 +167,7 @@ TEST(CpuKernel, RowsNoKeyReachesStayZeroWithMinusInfinity) {
     kernels::AttendParams prm;
     prm.head_dim = 4;
     prm.scale = 0.5;
-    prm.small_block_scores = small;
+    prm.small_block_scores = prm.fused_small_block_scores = small;
     std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm));
     kernels::cpu::attend({&blk, 1}, prm, workspace.data());
     for (float x : out) EXPECT_EQ(x, 0.0f);

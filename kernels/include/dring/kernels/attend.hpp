@@ -102,9 +102,13 @@ struct AttendParams {
   int64_t k_tile = 256;  // rows of k per inner step
   // Blocks with at most this many scores take the direct path (no tile products); measured on
   // dilated 8x8, 16x16 and 32x32 blocks (docs/benchmarks.md), the crossover is near 16x16. In
-  // fp32 where a fused ISA runs, the forward's direct path is the fused kernel on the whole block,
-  // and the backward takes its fused tiles for every block (faster there at every size measured).
+  // fp32 where a fused ISA runs, fused_small_block_scores replaces it for the forward, and the
+  // backward takes its fused tiles for every block (faster there at every size measured).
   int64_t small_block_scores = 256;
+  // fp32 forward where a fused ISA runs: blocks with at most this many scores run whole on the
+  // fused kernel, the next block's rows prefetched meanwhile (attend_fused.hpp,
+  // fused_small_block). Up to 64x64 that beat the tiles on the dilated rows of dring_kernel_bench.
+  int64_t fused_small_block_scores = 4096;
   // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
   // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.

@@ -34,6 +34,7 @@ struct ExecutorOptions {
   int64_t q_tile = 128;
   int64_t k_tile = 256;
   int64_t small_block_scores = 256;
+  int64_t fused_small_block_scores = 4096;
   // Called on the calling thread with the fraction of this rank's pass done (0..1), at most a few
   // times a second. Optional.
   std::function<void(double)> on_progress;
