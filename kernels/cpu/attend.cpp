@@ -117,11 +117,20 @@ int64_t small_scratch_floats(const AttendParams& p) {
   return p.dtype == DType::kBF16 ? workspace_floats_per_thread(p) : p.q_tile * p.k_tile;
 }
 
+int64_t fused_key_tile(const AttendParams& p);
+int64_t fused_floats(const AttendParams& p);
+int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d);
+
 // A bf16 block takes the direct path only when it fits the packed scratch; else it is tiled. fp32
-// where a fused ISA runs has a limit of its own (AttendParams::fused_small_block_scores).
+// where a fused ISA runs has a limit of its own (AttendParams::fused_small_block_scores), and a
+// block whole on the fused kernel is one of its key tiles: no more keys than the tiles take at a
+// time, and no more scratch than they use (a skinny block, 1 x 4096 or 4096 x 1, is tiled).
 bool is_small(const AttendBlock& b, const AttendParams& p) {
-  const bool fused = p.dtype == DType::kF32 && fused_isa(p) != FusedIsa::kNone;
-  if (b.n_q * b.n_k > (fused ? p.fused_small_block_scores : p.small_block_scores)) return false;
+  if (p.dtype == DType::kF32 && fused_isa(p) != FusedIsa::kNone) {
+    return b.n_q * b.n_k <= p.fused_small_block_scores && b.n_k <= fused_key_tile(p) &&
+           small_fused_floats(b.n_q, b.n_k, p.head_dim) <= fused_floats(p);
+  }
+  if (b.n_q * b.n_k > p.small_block_scores) return false;
   return p.dtype != DType::kBF16 || small_pack_floats(b, p.head_dim) <= small_scratch_floats(p);
 }
 

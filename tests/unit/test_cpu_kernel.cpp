@@ -106,8 +106,9 @@ TEST(CpuKernel, TiledPathMatchesFloat64) {
 
 // The direct path on every fp32 kernel: the whole-block fused kernel (AVX-512, AVX2: one query
 // vector or several, more than one register block of them, padding lanes, key counts that fill
-// no register block) and the row-by-row path (sgemm, and head dims the fused kernel does not
-// take); one call, or several merged into the rows' state.
+// no register block, K and V read in place or packed past 16 keys) and the row-by-row path
+// (sgemm, and head dims the fused kernel does not take); one call, or several merged into the
+// rows' state. Key tiles of 128 let every block here run whole on the fused kernel.
 TEST(CpuKernel, SmallBlockPathMatchesFloat64) {
   for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
     for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
@@ -116,7 +117,8 @@ TEST(CpuKernel, SmallBlockPathMatchesFloat64) {
                               BlockCase{33, 31, 128, true}, BlockCase{70, 9, 64, false}, BlockCase{9, 70, 48, false},
                               BlockCase{31, 33, 72, true}, BlockCase{67, 67, 16, true, 1, 1}}) {
       for (const int calls : {1, 3}) {
-        const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, calls, 1, kernel);
+        const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, calls, 1, kernel, /*q_tile=*/32,
+                                          /*k_tile=*/128);
         const std::string what = std::string(kernel_name(kernel)) + " " + std::to_string(c.n_q) + "x" +
                                  std::to_string(c.n_k) + " d " + std::to_string(c.d) + " causal " +
                                  std::to_string(c.causal) + " calls " + std::to_string(calls);

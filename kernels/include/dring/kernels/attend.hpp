@@ -105,9 +105,10 @@ struct AttendParams {
   // fp32 where a fused ISA runs, fused_small_block_scores replaces it for the forward, and the
   // backward takes its fused tiles for every block (faster there at every size measured).
   int64_t small_block_scores = 256;
-  // fp32 forward where a fused ISA runs: blocks with at most this many scores run whole on the
-  // fused kernel, the next block's rows prefetched meanwhile (attend_fused.hpp,
-  // fused_small_block). Up to 64x64 that beat the tiles on the dilated rows of dring_kernel_bench.
+  // fp32 forward where a fused ISA runs: blocks with at most this many scores (and no more keys
+  // than one key tile of the fused kernel) run whole on it, the next block's rows prefetched
+  // meanwhile (attend_fused.hpp, fused_small_block). Up to 64x64 that beat the tiles on the
+  // dilated rows of dring_kernel_bench (docs/benchmarks.md).
   int64_t fused_small_block_scores = 4096;
   // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
