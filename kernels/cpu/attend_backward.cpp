@@ -331,22 +331,11 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
   int32_t* hi = regions.take<int32_t>(qc);
   int32_t* tile_lo = regions.take<int32_t>(prm.q_tile);
   int32_t* tile_hi = regions.take<int32_t>(prm.q_tile);
-  const float* k = typed<float>(b.k) + j0 * b.kv_stride;
-  const float* v = typed<float>(b.v) + j0 * b.kv_stride;
-  for (int64_t j = 0; j < nk; ++j) {
-    for (int64_t e = 0; e < d; ++e) {
-      kt[e * ldk + j] = alpha * k[j * b.kv_stride + e];
-      vt[e * ldk + j] = v[j * b.kv_stride + e];
-    }
-    std::copy_n(k + j * b.kv_stride, d, kp + j * d);
-  }
-  // Zero padding past the last key, as far as a chunk's padded keys can reach (< nk + 16), not
-  // to the row's end: a small block (8 keys) would otherwise write 30 times its own rows in zeros.
+  // Zero padding past the last key as far as a chunk's padded keys can reach (< nk + 16), not to
+  // the row's end: a small block (8 keys) would otherwise write 30 times its own rows in zeros.
   const int64_t reach = std::min(ldk, padded_keys(nk));
-  for (int64_t e = 0; e < d; ++e) {
-    std::fill(kt + e * ldk + nk, kt + e * ldk + reach, 0.0f);
-    std::fill(vt + e * ldk + nk, vt + e * ldk + reach, 0.0f);
-  }
+  fused_pack_key_tile(isa, typed<float>(b.k) + j0 * b.kv_stride, typed<float>(b.v) + j0 * b.kv_stride, b.kv_stride,
+                      nk, d, alpha, kt, vt, ldk, reach, kp);
   std::fill(dk_tile, dk_tile + nk * d, 0.0f);
   std::fill(dv_tile, dv_tile + nk * d, 0.0f);
   FusedGradTile t;

@@ -247,12 +247,26 @@ void fused_backward_tile(FusedIsa isa, const FusedGradTile& t) {
   }
 }
 
+void fused_pack_key_tile(FusedIsa isa, const float* k, const float* v, int64_t stride, int64_t nk, int64_t d,
+                         float alpha, float* kt, float* vt, int64_t ldk, int64_t reach, float* kp) {
+  DRING_ASSERT(isa != FusedIsa::kNone && reach % kFusedQueryPad == 0 && reach <= ldk && nk <= reach);
+  if (isa == FusedIsa::kAvx512) {
+    avx512::pack_key_tile(k, v, stride, nk, d, alpha, kt, vt, ldk, reach, kp);
+  } else {
+    avx2::pack_key_tile(k, v, stride, nk, d, alpha, kt, vt, ldk, reach, kp);
+  }
+}
+
 #else
 
 FusedIsa fused_isa(const AttendParams&) { return FusedIsa::kNone; }
 void fused_key_tiles(FusedIsa, const FusedTile&) { DRING_ASSERT(false); }
 void fused_small_block(FusedIsa, const FusedTile&, float*, int64_t, bool, RowsAhead*) { DRING_ASSERT(false); }
 void fused_backward_tile(FusedIsa, const FusedGradTile&) { DRING_ASSERT(false); }
+void fused_pack_key_tile(FusedIsa, const float*, const float*, int64_t, int64_t, int64_t, float, float*, float*,
+                         int64_t, int64_t, float*) {
+  DRING_ASSERT(false);
+}
 
 #endif
 

@@ -53,4 +53,11 @@ FusedIsa fused_backward_isa(const AttendParams& params);
 // Runs the three passes of one chunk on the ISA's body (isa must not be kNone).
 void fused_backward_tile(FusedIsa isa, const FusedGradTile& t);
 
+// A work item's key tile as the chunks read it: kt[e][j] = alpha * k[j][e] and vt[e][j] = v[j][e]
+// for its nk keys (rows `stride` apart, d a multiple of the ISA's vector), zero in the columns
+// [nk, reach) (reach a multiple of kFusedQueryPad, at most ldk), and kp[j] = k[j] densely; the
+// transposes run as kW x kW blocks in registers (isa must not be kNone).
+void fused_pack_key_tile(FusedIsa isa, const float* k, const float* v, int64_t stride, int64_t nk, int64_t d,
+                         float alpha, float* kt, float* vt, int64_t ldk, int64_t reach, float* kp);
+
 }  // namespace dring::kernels::cpu

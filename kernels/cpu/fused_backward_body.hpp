@@ -155,6 +155,20 @@ void over_row_blocks(int64_t rows, int64_t d, F&& f) {
   }
 }
 
+// fused_pack_key_tile (attend_fused_backward.hpp). Key blocks past nk transpose no rows: zeros.
+void pack_key_tile(const float* k, const float* v, int64_t stride, int64_t nk, int64_t d, float alpha, float* kt,
+                   float* vt, int64_t ldk, int64_t reach, float* kp) {
+  for (int64_t j0 = 0; j0 < reach; j0 += kW) {
+    const int n = static_cast<int>(nk - j0 < kW ? (nk > j0 ? nk - j0 : 0) : kW);
+    const int64_t from = n > 0 ? j0 * stride : 0;  // no row is read when n is 0
+    for (int64_t e0 = 0; e0 < d; e0 += kW) {
+      transpose_rows(k + from + e0, stride, n, alpha, kt + e0 * ldk + j0, ldk);
+      transpose_rows(v + from + e0, stride, n, 1.0f, vt + e0 * ldk + j0, ldk);
+    }
+  }
+  pack_rows(k, stride, nk, d, kp);
+}
+
 // Passes 2 and 3 take, for each block of rows, only the keys (or query rows) where P and dS can
 // be non-zero: exact, and about half of a causal diagonal chunk's work.
 void backward_tile(const FusedGradTile& t) {
