@@ -14,28 +14,52 @@ before=$(sha256sum <"$work/existing.h5")
 failures=0
 
 # expect NAME RANKS "EXPECTED STDERR SUBSTRING" ARGS...  (runs mpirun -np RANKS dring ARGS)
+# Cases run $parallel at a time (each mostly waits for mpirun to start and stop); each gets its own
+# copy of the existing output file, so a case that touched it is named. Verdicts print in order.
+parallel=4
+names=()
+check() {
+  local name=$1 rc=$2 want=$3 err="$work/$name.err" existing="$work/$name.d/existing.h5"
+  local lines
+  lines=$(grep -c . "$err")
+  if [ "$rc" -eq 124 ]; then echo "hung (killed after 120 s)"
+  elif [ "$rc" -eq 0 ]; then echo "exit code 0"
+  elif [ "$rc" -ge 128 ]; then echo "ended by a signal (exit $rc)"
+  elif [ "$lines" -ne 1 ]; then echo "$lines lines on stderr, expected one"
+  elif ! grep -q "^dring: error: .*$want" "$err"; then echo "stderr does not say '$want'"
+  elif [ "$(sha256sum <"$existing")" != "$before" ]; then echo "--output file was modified"
+  elif ls "$existing".tmp-* >/dev/null 2>&1; then echo "a temporary output file was left behind"
+  fi
+}
 expect() {
   local name=$1 ranks=$2 want=$3
   shift 3
-  local err="$work/$name.err"
-  timeout 120 mpirun -q -np "$ranks" "$dring" "$@" >"$work/$name.out" 2>"$err"
-  local rc=$?
-  local lines
-  lines=$(grep -c . "$err")
-  local problem=""
-  if [ "$rc" -eq 124 ]; then problem="hung (killed after 120 s)"
-  elif [ "$rc" -eq 0 ]; then problem="exit code 0"
-  elif [ "$rc" -ge 128 ]; then problem="ended by a signal (exit $rc)"
-  elif [ "$lines" -ne 1 ]; then problem="$lines lines on stderr, expected one"
-  elif ! grep -q "^dring: error: .*$want" "$err"; then problem="stderr does not say '$want'"
-  elif [ "$(sha256sum <"$work/existing.h5")" != "$before" ]; then problem="--output file was modified"
-  elif ls "$work"/existing.h5.tmp-* >/dev/null 2>&1; then problem="a temporary output file was left behind"
-  fi
-  if [ -n "$problem" ]; then
-    echo "FAIL $name: $problem"; sed 's/^/    /' "$err"; failures=$((failures + 1))
-  else
-    echo "ok   $name (exit $rc): $(cat "$err")"
-  fi
+  mkdir "$work/$name.d" && cp "$work/existing.h5" "$work/$name.d/existing.h5"
+  local args=() a
+  for a in "$@"; do
+    [ "$a" = "$work/existing.h5" ] && a="$work/$name.d/existing.h5"
+    args+=("$a")
+  done
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n; done
+  (
+    timeout 120 mpirun -q -np "$ranks" "$dring" "${args[@]}" >"$work/$name.out" 2>"$work/$name.err"
+    rc=$?
+    echo "$rc" >"$work/$name.rc"
+    check "$name" "$rc" "$want" >"$work/$name.problem"
+  ) &
+  names+=("$name")
+}
+report() {
+  wait
+  local name rc
+  for name in "${names[@]}"; do
+    rc=$(cat "$work/$name.rc")
+    if [ -s "$work/$name.problem" ]; then
+      echo "FAIL $name: $(cat "$work/$name.problem")"; sed 's/^/    /' "$work/$name.err"; failures=$((failures + 1))
+    else
+      echo "ok   $name (exit $rc): $(cat "$work/$name.err")"
+    fi
+  done
 }
 
 out=(--output "$work/existing.h5")
@@ -92,6 +116,8 @@ expect cu_float 2 "dataset 'cu_seqlens' must hold integers" run --input "$work/c
 expect cu_disagrees 2 "--doc-lens 7,13 disagrees with the cu_seqlens of $work/cu_int32.h5 (documents 7,1,12)" run --input "$work/cu_int32.h5" --doc-lens 7,13 "${out[@]}"
 expect comm_timeout_zero 2 "--comm-timeout must be a positive number of seconds (got 0)" run --seq 32 --comm-timeout 0 "${out[@]}"
 DRING_COMM_TIMEOUT_S=soon expect comm_timeout_env 2 "DRING_COMM_TIMEOUT_S='soon' is not a positive number of seconds" run --seq 32 "${out[@]}"
+
+report
 
 # Ranks started with different arguments (MPMD launch): an error, not a hang.
 err="$work/mismatch.err"
