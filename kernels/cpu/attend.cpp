@@ -548,37 +548,39 @@ void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const Att
 // once per item), halved while that would leave fewer than kItemsPerThread items per thread for
 // the dynamic schedule to balance (or AttendParams::fused_tiles_per_item); 1 on every other path.
 constexpr int64_t kItemsPerThread = 8;
-int64_t tiles_per_item(std::span<const AttendBlock> blocks, const AttendParams& prm) {
+int64_t tiles_per_item(std::span<const AttendBlock> blocks, std::span<const char> small, const AttendParams& prm) {
   if (fused_isa(prm) == FusedIsa::kNone) return 1;
   if (prm.fused_tiles_per_item > 0) return prm.fused_tiles_per_item;
   int64_t tiles = 0;
-  for (const AttendBlock& b : blocks) {
-    if (!is_small(b, prm)) tiles += (b.n_q + prm.q_tile - 1) / prm.q_tile;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    if (!small[b]) tiles += (blocks[b].n_q + prm.q_tile - 1) / prm.q_tile;
   }
   int64_t group = kFusedMaxGroup;
   while (group > 1 && tiles < group * kItemsPerThread * prm.threads) group /= 2;
   return group;
 }
 
-std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, const AttendParams& prm) {
+// The work items over `blocks`, given which blocks take the direct path (small[b], is_small).
+std::vector<WorkItem> make_work(std::span<const AttendBlock> blocks, std::span<const char> small,
+                                const AttendParams& prm) {
   std::vector<WorkItem> items;
   const int64_t n = static_cast<int64_t>(blocks.size());
-  const int64_t rows = tiles_per_item(blocks, prm) * prm.q_tile;
+  const int64_t rows = tiles_per_item(blocks, small, prm) * prm.q_tile;
   // Consecutive small blocks are gathered until they are worth about one tile of work, or less
   // where that would leave under kItemsPerThread items per thread (blocks of up to 64x64 would
   // otherwise leave a wide team idle).
   int64_t small_scores = 0;
-  for (const AttendBlock& blk : blocks) {
-    if (is_small(blk, prm)) small_scores += blk.n_q * blk.n_k + 1;
+  for (int64_t b = 0; b < n; ++b) {
+    if (small[b]) small_scores += blocks[b].n_q * blocks[b].n_k + 1;
   }
   const int64_t item_scores =
       std::clamp<int64_t>(small_scores / (kItemsPerThread * prm.threads), 1, prm.q_tile * prm.k_tile);
   int64_t b = 0;
   while (b < n) {
-    if (is_small(blocks[b], prm)) {
+    if (small[b]) {
       int64_t e = b;
       int64_t scores = 0;
-      while (e < n && is_small(blocks[e], prm) && scores < item_scores) {
+      while (e < n && small[e] && scores < item_scores) {
         scores += blocks[e].n_q * blocks[e].n_k + 1;
         ++e;
       }
@@ -619,7 +621,10 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
     const float alpha = static_cast<float>(prm.scale) * kLog2e;
-    const std::vector<WorkItem> items = make_work(blocks, prm);
+    // Which path each block takes, decided once (is_small).
+    std::vector<char> small(blocks.size());
+    for (size_t b = 0; b < blocks.size(); ++b) small[b] = is_small(blocks[b], prm);
+    const std::vector<WorkItem> items = make_work(blocks, small, prm);
     const int64_t small_scratch = small_scratch_floats(prm);
     const int64_t scratch_floats = workspace_floats_per_thread(prm);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
@@ -628,10 +633,12 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     run_items(items, prm, workspace, scratch_floats, [&](const WorkItem& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         const Block<T> blk(blocks[b]);
-        if (is_small(blocks[b], prm)) {
+        if (small[b]) {
           if constexpr (!kIsBf16<T>) {
-            if (fused != FusedIsa::kNone && small_fused_floats(blk.n_q, blk.n_k, prm.head_dim) <= scratch_floats) {
-              const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && is_small(blocks[b + 1], prm);
+            // is_small chose this block for the fused whole-block kernel only if its scratch fits
+            // (small_fused_floats <= fused_floats <= scratch_floats).
+            if (fused != FusedIsa::kNone) {
+              const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && small[b + 1];
               RowsAhead ahead = next ? rows_of(blocks[b + 1], prm.head_dim) : RowsAhead{};
               attend_small_fused(blk, prm, alpha, fused, scratch, &ahead);
               continue;
