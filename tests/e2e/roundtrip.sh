@@ -12,7 +12,8 @@ dring="$build/bin/dring"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-failures=0
+# Cases run three at a time (each mostly waits for mpirun); each writes its own log, printed in order.
+parallel=3
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
 # name | generate flags | run flags
@@ -25,10 +26,10 @@ cases=(
   "backward_dilated|--seq 101 --batch 2 --heads 4 --kv-heads 2 --head-dim 8 --dout|--segments 8,24,128 --dilations 1,2,4 --backward"
   "backward_causal|--seq 97 --heads 3 --head-dim 16 --dout|--segments 32,97 --dilations 2,1 --causal --backward"
 )
-for entry in "${cases[@]}"; do
-  IFS='|' read -r name gen run <<<"$entry"
+run_case() {  # name generate-flags run-flags; prints its log, exits with its failure count
+  local name=$1 gen=$2 run=$3 failures=0 k ds datasets
   # shellcheck disable=SC2086
-  if ! "$dring" generate $gen --seed 11 --output "$work/$name.in.h5"; then fail "$name: generate"; continue; fi
+  if ! "$dring" generate $gen --seed 11 --output "$work/$name.in.h5"; then fail "$name: generate"; return 1; fi
   for k in 1 2 3 4; do
     # shellcheck disable=SC2086
     if ! timeout 300 mpirun -q -np "$k" "$dring" run --input "$work/$name.in.h5" $run --output "$work/$name.$k.h5" --quiet; then
@@ -41,8 +42,8 @@ for entry in "${cases[@]}"; do
       datasets="out lse"
       [[ "$run" == *--backward* ]] && datasets="out lse dq dk dv"
       for ds in $datasets; do
-        if ! h5diff -d 2e-6 "$work/$name.1.h5" "$work/$name.$k.h5" "/$ds" "/$ds" >"$work/diff" 2>&1; then
-          fail "$name: /$ds on $k ranks differs from 1 rank"; head -5 "$work/diff"
+        if ! h5diff -d 2e-6 "$work/$name.1.h5" "$work/$name.$k.h5" "/$ds" "/$ds" >"$work/$name.diff" 2>&1; then
+          fail "$name: /$ds on $k ranks differs from 1 rank"; head -5 "$work/$name.diff"
         fi
       done
     fi
@@ -58,6 +59,20 @@ for entry in "${cases[@]}"; do
     done
   fi
   echo "done $name"
+  return "$failures"
+}
+names=()
+for entry in "${cases[@]}"; do
+  IFS='|' read -r name gen run <<<"$entry"
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n; done
+  (run_case "$name" "$gen" "$run" >"$work/$name.log" 2>&1; echo $? >"$work/$name.failures") &
+  names+=("$name")
+done
+wait
+failures=0
+for name in "${names[@]}"; do
+  cat "$work/$name.log"
+  failures=$((failures + $(cat "$work/$name.failures")))
 done
 [ "$failures" -eq 0 ] && echo "all round trips passed" || echo "$failures round-trip check(s) failed"
 exit $((failures > 0))
