@@ -25,7 +25,8 @@
 // --backward times dring::kernels::cpu::attend_backward instead (dq, dk, dv from the forward's out
 // and lse, delta computed outside the timing): FLOPs are the five tile products, 10*n_q*n_k*D per
 // dense block (10*D*n(n+1)/2 causal); max_err covers sampled dq rows and dk, dv rows against float64,
-// relative to the largest sampled reference gradient. fp32 only.
+// relative to the largest sampled reference gradient. fp32 only (kernel_bench_backward.cpp; what
+// both passes share is in kernel_bench.hpp).
 // --only NAME runs only the rows whose case name contains NAME (the min-ratio check then applies
 // only if the dense target row ran).
 // Usage: dring_kernel_bench [--reps 7] [--json FILE] [--min-ratio 0.5] [--only NAME]   (docs/benchmarks.md)
@@ -50,69 +51,9 @@
 #include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "dring/kernels/cpu_gemm.hpp"
+#include "kernel_bench.hpp"
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Tensors are allocated 64-byte aligned, as the runtime's host allocator does (core/memory.cpp):
-// a plain std::vector of 64 MiB starts 16 bytes into a page, so every 256-byte row of a small
-// dilated block would span five cache lines instead of four.
-template <class T>
-struct CacheLineAllocator {
-  using value_type = T;
-  CacheLineAllocator() = default;
-  template <class U>
-  CacheLineAllocator(const CacheLineAllocator<U>&) {}
-  T* allocate(size_t n) {
-    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
-    if (p == nullptr) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) noexcept { std::free(p); }
-  template <class U>
-  bool operator==(const CacheLineAllocator<U>&) const { return true; }
-};
-template <class T>
-using Tensor = std::vector<T, CacheLineAllocator<T>>;
-
-constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|, fp32
-// bf16: out rounded once, P rounded once (docs/math.md, "bf16 on the CPU"), on top of fp32's.
-constexpr double kBf16Tolerance = 2.0 / 256.0 + 2e-5;
-constexpr int kSamples = 16;         // output rows checked against float64 per row of the table
-constexpr const char* kTargetCase = "dense";
-
-// One row of the table: `blocks` blocks of n x n rows of a [seq, heads, D] tensor, made by the
-// dilated pair (w, r) = (n*r, r): block (segment s, head h) takes rows s*w + (h mod r) + r*t.
-// Dense attention is the pair (seq, 1) on one head (or on each of 4 heads: the *_h4 rows).
-struct Case {
-  std::string name;
-  int64_t seq;
-  int64_t heads;
-  int64_t head_dim;
-  int64_t rate;
-  int64_t rows_per_block;
-  bool causal;
-  int threads;
-};
-
-struct Problem {
-  Tensor<float> q, k, v, out, lse;
-  std::vector<dring::kernels::AttendBlock> blocks;
-  double v_max = 0.0;
-};
-
-const float* f32(const void* x) { return static_cast<const float*>(x); }
-
-struct Result {
-  int64_t blocks = 0;
-  double flops = 0.0;
-  double time_ms = 0.0;
-  double gflops = 0.0;
-  double max_err = 0.0;
-  double versus_time_ms = 0.0;  // --versus-*: the same call on the other kernel or dtype, interleaved
-};
+namespace dring::bench {
 
 Tensor<float> random_normal(int64_t count, uint64_t seed) {
   std::mt19937_64 gen(seed);
@@ -128,16 +69,53 @@ double median(std::vector<double> x) {
   return n % 2 == 1 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-template <class F>
-std::vector<double> time_reps_ms(int reps, F&& run) {
-  std::vector<double> times;
-  for (int rep = 0; rep < reps; ++rep) {
-    const auto t0 = Clock::now();
-    run();
-    times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+Problem make_problem(const Case& c) {
+  Problem p;
+  const int64_t elems = c.seq * c.heads * c.head_dim;
+  p.q = random_normal(elems, 11);
+  p.k = random_normal(elems, 12);
+  p.v = random_normal(elems, 13);
+  p.out.resize(static_cast<size_t>(elems));
+  p.lse.resize(static_cast<size_t>(c.seq * c.heads));
+  for (float x : p.v) p.v_max = std::max(p.v_max, std::abs(static_cast<double>(x)));
+  const int64_t w = c.rows_per_block * c.rate;
+  const int64_t row_stride = c.rate * c.heads * c.head_dim;
+  for (int64_t s = 0; s < c.seq / w; ++s) {
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const int64_t row0 = s * w + h % c.rate;
+      const int64_t offset = (row0 * c.heads + h) * c.head_dim;
+      dring::kernels::AttendBlock blk;
+      blk.q = p.q.data() + offset;
+      blk.k = p.k.data() + offset;
+      blk.v = p.v.data() + offset;
+      blk.out = p.out.data() + offset;
+      blk.q_stride = blk.kv_stride = blk.out_stride = row_stride;
+      blk.lse = p.lse.data() + row0 * c.heads + h;
+      blk.lse_stride = c.rate * c.heads;
+      blk.n_q = blk.n_k = c.rows_per_block;
+      blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
+      p.blocks.push_back(blk);
+    }
   }
-  return times;
+  return p;
 }
+
+double case_flops(const Case& c, int64_t blocks) {
+  const double n = static_cast<double>(c.rows_per_block);
+  const double scores = c.causal ? n * (n + 1.0) / 2.0 : n * n;
+  return 4.0 * scores * static_cast<double>(c.head_dim) * static_cast<double>(blocks);
+}
+
+}  // namespace dring::bench
+
+namespace {
+
+using namespace dring::bench;
+
+constexpr double kTolerance = 1e-4;  // max |out - out64| / max |v|, fp32
+// bf16: out rounded once, P rounded once (docs/math.md, "bf16 on the CPU"), on top of fp32's.
+constexpr double kBf16Tolerance = 2.0 / 256.0 + 2e-5;
+constexpr const char* kTargetCase = "dense";
 
 struct Sgemm {
   int64_t n = 0;
@@ -184,43 +162,6 @@ Sgemm measure_sgemm(int64_t n, int reps, bool kernel_engine) {
   return s;
 }
 
-Problem make_problem(const Case& c) {
-  Problem p;
-  const int64_t elems = c.seq * c.heads * c.head_dim;
-  p.q = random_normal(elems, 11);
-  p.k = random_normal(elems, 12);
-  p.v = random_normal(elems, 13);
-  p.out.resize(static_cast<size_t>(elems));
-  p.lse.resize(static_cast<size_t>(c.seq * c.heads));
-  for (float x : p.v) p.v_max = std::max(p.v_max, std::abs(static_cast<double>(x)));
-  const int64_t w = c.rows_per_block * c.rate;
-  const int64_t row_stride = c.rate * c.heads * c.head_dim;
-  for (int64_t s = 0; s < c.seq / w; ++s) {
-    for (int64_t h = 0; h < c.heads; ++h) {
-      const int64_t row0 = s * w + h % c.rate;
-      const int64_t offset = (row0 * c.heads + h) * c.head_dim;
-      dring::kernels::AttendBlock blk;
-      blk.q = p.q.data() + offset;
-      blk.k = p.k.data() + offset;
-      blk.v = p.v.data() + offset;
-      blk.out = p.out.data() + offset;
-      blk.q_stride = blk.kv_stride = blk.out_stride = row_stride;
-      blk.lse = p.lse.data() + row0 * c.heads + h;
-      blk.lse_stride = c.rate * c.heads;
-      blk.n_q = blk.n_k = c.rows_per_block;
-      blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
-      p.blocks.push_back(blk);
-    }
-  }
-  return p;
-}
-
-double case_flops(const Case& c, int64_t blocks) {
-  const double n = static_cast<double>(c.rows_per_block);
-  const double scores = c.causal ? n * (n + 1.0) / 2.0 : n * n;
-  return 4.0 * scores * static_cast<double>(c.head_dim) * static_cast<double>(blocks);
-}
-
 // Max over sampled rows of |out - out64| / max|v|, the float64 output computed from the same
 // float inputs (natural exp, scale 1/sqrt(D)).
 double sampled_error(const Case& c, const Problem& p, double scale) {
@@ -263,27 +204,6 @@ Tensor<uint16_t> to_bf16(Tensor<float>& x) {
   dring::kernels::cpu::bf16_to_f32(bits.data(), x.data(), static_cast<int64_t>(x.size()));
   return bits;
 }
-
-// The times of `reps` runs of measured() after one warm-up, and with versus, of other() run just
-// before each (so that both see the same machine: this VM's speed drifts by 20-40% within a
-// minute). measured() runs last, so that a check afterwards reads its output.
-template <class Measured, class Other>
-std::pair<std::vector<double>, std::vector<double>> interleaved_reps(int reps, bool versus, Measured&& measured,
-                                                                     Other&& other) {
-  std::vector<double> times, other_times;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
-    if (versus) {
-      const double ms = other();
-      if (rep > 0) other_times.push_back(ms);
-    }
-    const double ms = measured();
-    if (rep > 0) times.push_back(ms);
-  }
-  return {times, other_times};
-}
-
-// What a row is also timed on, rep by rep, to compare with the measured kernel.
-enum class Versus { kNone, kSgemm, kFp32, kOnednn };
 
 // versus: each rep also runs the same call on the sgemm tiles (cpu_f32_kernel kSgemm), on fp32
 // storage of the same values, or on the oneDNN bf16 tiles, just before the measured one, so
@@ -341,160 +261,6 @@ Result run_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versu
   r.versus_time_ms = versus != Versus::kNone ? median(versus_times) : 0.0;
   r.gflops = r.flops / (r.time_ms * 1e6);
   r.max_err = sampled_error(c, p, prm.scale);
-  return r;
-}
-
-// The float64 side of the backward's check on block b: scores, dP = dout . v and a row's lse and
-// delta, from the same float inputs.
-struct GradReference {
-  const dring::kernels::AttendBlock& b;
-  int64_t d;
-  double scale;
-  const float* dout;  // at b's first row, same layout as q
-  double score(int64_t i, int64_t j) const {
-    double dot = 0.0;
-    for (int64_t e = 0; e < d; ++e) {
-      dot += static_cast<double>(f32(b.q)[i * b.q_stride + e]) * static_cast<double>(f32(b.k)[j * b.kv_stride + e]);
-    }
-    return dot * scale;
-  }
-  double dp(int64_t i, int64_t j) const {
-    double dot = 0.0;
-    for (int64_t e = 0; e < d; ++e) {
-      dot += static_cast<double>(dout[i * b.q_stride + e]) * static_cast<double>(f32(b.v)[j * b.kv_stride + e]);
-    }
-    return dot;
-  }
-  // lse and delta = sum_j P_ij dP_ij (= rowsum(dout * out)) of row i.
-  std::pair<double, double> row_state(int64_t i) const {
-    const int64_t keys = b.mask.key_end(i, b.n_k);
-    double mx = -std::numeric_limits<double>::infinity(), sum = 0.0, dl = 0.0;
-    for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, score(i, j));
-    for (int64_t j = 0; j < keys; ++j) sum += std::exp(score(i, j) - mx);
-    const double lse = mx + std::log(sum);
-    for (int64_t j = 0; j < keys; ++j) dl += std::exp(score(i, j) - lse) * dp(i, j);
-    return {lse, dl};
-  }
-};
-
-// Max over sampled rows of |grad - grad64| of dq (query rows, spread over all blocks, from float64
-// lse and delta) and dk, dv (a few key rows of the first block, from every query row's lse and
-// delta as the kernel was given them, fp32), relative to the largest sampled reference value.
-double sampled_grad_error(const Case& c, const Problem& p, const Tensor<float>& dout, const std::vector<float>& delta,
-                          const Tensor<float>& dq, const Tensor<float>& dk, const Tensor<float>& dv,
-                          double scale) {
-  const int64_t rows = static_cast<int64_t>(p.blocks.size()) * c.rows_per_block, d = c.head_dim;
-  std::vector<std::vector<double>> got, want;
-  auto offset_of = [&](const void* x, const void* base) { return static_cast<const float*>(x) - f32(base); };
-  for (int t = 0; t < kSamples; ++t) {
-    const int64_t row = t * (rows - 1) / (kSamples - 1);
-    const dring::kernels::AttendBlock& b = p.blocks[row / c.rows_per_block];
-    const int64_t i = row % c.rows_per_block, at = offset_of(b.q, p.q.data()) + i * b.q_stride;
-    const GradReference ref{b, d, scale, dout.data() + offset_of(b.q, p.q.data())};
-    const auto [lse, dl] = ref.row_state(i);
-    std::vector<double> g(static_cast<size_t>(d), 0.0);
-    for (int64_t j = 0; j < b.mask.key_end(i, b.n_k); ++j) {
-      const double ds = std::exp(ref.score(i, j) - lse) * (ref.dp(i, j) - dl) * scale;
-      for (int64_t e = 0; e < d; ++e) g[e] += ds * static_cast<double>(f32(b.k)[j * b.kv_stride + e]);
-    }
-    want.push_back(g);
-    got.emplace_back(dq.begin() + at, dq.begin() + at + d);
-  }
-  // dk and dv of a few key rows of the first block, from all its query rows.
-  const dring::kernels::AttendBlock& b = p.blocks[0];
-  const GradReference ref{b, d, scale, dout.data() + offset_of(b.q, p.q.data())};
-  const float* b_delta = delta.data() + (b.lse - p.lse.data());
-  for (int t = 0; t < 4; ++t) {
-    const int64_t j = t * (b.n_k - 1) / 3, at = offset_of(b.k, p.k.data()) + j * b.kv_stride;
-    std::vector<double> gk(static_cast<size_t>(d), 0.0), gv(static_cast<size_t>(d), 0.0);
-    for (int64_t i = 0; i < b.n_q; ++i) {
-      if (j >= b.mask.key_end(i, b.n_k)) continue;
-      const double pr = std::exp(ref.score(i, j) - static_cast<double>(b.lse[i * b.lse_stride]));
-      const double ds = pr * (ref.dp(i, j) - static_cast<double>(b_delta[i * b.lse_stride])) * scale;
-      for (int64_t e = 0; e < d; ++e) {
-        gk[e] += ds * static_cast<double>(f32(b.q)[i * b.q_stride + e]);
-        gv[e] += pr * static_cast<double>(ref.dout[i * b.q_stride + e]);
-      }
-    }
-    want.push_back(gk);
-    got.emplace_back(dk.begin() + at, dk.begin() + at + d);
-    want.push_back(gv);
-    got.emplace_back(dv.begin() + at, dv.begin() + at + d);
-  }
-  double largest = 0.0, err = 0.0;
-  for (const auto& w : want) {
-    for (double x : w) largest = std::max(largest, std::abs(x));
-  }
-  for (size_t n = 0; n < want.size(); ++n) {
-    for (int64_t e = 0; e < d; ++e) err = std::max(err, std::abs(got[n][e] - want[n][e]));
-  }
-  return err / largest;
-}
-
-// run_case for the backward (--backward): the forward runs once to give out and lse, delta is
-// computed, then each rep times one attend_backward call (dq, dk, dv zeroed outside the timing);
-// versus: the same call on the sgemm tiles just before each measured rep, as in run_case.
-Result run_backward_case(const Case& c, int reps, dring::kernels::AttendParams prm, Versus versus) {
-  Problem p = make_problem(c);
-  prm.head_dim = c.head_dim;
-  prm.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  prm.threads = c.threads;
-  DRING_CHECK(prm.dtype == dring::DType::kF32, dring::Status::kInvalidArgument, "--backward: fp32 only");
-  {
-    std::vector<float> ws(static_cast<size_t>(dring::kernels::cpu::workspace_floats_per_thread(prm) * c.threads));
-    std::fill(p.lse.begin(), p.lse.end(), -std::numeric_limits<float>::infinity());
-    dring::kernels::cpu::attend(p.blocks, prm, ws.data());
-  }
-  const Tensor<float> dout = random_normal(static_cast<int64_t>(p.q.size()), 14);
-  std::vector<float> delta(p.lse.size());
-  Tensor<float> dq(p.q.size()), dk(p.q.size()), dv(p.q.size());
-  for (size_t r = 0; r < delta.size(); ++r) {  // [seq, heads] like lse; rows of D floats
-    double sum = 0.0;
-    for (int64_t e = 0; e < c.head_dim; ++e) sum += p.out[r * c.head_dim + e] * dout[r * c.head_dim + e];
-    delta[r] = static_cast<float>(sum);
-  }
-  std::vector<dring::kernels::GradBlock> blocks;
-  for (const dring::kernels::AttendBlock& a : p.blocks) {
-    const int64_t at = f32(a.q) - p.q.data(), state = a.lse - p.lse.data();
-    dring::kernels::GradBlock g;
-    g.q = a.q;
-    g.dout = dout.data() + at;
-    g.out = a.out;
-    g.dq = dq.data() + at;
-    g.q_stride = a.q_stride;
-    g.lse = a.lse;
-    g.delta = delta.data() + state;
-    g.state_stride = a.lse_stride;
-    g.n_q = a.n_q;
-    g.k = a.k;
-    g.v = a.v;
-    g.kv_stride = a.kv_stride;
-    g.dk = dk.data() + at;
-    g.dv = dv.data() + at;
-    g.dkv_stride = a.kv_stride;
-    g.n_k = a.n_k;
-    g.mask = a.mask;
-    blocks.push_back(g);
-  }
-  std::vector<float> workspace(
-      static_cast<size_t>(dring::kernels::cpu::backward_workspace_floats_per_thread(prm) * c.threads));
-  auto timed = [&](const dring::kernels::AttendParams& params) {
-    for (auto* g : {&dq, &dk, &dv}) std::fill(g->begin(), g->end(), 0.0f);
-    const auto t0 = Clock::now();
-    dring::kernels::cpu::attend_backward(blocks, params, workspace.data());
-    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  };
-  dring::kernels::AttendParams sgemm_prm = prm;
-  sgemm_prm.cpu_f32_kernel = dring::kernels::CpuF32Kernel::kSgemm;
-  const auto [times, sgemm_times] = interleaved_reps(
-      reps, versus == Versus::kSgemm, [&] { return timed(prm); }, [&] { return timed(sgemm_prm); });
-  Result r;
-  r.blocks = static_cast<int64_t>(p.blocks.size());
-  r.flops = 2.5 * case_flops(c, r.blocks);
-  r.time_ms = median(times);
-  r.versus_time_ms = versus == Versus::kSgemm ? median(sgemm_times) : 0.0;
-  r.gflops = r.flops / (r.time_ms * 1e6);
-  r.max_err = sampled_grad_error(c, p, dout, delta, dq, dk, dv, prm.scale);
   return r;
 }
 
