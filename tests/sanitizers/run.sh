@@ -19,7 +19,7 @@ flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
   -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF \
-  -DDRING_INSTALL=OFF -DDRING_UNIT_SHARDS=2 -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+  -DDRING_INSTALL=OFF -DDRING_UNIT_SHARDS=2 "-DDRING_RING_TEST_FILTER=Cpu*:-*Memory*" -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
   >/dev/null
 cmake --build "$build" -j "$(nproc)" --target dring dring_unit_tests dring_ring_tests dring_c_abi_test \
@@ -39,7 +39,9 @@ ASAN_OPTIONS=$ASAN_OPTIONS:fast_unwind_on_malloc=1 ctest --output-on-failure -j 
 # The suites that start MPI need full stacks for the suppressions. The ring suite runs on 3 ranks
 # only: its tests compare every run with a one-rank run on MPI_COMM_SELF, so the one-rank path runs
 # there too, while messages, rounds and merges need peers (the 1-rank entry added about 80 s of
-# instrumented time and no code, 2026-12-02).
+# instrumented time and no code, 2026-12-02). The per-rank memory tests (peaks of 8192- and
+# 16384-row problems: 51 of its 148 s, 2026-12-03) are left out; their code paths run in the
+# other tests at smaller sizes.
 ASAN_OPTIONS=$ASAN_OPTIONS:fast_unwind_on_malloc=0 ctest --output-on-failure -j "$(nproc)" \
   -R '^(ring_np3|c_abi_np[13]|faults_.*)$' "$@" || status=1
 exit $status
