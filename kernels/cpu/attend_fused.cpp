@@ -10,6 +10,7 @@
 #include "attend_fused.hpp"
 #include "attend_fused_backward.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <type_traits>

@@ -159,7 +159,7 @@ void over_row_blocks(int64_t rows, int64_t d, F&& f) {
 void pack_key_tile(const float* k, const float* v, int64_t stride, int64_t nk, int64_t d, float alpha, float* kt,
                    float* vt, int64_t ldk, int64_t reach, float* kp) {
   for (int64_t j0 = 0; j0 < reach; j0 += kW) {
-    const int n = static_cast<int>(nk - j0 < kW ? (nk > j0 ? nk - j0 : 0) : kW);
+    const int n = static_cast<int>(std::clamp<int64_t>(nk - j0, 0, kW));
     const int64_t from = n > 0 ? j0 * stride : 0;  // no row is read when n is 0
     for (int64_t e0 = 0; e0 < d; e0 += kW) {
       transpose_rows(k + from + e0, stride, n, alpha, kt + e0 * ldk + j0, ldk);
