@@ -19,7 +19,7 @@ flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
   -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF \
-  -DDRING_INSTALL=OFF -DDRING_UNIT_SHARDS=2 "-DDRING_RING_TEST_FILTER=Cpu*:-*Memory*" -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+  -DDRING_INSTALL=OFF -DDRING_UNIT_EACH_TEST=ON "-DDRING_RING_TEST_FILTER=Cpu*:-*Memory*" -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
   >/dev/null
 cmake --build "$build" -j "$(nproc)" --target dring dring_unit_tests dring_ring_tests dring_c_abi_test \
@@ -32,9 +32,9 @@ cd "$build"
 status=0
 # The unit suite starts no MPI, so nothing in it needs suppressing and LeakSanitizer may record
 # allocation stacks by frame pointers: 166 s on one core, against 446 s with full unwinding (the
-# plan tests' brute-force oracles allocate constantly; 2026-12-03). It runs as two shards
-# (DRING_UNIT_SHARDS), one per core.
-ASAN_OPTIONS=$ASAN_OPTIONS:fast_unwind_on_malloc=1 ctest --output-on-failure -j "$(nproc)" -R '^unit_[0-9]+$' "$@" ||
+# plan tests' brute-force oracles allocate constantly; 2026-12-03). Each of its tests is a ctest
+# entry of its own (DRING_UNIT_EACH_TEST), so the cores share them out as they come free.
+ASAN_OPTIONS=$ASAN_OPTIONS:fast_unwind_on_malloc=1 ctest --output-on-failure -j "$(nproc)" -R '^unit\.' "$@" ||
   status=1
 # The suites that start MPI need full stacks for the suppressions. The ring suite runs on 3 ranks
 # only: its tests compare every run with a one-rank run on MPI_COMM_SELF, so the one-rank path runs

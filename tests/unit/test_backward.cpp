@@ -206,60 +206,71 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
 using test::kernel_name;
 using test::kF32Kernels;
 
-// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm) against float64: the
-// head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes, causal and
-// not, strided and packed rows, the default tiles (several chunks of keys and query rows per tile
-// pair, some skipped by the causal mask), tiny tiles and tiles of 45 x 5, one and two threads.
-TEST(CpuBackwardKernel, F32TileKernelsMatchFloat64) {
+// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm; one test each) against
+// float64: the head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes,
+// causal and not, strided and packed rows, the default tiles (several chunks of keys and query rows
+// per tile pair, some skipped by the causal mask), tiny tiles and tiles of 45 x 5, one and two
+// threads.
+class CpuBackwardKernelTiles : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
+
+TEST_P(CpuBackwardKernelTiles, F32TileKernelsMatchFloat64) {
   struct Tiles {
     int64_t q_tile, k_tile;
   };
+  const kernels::CpuF32Kernel kernel = GetParam();
   int fused_runs = 0;
-  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
-    for (const int64_t d : {8, 16, 48, 64, 72, 80, 128, 5, 264}) {
-      kernels::AttendParams prm;
-      prm.head_dim = d;
-      prm.cpu_f32_kernel = kernel;
-      const bool fused = kernels::cpu::fused_f32_backward_runs(prm);
-      fused_runs += fused ? 1 : 0;
-      if (d == 264 || d == 5 || kernel == kernels::CpuF32Kernel::kSgemm) {
-        EXPECT_FALSE(fused) << d;
-      }
-      for (const GradCase c : {GradCase{1, 1, 1, d, false}, GradCase{2, 97, 131, d, false},
-                               GradCase{1, 131, 97, d, true, true}, GradCase{2, 203, 200, d, true},
-                               GradCase{1, 37, 301, d, false, true}}) {
-        for (const Tiles tiles : {Tiles{128, 256}, Tiles{16, 24}, Tiles{45, 5}}) {
-          const int threads = tiles.q_tile == 16 ? 2 : 1;
-          const double err = run_grad_block(c, GradRun{0, threads, kernel, tiles.q_tile, tiles.k_tile});
-          EXPECT_LT(err, 1e-5) << kernel_name(kernel) << (fused ? " fused " : " sgemm ") << c.heads << "x" << c.n_q
-                               << "x" << c.n_k << " d " << d << " causal " << c.causal << " packed " << c.packed
-                               << " tiles " << tiles.q_tile << "x" << tiles.k_tile << " threads " << threads;
-        }
+  for (const int64_t d : {8, 16, 48, 64, 72, 80, 128, 5, 264}) {
+    kernels::AttendParams prm;
+    prm.head_dim = d;
+    prm.cpu_f32_kernel = kernel;
+    const bool fused = kernels::cpu::fused_f32_backward_runs(prm);
+    fused_runs += fused ? 1 : 0;
+    if (d == 264 || d == 5 || kernel == kernels::CpuF32Kernel::kSgemm) {
+      EXPECT_FALSE(fused) << d;
+    }
+    for (const GradCase c : {GradCase{1, 1, 1, d, false}, GradCase{2, 97, 131, d, false},
+                             GradCase{1, 131, 97, d, true, true}, GradCase{2, 203, 200, d, true},
+                             GradCase{1, 37, 301, d, false, true}}) {
+      for (const Tiles tiles : {Tiles{128, 256}, Tiles{16, 24}, Tiles{45, 5}}) {
+        const int threads = tiles.q_tile == 16 ? 2 : 1;
+        const double err = run_grad_block(c, GradRun{0, threads, kernel, tiles.q_tile, tiles.k_tile});
+        EXPECT_LT(err, 1e-5) << kernel_name(kernel) << (fused ? " fused " : " sgemm ") << c.heads << "x" << c.n_q
+                             << "x" << c.n_k << " d " << d << " causal " << c.causal << " packed " << c.packed
+                             << " tiles " << tiles.q_tile << "x" << tiles.k_tile << " threads " << threads;
       }
     }
   }
-  if (fused_runs == 0) std::printf("note: this CPU has neither AVX-512 nor AVX2+FMA; only sgemm was tested\n");
+  if (kernel != kernels::CpuF32Kernel::kSgemm && fused_runs == 0) {
+    std::printf("note: this CPU cannot run the fused %s kernel; its cases ran on sgemm\n", kernel_name(kernel));
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuBackwardKernelTiles, ::testing::ValuesIn(kF32Kernels),
+                         test::kernel_param_name);
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
 // threads; rows no term reaches keep their gradients exactly, even with lse = -inf. On every fp32
-// tile kernel, with the masked cases' small tiles and with the default ones.
-TEST(CpuBackwardKernel, GeneralMasksMatchFloat64) {
-  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
-    SCOPED_TRACE(kernel_name(kernel));
-    test::check_masked_backward<float>(1e-5, true, kernel);
-    uint64_t seed = 9000;
-    for (const test::MaskedCase& c : test::masked_cases(11)) {
-      test::KernelRun run;
-      run.q_tile = 128;
-      run.k_tile = 256;
-      run.f32_kernel = kernel;
-      const test::BackwardErrors b = test::check_backward<float>(c, run, seed += 20);
-      EXPECT_LT(b.worst, 1e-5) << test::describe(c) << " tiles 128x256";
-      EXPECT_EQ(b.changed_rows_without_terms, 0) << test::describe(c) << " tiles 128x256";
-    }
+// tile kernel (one test each, so that a sharded run spreads them), with the masked cases' small
+// tiles and with the default ones.
+class CpuBackwardKernelMasks : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
+
+TEST_P(CpuBackwardKernelMasks, GeneralMasksMatchFloat64) {
+  const kernels::CpuF32Kernel kernel = GetParam();
+  test::check_masked_backward<float>(1e-5, true, kernel);
+  uint64_t seed = 9000;
+  for (const test::MaskedCase& c : test::masked_cases(11)) {
+    test::KernelRun run;
+    run.q_tile = 128;
+    run.k_tile = 256;
+    run.f32_kernel = kernel;
+    const test::BackwardErrors b = test::check_backward<float>(c, run, seed += 20);
+    EXPECT_LT(b.worst, 1e-5) << test::describe(c) << " tiles 128x256";
+    EXPECT_EQ(b.changed_rows_without_terms, 0) << test::describe(c) << " tiles 128x256";
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuBackwardKernelMasks, ::testing::ValuesIn(kF32Kernels),
+                         test::kernel_param_name);
 
 }  // namespace
 }  // namespace dring

@@ -285,13 +285,14 @@ TEST(CpuKernel, F32TileKernelsTakeAnyScale) {
 }
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
-// threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel.
-TEST(CpuKernel, GeneralMasksMatchFloat64) {
-  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
-    SCOPED_TRACE(kernel_name(kernel));
-    test::check_masked_forward<float>(2e-6, 2e-5, true, kernel);
-  }
-}
+// threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel (one
+// test each, so that a sharded run spreads them).
+class CpuKernelMasks : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
+
+TEST_P(CpuKernelMasks, GeneralMasksMatchFloat64) { test::check_masked_forward<float>(2e-6, 2e-5, true, GetParam()); }
+
+INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuKernelMasks, ::testing::ValuesIn(kF32Kernels),
+                         test::kernel_param_name);
 
 }  // namespace
 }  // namespace dring
