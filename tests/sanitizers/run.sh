@@ -18,8 +18,9 @@ build=$root/build-sanitize
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
-  -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF \
-  -DDRING_INSTALL=OFF -DDRING_UNIT_EACH_TEST=ON "-DDRING_RING_TEST_FILTER=Cpu*:-*Memory*" -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+  -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF -DDRING_INSTALL=OFF \
+  -DDRING_UNIT_EACH_TEST=ON "-DDRING_RING_TEST_FILTER=Cpu*:-*Memory*" \
+  -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
   >/dev/null
 cmake --build "$build" -j "$(nproc)" --target dring dring_unit_tests dring_ring_tests dring_c_abi_test \

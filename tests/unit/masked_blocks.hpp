@@ -126,10 +126,6 @@ inline constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::k
 inline const char* kernel_name(kernels::CpuF32Kernel k) {
   return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
 }
-// The name of a test instance over kF32Kernels (INSTANTIATE_TEST_SUITE_P's name generator).
-inline std::string kernel_param_name(const ::testing::TestParamInfo<kernels::CpuF32Kernel>& param) {
-  return kernel_name(param.param);
-}
 
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {
   kernels::AttendParams prm;

@@ -204,20 +204,16 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
 }
 
 using test::kernel_name;
-using test::kF32Kernels;
 
-// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm; one test each) against
+// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm; a test each) against
 // float64: the head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes,
 // causal and not, strided and packed rows, the default tiles (several chunks of keys and query rows
 // per tile pair, some skipped by the causal mask), tiny tiles and tiles of 45 x 5, one and two
 // threads.
-class CpuBackwardKernelTiles : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
-
-TEST_P(CpuBackwardKernelTiles, F32TileKernelsMatchFloat64) {
+void check_tile_kernel(kernels::CpuF32Kernel kernel) {
   struct Tiles {
     int64_t q_tile, k_tile;
   };
-  const kernels::CpuF32Kernel kernel = GetParam();
   int fused_runs = 0;
   for (const int64_t d : {8, 16, 48, 64, 72, 80, 128, 5, 264}) {
     kernels::AttendParams prm;
@@ -245,17 +241,15 @@ TEST_P(CpuBackwardKernelTiles, F32TileKernelsMatchFloat64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuBackwardKernelTiles, ::testing::ValuesIn(kF32Kernels),
-                         test::kernel_param_name);
+TEST(CpuBackwardKernel, Avx512TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx512); }
+TEST(CpuBackwardKernel, Avx2TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx2); }
+TEST(CpuBackwardKernel, SgemmTileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kSgemm); }
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
 // threads; rows no term reaches keep their gradients exactly, even with lse = -inf. On every fp32
-// tile kernel (one test each, so that a sharded run spreads them), with the masked cases' small
+// tile kernel (a test each, so that ctest can run them side by side), with the masked cases' small
 // tiles and with the default ones.
-class CpuBackwardKernelMasks : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
-
-TEST_P(CpuBackwardKernelMasks, GeneralMasksMatchFloat64) {
-  const kernels::CpuF32Kernel kernel = GetParam();
+void check_masks(kernels::CpuF32Kernel kernel) {
   test::check_masked_backward<float>(1e-5, true, kernel);
   uint64_t seed = 9000;
   for (const test::MaskedCase& c : test::masked_cases(11)) {
@@ -269,8 +263,9 @@ TEST_P(CpuBackwardKernelMasks, GeneralMasksMatchFloat64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuBackwardKernelMasks, ::testing::ValuesIn(kF32Kernels),
-                         test::kernel_param_name);
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx512) { check_masks(kernels::CpuF32Kernel::kAvx512); }
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx2) { check_masks(kernels::CpuF32Kernel::kAvx2); }
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnSgemm) { check_masks(kernels::CpuF32Kernel::kSgemm); }
 
 }  // namespace
 }  // namespace dring

@@ -285,14 +285,17 @@ TEST(CpuKernel, F32TileKernelsTakeAnyScale) {
 }
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
-// threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel (one
-// test each, so that a sharded run spreads them).
-class CpuKernelMasks : public ::testing::TestWithParam<kernels::CpuF32Kernel> {};
-
-TEST_P(CpuKernelMasks, GeneralMasksMatchFloat64) { test::check_masked_forward<float>(2e-6, 2e-5, true, GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(EveryF32Kernel, CpuKernelMasks, ::testing::ValuesIn(kF32Kernels),
-                         test::kernel_param_name);
+// threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel (a
+// test each, so that ctest can run them side by side).
+TEST(CpuKernel, GeneralMasksMatchFloat64OnAvx512) {
+  test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kAvx512);
+}
+TEST(CpuKernel, GeneralMasksMatchFloat64OnAvx2) {
+  test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kAvx2);
+}
+TEST(CpuKernel, GeneralMasksMatchFloat64OnSgemm) {
+  test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kSgemm);
+}
 
 }  // namespace
 }  // namespace dring
