@@ -87,10 +87,23 @@ fuzz() {  # target
   done
 }
 
+# As many targets at a time as there are cores, so each still has a core for its `seconds`; each
+# one's lines are printed when all are done, in this order.
 targets=(cli c_abi hdf5_input)
+rm -f "$build"/fuzz-*.rc
+for target in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n || true; done
+  (
+    rc=0
+    fuzz "$target" || rc=1
+    echo "$rc" >"$build/fuzz-$target.rc"
+  ) >"$build/fuzz-$target.out" 2>&1 &
+done
+wait
 failed=()
 for target in "${targets[@]}"; do
-  fuzz "$target" || failed+=("$target")
+  cat "$build/fuzz-$target.out"
+  [ "$(cat "$build/fuzz-$target.rc" 2>/dev/null)" = 0 ] || failed+=("$target")
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: FAILED: ${failed[*]} (inputs in $build/fuzz-findings/)" >&2
