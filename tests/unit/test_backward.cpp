@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 
 #include "dring/kernels/cpu.hpp"
@@ -241,6 +242,7 @@ void check_tile_kernel(kernels::CpuF32Kernel kernel) {
   }
 }
 
+static_assert(std::size(test::kF32Kernels) == 3, "a new fp32 tile kernel needs its tests here too");
 TEST(CpuBackwardKernel, Avx512TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx512); }
 TEST(CpuBackwardKernel, Avx2TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx2); }
 TEST(CpuBackwardKernel, SgemmTileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kSgemm); }

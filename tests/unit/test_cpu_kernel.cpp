@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 
@@ -287,6 +288,7 @@ TEST(CpuKernel, F32TileKernelsTakeAnyScale) {
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
 // threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel (a
 // test each, so that ctest can run them side by side).
+static_assert(std::size(test::kF32Kernels) == 3, "a new fp32 tile kernel needs its tests here too");
 TEST(CpuKernel, GeneralMasksMatchFloat64OnAvx512) {
   test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kAvx512);
 }
