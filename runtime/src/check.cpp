@@ -116,20 +116,17 @@ namespace {
 // The dk and dv reference reads the forward row of every query that reads a sampled key, so it
 // reads the same input rows over and over, and from a synthetic source every value is a hash and
 // a Box-Muller draw (a log and a cos): `--check --backward` on a 301-row problem took 6-8 s, 85% of
-// it making inputs. Inputs of at most kMemoElements values in all are therefore read from the
-// source once, into float64 tensors (the same values), and the reference reads those; larger ones
-// are read from the source as before, so the check's memory stays small whatever the problem.
-constexpr int64_t kMemoElements = int64_t{1} << 20;  // 8 MiB of doubles
-
+// it making inputs. Small inputs are therefore read once (check.hpp, kGradCheckInMemoryElements).
 struct InputTensors {
   std::vector<double> q, k, v, dout;  // [B, S, H, D], [B, S, Hkv, D] (dout empty without one)
 };
 
-std::optional<InputTensors> read_whole_inputs(const AttentionShape& s, const reference::RowSource& source) {
+std::optional<InputTensors> read_whole_inputs(const AttentionShape& s, const reference::RowSource& source,
+                                              int64_t limit) {
   const TensorDims qd = s.q_dims(s.seq), kvd = s.kv_dims(s.seq);
   const int64_t q_n = qd.elements(), kv_n = kvd.elements();
   const bool dout = source.has_dout();
-  if ((dout ? 2 : 1) * q_n + 2 * kv_n > kMemoElements) return std::nullopt;
+  if ((dout ? 2 : 1) * q_n + 2 * kv_n > limit) return std::nullopt;
   InputTensors t;
   t.q.resize(q_n);
   t.k.resize(kv_n);
@@ -160,13 +157,13 @@ std::optional<InputTensors> read_whole_inputs(const AttentionShape& s, const ref
 GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
                                     const float* dk, const float* dv, const reference::RowSource& source,
                                     const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
-                                    MPI_Comm comm) {
+                                    MPI_Comm comm, int64_t in_memory_elements) {
   const AttentionShape& s = problem.shape;
   const int64_t d = s.head_dim;
   const TensorDims q = s.q_dims(layout.size(rank)), kvd = s.kv_dims(layout.size(rank));
   double max_err = 0.0, max_ref = 0.0, spent = 0.0;
   int64_t q_rows = 0, kv_rows = 0;
-  const std::optional<InputTensors> whole = read_whole_inputs(s, source);
+  const std::optional<InputTensors> whole = read_whole_inputs(s, source, in_memory_elements);
   std::optional<reference::TensorSource<double>> in_memory;
   if (whole) {
     in_memory.emplace(s, whole->q.data(), whole->k.data(), whole->v.data(),

@@ -2,10 +2,16 @@
 // run under mpirun with 1 to 4 ranks: every rank's dq, dk, dv equal the one-rank run on the same
 // data and the float64 reference gradient, for dense, dilated, causal and GQA configurations with
 // lengths that divide nothing, automatic and 5-row messages; and the backward peak memory per
-// rank falls with the ranks.
+// rank falls with the ranks; and the gradient check (`--check --backward`) gives the same result
+// whether it holds the inputs in memory or reads them row by row.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <limits>
+
+#include "dring/runtime/check.hpp"
+#include "dring/runtime/layout.hpp"
+#include "dring/runtime/synthetic.hpp"
 #include "ring_harness.hpp"
 #include "test_util.hpp"
 
@@ -54,6 +60,55 @@ INSTANTIATE_TEST_SUITE_P(Cuda, RingBackward, testing::ValuesIn(ring_cases(Device
 INSTANTIATE_TEST_SUITE_P(Cudnn, RingBackward, testing::ValuesIn(ring_cases(Device::kCudnn, {37, 130})),
                          ring_case_name);
 #endif
+
+// `--check --backward` reads small inputs once into float64 tensors and larger ones row by row
+// from the source (check.hpp): both must give the same result, bit for bit, on a shape that
+// exercises the tensors' indexing (batch 2, GQA, dilated causal pairs, packed documents, zigzag),
+// for correct gradients (the check passes) and for corrupted ones (it fails, by the same error).
+TEST(CpuGradientCheck, InMemoryInputsGiveTheStreamedResult) {
+  const int k = world_size();
+  const int64_t seq = 37, d = 8;
+  RankRuntime rt(BackendCase{}, MPI_COMM_WORLD, DType::kF32);
+  Problem p = test::make_problem(2, seq, 6, 3, d, {{12, 3}, {24, 2}}, true);
+  p.config.doc_lens = {1, 20, 16};
+  ExecutorOptions options = small_tile_options(DType::kF32, message_cap_bytes(4, d, DType::kF32));
+  options.layout = LayoutSpec::parse("zigzag");
+  PassResult run = run_pass(rt, p, 7, options, true);
+  const ShardLayout layout(seq, k, options.layout);
+  const SyntheticSource source(7, p.shape);
+  const std::vector<RowId> rows = sample_rows(p.shape, layout, 48, 3, p.config.doc_lens);
+  const double budget = 1e12;  // every sampled row's dk, dv
+  auto both_ways = [&](const char* what) {
+    SCOPED_TRACE(what);
+    const GradCheckResult memo = check_gradient_rows(p, layout, run.rank, run.dq.data(), run.dk.data(), run.dv.data(),
+                                                     source, rows, 1e-4, budget, MPI_COMM_WORLD,
+                                                     std::numeric_limits<int64_t>::max());
+    const GradCheckResult streamed = check_gradient_rows(p, layout, run.rank, run.dq.data(), run.dk.data(),
+                                                         run.dv.data(), source, rows, 1e-4, budget, MPI_COMM_WORLD, 0);
+    EXPECT_EQ(memo.result.rows, streamed.result.rows);
+    EXPECT_EQ(memo.kv_rows, streamed.kv_rows);
+    EXPECT_EQ(memo.result.max_abs_err, streamed.result.max_abs_err);
+    EXPECT_EQ(memo.result.max_rel_err, streamed.result.max_rel_err);
+    EXPECT_EQ(memo.result.passed, streamed.result.passed);
+    EXPECT_EQ(memo.result.rows, static_cast<int64_t>(rows.size()));
+    EXPECT_EQ(memo.kv_rows, static_cast<int64_t>(rows.size()));
+    return memo.result;
+  };
+  const CheckResult good = both_ways("gradients as computed");
+  EXPECT_TRUE(good.passed) << good.max_rel_err;
+
+  // One element of dq and of dk wrong on every rank that owns a sampled row.
+  for (const RowId& row : rows) {
+    if (layout.owner(row.pos) != run.rank) continue;
+    const int64_t i = layout.local_row(row.pos);
+    run.dq[p.shape.q_dims(run.rows).at(row.batch, i, row.head) + 3] += 0.5f;
+    run.dk[p.shape.kv_dims(run.rows).at(row.batch, i, p.kv_head_of(row.head)) + 5] -= 0.5f;
+    break;
+  }
+  const CheckResult bad = both_ways("two elements corrupted");
+  EXPECT_FALSE(bad.passed);
+  EXPECT_GT(bad.max_abs_err, 0.4);
+}
 
 // The backward pass's peak (the backend's space, counted from the end of the forward pass) against
 // the one-rank run. CPU only, for the reason given in test_ring_forward.cpp.

@@ -58,6 +58,10 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
 // needs the forward rows of all queries that read it) stays within `kv_budget_elements` input
 // elements read per rank.
 // Errors are relative to the largest reference gradient element among the checked rows.
+// Inputs of at most `in_memory_elements` values in all (q, k, v, dout) are read from `source` once,
+// into float64 tensors the reference then reads (the same values, so the same result); larger
+// ones are read row by row as the reference needs them, so the check's memory stays bounded.
+inline constexpr int64_t kGradCheckInMemoryElements = int64_t{1} << 20;  // 8 MiB of doubles
 struct GradCheckResult {
   CheckResult result;
   int64_t kv_rows = 0;  // key rows whose dk, dv were checked
@@ -65,6 +69,6 @@ struct GradCheckResult {
 GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
                                     const float* dk, const float* dv, const reference::RowSource& source,
                                     const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
-                                    MPI_Comm comm);
+                                    MPI_Comm comm, int64_t in_memory_elements = kGradCheckInMemoryElements);
 
 }  // namespace dring
