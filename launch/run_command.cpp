@@ -132,6 +132,7 @@ RankStats rank_stats(int rank, const MemoryTracker& tracker, const PassStats& pa
   mine.comm_sent_bytes = pass.sent_bytes;
   mine.comm_recv_bytes = pass.recv_bytes;
   mine.compute_ms = pass.compute_ms;
+  mine.compute_cpu_ms = pass.compute_cpu_ms;
   mine.comm_wait_ms = pass.comm_wait_ms;
   mine.flops = pass.flops;
   return mine;

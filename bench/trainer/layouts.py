@@ -4,13 +4,16 @@
 Three tables, each from real runs in one invocation (docs/benchmarks.md, "Trainer features"):
   balance   causal dense and LongNet-style attention at k = 2, 3, 4 ranks under each layout: every
             rank's attention flops (counted by the executor from the masks it ran), max/min over
-            ranks, the slowest rank's compute time and the wall time of the pass.
+            ranks, the slowest rank's compute time (wall, and CPU time: what it takes on a core of
+            its own) and the wall time of the pass.
   window    dense attention with a sliding window W much smaller than a shard: rows each rank
             received per kv head (expected: W-1 from each neighbour it reads, causal: the left one),
             compute, communication wait and total time against the window-free run.
   documents packed documents: rows received against the same problem without documents.
-Times are medians of --repeat passes. With more ranks than cores, ranks share cores and times say
-little about balance (each idle rank's core goes to a busy one); flops balance is exact at any k.
+Pass times are medians of --repeat passes, per-rank times those of the last pass. With more ranks
+than cores, ranks share cores and wall times say little about balance (each idle rank's core goes
+to a busy one); flops balance is exact at any k, and the ranks' compute CPU time (`compute_cpu_ms`,
+one thread per rank) is the time each rank's compute takes on a core of its own.
 --core-share holds each of k ranks to min(1, cores / k) of one core (bench/trainer/core-share.sh,
 a CFS quota per rank; root only), so that k ranks behave like k equal cores and the pass time
 shows the balance even with more ranks than cores.
@@ -67,12 +70,15 @@ def balance(seq, repeat, heads, head_dim, which):
                               "--layout", layout] + flags, repeat)
                 flops = rank_values(rep, "flops")
                 compute = rank_values(rep, "compute_ms")
+                cpu = rank_values(rep, "compute_cpu_ms")
                 rows.append({"config": name, "ranks": k, "layout": layout, "flops": flops,
                              "flops_max_over_min": max(flops) / min(flops), "compute_ms": compute,
-                             "slowest_compute_ms": max(compute), "time_ms": rep["time_ms"],
+                             "slowest_compute_ms": max(compute), "compute_cpu_ms": cpu,
+                             "slowest_compute_cpu_ms": max(cpu), "time_ms": rep["time_ms"],
                              "core_share": min(1.0, os.cpu_count() / k) if CORE_SHARE else None})
                 print(f"{name:15s} k={k} {layout:10s} flops max/min {max(flops) / min(flops):5.2f}  "
-                      f"slowest compute {max(compute):8.1f} ms  time {rep['time_ms']:8.1f} ms", flush=True)
+                      f"slowest compute {max(compute):8.1f} ms (cpu {max(cpu):8.1f} ms, "
+                      f"ranks {' '.join(f'{c:.0f}' for c in cpu)})  time {rep['time_ms']:8.1f} ms", flush=True)
     return rows
 
 

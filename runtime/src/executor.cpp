@@ -161,9 +161,10 @@ void RingExecutor::Impl::post_kv(size_t i, const ShardInputs& in, PassStats& sta
                                               (rank - step.shift + world) % world, kv_tag(step.shift));
   }
   if (!step.send.empty()) {
-    const auto t0 = Clock::now();
-    backend.copy_rows(message_runs(step.send, in.k, in.v, nullptr, nullptr, kv_send.data(), true, dtype), d, dtype);
-    stats.compute_ms += ms_since(t0);
+    {
+      const ComputeSection packing(stats);
+      backend.copy_rows(message_runs(step.send, in.k, in.v, nullptr, nullptr, kv_send.data(), true, dtype), d, dtype);
+    }
     pending_kv_send = transport.post_send_raw(kv_send.data(), 2 * step.send.rows * d, dtype,
                                               (rank + step.shift) % world, kv_tag(step.shift));
   }
@@ -186,9 +187,10 @@ void RingExecutor::Impl::wait(std::unique_ptr<comm::Request>& request, PassStats
 }
 
 void RingExecutor::Impl::finish(PassStats& stats, Clock::time_point start, const comm::CommCounters& before) {
-  const auto t0 = Clock::now();
-  backend.synchronize();
-  stats.compute_ms += ms_since(t0);
+  {
+    const ComputeSection draining(stats);
+    backend.synchronize();
+  }
   stats.comm_wait_ms += transport.take_device_wait_ms();
   stats.total_ms = ms_since(start);
   stats.sent_bytes = transport.counters().sent_bytes - before.sent_bytes;
@@ -294,22 +296,23 @@ PassStats RingExecutor::forward(const ShardInputs& in, const ShardOutputs& out) 
   m.start_progress(std::max(m.pass_scores, 0.0));
 
   // Every row starts at (out, lse) = (0, -inf); each block merges into it.
-  auto t0 = Clock::now();
-  m.backend.fill(out.out, ix.q.elements(), dt, 0.0f);
-  m.backend.fill(out.lse, ix.q.state_elements(), DType::kF32, -std::numeric_limits<float>::infinity());
-  stats.compute_ms += ms_since(t0);
+  {
+    const ComputeSection filling(stats);
+    m.backend.fill(out.out, ix.q.elements(), dt, 0.0f);
+    m.backend.fill(out.lse, ix.q.state_elements(), DType::kF32, -std::numeric_limits<float>::infinity());
+  }
   if (!m.steps.empty()) m.post_kv(0, in, stats);
-  t0 = Clock::now();
-  run_local(collect, true);
-  stats.compute_ms += ms_since(t0);
+  {
+    const ComputeSection local(stats);
+    run_local(collect, true);
+  }
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
     m.wait(m.pending_kv_recv, stats, "K/V rows", i);
     m.wait(m.pending_kv_send, stats, "K/V rows", i);  // the send buffer is refilled by the next step
     if (i + 1 < m.steps.size()) m.post_kv(i + 1, in, stats);
-    t0 = Clock::now();
+    const ComputeSection received(stats);
     run_message(m.steps[i].recv, m.kv_recv[i % 2].data(), collect, true);
-    stats.compute_ms += ms_since(t0);
   }
   m.finish(stats, pass_start, before);
   stats.flops = m.done_scores * 4.0 * static_cast<double>(d);

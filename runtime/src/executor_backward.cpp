@@ -158,26 +158,27 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     m.wait(m.pending_grad_recv[i % 2], stats, "gradients", i);
     const Message& sent = m.steps[i].send;
     if (sent.empty()) return;
-    const auto t0 = Clock::now();
+    const ComputeSection adding(stats);
     // A key row selected by two pairs comes back once per pair: add pair by pair, so the rows of
     // one call are distinct (and the sum's order is fixed).
     for (int p = 0; p < static_cast<int>(m.pairs.size()); ++p) {
       m.backend.add_rows(
           m.message_runs(sent, nullptr, nullptr, dk, dv, m.grad_recv[i % 2].data(), false, DType::kF32, p), d);
     }
-    stats.compute_ms += ms_since(t0);
   };
 
-  auto t0 = Clock::now();
-  m.backend.delta({dt, s.batch, ix.rows, s.heads, d, in.out, in.dout, m.delta.data()});
-  m.backend.fill(dq, q_elems, DType::kF32, 0.0f);
-  m.backend.fill(dk, kv_elems, DType::kF32, 0.0f);
-  m.backend.fill(dv, kv_elems, DType::kF32, 0.0f);
-  stats.compute_ms += ms_since(t0);
+  {
+    const ComputeSection filling(stats);
+    m.backend.delta({dt, s.batch, ix.rows, s.heads, d, in.out, in.dout, m.delta.data()});
+    m.backend.fill(dq, q_elems, DType::kF32, 0.0f);
+    m.backend.fill(dk, kv_elems, DType::kF32, 0.0f);
+    m.backend.fill(dv, kv_elems, DType::kF32, 0.0f);
+  }
   if (!m.steps.empty()) m.post_kv(0, in.forward, stats);
-  t0 = Clock::now();
-  run_local(collect, true);
-  stats.compute_ms += ms_since(t0);
+  {
+    const ComputeSection local(stats);
+    run_local(collect, true);
+  }
 
   for (size_t i = 0; i < m.steps.size(); ++i) {
     m.wait(m.pending_kv_recv, stats, "K/V rows", i);
@@ -188,10 +189,9 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     float* grads = m.grad_send[i % 2].data();
     if (!step.recv.empty()) {
       m.wait(m.pending_grad_send[i % 2], stats, "gradients", i - 2);  // step i-2's have left this buffer
-      t0 = Clock::now();
+      const ComputeSection received(stats);
       m.backend.fill(grads, 2 * step.recv.rows * d, DType::kF32, 0.0f);
       run_message(step.recv, m.kv_recv[i % 2].data(), grads, collect, true);
-      stats.compute_ms += ms_since(t0);
     }
     post_gradients(i, grads);
   }
@@ -200,11 +200,10 @@ PassStats RingExecutor::backward(const GradInputs& in, const GradOutputs& out) {
     m.wait(m.pending_grad_send[i % 2], stats, "gradients", i);
   }
   if (dt != DType::kF32) {
-    t0 = Clock::now();
+    const ComputeSection casting(stats);
     m.backend.cast(dq, out.dq, q_elems, dt);
     m.backend.cast(dk, out.dk, kv_elems, dt);
     m.backend.cast(dv, out.dv, kv_elems, dt);
-    stats.compute_ms += ms_since(t0);
   }
   m.finish(stats, pass_start, before);
   stats.flops = m.done_scores * 10.0 * static_cast<double>(d);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,6 +22,31 @@ using Clock = std::chrono::steady_clock;
 inline double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
+
+// CPU time this process has used, in ms (all its threads).
+inline double process_cpu_ms() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+// A stretch of a pass that computes (kernels, packing, fills): its wall time goes to
+// PassStats::compute_ms and the process's CPU time over it to compute_cpu_ms when it ends.
+class ComputeSection {
+ public:
+  explicit ComputeSection(PassStats& stats) : stats_(stats), wall_(Clock::now()), cpu_(process_cpu_ms()) {}
+  ~ComputeSection() {
+    stats_.compute_ms += ms_since(wall_);
+    stats_.compute_cpu_ms += process_cpu_ms() - cpu_;
+  }
+  ComputeSection(const ComputeSection&) = delete;
+  ComputeSection& operator=(const ComputeSection&) = delete;
+
+ private:
+  PassStats& stats_;
+  Clock::time_point wall_;
+  double cpu_;
+};
 
 // The query heads of kv head g that use offset o in a pair of dilation r: first, first + r, ...
 struct HeadRun {

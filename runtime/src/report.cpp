@@ -67,6 +67,7 @@ nlohmann::json ranks_json(const std::vector<RankStats>& ranks) {
                    {"comm_sent_bytes", k.comm_sent_bytes},
                    {"comm_recv_bytes", k.comm_recv_bytes},
                    {"compute_ms", k.compute_ms},
+                   {"compute_cpu_ms", k.compute_cpu_ms},
                    {"flops", k.flops},
                    {"comm_wait_ms", k.comm_wait_ms}});
   }

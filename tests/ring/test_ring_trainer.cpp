@@ -78,7 +78,7 @@ INSTANTIATE_TEST_SUITE_P(Cudnn, RingTrainer, testing::ValuesIn(ring_cases(Device
 #endif
 
 // Per-rank work: with causal attention, zigzag and striped balance what contiguous does not, and
-// the ranks' flops add up to the problem's.
+// the ranks' flops add up to the problem's; each rank's compute CPU time is counted.
 TEST(CpuRingTrainer, CausalWorkIsBalancedByZigzagAndStriped) {
   const BackendCase cpu{Device::kCpu, Link::kMpi};
   RankRuntime rt(cpu, MPI_COMM_WORLD, DType::kF32);
@@ -94,6 +94,9 @@ TEST(CpuRingTrainer, CausalWorkIsBalancedByZigzagAndStriped) {
       MPI_Allreduce(&flops, &hi, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
       MPI_Allreduce(&flops, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
       EXPECT_NEAR(total, p.forward_flops(), 1e-9 * p.forward_flops()) << layout;
+      // One kernel thread: the process's CPU time over the compute is at most its wall time.
+      EXPECT_GT(run.forward.compute_cpu_ms, 0.0);
+      EXPECT_LE(run.forward.compute_cpu_ms, 1.1 * run.forward.compute_ms + 5.0);
       if (k > 1 && layout != "contiguous") {
         EXPECT_LE(hi / lo, 1.10) << layout << " " << pairs.size() << " pairs";
       }

@@ -66,6 +66,9 @@ struct GradOutputs {
 struct PassStats {
   double total_ms = 0.0;
   double compute_ms = 0.0;    // time the host spent issuing and running kernels and packing
+  // The process's CPU time over those stretches (all its threads). On the CPU backend with one
+  // thread: the time the compute takes on a core of its own, even where ranks share cores.
+  double compute_cpu_ms = 0.0;
   double comm_wait_ms = 0.0;  // blocked waiting for a message
   int64_t sent_bytes = 0;
   int64_t recv_bytes = 0;

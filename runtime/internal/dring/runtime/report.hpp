@@ -26,6 +26,7 @@ struct RankStats {
   int64_t comm_sent_bytes = 0;
   int64_t comm_recv_bytes = 0;
   double compute_ms = 0.0;
+  double compute_cpu_ms = 0.0;  // PassStats::compute_cpu_ms
   double comm_wait_ms = 0.0;
   double flops = 0.0;  // attention work this rank computed (PassStats::flops)
   std::array<int64_t, kMemCategoryCount> peak_tracked_by_category{};
