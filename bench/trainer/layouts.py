@@ -19,7 +19,9 @@ a CFS quota per rank; root only), so that k ranks behave like k equal cores and 
 shows the balance even with more ranks than cores.
 
 Usage: bench/trainer/layouts.py [--seq N] [--repeat N] [--only balance,window,documents]
-                                [--configs dense,longnet] [--core-share] [--json OUT.json]
+                                [--configs dense,longnet] [--backward] [--core-share] [--json OUT.json]
+--backward: the balance table's runs add the backward pass, and its rows the backward's
+per-rank flops and times beside the forward's.
 Needs build/bin/dring (launch/build.sh).
 """
 import argparse
@@ -59,7 +61,7 @@ def rank_values(report, key):
     return [r[key] for r in report["ranks"]]
 
 
-def balance(seq, repeat, heads, head_dim, which):
+def balance(seq, repeat, heads, head_dim, which, backward=False):
     rows = []
     configs = {"dense": ("dense causal", []),
                "longnet": ("LongNet causal", ["--segments", f"{seq // 16},{seq // 4},{seq}", "--dilations", "1,2,4"])}
@@ -67,7 +69,7 @@ def balance(seq, repeat, heads, head_dim, which):
         for k in (2, 3, 4):
             for layout in ("contiguous", "zigzag", "striped"):
                 rep = run(k, ["--seq", str(seq), "--heads", str(heads), "--head-dim", str(head_dim), "--causal",
-                              "--layout", layout] + flags, repeat)
+                              "--layout", layout] + flags + (["--backward"] if backward else []), repeat)
                 flops = rank_values(rep, "flops")
                 compute = rank_values(rep, "compute_ms")
                 cpu = rank_values(rep, "compute_cpu_ms")
@@ -79,6 +81,18 @@ def balance(seq, repeat, heads, head_dim, which):
                 print(f"{name:15s} k={k} {layout:10s} flops max/min {max(flops) / min(flops):5.2f}  "
                       f"slowest compute {max(compute):8.1f} ms (cpu {max(cpu):8.1f} ms, "
                       f"ranks {' '.join(f'{c:.0f}' for c in cpu)})  time {rep['time_ms']:8.1f} ms", flush=True)
+                if backward:
+                    bwd = rep["backward"]
+                    b_flops = rank_values(bwd, "flops")
+                    b_compute = rank_values(bwd, "compute_ms")
+                    b_cpu = rank_values(bwd, "compute_cpu_ms")
+                    rows[-1]["backward"] = {"flops": b_flops, "flops_max_over_min": max(b_flops) / min(b_flops),
+                                            "compute_ms": b_compute, "slowest_compute_ms": max(b_compute),
+                                            "compute_cpu_ms": b_cpu, "slowest_compute_cpu_ms": max(b_cpu),
+                                            "time_ms": bwd["time_ms"]}
+                    print(f"{'  backward':15s} k={k} {layout:10s} flops max/min {max(b_flops) / min(b_flops):5.2f}  "
+                          f"slowest compute {max(b_compute):8.1f} ms (cpu {max(b_cpu):8.1f} ms, "
+                          f"ranks {' '.join(f'{c:.0f}' for c in b_cpu)})  time {bwd['time_ms']:8.1f} ms", flush=True)
     return rows
 
 
@@ -126,6 +140,7 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", default="balance,window,documents", help="tables to run, comma-separated")
     p.add_argument("--configs", default="dense,longnet", help="balance table: dense, longnet or both")
+    p.add_argument("--backward", action="store_true", help="balance table: add the backward pass")
     p.add_argument("--core-share", action="store_true", help="hold each rank to min(1, cores/k) of a core")
     p.add_argument("--json", help="write every row here")
     a = p.parse_args()
@@ -133,9 +148,9 @@ def main():
     CORE_SHARE = a.core_share
     only = a.only.split(",")
     result = {"seq": a.seq, "heads": a.heads, "head_dim": a.head_dim, "repeat": a.repeat,
-              "core_share": a.core_share, "cpu": os.cpu_count()}
+              "core_share": a.core_share, "backward": a.backward, "cpu": os.cpu_count()}
     if "balance" in only:
-        result["balance"] = balance(a.seq, a.repeat, a.heads, a.head_dim, a.configs.split(","))
+        result["balance"] = balance(a.seq, a.repeat, a.heads, a.head_dim, a.configs.split(","), a.backward)
     if "window" in only:
         result["window"] = window(a.seq, a.repeat, a.heads, a.head_dim, a.window)
     if "documents" in only:
