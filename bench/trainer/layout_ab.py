@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/trainer/layout_ab.py — two builds of dring, interleaved run by run, on one problem under
-each layout: the pass time, the slowest rank's compute and the lowest per-rank rate (flops /
-compute_ms), medians over the rounds. For before/after comparisons on a VM whose speed drifts.
+each layout: the pass time, the slowest rank's compute (wall, and CPU time: its time on a core of
+its own, layouts.py) and the lowest per-rank rate (flops / compute CPU time; wall time for builds
+without it), medians over the rounds. For before/after comparisons on a VM whose speed drifts.
 
 Usage: bench/trainer/layout_ab.py OLD_DRING NEW_DRING [--ranks 2] [--seq 65536] [--rounds 3]
                                   [--layouts contiguous,zigzag,striped] [--core-share]
@@ -10,6 +11,7 @@ Usage: bench/trainer/layout_ab.py OLD_DRING NEW_DRING [--ranks 2] [--seq 65536] 
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -50,17 +52,20 @@ def main():
                     with open(out) as f:
                         r = json.load(f)
                     compute = max(rk["compute_ms"] for rk in r["ranks"])
-                    rate = min(rk["flops"] / rk["compute_ms"] / 1e6 for rk in r["ranks"])
+                    # Builds before compute_cpu_ms (c077445) report wall times only: nan, and rates by wall.
+                    cpu = max(rk.get("compute_cpu_ms", math.nan) for rk in r["ranks"])
+                    rate = min(rk["flops"] / rk.get("compute_cpu_ms", rk["compute_ms"]) / 1e6 for rk in r["ranks"])
                     waits = sum(rk["comm_wait_ms"] for rk in r["ranks"])
-                    rows.setdefault((layout, side), []).append((r["time_ms"], compute, rate, waits))
+                    rows.setdefault((layout, side), []).append((r["time_ms"], compute, cpu, rate, waits))
                     load = open("/proc/loadavg").read().split()[0]
-                    print(f"{rnd} {layout:10} {side} pass {r['time_ms']:.0f} ms  slowest compute {compute:.0f} ms  "
+                    print(f"{rnd} {layout:10} {side} pass {r['time_ms']:.0f} ms  slowest compute {compute:.0f} ms (cpu {cpu:.0f})  "
                           f"lowest rank {rate:.1f} GFLOP/s  waits {waits:.0f} ms  flops max/min {r['work_balance']:.2f}  "
                           f"load {load}",
                           flush=True)
-    print("medians: layout, build, pass ms, slowest compute ms, lowest rank GFLOP/s, waits summed over ranks ms")
+    print("medians: layout, build, pass ms, slowest compute ms, slowest compute CPU ms, lowest rank GFLOP/s, "
+          "waits summed over ranks ms")
     for (layout, side), v in sorted(rows.items()):
-        print(layout, side, " ".join(f"{statistics.median(x[i] for x in v):.1f}" for i in range(4)))
+        print(layout, side, " ".join(f"{statistics.median(x[i] for x in v):.1f}" for i in range(5)))
 
 
 if __name__ == "__main__":
