@@ -112,6 +112,36 @@ void RowSource::dout_row(int64_t, int64_t, int64_t, double*) const {
   DRING_FAIL(Status::kInvalidArgument, "this input has no dout (needed for the backward pass)");
 }
 
+int64_t InMemorySource::elements(const AttentionShape& s, bool dout) {
+  return (dout ? 2 : 1) * s.q_dims(s.seq).elements() + 2 * s.kv_dims(s.seq).elements();
+}
+
+InMemorySource::InMemorySource(const AttentionShape& s, const RowSource& source)
+    : q_(s.q_dims(s.seq).elements()),
+      k_(s.kv_dims(s.seq).elements()),
+      v_(k_.size()),
+      dout_(source.has_dout() ? q_.size() : 0),
+      view_(s, q_.data(), k_.data(), v_.data(), dout_.empty() ? nullptr : dout_.data()) {
+  const TensorDims qd = s.q_dims(s.seq), kvd = s.kv_dims(s.seq);
+  const int64_t d = s.head_dim;
+  std::vector<double> k(s.seq * d), v(s.seq * d);  // one kv head's rows, [S, D]
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t pos = 0; pos < s.seq; ++pos) {
+      for (int64_t h = 0; h < s.heads; ++h) {
+        source.q_row(b, pos, h, &q_[qd.at(b, pos, h)]);
+        if (!dout_.empty()) source.dout_row(b, pos, h, &dout_[qd.at(b, pos, h)]);
+      }
+    }
+    for (int64_t g = 0; g < s.kv_heads; ++g) {
+      source.kv_rows(b, g, StridedRange{0, s.seq, 1}, k.data(), v.data());
+      for (int64_t pos = 0; pos < s.seq; ++pos) {
+        std::copy_n(&k[pos * d], d, &k_[kvd.at(b, pos, g)]);
+        std::copy_n(&v[pos * d], d, &v_[kvd.at(b, pos, g)]);
+      }
+    }
+  }
+}
+
 RowResult attention_row(const Problem& problem, const RowSource& source, int64_t batch, int64_t pos,
                         int64_t head) {
   const int64_t d = problem.shape.head_dim;

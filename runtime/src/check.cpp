@@ -111,49 +111,6 @@ CheckResult check_rows(const Problem& problem, const ShardLayout& layout, int ra
   return all;
 }
 
-namespace {
-
-// The dk and dv reference reads the forward row of every query that reads a sampled key, so it
-// reads the same input rows over and over, and from a synthetic source every value is a hash and
-// a Box-Muller draw (a log and a cos): `--check --backward` on a 301-row problem took 6-8 s, 85% of
-// it making inputs. Small inputs are therefore read once (check.hpp, kGradCheckInMemoryElements).
-struct InputTensors {
-  std::vector<double> q, k, v, dout;  // [B, S, H, D], [B, S, Hkv, D] (dout empty without one)
-};
-
-std::optional<InputTensors> read_whole_inputs(const AttentionShape& s, const reference::RowSource& source,
-                                              int64_t limit) {
-  const TensorDims qd = s.q_dims(s.seq), kvd = s.kv_dims(s.seq);
-  const int64_t q_n = qd.elements(), kv_n = kvd.elements();
-  const bool dout = source.has_dout();
-  if ((dout ? 2 : 1) * q_n + 2 * kv_n > limit) return std::nullopt;
-  InputTensors t;
-  t.q.resize(q_n);
-  t.k.resize(kv_n);
-  t.v.resize(kv_n);
-  if (dout) t.dout.resize(q_n);
-  const int64_t d = s.head_dim;
-  for (int64_t b = 0; b < s.batch; ++b) {
-    for (int64_t pos = 0; pos < s.seq; ++pos) {
-      for (int64_t h = 0; h < s.heads; ++h) {
-        source.q_row(b, pos, h, &t.q[qd.at(b, pos, h)]);
-        if (dout) source.dout_row(b, pos, h, &t.dout[qd.at(b, pos, h)]);
-      }
-    }
-    std::vector<double> k(s.seq * d), v(s.seq * d);  // one kv head's rows, [S, D]
-    for (int64_t g = 0; g < s.kv_heads; ++g) {
-      source.kv_rows(b, g, StridedRange{0, s.seq, 1}, k.data(), v.data());
-      for (int64_t pos = 0; pos < s.seq; ++pos) {
-        std::copy_n(&k[pos * d], d, &t.k[kvd.at(b, pos, g)]);
-        std::copy_n(&v[pos * d], d, &t.v[kvd.at(b, pos, g)]);
-      }
-    }
-  }
-  return t;
-}
-
-}  // namespace
-
 GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& layout, int rank, const float* dq,
                                     const float* dk, const float* dv, const reference::RowSource& source,
                                     const std::vector<RowId>& rows, double tolerance, double kv_budget_elements,
@@ -163,12 +120,12 @@ GradCheckResult check_gradient_rows(const Problem& problem, const ShardLayout& l
   const TensorDims q = s.q_dims(layout.size(rank)), kvd = s.kv_dims(layout.size(rank));
   double max_err = 0.0, max_ref = 0.0, spent = 0.0;
   int64_t q_rows = 0, kv_rows = 0;
-  const std::optional<InputTensors> whole = read_whole_inputs(s, source, in_memory_elements);
-  std::optional<reference::TensorSource<double>> in_memory;
-  if (whole) {
-    in_memory.emplace(s, whole->q.data(), whole->k.data(), whole->v.data(),
-                      whole->dout.empty() ? nullptr : whole->dout.data());
-  }
+  // The dk and dv reference reads the forward row of every query that reads a sampled key, so it
+  // reads the same input rows over and over, and from a synthetic source every value costs a hash,
+  // a log and a cos: `--check --backward` on a 301-row problem took 6-8 s, 85% of it making
+  // inputs. Small inputs are therefore read once (check.hpp).
+  std::optional<reference::InMemorySource> in_memory;
+  if (reference::InMemorySource::elements(s, source.has_dout()) <= in_memory_elements) in_memory.emplace(s, source);
   const reference::RowSource& inputs = in_memory ? static_cast<const reference::RowSource&>(*in_memory) : source;
   auto compare = [&](const std::vector<double>& want, const float* got) {
     for (int64_t c = 0; c < d; ++c) {

@@ -91,4 +91,29 @@ class TensorSource final : public RowSource {
   const T* dout_;
 };
 
+// Another source's inputs, read from it once into float64 tensors and served from there (the
+// same values): for references that read the same rows many times (a key row's gradient reads
+// the forward rows of every query that reads it; a whole-tensor check reads every key row once
+// per query row), where a synthetic source pays a hash, a log and a cos per value.
+// Holds (dout ? 2 : 1) * B*S*H*D + 2 * B*S*Hkv*D doubles: elements(shape, has_dout).
+class InMemorySource final : public RowSource {
+ public:
+  InMemorySource(const AttentionShape& shape, const RowSource& source);
+  InMemorySource(const InMemorySource&) = delete;  // view_ points into this object's vectors
+  InMemorySource& operator=(const InMemorySource&) = delete;
+  static int64_t elements(const AttentionShape& shape, bool dout);
+  void q_row(int64_t b, int64_t pos, int64_t head, double* out) const override { view_.q_row(b, pos, head, out); }
+  bool has_dout() const override { return view_.has_dout(); }
+  void dout_row(int64_t b, int64_t pos, int64_t head, double* out) const override {
+    view_.dout_row(b, pos, head, out);
+  }
+  void kv_rows(int64_t b, int64_t g, StridedRange rows, double* k, double* v) const override {
+    view_.kv_rows(b, g, rows, k, v);
+  }
+
+ private:
+  std::vector<double> q_, k_, v_, dout_;  // [B, S, H, D], [B, S, Hkv, D] (dout_ empty without one)
+  TensorSource<double> view_;
+};
+
 }  // namespace dring::reference
