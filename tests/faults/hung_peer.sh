@@ -36,16 +36,22 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; sed 's/^/    /' "$work/err" 2>/dev/null; exit 1; }
 
-# Passes of about a second (66 exchange steps each), and many of them: the rank stops mid-pass,
-# while its peers still wait for its rows, and the job cannot end by itself in the allowance.
+# Many passes of 64 exchange steps, each step's compute short in every build (a pass of S = 12288
+# on 3 ranks: 0.3 s here, 5 s of CPU time under the sanitizers; the longest stretch, a rank's own
+# block, a third of that): the rank stops mid-pass, while its peers still wait for its rows, and
+# they reach the wait, and the deadline, well within the allowance. At S = 32768 a sanitizer
+# build's own-block stretch alone took 15-20 s, and a stop that fell into it failed the test
+# (2026-12-03).
 # attempt STOP_TICKS: run the job, stop rank 1 once it has used STOP_TICKS of CPU time, judge.
-# Returns 3 when the stop fell between two passes, where the peers wait in an allreduce that
-# cannot say which rank is missing (the passes are about a second of CPU time; set-up takes a
-# fraction of that); the caller then tries a third of a second later.
+# STOP_TICKS is past the set-up (at most 1.5 s of CPU time, under the sanitizers, with the exit:
+# the rank must not stop in MPI's start-up, where nothing has a deadline) and, in an optimised
+# build, a dozen passes in. Returns 3 when the stop fell between two passes, where the peers wait
+# in an allreduce that cannot say which rank is missing; the caller then tries a third of a
+# second later.
 attempt() {
   local stop_ticks=$1
   victim=""
-  mpirun -q -np 3 "$dring" run --seq 32768 --heads 2 --head-dim 32 --threads 1 --repeat 100 \
+  mpirun -q -np 3 "$dring" run --seq 12288 --heads 2 --head-dim 32 --threads 1 --repeat 1000 \
     "${limit[@]}" --quiet >"$work/out" 2>"$work/err" &
   mpirun_pid=$!
 
@@ -60,7 +66,7 @@ attempt() {
   done
   [ -n "$victim" ] || fail "could not find the pid of rank $victim_rank among the children of mpirun"
   # A loaded machine only makes this take longer, not go wrong.
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 600); do
     cpu=$(awk '{print $14 + $15}' "/proc/$victim/stat" 2>/dev/null || echo 0)
     [ "$cpu" -ge "$stop_ticks" ] && break
     sleep 0.05
@@ -93,7 +99,7 @@ attempt() {
 }
 
 ticks=$(getconf CLK_TCK)
-attempt "$ticks" && exit 0
+attempt $((ticks * 3)) && exit 0
 echo "note: the stop fell between two passes (peers in an allreduce); again, a third of a second later"
-attempt $((ticks * 4 / 3)) && exit 0
+attempt $((ticks * 3 + ticks / 3)) && exit 0
 fail "the stop fell between two passes twice"
