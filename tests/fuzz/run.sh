@@ -8,6 +8,8 @@
 #   build-fuzz/bin/dring_fuzz_<target> FILE
 # clang's libFuzzer runtime is libclang-rt-dev on Debian 12 (only recommended by clang, so named);
 # libomp-dev is clang's OpenMP; llvm brings llvm-symbolizer for readable stacks.
+# Line tables (-g1) are all a report's stacks need: with full debug information the build took 101 s
+# against 69 s on 2 cores (2026-12-03, Xeon model 167).
 # Usage: tests/fuzz/run.sh [seconds per target, default 60]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,7 +18,7 @@ build=$root/build-fuzz
 "$root/launch/install-deps.sh" clang libclang-rt-dev libomp-dev llvm
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+  "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
   -DDRING_FUZZ=ON -DDRING_CUDA=OFF -DDRING_BUILD_BENCH=OFF -DDRING_BUILD_TESTS=OFF -DDRING_INSTALL=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)" --target dring_fuzz_cli dring_fuzz_c_abi dring_fuzz_hdf5_input
 
