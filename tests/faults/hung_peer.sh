@@ -43,9 +43,9 @@ fail() { echo "FAIL: $*"; sed 's/^/    /' "$work/err" 2>/dev/null; exit 1; }
 # build's own-block stretch alone took 15-20 s, and a stop that fell into it failed the test
 # (2026-12-03).
 # attempt STOP_TICKS: run the job, stop rank 1 once it has used STOP_TICKS of CPU time, judge.
-# STOP_TICKS is past the set-up (at most 1.5 s of CPU time, under the sanitizers, with the exit:
-# the rank must not stop in MPI's start-up, where nothing has a deadline) and, in an optimised
-# build, a dozen passes in. Returns 3 when the stop fell between two passes, where the peers wait
+# STOP_TICKS is past the set-up (a run of 96 rows took 1.3-1.5 s of CPU time under the
+# sanitizers, exit included: the rank must not stop in MPI's start-up, where nothing has a
+# deadline) and, in an optimised build, a dozen passes in. Returns 3 when the stop fell between two passes, where the peers wait
 # in an allreduce that cannot say which rank is missing; the caller then tries a third of a
 # second later.
 attempt() {
