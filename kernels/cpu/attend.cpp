@@ -404,8 +404,13 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
   }
 }
 
-// The rows of block b, for prefetching while the block before it computes.
-RowsAhead rows_of(const AttendBlock& b, int64_t d) {
+// The rows of block b, for prefetching while the block before it computes. With `state_known`
+// (b runs on this thread, so its rows' state is read without a race) its out rows are left out
+// when its first row has no state yet (lse -inf, as on every row's first block): such rows are
+// written without being read, by streaming stores that fetch nothing (small_pv_block), and
+// prefetching them would only take miss buffers from the rows that are read. With both, the
+// first pass over dring_kernel_bench's dilated rows is 10-15% faster (docs/benchmarks.md).
+RowsAhead rows_of(const AttendBlock& b, int64_t d, bool state_known) {
   RowsAhead a;
   a.d = d;
   const void* rows[4] = {b.q, b.k, b.v, b.out};
@@ -416,6 +421,7 @@ RowsAhead rows_of(const AttendBlock& b, int64_t d) {
     a.stride[t] = stride[t];
     a.count[t] = count[t];
   }
+  if (state_known && b.n_q > 0 && b.lse[0] == -std::numeric_limits<float>::infinity()) a.count[3] = 0;
   return a;
 }
 
@@ -639,7 +645,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
             // (small_fused_floats <= fused_floats <= scratch_floats).
             if (fused != FusedIsa::kNone) {
               const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && small[b + 1];
-              RowsAhead ahead = next ? rows_of(blocks[b + 1], prm.head_dim) : RowsAhead{};
+              RowsAhead ahead = next ? rows_of(blocks[b + 1], prm.head_dim, b + 1 < item.block_end) : RowsAhead{};
               attend_small_fused(blk, prm, alpha, fused, scratch, &ahead);
               continue;
             }
@@ -667,6 +673,8 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
           }
         }
       }
+      // The small blocks' out rows may have been written by streaming stores (fused_small_block).
+      if (!kIsBf16<T> && fused != FusedIsa::kNone && small[item.block_begin]) fused_streams_done();
     });
   });
 }

@@ -52,6 +52,7 @@ constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
 #define DRING_FUSED_PRIMITIVES(BITS)                                                \
   inline V load(const float* p) { return _mm##BITS##_loadu_ps(p); }                \
   inline void store(float* p, V x) { _mm##BITS##_storeu_ps(p, x); }                \
+  inline void stream(float* p, V x) { _mm##BITS##_stream_ps(p, x); }                \
   inline V bcast(float x) { return _mm##BITS##_set1_ps(x); }                        \
   inline V zero() { return _mm##BITS##_setzero_ps(); }                              \
   inline V add(V a, V b) { return _mm##BITS##_add_ps(a, b); }                       \
@@ -258,9 +259,12 @@ void fused_pack_key_tile(FusedIsa isa, const float* k, const float* v, int64_t s
   }
 }
 
+void fused_streams_done() { _mm_sfence(); }
+
 #else
 
 FusedIsa fused_isa(const AttendParams&) { return FusedIsa::kNone; }
+void fused_streams_done() {}
 void fused_key_tiles(FusedIsa, const FusedTile&) { DRING_ASSERT(false); }
 void fused_small_block(FusedIsa, const FusedTile&, float*, int64_t, bool, RowsAhead*) { DRING_ASSERT(false); }
 void fused_backward_tile(FusedIsa, const FusedGradTile&) { DRING_ASSERT(false); }

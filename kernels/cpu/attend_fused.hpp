@@ -111,6 +111,11 @@ struct RowsAhead {
 // that see a key; the others keep their bits. `full`: every row sees every key (lo, hi unread
 // but for the rows' skip test).
 // `ahead` (may be null): the next block's rows, prefetched along the way.
+// Rows with no earlier state may be written with streaming stores: call fused_streams_done
+// before anything on another thread reads them.
 void fused_small_block(FusedIsa isa, const FusedTile& t, float* out, int64_t out_stride, bool full, RowsAhead* ahead);
+
+// Orders this thread's streaming stores before its later stores (a store fence).
+void fused_streams_done();
 
 }  // namespace dring::kernels::cpu

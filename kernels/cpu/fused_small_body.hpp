@@ -56,24 +56,47 @@ void small_scores(const FusedTile& t, int64_t u0, int64_t first, int64_t end, Ro
 }
 
 // out[i + r][col, col + CV*kW) = (c * out + sum_j P^T[j][i + r] v[j]) / l for RB rows, over the
-// keys [first, end) some of them see; a row that sees no key keeps its bits.
+// keys [first, end) some of them see; a row that sees no key keeps its bits. If no row of the
+// block has earlier state that weighs anything (c = 0: none yet, or a maximum so far below the
+// new one that its weight rounds to 0; c * out is then 0 for any finite out), out is not read,
+// and with `stream_ok` (its rows aligned to whole vectors) written by streaming stores: a dilated
+// block's out rows lie pages apart, and fetching each line only to overwrite it all held up the
+// blocks' first pass by 10-15% (docs/benchmarks.md). rows_of leaves such rows unprefetched.
 template <int RB, int CV>
 void small_pv_block(const FusedTile& t, float* out, int64_t out_stride, int64_t first, int64_t end, int64_t i,
-                    int64_t col) {
+                    int64_t col, bool stream_ok) {
   V acc[RB][CV];
+  bool fresh = true;
 #pragma GCC unroll 8
-  for (int r = 0; r < RB; ++r) {
-    const V c = bcast(t.c[i + r]);
+  for (int r = 0; r < RB; ++r) fresh = fresh && t.c[i + r] == 0.0f;
+  if (fresh) {
 #pragma GCC unroll 8
-    for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(out + (i + r) * out_stride + col + u * kW), c);
+    for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+      for (int u = 0; u < CV; ++u) acc[r][u] = zero();
+    }
+  } else {
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const V c = bcast(t.c[i + r]);
+#pragma GCC unroll 8
+      for (int u = 0; u < CV; ++u) acc[r][u] = mul(load(out + (i + r) * out_stride + col + u * kW), c);
+    }
   }
   accumulate(acc, end - first, t.st + first * t.lds + i, t.lds, 1, t.v + first * t.kv_stride + col, t.kv_stride);
+  const bool streamed = fresh && stream_ok;
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
     if (t.lo[i + r] >= t.hi[i + r]) continue;
     const V inv = bcast(1.0f / t.l[i + r]);
+    float* row = out + (i + r) * out_stride + col;
+    if (streamed) {
 #pragma GCC unroll 8
-    for (int u = 0; u < CV; ++u) store(out + (i + r) * out_stride + col + u * kW, mul(acc[r][u], inv));
+      for (int u = 0; u < CV; ++u) stream(row + u * kW, mul(acc[r][u], inv));
+    } else {
+#pragma GCC unroll 8
+      for (int u = 0; u < CV; ++u) store(row + u * kW, mul(acc[r][u], inv));
+    }
   }
 }
 
@@ -116,6 +139,8 @@ void small_block(const FusedTile& in, float* out, int64_t out_stride, bool full,
   softmax(t, t.n_keys);
   ahead.prefetch(share);
   const int64_t col_vectors = t.d / kW;
+  const bool stream_ok = (reinterpret_cast<uintptr_t>(out) | static_cast<uintptr_t>(out_stride) * sizeof(float)) %
+                             sizeof(V) == 0;
   for (int64_t i = 0; i < t.nq; i += kRB) {
     const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
     int64_t first = 0, end = t.n_keys;
@@ -124,7 +149,7 @@ void small_block(const FusedTile& in, float* out, int64_t out_stride, bool full,
       const int cv = static_cast<int>(col_vectors - u0 < kCV ? col_vectors - u0 : kCV);
       with_constant<kRB>(rb, [&](auto rows) {
         with_constant<kCV>(cv, [&](auto cols) {
-          small_pv_block<rows(), cols()>(t, out, out_stride, first, end, i, u0 * kW);
+          small_pv_block<rows(), cols()>(t, out, out_stride, first, end, i, u0 * kW, stream_ok);
         });
       });
       ahead.prefetch(share);

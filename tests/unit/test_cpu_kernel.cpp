@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <iterator>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include "dring/kernels/cpu.hpp"
 #include "masked_blocks.hpp"
@@ -149,6 +151,92 @@ TEST(CpuKernel, MergingBlocksLikeOneBlock) {
     const auto [out, lse] = run_block(BlockCase{53, 301, 16, false}, small, /*calls=*/5, 2);
     EXPECT_LT(out, 2e-6);
     EXPECT_LT(lse, 2e-5);
+  }
+}
+
+// A row's first small block writes its out without reading it (streaming stores where the rows
+// are aligned to whole vectors, as here), its later blocks merge into it. Three calls over many
+// blocks of a dilated-like layout (rows 512 B apart, 64-byte aligned): the rows on one side of h
+// take the first keys, then every row the rest (a register block of rows either side of h has
+// state in some rows and none in others), then the other rows the first keys; each row has then
+// seen every key of its block. Block sizes that no register block divides, one thread and two.
+TEST(CpuKernel, SmallBlockFirstWritesAndMergesMatchFloat64) {
+  const int64_t d = 64, stride = 2 * d, blocks = 7;
+  for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
+    for (const int64_t n : {int64_t{13}, int64_t{40}, int64_t{64}}) {
+      for (const auto& [threads, low_first] : {std::pair{1, true}, std::pair{1, false}, std::pair{2, false}}) {
+        const int64_t h = n / 3 + 1, a = n / 2;  // rows [0, h) or [h, n) take keys [0, a) first
+        const int64_t rows = blocks * n;
+        const auto q = test::random_tensor(rows * stride, 31);
+        const auto k = test::random_tensor(rows * stride, 32);
+        const auto v = test::random_tensor(rows * stride, 33);
+        std::vector<float> out_storage(rows * stride + 16, 0.0f);
+        float* out = out_storage.data();
+        while (reinterpret_cast<uintptr_t>(out) % 64 != 0) ++out;
+        std::vector<float> lse(rows, -std::numeric_limits<float>::infinity());
+        kernels::AttendParams prm;
+        prm.head_dim = d;
+        prm.scale = 1.0 / 8.0;
+        prm.threads = threads;
+        prm.k_tile = 128;
+        prm.small_block_scores = prm.fused_small_block_scores = 1 << 30;
+        prm.cpu_f32_kernel = kernel;
+        std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
+        auto call = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+          std::vector<kernels::AttendBlock> list;
+          for (int64_t b = 0; b < blocks; ++b) {
+            kernels::AttendBlock blk;
+            blk.q = q.data() + (b * n + i0) * stride;
+            blk.k = k.data() + (b * n + j0) * stride;
+            blk.v = v.data() + (b * n + j0) * stride;
+            blk.q_stride = blk.kv_stride = blk.out_stride = stride;
+            blk.out = out + (b * n + i0) * stride;
+            blk.lse = lse.data() + b * n + i0;
+            blk.lse_stride = 1;
+            blk.n_q = i1 - i0;
+            blk.n_k = j1 - j0;
+            list.push_back(blk);
+          }
+          kernels::cpu::attend(list, prm, workspace.data());
+        };
+        // Rows [0, h) first, then [h, n): both orders, so that a register block's first row may
+        // have state while a later one has none, and the other way round.
+        if (low_first) {
+          call(0, h, 0, a);
+          call(0, n, a, n);
+          call(h, n, 0, a);
+        } else {
+          call(h, n, 0, a);
+          call(0, n, a, n);
+          call(0, h, 0, a);
+        }
+        double err = 0.0, err_lse = 0.0, vmax = 0.0;
+        for (float x : v) vmax = std::max(vmax, std::abs(static_cast<double>(x)));
+        for (int64_t b = 0; b < blocks; ++b) {
+          for (int64_t i = b * n; i < (b + 1) * n; ++i) {
+            std::vector<double> s(n);
+            double mx = -INFINITY, denom = 0.0;
+            for (int64_t j = 0; j < n; ++j) {
+              double dot = 0.0;
+              for (int64_t e = 0; e < d; ++e) dot += double(q[i * stride + e]) * double(k[(b * n + j) * stride + e]);
+              mx = std::max(mx, s[j] = dot * prm.scale);
+            }
+            for (double& x : s) denom += (x = std::exp(x - mx));
+            err_lse = std::max(err_lse, std::abs(lse[i] - (mx + std::log(denom))));
+            for (int64_t e = 0; e < d; ++e) {
+              double want = 0.0;
+              for (int64_t j = 0; j < n; ++j) want += s[j] / denom * v[(b * n + j) * stride + e];
+              err = std::max(err, std::abs(out[i * stride + e] - want) / vmax);
+            }
+          }
+        }
+        const std::string what = std::string(kernel_name(kernel)) + " blocks of " + std::to_string(n) + " rows, " +
+                                 std::to_string(threads) + " threads, rows " + (low_first ? "[0, h)" : "[h, n)") +
+                                 " first";
+        EXPECT_LT(err, 2e-6) << what;
+        EXPECT_LT(err_lse, 2e-5) << what;
+      }
+    }
   }
 }
 
