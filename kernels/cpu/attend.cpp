@@ -38,6 +38,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "dring/core/error.hpp"
 #include "attend_amx.hpp"
 #include "attend_fused.hpp"
@@ -371,7 +373,7 @@ int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d) {
 // row attend_small below, on the 8x8 and 16x16 dilated rows of dring_kernel_bench: about 3x less
 // compute with the rows in cache, 1.5-2x less time with them in memory (docs/benchmarks.md).
 void attend_small_fused(const Block<float>& b, const AttendParams& prm, float alpha, FusedIsa isa, float* scratch,
-                        RowsAhead* ahead) {
+                        RowsAhead* ahead, bool stream_fresh) {
   const int64_t nq = b.n_q;
   int64_t key_begin = 0, key_end = 0;
   b.keys_of_rows(0, nq, &key_begin, &key_end);
@@ -385,6 +387,7 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
   t.d = prm.head_dim;
   t.k_tile = t.n_keys;
   t.alpha = alpha;
+  t.stream_fresh = stream_fresh;
   ScratchRegions regions(scratch);
   t.qt = regions.take<float>(t.d * t.ld);
   t.st = regions.take<float>(t.n_keys * t.ld);
@@ -404,13 +407,14 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
   }
 }
 
-// The rows of block b, for prefetching while the block before it computes. With `state_known`
-// (b runs on this thread, so its rows' state is read without a race) its out rows are left out
-// when its first row has no state yet (lse -inf, as on every row's first block): such rows are
-// written without being read, by streaming stores that fetch nothing (small_pv_block), and
-// prefetching them would only take miss buffers from the rows that are read. With both, the
-// first pass over dring_kernel_bench's dilated rows is 10-15% faster (docs/benchmarks.md).
-RowsAhead rows_of(const AttendBlock& b, int64_t d, bool state_known) {
+// The rows of block b, for prefetching while the block before it computes. With `streamed`
+// (the call streams first writes, and b runs on this thread, so its rows' state is read without
+// a race) its out rows are left out when its first row has no state yet (lse -inf, as on every
+// row's first block): such rows are written without being read, by streaming stores that fetch
+// nothing (small_pv_block), and prefetching them would only take miss buffers from the rows that
+// are read. With both, the first pass over dring_kernel_bench's dilated rows is 10-15% faster
+// (docs/benchmarks.md).
+RowsAhead rows_of(const AttendBlock& b, int64_t d, bool streamed) {
   RowsAhead a;
   a.d = d;
   const void* rows[4] = {b.q, b.k, b.v, b.out};
@@ -421,8 +425,32 @@ RowsAhead rows_of(const AttendBlock& b, int64_t d, bool state_known) {
     a.stride[t] = stride[t];
     a.count[t] = count[t];
   }
-  if (state_known && b.n_q > 0 && b.lse[0] == -std::numeric_limits<float>::infinity()) a.count[3] = 0;
+  if (streamed && b.n_q > 0 && b.lse[0] == -std::numeric_limits<float>::infinity()) a.count[3] = 0;
   return a;
+}
+
+// Whether the small fp32 blocks of a call write their rows' first values by streaming stores
+// (fused_small_block): by default only when their out rows add up to more than the threads' L2
+// caches hold, so that the rows would have left the caches before anything reads them again.
+// Rows that fit are read back from the cache by the call's next pair or the next call; streamed
+// past it instead, a forward at S = 4096 (640 KiB of out rows) took 15% longer
+// (docs/benchmarks.md).
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return reported > 0 ? static_cast<int64_t>(reported) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+bool streams_first_writes(std::span<const AttendBlock> blocks, std::span<const char> small, const AttendParams& prm) {
+  int64_t bytes = 0;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    if (small[b]) bytes += blocks[b].n_q * prm.head_dim * static_cast<int64_t>(sizeof(float));
+  }
+  const int64_t limit =
+      prm.stream_first_writes_bytes >= 0 ? prm.stream_first_writes_bytes : prm.threads * l2_cache_bytes();
+  return bytes > limit;
 }
 
 // Scratch floats of attend_tile_bf16: scores, m, l, the fp32 acc and the packed bf16 q, K, V, P.
@@ -636,6 +664,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
     const bool amx = kIsBf16<T> && bf16_amx_runs(prm);
     const FusedIsa fused = fused_isa(prm);
+    const bool stream_fresh = !kIsBf16<T> && fused != FusedIsa::kNone && streams_first_writes(blocks, small, prm);
     run_items(items, prm, workspace, scratch_floats, [&](const WorkItem& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         const Block<T> blk(blocks[b]);
@@ -645,8 +674,9 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
             // (small_fused_floats <= fused_floats <= scratch_floats).
             if (fused != FusedIsa::kNone) {
               const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && small[b + 1];
-              RowsAhead ahead = next ? rows_of(blocks[b + 1], prm.head_dim, b + 1 < item.block_end) : RowsAhead{};
-              attend_small_fused(blk, prm, alpha, fused, scratch, &ahead);
+              RowsAhead ahead =
+                  next ? rows_of(blocks[b + 1], prm.head_dim, stream_fresh && b + 1 < item.block_end) : RowsAhead{};
+              attend_small_fused(blk, prm, alpha, fused, scratch, &ahead, stream_fresh);
               continue;
             }
           }
@@ -674,7 +704,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
         }
       }
       // The small blocks' out rows may have been written by streaming stores (fused_small_block).
-      if (!kIsBf16<T> && fused != FusedIsa::kNone && small[item.block_begin]) fused_streams_done();
+      if (stream_fresh && small[item.block_begin]) fused_streams_done();
     });
   });
 }

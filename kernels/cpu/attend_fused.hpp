@@ -65,6 +65,7 @@ struct FusedTile {
   float* st = nullptr;   // [k_tile][lds], scratch: one sub-tile's scores
   float* kp = nullptr;   // [k_tile][d], scratch: the key tile's k rows, packed
   float* vp = nullptr;   // [k_tile][d], and its v rows
+  bool stream_fresh = false;  // small blocks: rows with no state yet may be written by streaming stores
 };
 
 // Runs every key tile of t on the ISA's body (isa must not be kNone).
@@ -111,8 +112,8 @@ struct RowsAhead {
 // that see a key; the others keep their bits. `full`: every row sees every key (lo, hi unread
 // but for the rows' skip test).
 // `ahead` (may be null): the next block's rows, prefetched along the way.
-// Rows with no earlier state may be written with streaming stores: call fused_streams_done
-// before anything on another thread reads them.
+// With t.stream_fresh, rows with no earlier state may be written by streaming stores: call
+// fused_streams_done before anything on another thread reads them.
 void fused_small_block(FusedIsa isa, const FusedTile& t, float* out, int64_t out_stride, bool full, RowsAhead* ahead);
 
 // Orders this thread's streaming stores before its later stores (a store fence).

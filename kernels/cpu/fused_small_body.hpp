@@ -59,9 +59,10 @@ void small_scores(const FusedTile& t, int64_t u0, int64_t first, int64_t end, Ro
 // keys [first, end) some of them see; a row that sees no key keeps its bits. If no row of the
 // block has earlier state that weighs anything (c = 0: none yet, or a maximum so far below the
 // new one that its weight rounds to 0; c * out is then 0 for any finite out), out is not read,
-// and with `stream_ok` (its rows aligned to whole vectors) written by streaming stores: a dilated
-// block's out rows lie pages apart, and fetching each line only to overwrite it all held up the
-// blocks' first pass by 10-15% (docs/benchmarks.md). rows_of leaves such rows unprefetched.
+// and with `stream_ok` (t.stream_fresh, its rows aligned to whole vectors) written by streaming
+// stores: a dilated block's out rows lie pages apart, and fetching each line only to overwrite it
+// all held up the blocks' first pass by 10-15% (docs/benchmarks.md). rows_of then leaves such
+// rows unprefetched.
 template <int RB, int CV>
 void small_pv_block(const FusedTile& t, float* out, int64_t out_stride, int64_t first, int64_t end, int64_t i,
                     int64_t col, bool stream_ok) {
@@ -139,8 +140,9 @@ void small_block(const FusedTile& in, float* out, int64_t out_stride, bool full,
   softmax(t, t.n_keys);
   ahead.prefetch(share);
   const int64_t col_vectors = t.d / kW;
-  const bool stream_ok = (reinterpret_cast<uintptr_t>(out) | static_cast<uintptr_t>(out_stride) * sizeof(float)) %
-                             sizeof(V) == 0;
+  const bool stream_ok =
+      t.stream_fresh &&
+      (reinterpret_cast<uintptr_t>(out) | static_cast<uintptr_t>(out_stride) * sizeof(float)) % sizeof(V) == 0;
   for (int64_t i = 0; i < t.nq; i += kRB) {
     const int rb = static_cast<int>(t.nq - i < kRB ? t.nq - i : kRB);
     int64_t first = 0, end = t.n_keys;

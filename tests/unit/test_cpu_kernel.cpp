@@ -10,6 +10,7 @@
 #include <iterator>
 #include <limits>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 #include "dring/kernels/cpu.hpp"
@@ -155,7 +156,8 @@ TEST(CpuKernel, MergingBlocksLikeOneBlock) {
 }
 
 // A row's first small block writes its out without reading it (streaming stores where the rows
-// are aligned to whole vectors, as here), its later blocks merge into it. Three calls over many
+// are aligned to whole vectors, as here, and the call asks for them: always, and never, the
+// default for a call this small), its later blocks merge into it. Three calls over many
 // blocks of a dilated-like layout (rows 512 B apart, 64-byte aligned): the rows on one side of h
 // take the first keys, then every row the rest (a register block of rows either side of h has
 // state in some rows and none in others), then the other rows the first keys; each row has then
@@ -164,7 +166,8 @@ TEST(CpuKernel, SmallBlockFirstWritesAndMergesMatchFloat64) {
   const int64_t d = 64, stride = 2 * d, blocks = 7;
   for (const kernels::CpuF32Kernel kernel : kF32Kernels) {
     for (const int64_t n : {int64_t{13}, int64_t{40}, int64_t{64}}) {
-      for (const auto& [threads, low_first] : {std::pair{1, true}, std::pair{1, false}, std::pair{2, false}}) {
+      for (const auto& [threads, low_first, stream_bytes] :
+           {std::tuple{1, true, 0}, std::tuple{1, false, 0}, std::tuple{2, false, 0}, std::tuple{1, false, -1}}) {
         const int64_t h = n / 3 + 1, a = n / 2;  // rows [0, h) or [h, n) take keys [0, a) first
         const int64_t rows = blocks * n;
         const auto q = test::random_tensor(rows * stride, 31);
@@ -181,6 +184,7 @@ TEST(CpuKernel, SmallBlockFirstWritesAndMergesMatchFloat64) {
         prm.k_tile = 128;
         prm.small_block_scores = prm.fused_small_block_scores = 1 << 30;
         prm.cpu_f32_kernel = kernel;
+        prm.stream_first_writes_bytes = stream_bytes;
         std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
         auto call = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
           std::vector<kernels::AttendBlock> list;
@@ -232,7 +236,7 @@ TEST(CpuKernel, SmallBlockFirstWritesAndMergesMatchFloat64) {
         }
         const std::string what = std::string(kernel_name(kernel)) + " blocks of " + std::to_string(n) + " rows, " +
                                  std::to_string(threads) + " threads, rows " + (low_first ? "[0, h)" : "[h, n)") +
-                                 " first";
+                                 " first, streamed past " + std::to_string(stream_bytes) + " bytes";
         EXPECT_LT(err, 2e-6) << what;
         EXPECT_LT(err_lse, 2e-5) << what;
       }

@@ -110,6 +110,11 @@ struct AttendParams {
   // meanwhile (attend_fused.hpp, fused_small_block). Up to 64x64 that beat the tiles on the
   // dilated rows of dring_kernel_bench (docs/benchmarks.md).
   int64_t fused_small_block_scores = 4096;
+  // fp32 forward on those whole blocks: when a call's small blocks hold more than this many bytes
+  // of out rows, a row's first values (no state yet) are written by streaming stores, neither
+  // read nor fetched first; rows that fit in the caches stay there for the next read instead.
+  // -1 picks it: the threads' L2 caches. Tests and benchmarks force it (0: always).
+  int64_t stream_first_writes_bytes = -1;
   // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
   // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.
