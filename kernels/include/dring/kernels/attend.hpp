@@ -113,7 +113,7 @@ struct AttendParams {
   // fp32 forward on those whole blocks: when a call's small blocks hold more than this many bytes
   // of out rows, a row's first values (no state yet) are written by streaming stores, neither
   // read nor fetched first; rows that fit in the caches stay there for the next read instead.
-  // -1 picks it: the threads' L2 caches. Tests and benchmarks force it (0: always).
+  // -1 picks it: the threads' L2 caches. The tests force it both ways (0: always).
   int64_t stream_first_writes_bytes = -1;
   // bf16 storage on the CPU: run the tile products as oneDNN bf16 matmuls (AMX or avx512_bf16)
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
