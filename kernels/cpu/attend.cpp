@@ -3,7 +3,7 @@
 //
 // Thread mapping: the blocks are cut into work items, each a tile of up to q_tile query rows of
 // one block (up to kFusedMaxGroup tiles on the fused fp32 tile, make_work), or a run of
-// consecutive small blocks; an OpenMP team takes items dynamically. A work
+// consecutive small blocks (each run whole: attend_small.cpp); an OpenMP team takes items dynamically. A work
 // item owns its query rows' (out, lse), so items never write the same memory. Inside an item the
 // rows' state is unpacked into running max m, running sum l and unnormalised acc (m = lse, l = 1,
 // acc = out: the same distribution), keys are visited k_tile rows at a time — S = alpha*Q*K^T
@@ -38,11 +38,10 @@
 #include <utility>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dring/core/error.hpp"
 #include "attend_amx.hpp"
 #include "attend_fused.hpp"
+#include "attend_rows.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
 #include "f32_rows.hpp"
@@ -51,57 +50,34 @@
 
 namespace dring::kernels::cpu {
 
+namespace forward {
+
+// The fused tile's keys per step: params.k_tile, at most kFusedTileBytes of packed V (the P V
+// block re-reads the V tile once per 6 query rows; from L1, not L2: D=128 ran about 20% faster
+// with 64-key tiles than with 256 on dense 2048x2048).
+constexpr int64_t kFusedTileBytes = 32 * 1024;
+int64_t fused_key_tile(const AttendParams& p) {
+  return std::min(p.k_tile, std::max<int64_t>(16, kFusedTileBytes / (p.head_dim * int64_t{sizeof(float)})));
+}
+
+// Query tiles per work item on the fused tile, at most (make_work): the item packs each K/V tile
+// once for all of them (attend_fused.hpp).
+constexpr int64_t kFusedMaxGroup = 4;
+
+// Scratch floats of attend_tile_fused: qt, st, kp, vp, acc, m, l, c, lo, hi (each region 64-byte aligned).
+int64_t fused_floats(const AttendParams& p) {
+  const int64_t rows = std::max(kFusedMaxGroup, p.fused_tiles_per_item) * p.q_tile;
+  const int64_t pad = round_up_pad(rows);
+  return region_floats(p.head_dim * fused_row_stride(rows), 4) +
+         region_floats(p.k_tile * fused_row_stride(round_up_pad(p.q_tile)), 4) +
+         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(rows * p.head_dim, 4) + 5 * region_floats(pad, 4);
+}
+
+}  // namespace forward
+
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// An AttendBlock with its pointers typed: T is float (fp32) or uint16_t (bf16).
-template <class T>
-struct Block {
-  const T* q;
-  int64_t q_stride;
-  const T* k;
-  const T* v;
-  int64_t kv_stride;
-  T* out;
-  int64_t out_stride;
-  float* lse;
-  int64_t lse_stride;
-  int64_t n_q, n_k;
-  BlockMask mask;
-  bool trivial;  // every key visible to every row
-  explicit Block(const AttendBlock& b)
-      : q(static_cast<const T*>(b.q)), q_stride(b.q_stride), k(static_cast<const T*>(b.k)),
-        v(static_cast<const T*>(b.v)), kv_stride(b.kv_stride), out(static_cast<T*>(b.out)),
-        out_stride(b.out_stride), lse(b.lse), lse_stride(b.lse_stride), n_q(b.n_q), n_k(b.n_k), mask(b.mask),
-        trivial(b.mask.trivial()) {}
-  // The visible keys of row i: [*begin, *end) (empty when *begin >= *end).
-  void keys_of(int64_t i, int64_t* begin, int64_t* end) const {
-    *begin = trivial ? 0 : mask.key_begin(i, n_k);
-    *end = trivial ? n_k : mask.key_end(i, n_k);
-  }
-  // The keys some row of [i0, i1) may see: every row's keys lie in [first row's first key, last
-  // row's last key), both ends being monotone.
-  void keys_of_rows(int64_t i0, int64_t i1, int64_t* begin, int64_t* end) const {
-    int64_t unused = 0;
-    keys_of(i0, begin, &unused);
-    keys_of(i1 - 1, &unused, end);
-  }
-};
-
-// (out, lse) of a row as running (m, l) in log2 units, acc being the out row itself.
-inline void unpack(float lse, float* m, float* l) {
-  *m = lse == kNegInf ? kNegInf : lse * kLog2e;
-  *l = lse == kNegInf ? 0.0f : 1.0f;
-}
-inline float lse_of(float m, float l) { return l == 0.0f ? kNegInf : (m + std::log2(l)) * kLn2; }
-inline float pack(float* acc, int64_t d, float m, float l) {
-  if (l == 0.0f) return kNegInf;  // no key has reached the row yet; acc is still 0
-  if (l != 1.0f) scale(acc, d, 1.0f / l);
-  return lse_of(m, l);
-}
+using namespace forward;
 
 struct WorkItem {
   int64_t block_begin;  // blocks [block_begin, block_end): one big block, or a run of small ones
@@ -110,68 +86,6 @@ struct WorkItem {
   int64_t q_end;
 };
 
-// Floats the direct path packs a block into: scores, then q, k, v and out rows.
-int64_t small_pack_floats(const AttendBlock& b, int64_t d) { return b.n_k + (2 * b.n_q + 2 * b.n_k) * d; }
-
-// Scratch of the direct path: the score tile's (fp32), the whole thread's scratch (bf16, which
-// must pack).
-int64_t small_scratch_floats(const AttendParams& p) {
-  return p.dtype == DType::kBF16 ? workspace_floats_per_thread(p) : p.q_tile * p.k_tile;
-}
-
-int64_t fused_key_tile(const AttendParams& p);
-int64_t fused_floats(const AttendParams& p);
-int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d);
-
-// A bf16 block takes the direct path only when it fits the packed scratch; else it is tiled. fp32
-// where a fused ISA runs has a limit of its own (AttendParams::fused_small_block_scores), and a
-// block whole on the fused kernel is one of its key tiles: no more keys than the tiles take at a
-// time, and no more scratch than they use (a skinny block, 1 x 4096 or 4096 x 1, is tiled).
-bool is_small(const AttendBlock& b, const AttendParams& p) {
-  if (p.dtype == DType::kF32 && fused_isa(p) != FusedIsa::kNone) {
-    return b.n_q * b.n_k <= p.fused_small_block_scores && b.n_k <= fused_key_tile(p) &&
-           small_fused_floats(b.n_q, b.n_k, p.head_dim) <= fused_floats(p);
-  }
-  if (b.n_q * b.n_k > p.small_block_scores) return false;
-  return p.dtype != DType::kBF16 || small_pack_floats(b, p.head_dim) <= small_scratch_floats(p);
-}
-
-// Direct path for tiny blocks (a dilation that leaves a few rows per segment) in bf16, or where no
-// fused ISA runs (attend_small_fused takes the others): per query row, one
-// fused online-softmax update (attend_row) per chunk of keys. The rows of a dilated block lie r
-// rows apart, often a page or more: when the block fits in the scratch, its strided q, k, v and
-// out rows are first copied there in one sweep (many cache misses in flight at once, as in
-// sgemm's packing) and out is copied back at the end. On the 8x8 and 16x16 dilated rows of
-// dring_kernel_bench this was about 1.8x faster than the same code on the strided rows. bf16
-// blocks are always packed (widened on the way in, rounded on the way out).
-template <class T>
-void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
-  float* scores = scratch;
-  const bool packed = (2 * b.n_q + 2 * b.n_k) * d + b.n_k <= scratch_floats;
-  DRING_ASSERT(packed || !kIsBf16<T>);  // is_small sends bf16 blocks that do not fit to the tiles
-  // The packed rows after the scores: q [n_q, d], k and v [n_k, d], out [n_q, d].
-  auto space = [&](int64_t rows_before) { return packed ? scratch + b.n_k + rows_before * d : nullptr; };
-  int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;
-  const float* q = f32_rows(b.q, b.q_stride, b.n_q, d, space(0), packed, &q_stride);
-  const float* k = f32_rows(b.k, b.kv_stride, b.n_k, d, space(b.n_q), packed, &k_stride);
-  const float* v = f32_rows(b.v, b.kv_stride, b.n_k, d, space(b.n_q + b.n_k), packed, &v_stride);
-  float* out = f32_rows(b.out, b.out_stride, b.n_q, d, space(b.n_q + 2 * b.n_k), packed, &out_stride);
-  const int64_t chunk = packed ? std::max<int64_t>(b.n_k, 1) : scratch_floats;
-  for (int64_t i = 0; i < b.n_q; ++i) {
-    int64_t key_begin = 0, key_end = 0;
-    b.keys_of(i, &key_begin, &key_end);
-    if (key_begin >= key_end) continue;  // no visible key: the row stays as it was
-    float m = 0.0f, l = 0.0f;
-    unpack(b.lse[i * b.lse_stride], &m, &l);
-    float* acc = out + i * out_stride;
-    for (int64_t j0 = key_begin; j0 < key_end; j0 += chunk) {
-      attend_row(q + i * q_stride, k + j0 * k_stride, k_stride, v + j0 * v_stride, v_stride,
-                 std::min(chunk, key_end - j0), d, alpha, scores, &m, &l, acc);
-    }
-    b.lse[i * b.lse_stride] = pack(acc, d, m, l);
-  }
-  store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);  // the packed out rows back
-}
 
 // Masks the scores of query rows [i0, i0 + nq) against keys [j0, j0 + nk) (row stride ld) to the
 // rows' visible keys: -inf outside each row's key interval.
@@ -243,28 +157,6 @@ void attend_tile(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& 
   store_rows(acc, acc_ld, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
-// The fused tile's keys per step: params.k_tile, at most kFusedTileBytes of packed V (the P V
-// block re-reads the V tile once per 6 query rows; from L1, not L2: D=128 ran about 20% faster
-// with 64-key tiles than with 256 on dense 2048x2048).
-constexpr int64_t kFusedTileBytes = 32 * 1024;
-int64_t fused_key_tile(const AttendParams& p) {
-  return std::min(p.k_tile, std::max<int64_t>(16, kFusedTileBytes / (p.head_dim * int64_t{sizeof(float)})));
-}
-
-// Query tiles per work item on the fused tile, at most (make_work): the item packs each K/V tile
-// once for all of them (attend_fused.hpp).
-constexpr int64_t kFusedMaxGroup = 4;
-
-int64_t round_up_pad(int64_t n) { return (n + kFusedQueryPad - 1) / kFusedQueryPad * kFusedQueryPad; }
-
-// Scratch floats of attend_tile_fused: qt, st, kp, vp, acc, m, l, c, lo, hi (each region 64-byte aligned).
-int64_t fused_floats(const AttendParams& p) {
-  const int64_t rows = std::max(kFusedMaxGroup, p.fused_tiles_per_item) * p.q_tile;
-  const int64_t pad = round_up_pad(rows);
-  return region_floats(p.head_dim * fused_row_stride(rows), 4) +
-         region_floats(p.k_tile * fused_row_stride(round_up_pad(p.q_tile)), 4) +
-         2 * region_floats(p.k_tile * p.head_dim, 4) + region_floats(rows * p.head_dim, 4) + 5 * region_floats(pad, 4);
-}
 
 // The fused tiles hold key indices relative to the tile's first visible key as int32.
 template <class T>
@@ -272,47 +164,6 @@ bool keys_fit_int32(const Block<T>& b, int64_t i0, int64_t i1) {
   int64_t key_begin = 0, key_end = 0;
   b.keys_of_rows(i0, i1, &key_begin, &key_end);
   return key_end - key_begin < std::numeric_limits<int32_t>::max();
-}
-
-// A fused tile's (FusedTile, AmxTile) rows: the item's nq query rows from i0, and the keys
-// [key_begin, key_end) its rows may see.
-template <class Tile, class T>
-void point_at_rows(Tile& t, const Block<T>& b, int64_t i0, int64_t nq, int64_t key_begin, int64_t key_end) {
-  t.q = b.q + i0 * b.q_stride;
-  t.q_stride = b.q_stride;
-  t.k = b.k + key_begin * b.kv_stride;
-  t.v = b.v + key_begin * b.kv_stride;
-  t.kv_stride = b.kv_stride;
-  t.nq = nq;
-  t.n_keys = key_end - key_begin;
-}
-
-// Row i of a fused tile (its query row i0 + i; i >= nq is padding, which sees no key): its
-// visible keys relative to key_begin, clamped to [0, n_keys], into lo[i], hi[i], and its lse
-// unpacked into m[i], l[i] (padding: -inf, 0).
-template <class T>
-void unpack_tile_row(const Block<T>& b, int64_t i0, int64_t i, int64_t nq, int64_t key_begin, int64_t n_keys,
-                     int32_t* lo, int32_t* hi, float* m, float* l) {
-  int64_t row_begin = 0, row_end = 0;
-  if (i < nq) b.keys_of(i0 + i, &row_begin, &row_end);
-  lo[i] = static_cast<int32_t>(std::clamp(row_begin - key_begin, int64_t{0}, n_keys));
-  hi[i] = static_cast<int32_t>(std::clamp(row_end - key_begin, int64_t{0}, n_keys));
-  m[i] = kNegInf;
-  l[i] = 0.0f;
-  if (i < nq) unpack(b.lse[(i0 + i) * b.lse_stride], &m[i], &l[i]);
-}
-
-// A fused tile's per-row state from the scratch, pad entries each: m, l, c into t, and the rows'
-// key intervals lo, hi (into t and returned, writable, for unpack_tile_row).
-std::pair<int32_t*, int32_t*> take_row_state(ScratchRegions& regions, int64_t pad, FusedTile& t) {
-  t.m = regions.take<float>(pad);
-  t.l = regions.take<float>(pad);
-  t.c = regions.take<float>(pad);
-  int32_t* lo = regions.take<int32_t>(pad);
-  int32_t* hi = regions.take<int32_t>(pad);
-  t.lo = lo;
-  t.hi = hi;
-  return {lo, hi};
 }
 
 // attend_tile on the fused micro-kernel (attend_fused.hpp): the rows' state is unpacked into the
@@ -356,102 +207,6 @@ void attend_tile_fused(const Block<float>& b, int64_t i0, int64_t i1, const Atte
   }
 }
 
-// Past this many keys a small block's strided K and V rows are packed (fused_small_block).
-constexpr int64_t kSmallPackKeys = 16;
-
-// Scratch floats of attend_small_fused for a block of n_q x n_k: qt, st, m, l, c, lo, hi, and
-// past kSmallPackKeys keys the packed K and V.
-int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d) {
-  const int64_t ld = fused_row_stride(n_q);
-  const int64_t packed = n_k > kSmallPackKeys ? 2 * region_floats(n_k * d, 4) : 0;
-  return region_floats(d * ld, 4) + region_floats(n_k * ld, 4) + 5 * region_floats(round_up_pad(n_q), 4) + packed;
-}
-
-// The direct path of a small fp32 block where a fused ISA runs: the whole block as one key tile
-// of the fused kernel (fused_small_block), its out rows updated in place, its lse packed here,
-// and the next block's rows (`ahead`, may be null) prefetched along the way. Against the row by
-// row attend_small below, on the 8x8 and 16x16 dilated rows of dring_kernel_bench: about 3x less
-// compute with the rows in cache, 1.5-2x less time with them in memory (docs/benchmarks.md).
-void attend_small_fused(const Block<float>& b, const AttendParams& prm, float alpha, FusedIsa isa, float* scratch,
-                        RowsAhead* ahead, bool stream_fresh) {
-  const int64_t nq = b.n_q;
-  int64_t key_begin = 0, key_end = 0;
-  b.keys_of_rows(0, nq, &key_begin, &key_end);
-  if (key_begin >= key_end) return;  // no row sees a key: all stay as they were
-  const int64_t pad = round_up_pad(nq);
-  FusedTile t;
-  point_at_rows(t, b, 0, nq, key_begin, key_end);
-  t.nq_pad = pad;
-  t.sub_rows = pad;
-  t.ld = t.lds = fused_row_stride(nq);
-  t.d = prm.head_dim;
-  t.k_tile = t.n_keys;
-  t.alpha = alpha;
-  t.stream_fresh = stream_fresh;
-  ScratchRegions regions(scratch);
-  t.qt = regions.take<float>(t.d * t.ld);
-  t.st = regions.take<float>(t.n_keys * t.ld);
-  auto [lo, hi] = take_row_state(regions, pad, t);
-  if (t.n_keys > kSmallPackKeys && t.kv_stride != t.d) {
-    t.kp = regions.take<float>(t.n_keys * t.d);
-    t.vp = regions.take<float>(t.n_keys * t.d);
-  }
-  bool full = true;
-  for (int64_t i = 0; i < pad; ++i) {
-    unpack_tile_row(b, 0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
-    full = full && (i >= nq || (lo[i] == 0 && hi[i] == t.n_keys));
-  }
-  fused_small_block(isa, t, b.out, b.out_stride, full, ahead);
-  for (int64_t i = 0; i < nq; ++i) {
-    if (lo[i] < hi[i]) b.lse[i * b.lse_stride] = lse_of(t.m[i], t.l[i]);
-  }
-}
-
-// The rows of block b, for prefetching while the block before it computes. With `streamed`
-// (the call streams first writes, and b runs on this thread, so its rows' state is read without
-// a race) its out rows are left out when its first row has no state yet (lse -inf, as on every
-// row's first block): such rows are written without being read, by streaming stores that fetch
-// nothing (small_pv_block), and prefetching them would only take miss buffers from the rows that
-// are read. With both, the first pass over dring_kernel_bench's dilated rows is 10-15% faster
-// (docs/benchmarks.md).
-RowsAhead rows_of(const AttendBlock& b, int64_t d, bool streamed) {
-  RowsAhead a;
-  a.d = d;
-  const void* rows[4] = {b.q, b.k, b.v, b.out};
-  const int64_t stride[4] = {b.q_stride, b.kv_stride, b.kv_stride, b.out_stride};
-  const int64_t count[4] = {b.n_q, b.n_k, b.n_k, b.n_q};
-  for (int t = 0; t < 4; ++t) {
-    a.rows[t] = static_cast<const float*>(rows[t]);
-    a.stride[t] = stride[t];
-    a.count[t] = count[t];
-  }
-  if (streamed && b.n_q > 0 && b.lse[0] == -std::numeric_limits<float>::infinity()) a.count[3] = 0;
-  return a;
-}
-
-// Whether the small fp32 blocks of a call write their rows' first values by streaming stores
-// (fused_small_block): by default only when their out rows add up to more than the threads' L2
-// caches hold, so that the rows would have left the caches before anything reads them again.
-// Rows that fit are read back from the cache by the call's next pair or the next call; streamed
-// past it instead, a forward at S = 4096 (640 KiB of out rows) took 15% longer
-// (docs/benchmarks.md).
-int64_t l2_cache_bytes() {
-  static const int64_t bytes = [] {
-    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return reported > 0 ? static_cast<int64_t>(reported) : int64_t{1} << 20;
-  }();
-  return bytes;
-}
-
-bool streams_first_writes(std::span<const AttendBlock> blocks, std::span<const char> small, const AttendParams& prm) {
-  int64_t bytes = 0;
-  for (size_t b = 0; b < blocks.size(); ++b) {
-    if (small[b]) bytes += blocks[b].n_q * prm.head_dim * static_cast<int64_t>(sizeof(float));
-  }
-  const int64_t limit =
-      prm.stream_first_writes_bytes >= 0 ? prm.stream_first_writes_bytes : prm.threads * l2_cache_bytes();
-  return bytes > limit;
-}
 
 // Scratch floats of attend_tile_bf16: scores, m, l, the fp32 acc and the packed bf16 q, K, V, P.
 int64_t bf16_matmul_floats(const AttendParams& p) {
