@@ -313,6 +313,108 @@ DRING_AMX_FN void softmax_row(const AmxTile& t, int64_t i, int64_t r, int64_t lo
   }
 }
 
+// 2^t for t <= 0 as exp2_nonpositive, by a degree-6 polynomial (relative error about 2e-9): for
+// the rows' correction c, which scales l and so moves lse by its error.
+DRING_AMX_INLINE __m512 exp2_nonpositive_fine(__m512 t) {
+  t = _mm512_max_ps(t, _mm512_set1_ps(-151.0f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.546973199e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.340043217e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618025603e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550327214e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265121e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472067e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Slot of row r's vector in reduce16's input: the tree below leaves a[4j + q]'s result in lane
+// 4q + j, so row r goes to slot 4 (r % 4) + r / 4 and its result comes out in lane r.
+constexpr int reduce16_slot(int r) { return 4 * (r % 4) + r / 4; }
+
+// Lane r = the max (Max) or the sum of the 16 lanes of row r, for 16 rows at once: 15 combining
+// steps of half-vectors swapped across 256-bit halves, 128-bit quarters and lanes, where 16
+// horizontal reductions take 4 dependent steps each.
+template <bool Max>
+DRING_AMX_INLINE __m512 combine(__m512 a, __m512 b) {
+  if constexpr (Max) return _mm512_max_ps(a, b);
+  return _mm512_add_ps(a, b);
+}
+template <bool Max>
+DRING_AMX_INLINE __m512 reduce16(const __m512 (&a)[16]) {
+  __m512 b[8], c[4], d[2];
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+    b[k] = combine<Max>(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x44),
+                        _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xee));
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    c[k] = combine<Max>(_mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0x88),
+                        _mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0xdd));
+  }
+#pragma GCC unroll 2
+  for (int k = 0; k < 2; ++k) {
+    d[k] = combine<Max>(_mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0x44), _mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0xee));
+  }
+  return combine<Max>(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xdd));
+}
+
+// softmax_row<true> for the 16 rows i0.. (strip rows r0..) at once, where each sees every key of
+// [kb, ke) and alpha > 0 (the whole tiles of a dense or unmasked block): the rows' maxima and sums
+// reduced across rows in vectors (reduce16), and m, l and the correction c updated 16 rows to a
+// vector, not row by row. Per row, the horizontal reductions and the scalar exp2 of c took about
+// as long as the row's exponentials (docs/benchmarks.md).
+DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64_t kb, int64_t ke) {
+  __m512 v[16];
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) {
+    const float* s = t.st + (r0 + r) * t.k_tile;
+    __m512 mx = _mm512_loadu_ps(s + kb);
+    for (int64_t k = kb + 16; k < ke; k += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + k));
+    v[reduce16_slot(r)] = mx;
+  }
+  const __m512 alpha = _mm512_set1_ps(t.alpha);
+  const __m512 m_old = _mm512_loadu_ps(t.m + i0);
+  const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(alpha, reduce16<true>(v)));
+  const __m512 c = exp2_nonpositive_fine(_mm512_sub_ps(m_old, m_new));  // 0 where nothing had reached the row
+  _mm512_storeu_ps(t.m + i0, m_new);
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) {
+    const float* s = t.st + (r0 + r) * t.k_tile;
+    uint16_t* p = t.p + (r0 + r) * t.k_tile;
+    const __m512 shift = _mm512_set1_ps(t.m[i0 + r]);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t k = kb; k < ke; k += kAmxCols) {
+      const __m512 p0 = exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift));
+      const __m512 p1 = exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift));
+      sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+      _mm512_storeu_si512(p + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+    }
+    v[reduce16_slot(r)] = sum;
+  }
+  _mm512_storeu_ps(t.l + i0, _mm512_fmadd_ps(_mm512_loadu_ps(t.l + i0), c, reduce16<false>(v)));
+  alignas(64) float cs[16];
+  _mm512_store_ps(cs, c);
+  for (int r = 0; r < 16; ++r) {
+    if (cs[r] == 1.0f) continue;
+    float* acc = t.acc + (i0 + r) * t.dp;
+    const __m512 cv = _mm512_set1_ps(cs[r]);
+    for (int64_t e = 0; e < t.dp; e += 16) _mm512_storeu_ps(acc + e, _mm512_mul_ps(_mm512_loadu_ps(acc + e), cv));
+  }
+}
+
+// Whether the 16 rows from i (tile rows) each see every key of [kb, ke) of the key tile at j0 (nk
+// keys), as softmax_row<true> needs.
+DRING_AMX_INLINE bool rows16_whole(const AmxTile& t, int64_t i, int64_t j0, int64_t nk, int64_t kb, int64_t ke) {
+  if (ke > nk) return false;
+  for (int64_t r = i; r < i + 16; ++r) {
+    if (t.lo[r] - j0 > kb || t.hi[r] - j0 < ke) return false;
+  }
+  return true;
+}
+
 // One strip (RT tiles of 16 rows from r0) against keys [j0, j0 + nk) of the packed tile.
 template <int RT>
 DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
@@ -329,6 +431,11 @@ DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
   strip_scores<RT>(t, r0, kb, ke);
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
+    if (r % 16 == 0 && t.alpha > 0.0f && rows16_whole(t, r0 + r, j0, nk, kb, ke)) {
+      softmax_rows16(t, r0 + r, r, kb, ke);
+      r += 15;
+      continue;
+    }
     if (lo < hi) {
       if (lo == kb && hi == ke) {
         softmax_row<true>(t, r0 + r, r, lo, hi, kb, ke);

@@ -9,7 +9,8 @@
 // the strip's scores st [32][k_tile] come out of the tiles in fp32 (2x2 result tiles of 16x16,
 // 16 query rows x 32 head_dim per A tile); the softmax runs along each row (alpha applied in
 // fp32, masked keys excluded, the running max m and sum l updated, acc's row rescaled where the
-// max moved) and writes P rounded to bf16 (nearest even, vcvtne2ps2bf16) into p [32][k_tile];
+// max moved; where 16 rows all see the whole key range, their maxima, sums and m, l updated 16
+// rows to a vector) and writes P rounded to bf16 (nearest even, vcvtne2ps2bf16) into p [32][k_tile];
 // and acc [nq_pad][dp] (fp32) accumulates P V in 2x2 result tiles loaded from and stored back
 // to acc. A strip only visits the keys (in steps of 32) its rows can see. exp2 is a degree-4
 // polynomial (relative error 2.6e-6, far below P's rounding; l sums the unrounded values, as the
