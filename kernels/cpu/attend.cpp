@@ -435,7 +435,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
               continue;
             }
           }
-          attend_small(blk, prm.head_dim, alpha, scratch, small_scratch);
+          attend_small(blk, prm, alpha, scratch, small_scratch);
         } else if constexpr (kIsBf16<T>) {
           if (amx && keys_fit_int32(blk, item.q_begin, item.q_end)) {
             attend_tile_amx(blk, item.q_begin, item.q_end, prm, alpha, scratch);

@@ -17,9 +17,6 @@ namespace dring::kernels::cpu::forward {
 
 namespace {
 
-// Floats the direct path packs a block into: scores, then q, k, v and out rows.
-int64_t small_pack_floats(const AttendBlock& b, int64_t d) { return b.n_k + (2 * b.n_q + 2 * b.n_k) * d; }
-
 // Past this many keys a small block's strided K and V rows are packed (fused_small_block).
 constexpr int64_t kSmallPackKeys = 16;
 
@@ -29,6 +26,17 @@ int64_t small_fused_floats(int64_t n_q, int64_t n_k, int64_t d) {
   const int64_t ld = fused_row_stride(n_q);
   const int64_t packed = n_k > kSmallPackKeys ? 2 * region_floats(n_k * d, 4) : 0;
   return region_floats(d * ld, 4) + region_floats(n_k * ld, 4) + 5 * region_floats(round_up_pad(n_q), 4) + packed;
+}
+
+// Floats attend_small packs a block of n_q x n_k into: scores, then q, k, v and out rows.
+int64_t small_pack_floats_of(int64_t n_q, int64_t n_k, int64_t d) { return n_k + (2 * n_q + 2 * n_k) * d; }
+
+// Whether a bf16 block's widened rows can run whole on the fused kernel: the limits is_small puts
+// on fp32 blocks there, and its scratch after the packed rows.
+bool bf16_small_fused_fits(int64_t n_q, int64_t n_k, const AttendParams& p, int64_t scratch_floats) {
+  return n_q * n_k <= p.fused_small_block_scores && n_k <= fused_key_tile(p) &&
+         region_floats(small_pack_floats_of(n_q, n_k, p.head_dim), 4) + small_fused_floats(n_q, n_k, p.head_dim) <=
+             scratch_floats;
 }
 
 // One core's L2 cache in bytes (1 MiB where the system does not say).
@@ -58,7 +66,7 @@ bool is_small(const AttendBlock& b, const AttendParams& p) {
            small_fused_floats(b.n_q, b.n_k, p.head_dim) <= fused_floats(p);
   }
   if (b.n_q * b.n_k > p.small_block_scores) return false;
-  return p.dtype != DType::kBF16 || small_pack_floats(b, p.head_dim) <= small_scratch_floats(p);
+  return p.dtype != DType::kBF16 || small_pack_floats_of(b.n_q, b.n_k, p.head_dim) <= small_scratch_floats(p);
 }
 
 // Direct path for tiny blocks (a dilation that leaves a few rows per segment) in bf16, or where no
@@ -70,7 +78,8 @@ bool is_small(const AttendBlock& b, const AttendParams& p) {
 // dring_kernel_bench this was about 1.8x faster than the same code on the strided rows. bf16
 // blocks are always packed (widened on the way in, rounded on the way out).
 template <class T>
-void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int64_t scratch_floats) {
+void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float* scratch, int64_t scratch_floats) {
+  const int64_t d = prm.head_dim;
   float* scores = scratch;
   const bool packed = (2 * b.n_q + 2 * b.n_k) * d + b.n_k <= scratch_floats;
   DRING_ASSERT(packed || !kIsBf16<T>);  // is_small sends bf16 blocks that do not fit to the tiles
@@ -81,6 +90,32 @@ void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int
   const float* k = f32_rows(b.k, b.kv_stride, b.n_k, d, space(b.n_q), packed, &k_stride);
   const float* v = f32_rows(b.v, b.kv_stride, b.n_k, d, space(b.n_q + b.n_k), packed, &v_stride);
   float* out = f32_rows(b.out, b.out_stride, b.n_q, d, space(b.n_q + 2 * b.n_k), packed, &out_stride);
+  if constexpr (kIsBf16<T>) {
+    // The widened rows as an fp32 block of their own, run whole on the fused kernel where one runs
+    // and its scratch fits after them (bf16_small_fused_fits).
+    AttendParams f32 = prm;  // the fused kernel the same params choose for fp32 rows
+    f32.dtype = DType::kF32;
+    const FusedIsa isa = fused_isa(f32);
+    const int64_t used = region_floats(small_pack_floats_of(b.n_q, b.n_k, d), 4);
+    if (isa != FusedIsa::kNone && bf16_small_fused_fits(b.n_q, b.n_k, f32, scratch_floats)) {
+      AttendBlock w{};
+      w.q = q;
+      w.q_stride = q_stride;
+      w.k = k;
+      w.v = v;
+      w.kv_stride = d;
+      w.out = out;
+      w.out_stride = out_stride;
+      w.lse = b.lse;
+      w.lse_stride = b.lse_stride;
+      w.n_q = b.n_q;
+      w.n_k = b.n_k;
+      w.mask = b.mask;
+      attend_small_fused(Block<float>(w), f32, alpha, isa, scratch + used, nullptr, false);
+      store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);
+      return;
+    }
+  }
   const int64_t chunk = packed ? std::max<int64_t>(b.n_k, 1) : scratch_floats;
   for (int64_t i = 0; i < b.n_q; ++i) {
     int64_t key_begin = 0, key_end = 0;
@@ -98,8 +133,8 @@ void attend_small(const Block<T>& b, int64_t d, float alpha, float* scratch, int
   store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);  // the packed out rows back
 }
 
-template void attend_small<float>(const Block<float>&, int64_t, float, float*, int64_t);
-template void attend_small<uint16_t>(const Block<uint16_t>&, int64_t, float, float*, int64_t);
+template void attend_small<float>(const Block<float>&, const AttendParams&, float, float*, int64_t);
+template void attend_small<uint16_t>(const Block<uint16_t>&, const AttendParams&, float, float*, int64_t);
 
 
 

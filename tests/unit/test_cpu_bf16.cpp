@@ -177,10 +177,13 @@ kernels::AttendParams bf16_params(int64_t d, int threads, int64_t small_block_sc
   return prm;
 }
 
-// Tile sizes and score scale of a run (scale 0: 1/sqrt(d)).
+// Tile sizes and score scale of a run (scale 0: 1/sqrt(d)), and the fp32 kernel choice, which
+// decides whether small bf16 blocks run their widened rows whole on the fused fp32 kernel (auto,
+// where the CPU has one) or row by row (kSgemm).
 struct Tiles {
   int64_t q_tile = 32, k_tile = 48;
   double scale = 0.0;
+  kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto;
 };
 
 // `calls` kernel calls over disjoint key ranges of one bf16 block, merged into the rows' (out,
@@ -194,6 +197,7 @@ std::pair<double, double> run_block(const BlockCase& c, int64_t small_block_scor
   prm.q_tile = tiles.q_tile;
   prm.k_tile = tiles.k_tile;
   if (tiles.scale != 0.0) prm.scale = tiles.scale;
+  prm.cpu_f32_kernel = tiles.f32_kernel;
   std::vector<uint16_t> out(c.n_q * qs, 0);
   std::vector<float> lse(c.n_q * 2, -std::numeric_limits<float>::infinity());
   std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * threads);
@@ -275,12 +279,20 @@ TEST(CpuBf16Kernel, TiledPathMatchesFloat64) {
   }
 }
 
+// Both routes of the direct path: the widened rows whole on the fused fp32 kernel (auto, for the
+// head_dims it takes) and row by row (kSgemm, and the head_dims it does not take).
 TEST(CpuBf16Kernel, SmallBlockPathMatchesFloat64) {
-  for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
-                            BlockCase{13, 11, 64, false}, BlockCase{9, 9, 5, true, 1, 1}, BlockCase{9, 9, 5, false, 4, 3}}) {
-    const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1, kAmxPath);
-    EXPECT_LT(out, out_bound(1, false)) << c.n_q << "x" << c.n_k;
-    EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k;
+  for (const auto f32 : {kernels::CpuF32Kernel::kAuto, kernels::CpuF32Kernel::kSgemm}) {
+    for (const BlockCase c : {BlockCase{1, 1, 3, false}, BlockCase{2, 5, 8, false}, BlockCase{7, 7, 16, true},
+                              BlockCase{13, 11, 64, false}, BlockCase{9, 9, 5, true, 1, 1},
+                              BlockCase{9, 9, 5, false, 4, 3}, BlockCase{16, 16, 64, true, 5, 7},
+                              BlockCase{3, 17, 32, false}}) {
+      Tiles tiles;
+      tiles.f32_kernel = f32;
+      const auto [out, lse] = run_block(c, /*small_block_scores=*/1 << 30, 1, 1, kAmxPath, tiles);
+      EXPECT_LT(out, out_bound(1, false)) << c.n_q << "x" << c.n_k << " d " << c.d;
+      EXPECT_LT(lse, 2e-5) << c.n_q << "x" << c.n_k << " d " << c.d;
+    }
   }
 }
 
