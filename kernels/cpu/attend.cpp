@@ -424,18 +424,19 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         const Block<T> blk(blocks[b]);
         if (small[b]) {
+          // The next small block's rows, prefetched while this one computes (on the fused kernel).
+          const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && small[b + 1];
+          RowsAhead ahead = next ? rows_of(blocks[b + 1], prm.head_dim, sizeof(T), stream_fresh && b + 1 < item.block_end)
+                                 : RowsAhead{};
           if constexpr (!kIsBf16<T>) {
             // is_small chose this block for the fused whole-block kernel only if its scratch fits
             // (small_fused_floats <= fused_floats <= scratch_floats).
             if (fused != FusedIsa::kNone) {
-              const bool next = b + 1 < static_cast<int64_t>(blocks.size()) && small[b + 1];
-              RowsAhead ahead =
-                  next ? rows_of(blocks[b + 1], prm.head_dim, stream_fresh && b + 1 < item.block_end) : RowsAhead{};
               attend_small_fused(blk, prm, alpha, fused, scratch, &ahead, stream_fresh);
               continue;
             }
           }
-          attend_small(blk, prm, alpha, scratch, small_scratch);
+          attend_small(blk, prm, alpha, scratch, small_scratch, &ahead);
         } else if constexpr (kIsBf16<T>) {
           if (amx && keys_fit_int32(blk, item.q_begin, item.q_end)) {
             attend_tile_amx(blk, item.q_begin, item.q_end, prm, alpha, scratch);

@@ -71,17 +71,17 @@ struct FusedTile {
 // Runs every key tile of t on the ISA's body (isa must not be kNone).
 void fused_key_tiles(FusedIsa isa, const FusedTile& t);
 
-// The rows of the block after a small one (q, k, v, out: rows[t], stride[t] elements apart,
-// count[t] of them, d floats each), prefetched a few cache lines at a time while the small block
-// computes. A dilated block's rows lie pages apart, where the hardware prefetchers do not follow;
-// issued all at once, the prefetches queue behind the core's few outstanding misses and stall the
-// very work they should overlap.
+// The rows of the block after a small one (q, k, v, out: rows[t], stride[t] bytes apart,
+// count[t] of them, row_bytes each: fp32 or bf16 storage), prefetched a few cache lines at a time
+// while the small block computes. A dilated block's rows lie pages apart, where the hardware
+// prefetchers do not follow; issued all at once, the prefetches queue behind the core's few
+// outstanding misses and stall the very work they should overlap.
 struct RowsAhead {
-  const float* rows[4] = {};
+  const char* rows[4] = {};
   int64_t stride[4] = {};
   int64_t count[4] = {};
-  int64_t d = 0;
-  int64_t lines() const { return (count[0] + count[1] + count[2] + count[3]) * ((d + 15) / 16); }
+  int64_t row_bytes = 0;
+  int64_t lines() const { return (count[0] + count[1] + count[2] + count[3]) * ((row_bytes + 63) / 64); }
   // The next n lines (or as many as are left).
   void prefetch(int n) {
     while (n > 0 && tensor_ < 4) {
@@ -91,8 +91,8 @@ struct RowsAhead {
         continue;
       }
       __builtin_prefetch(rows[tensor_] + row_ * stride[tensor_] + col_, 0, 3);
-      col_ += 16;  // floats per 64-byte line
-      if (col_ >= d) {
+      col_ += 64;  // bytes per line
+      if (col_ >= row_bytes) {
         col_ = 0;
         ++row_;
       }

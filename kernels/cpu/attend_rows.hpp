@@ -123,10 +123,11 @@ int64_t fused_floats(const AttendParams& p);
 bool is_small(const AttendBlock& b, const AttendParams& p);
 int64_t small_scratch_floats(const AttendParams& p);
 template <class T>
-void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float* scratch, int64_t scratch_floats);
+void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float* scratch, int64_t scratch_floats,
+                  RowsAhead* ahead);
 void attend_small_fused(const Block<float>& b, const AttendParams& prm, float alpha, FusedIsa isa, float* scratch,
                         RowsAhead* ahead, bool stream_fresh);
-RowsAhead rows_of(const AttendBlock& b, int64_t d, bool streamed);
+RowsAhead rows_of(const AttendBlock& b, int64_t d, int64_t element_bytes, bool streamed);
 bool streams_first_writes(std::span<const AttendBlock> blocks, std::span<const char> small, const AttendParams& prm);
 
 }  // namespace dring::kernels::cpu::forward

@@ -78,7 +78,8 @@ bool is_small(const AttendBlock& b, const AttendParams& p) {
 // dring_kernel_bench this was about 1.8x faster than the same code on the strided rows. bf16
 // blocks are always packed (widened on the way in, rounded on the way out).
 template <class T>
-void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float* scratch, int64_t scratch_floats) {
+void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float* scratch, int64_t scratch_floats,
+                  RowsAhead* ahead) {
   const int64_t d = prm.head_dim;
   float* scores = scratch;
   const bool packed = (2 * b.n_q + 2 * b.n_k) * d + b.n_k <= scratch_floats;
@@ -111,7 +112,7 @@ void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float
       w.n_q = b.n_q;
       w.n_k = b.n_k;
       w.mask = b.mask;
-      attend_small_fused(Block<float>(w), f32, alpha, isa, scratch + used, nullptr, false);
+      attend_small_fused(Block<float>(w), f32, alpha, isa, scratch + used, ahead, false);
       store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);
       return;
     }
@@ -133,8 +134,8 @@ void attend_small(const Block<T>& b, const AttendParams& prm, float alpha, float
   store_rows(out, out_stride, b.out, b.out_stride, b.n_q, d);  // the packed out rows back
 }
 
-template void attend_small<float>(const Block<float>&, const AttendParams&, float, float*, int64_t);
-template void attend_small<uint16_t>(const Block<uint16_t>&, const AttendParams&, float, float*, int64_t);
+template void attend_small<float>(const Block<float>&, const AttendParams&, float, float*, int64_t, RowsAhead*);
+template void attend_small<uint16_t>(const Block<uint16_t>&, const AttendParams&, float, float*, int64_t, RowsAhead*);
 
 
 
@@ -185,15 +186,15 @@ void attend_small_fused(const Block<float>& b, const AttendParams& prm, float al
 // nothing (small_pv_block), and prefetching them would only take miss buffers from the rows that
 // are read. With both, the first pass over dring_kernel_bench's dilated rows is 10-15% faster
 // (docs/benchmarks.md).
-RowsAhead rows_of(const AttendBlock& b, int64_t d, bool streamed) {
+RowsAhead rows_of(const AttendBlock& b, int64_t d, int64_t element_bytes, bool streamed) {
   RowsAhead a;
-  a.d = d;
+  a.row_bytes = d * element_bytes;
   const void* rows[4] = {b.q, b.k, b.v, b.out};
   const int64_t stride[4] = {b.q_stride, b.kv_stride, b.kv_stride, b.out_stride};
   const int64_t count[4] = {b.n_q, b.n_k, b.n_k, b.n_q};
   for (int t = 0; t < 4; ++t) {
-    a.rows[t] = static_cast<const float*>(rows[t]);
-    a.stride[t] = stride[t];
+    a.rows[t] = static_cast<const char*>(rows[t]);
+    a.stride[t] = stride[t] * element_bytes;
     a.count[t] = count[t];
   }
   if (streamed && b.n_q > 0 && b.lse[0] == -std::numeric_limits<float>::infinity()) a.count[3] = 0;
