@@ -57,11 +57,32 @@ struct Item {
   int64_t key_begin, key_end;      // key tile of a big block
 };
 
+// The fused fp32 backward tile the params would choose for fp32 storage: for bf16 blocks small
+// enough to run it on their widened rows (bf16_widened_fused).
+FusedIsa fused_backward_isa_f32(const AttendParams& p) {
+  AttendParams f32 = p;
+  f32.dtype = DType::kF32;
+  return fused_backward_isa(f32);
+}
+
+// bf16 blocks of up to kBf16WidenedFusedScores scores a head (a dilated block of up to 32x32)
+// run the fused fp32 backward tile on their widened rows where it runs: oneDNN's bf16 matmuls
+// cost more per call than such a block's arithmetic, and the direct path is scalar. With 8-row
+// dilated blocks the bf16 backward took twice the fp32 one's time before, 1.6x less after; 32-row
+// blocks were level, 64-row ones 5% slower than on the matmul tiles, which larger blocks keep
+// (docs/benchmarks.md, 2026-12-04).
+constexpr int64_t kBf16WidenedFusedScores = 1024;
+bool bf16_widened_fused(const GradBlock& b, const AttendParams& p, FusedIsa fused_f32) {
+  return p.dtype == DType::kBF16 && fused_f32 != FusedIsa::kNone && b.n_q * b.n_k <= kBf16WidenedFusedScores;
+}
+
 // Where the fused fp32 backward tile runs, small blocks take it too: on the 8x8 and 16x16 dilated
 // rows of dring_kernel_bench --backward it took 59 and 48 ms against the direct path's 87 and 147
-// (docs/benchmarks.md, 2026-12-02 evening). The direct path stays for bf16 and the sgemm tiles.
-bool is_small(const GradBlock& b, const AttendParams& p, FusedIsa fused) {
-  return fused == FusedIsa::kNone && b.n_heads * b.n_q * b.n_k <= p.small_block_scores;
+// (docs/benchmarks.md, 2026-12-02 evening). The direct path stays for the sgemm tiles, and for
+// bf16 blocks that do not take the fused tile on widened rows.
+bool is_small(const GradBlock& b, const AttendParams& p, FusedIsa fused, FusedIsa fused_f32) {
+  return fused == FusedIsa::kNone && !bf16_widened_fused(b, p, fused_f32) &&
+         b.n_heads * b.n_q * b.n_k <= p.small_block_scores;
 }
 
 template <class T>
@@ -299,11 +320,16 @@ int64_t fused_floats(const AttendParams& p) {
          2 * region_floats(qc * padded_keys(kc), 4) + 4 * region_floats(p.q_tile, 4) + 2 * region_floats(qc, 4);
 }
 
+// One row of d elements as fp32 into dst.
+inline void copy_row(const float* src, int64_t d, float* dst) { std::copy_n(src, d, dst); }
+inline void copy_row(const uint16_t* src, int64_t d, float* dst) { bf16_to_f32(src, dst, d); }
+
 // backward_key_tile on the fused tile kernel. The key tile is packed once (kt, vt, k rows) and
 // its gradients accumulate in dense tiles added to dk and dv at the end; per query head and
 // query tile, q and dout are packed and the tile's dQ accumulates densely, to be added to dq
 // under the tile's lock; the tile pair runs as chunks of query rows x keys, skipping those the
 // mask leaves empty.
+template <class T>
 void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, FusedIsa isa,
                              float* scratch, std::atomic_flag* locks) {
   const int64_t d = prm.head_dim;
@@ -334,8 +360,20 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
   // Zero padding past the last key as far as a chunk's padded keys can reach (< nk + 16), not to
   // the row's end: a small block (8 keys) would otherwise write 30 times its own rows in zeros.
   const int64_t reach = std::min(ldk, padded_keys(nk));
-  fused_pack_key_tile(isa, typed<float>(b.k) + j0 * b.kv_stride, typed<float>(b.v) + j0 * b.kv_stride, b.kv_stride,
-                      nk, d, alpha, kt, vt, ldk, reach, kp);
+  // bf16 K and V rows are widened first (their own scratch regions), then packed as fp32 ones.
+  int64_t kv_ld = b.kv_stride;
+  const float* k_rows = nullptr;
+  const float* v_rows = nullptr;
+  if constexpr (kIsBf16<T>) {
+    k_rows = f32_rows(typed<T>(b.k) + j0 * b.kv_stride, b.kv_stride, nk, d, regions.take<float>(prm.k_tile * d), true,
+                      &kv_ld);
+    v_rows = f32_rows(typed<T>(b.v) + j0 * b.kv_stride, b.kv_stride, nk, d, regions.take<float>(prm.k_tile * d), true,
+                      &kv_ld);
+  } else {
+    k_rows = typed<T>(b.k) + j0 * b.kv_stride;
+    v_rows = typed<T>(b.v) + j0 * b.kv_stride;
+  }
+  fused_pack_key_tile(isa, k_rows, v_rows, kv_ld, nk, d, alpha, kt, vt, ldk, reach, kp);
   std::fill(dk_tile, dk_tile + nk * d, 0.0f);
   std::fill(dv_tile, dv_tile + nk * d, 0.0f);
   FusedGradTile t;
@@ -353,8 +391,8 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
     const int64_t nq = i1 - i0;
     const int64_t at = n * b.q_head_step + i0 * b.q_stride;
     for (int64_t i = 0; i < nq; ++i) {
-      std::copy_n(typed<float>(b.q) + at + i * b.q_stride, d, q + i * d);
-      std::copy_n(typed<float>(b.dout) + at + i * b.q_stride, d, dout + i * d);
+      copy_row(typed<T>(b.q) + at + i * b.q_stride, d, q + i * d);
+      copy_row(typed<T>(b.dout) + at + i * b.q_stride, d, dout + i * d);
       const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
       lse2[i] = b.lse[state] * kLog2e;
       delta[i] = b.delta[state];
@@ -422,8 +460,13 @@ int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   if (params.dtype != DType::kBF16) {
     return fused_backward_isa(params) != FusedIsa::kNone ? std::max(f32, fused_floats(params)) : f32;
   }
-  // Either bf16 path: widened K, V, q, dout tiles, or the matmul path's packed tiles.
-  return std::max(f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params));
+  // Any bf16 path: widened K, V, q, dout tiles, the matmul path's packed tiles, or the fused tile
+  // with the key tile's widened K and V rows.
+  const int64_t widened_fused = fused_backward_isa_f32(params) != FusedIsa::kNone
+                                    ? fused_floats(params) + 2 * region_floats(params.k_tile * params.head_dim, 4)
+                                    : 0;
+  return std::max({f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params),
+                   widened_fused});
 }
 
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm, float* workspace) {
@@ -434,10 +477,11 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   int64_t locks_needed = 0;
   const int64_t n = static_cast<int64_t>(blocks.size());
   const FusedIsa fused = fused_backward_isa(prm);
+  const FusedIsa fused_f32 = fused_backward_isa_f32(prm);
   for (int64_t b = 0; b < n;) {
-    if (is_small(blocks[b], prm, fused)) {
+    if (is_small(blocks[b], prm, fused, fused_f32)) {
       int64_t e = b, work = 0;
-      while (e < n && is_small(blocks[e], prm, fused) && work < prm.q_tile * prm.k_tile) {
+      while (e < n && is_small(blocks[e], prm, fused, fused_f32) && work < prm.q_tile * prm.k_tile) {
         work += blocks[e].n_heads * blocks[e].n_q * blocks[e].n_k + 1;
         ++e;
       }
@@ -458,11 +502,14 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
     run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
-        if (is_small(blocks[b], prm, fused)) {
+        if (is_small(blocks[b], prm, fused, fused_f32)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
         } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
-          backward_key_tile_fused(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
-                                  locks.get() + lock_base[b]);
+          backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
+                                     locks.get() + lock_base[b]);
+        } else if (bf16_widened_fused(blocks[b], prm, fused_f32)) {
+          backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused_f32, scratch,
+                                     locks.get() + lock_base[b]);
         } else if (matmul) {
           backward_key_tile_bf16(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else {
@@ -483,7 +530,11 @@ void delta(const DeltaParams& p, int threads) {
       for (int64_t h = 0; h < p.heads; ++h) {
         const T* o = typed<T>(p.out) + (br * p.heads + h) * p.head_dim;
         const T* g = typed<T>(p.dout) + (br * p.heads + h) * p.head_dim;
+        // A simd reduction: the compiler may reorder the sum into vector lanes. As one serial chain
+        // of dependent adds it cost about 8 ms a backward pass at S = 32768, H = 4, D = 64, a
+        // quarter of a small-block backward's time (docs/benchmarks.md, 2026-12-04).
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < p.head_dim; ++c) sum += to_f32(o[c]) * to_f32(g[c]);
         p.delta[(b * p.heads + h) * p.rows + i] = sum;
       }

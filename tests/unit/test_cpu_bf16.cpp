@@ -341,7 +341,8 @@ struct GradCase {
 // One bf16 GradBlock of `heads` query heads over shared keys, strided rows; dq, dk, dv are fp32.
 // Returns the max error against float64 on the same bf16 values, relative to the largest
 // reference gradient. lse and delta come from float64 (they are fp32 inputs of the kernel).
-double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads, bool matmul) {
+double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads, bool matmul,
+                      kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
   const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d, kvs = 2 * c.d;
   const Bf16Tensor q = random_bf16(c.n_q * qs, 41), dout = random_bf16(c.n_q * qs, 42);
   const Bf16Tensor k = random_bf16(c.n_k * kvs, 43), v = random_bf16(c.n_k * kvs, 44);
@@ -407,6 +408,7 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, Bf16Path{matmul});
   prm.q_tile = 16;
   prm.k_tile = 24;
+  prm.cpu_f32_kernel = f32_kernel;
   std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
   double largest = 0.0, worst = 0.0;
@@ -427,18 +429,26 @@ std::string grad_path_name(bool matmul) { return grad_runs_matmul(matmul) ? " (b
 
 // The widening path rounds nothing in the backward (P, dS and the gradients stay fp32), so on the
 // same bf16 inputs it keeps the fp32 tolerance; the matmul path rounds P and dS (grad_bound).
+// With the fp32 kernel on auto, blocks of up to 1024 scores a head whose head_dim the fused fp32
+// backward takes run it on their widened rows (also fp32 throughout); kSgemm keeps them on the
+// matmul, widening or direct path.
 TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
   for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
                            GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true},
-                           GradCase{1, 41, 29, 40, true}, GradCase{2, 70, 150, 128, false}}) {
-    const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k);
-    for (bool matmul : kGradPaths) {
-      for (int threads : {1, 2}) {
-        EXPECT_LT(run_grad_block(c, 0, threads, matmul), grad_bound(grad_runs_matmul(matmul))) << what << " tiled"
-                                                                                                << grad_path_name(matmul);
+                           GradCase{1, 41, 29, 40, true}, GradCase{2, 70, 150, 128, false},
+                           GradCase{4, 8, 8, 64, true}, GradCase{1, 29, 31, 32, false}}) {
+    const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k) +
+                             " d " + std::to_string(c.d);
+    for (const auto f32 : {kernels::CpuF32Kernel::kAuto, kernels::CpuF32Kernel::kSgemm}) {
+      const std::string route = f32 == kernels::CpuF32Kernel::kAuto ? " (f32 auto)" : " (f32 sgemm)";
+      for (bool matmul : kGradPaths) {
+        for (int threads : {1, 2}) {
+          EXPECT_LT(run_grad_block(c, 0, threads, matmul, f32), grad_bound(grad_runs_matmul(matmul)))
+              << what << " tiled" << grad_path_name(matmul) << route;
+        }
       }
+      EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, true, f32), 1e-5) << what << " direct" << route;
     }
-    EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, true), 1e-5) << what << " direct";
   }
 }
 
