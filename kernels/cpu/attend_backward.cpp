@@ -531,8 +531,8 @@ void delta(const DeltaParams& p, int threads) {
         const T* o = typed<T>(p.out) + (br * p.heads + h) * p.head_dim;
         const T* g = typed<T>(p.dout) + (br * p.heads + h) * p.head_dim;
         // A simd reduction: the compiler may reorder the sum into vector lanes. As one serial chain
-        // of dependent adds it cost about 8 ms a backward pass at S = 32768, H = 4, D = 64, a
-        // quarter of a small-block backward's time (docs/benchmarks.md, 2026-12-04).
+        // of dependent adds a row it made a backward pass at S = 32768, H = 4, D = 64 about 5 ms
+        // (bf16) and 1.5 ms (fp32) longer (docs/benchmarks.md, 2026-12-04).
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < p.head_dim; ++c) sum += to_f32(o[c]) * to_f32(g[c]);
