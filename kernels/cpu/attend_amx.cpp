@@ -333,14 +333,16 @@ DRING_AMX_INLINE __m512 exp2_nonpositive_fine(__m512 t) {
 // 4q + j, so row r goes to slot 4 (r % 4) + r / 4 and its result comes out in lane r.
 constexpr int reduce16_slot(int r) { return 4 * (r % 4) + r / 4; }
 
-// Lane r = the max (Max) or the sum of the 16 lanes of row r, for 16 rows at once: 15 combining
-// steps of half-vectors swapped across 256-bit halves, 128-bit quarters and lanes, where 16
-// horizontal reductions take 4 dependent steps each.
+// max(a, b) (Max) or a + b.
 template <bool Max>
 DRING_AMX_INLINE __m512 combine(__m512 a, __m512 b) {
   if constexpr (Max) return _mm512_max_ps(a, b);
   return _mm512_add_ps(a, b);
 }
+
+// Lane r = the max (Max) or the sum of the 16 lanes of row r (in slot reduce16_slot(r)), for 16
+// rows at once: 15 combining steps of half-vectors swapped across 256-bit halves, 128-bit quarters
+// and lanes, where 16 horizontal reductions take 4 dependent steps each.
 template <bool Max>
 DRING_AMX_INLINE __m512 reduce16(const __m512 (&a)[16]) {
   __m512 b[8], c[4], d[2];
