@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <limits>
 #else
@@ -122,19 +123,27 @@ DRING_AMX_INLINE void transpose16(__m512i (&r)[16]) {
   }
 }
 
-// 2^t for t <= 0 (0 at and below -151; lanes the caller masks may hold anything): 2^f by a
-// degree-4 polynomial on [-0.5, 0.5] (relative error 2.6e-6), scaled by 2^rint(t).
-DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) {
+// 2^t for t <= 0 (0 at and below -151; lanes the caller masks may hold anything): 2^f by the
+// polynomial c (highest degree first) on [-0.5, 0.5], scaled by 2^rint(t).
+template <std::size_t N>
+DRING_AMX_INLINE __m512 exp2_by(__m512 t, const float (&c)[N]) {
   t = _mm512_max_ps(t, _mm512_set1_ps(-151.0f));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(9.569715630e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591696922e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402474576e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931219351e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992645e-1f));
+  __m512 p = _mm512_set1_ps(c[0]);
+#pragma GCC unroll 8
+  for (std::size_t i = 1; i < N; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
   return _mm512_scalef_ps(p, n);
 }
+
+// Degree 4 (relative error 2.6e-6): P, which is rounded to bf16 anyway.
+constexpr float kExp2Degree4[] = {9.569715630e-3f, 5.591696922e-2f, 2.402474576e-1f, 6.931219351e-1f,
+                                  9.999992645e-1f};
+// Degree 6 (relative error about 2e-9, vector_math.cpp's): the rows' correction c, which scales l
+// and so moves lse by its error.
+constexpr float kExp2Degree6[] = {1.546973199e-4f, 1.340043217e-3f, 9.618025603e-3f, 5.550327214e-2f,
+                                  2.402265121e-1f, 6.931472067e-1f, 1.0f};
+DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) { return exp2_by(t, kExp2Degree4); }
 
 // The item's query rows into qp, zero padded.
 DRING_AMX_FN void pack_q(const AmxTile& t) {
@@ -313,22 +322,6 @@ DRING_AMX_FN void softmax_row(const AmxTile& t, int64_t i, int64_t r, int64_t lo
   }
 }
 
-// 2^t for t <= 0 as exp2_nonpositive, by a degree-6 polynomial (relative error about 2e-9): for
-// the rows' correction c, which scales l and so moves lse by its error.
-DRING_AMX_INLINE __m512 exp2_nonpositive_fine(__m512 t) {
-  t = _mm512_max_ps(t, _mm512_set1_ps(-151.0f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.546973199e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.340043217e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618025603e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550327214e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265121e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472067e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
 // Slot of row r's vector in reduce16's input: the tree below leaves a[4j + q]'s result in lane
 // 4q + j, so row r goes to slot 4 (r % 4) + r / 4 and its result comes out in lane r.
 constexpr int reduce16_slot(int r) { return 4 * (r % 4) + r / 4; }
@@ -380,7 +373,7 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
   const __m512 alpha = _mm512_set1_ps(t.alpha);
   const __m512 m_old = _mm512_loadu_ps(t.m + i0);
   const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(alpha, reduce16<true>(v)));
-  const __m512 c = exp2_nonpositive_fine(_mm512_sub_ps(m_old, m_new));  // 0 where nothing had reached the row
+  const __m512 c = exp2_by(_mm512_sub_ps(m_old, m_new), kExp2Degree6);  // 0 where nothing had reached the row
   _mm512_storeu_ps(t.m + i0, m_new);
 #pragma GCC unroll 16
   for (int r = 0; r < 16; ++r) {
