@@ -310,12 +310,13 @@ dring::kernels::AttendParams with_head_dim(dring::kernels::AttendParams p, int64
   return p;
 }
 
-// Which fp32 tile kernel runs at head_dim d: the fused one (named by the widest ISA the request
-// and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
+// Which fp32 tile kernel runs at head_dim d: the AMX tile (forward), the fused one (named by the
+// widest ISA the request and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
 std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d, bool backward) {
   using K = dring::kernels::CpuF32Kernel;
   auto runs = backward ? dring::kernels::cpu::fused_f32_backward_runs : dring::kernels::cpu::fused_f32_runs;
   const auto p = with_head_dim(tiles, d);
+  if (!backward && dring::kernels::cpu::f32_amx_runs(p)) return "amx fp32";
   if (p.dtype != dring::DType::kF32 || !runs(p)) return "sgemm";
   if (p.cpu_f32_kernel == K::kAvx2) return "fused avx2";
   if (p.cpu_f32_kernel == K::kAvx512) return "fused avx512";
@@ -373,8 +374,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "amx", "onednn"}));
   std::string f32_kernel = "auto";
   app.add_option("--f32-kernel", f32_kernel,
-                 "fp32 tile kernel: auto (fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512")
-      ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512"}));
+                 "fp32 tile kernel: auto (forward: the AMX tile in three bf16 parts where the CPU has AMX; else, and "
+                 "the backward, fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512, amx (as auto)")
+      ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512", "amx"}));
   bool backward = false;
   app.add_flag("--backward", backward,
                "time the backward (dq, dk, dv) instead of the forward; with --versus-sgemm, against the backward's "
@@ -383,6 +385,7 @@ int main(int argc, char** argv) {
   tiles.cpu_f32_kernel = f32_kernel == "sgemm"    ? dring::kernels::CpuF32Kernel::kSgemm
                          : f32_kernel == "avx2"   ? dring::kernels::CpuF32Kernel::kAvx2
                          : f32_kernel == "avx512" ? dring::kernels::CpuF32Kernel::kAvx512
+                         : f32_kernel == "amx"    ? dring::kernels::CpuF32Kernel::kAmx
                                                   : dring::kernels::CpuF32Kernel::kAuto;
   tiles.cpu_bf16_kernel = bf16_kernel == "amx"      ? dring::kernels::CpuBf16Kernel::kAmx
                           : bf16_kernel == "onednn" ? dring::kernels::CpuBf16Kernel::kOnednn

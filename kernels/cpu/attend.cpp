@@ -274,34 +274,48 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
 }
 
 // The AMX tile's keys per step: params.k_tile rounded to whole steps of kAmxCols, at most
-// kAmxMaxKeys (the strip's scores, P and the packed K and V tiles then stay in L1 and L2).
+// kAmxMaxKeys (the strip's scores, P and the packed K and V tiles then stay in L1 and L2); for
+// fp32 rows (three parts) at most kAmxMaxKeysF32: dense 4096 x 4096 ran 1.08x (D = 64) and 1.05x
+// (D = 128) faster with 256 keys than with 128, 512 no faster (docs/benchmarks.md).
 constexpr int64_t kAmxMaxKeys = 128;
+constexpr int64_t kAmxMaxKeysF32 = 256;
 int64_t amx_key_tile(const AttendParams& p) {
-  return std::min(amx_round_up(p.k_tile, kAmxCols), kAmxMaxKeys);
+  return std::min(amx_round_up(p.k_tile, kAmxCols), p.dtype == DType::kBF16 ? kAmxMaxKeys : kAmxMaxKeysF32);
 }
 constexpr int64_t kAmxMaxHeadDim = 256;
 
+// Query rows of an AMX work item: one query tile for bf16; for fp32 the fused tile's items (it
+// shares their grouping, make_work), whose packing of K and V in three parts is then shared by
+// up to kFusedMaxGroup query tiles.
+int64_t amx_item_rows(const AttendParams& p) {
+  return p.dtype == DType::kBF16 ? p.q_tile : std::max(kFusedMaxGroup, p.fused_tiles_per_item) * p.q_tile;
+}
+int amx_parts(const AttendParams& p) { return p.dtype == DType::kBF16 ? kAmxPartsBf16 : kAmxPartsF32; }
+
 // Scratch floats of attend_tile_amx: acc, m, l, lo, hi, and the packed q, K, V, scores and P.
 int64_t amx_floats(const AttendParams& p) {
-  const int64_t rows = amx_round_up(p.q_tile, kAmxRows), dp = amx_round_up(p.head_dim, kAmxCols);
-  const int64_t keys = amx_key_tile(p);
-  return region_floats(rows * dp, 4) + 4 * region_floats(rows, 4) + region_floats(rows * dp, 2) +
-         2 * region_floats(keys * dp, 2) + region_floats(kAmxStripRows * keys, 4) +
-         region_floats(kAmxStripRows * keys, 2);
+  const int64_t rows = amx_round_up(amx_item_rows(p), kAmxRows), dp = amx_round_up(p.head_dim, kAmxCols);
+  const int64_t keys = amx_key_tile(p), parts = amx_parts(p);
+  return region_floats(rows * dp, 4) + 4 * region_floats(rows, 4) + region_floats(parts * rows * dp, 2) +
+         2 * region_floats(parts * keys * dp, 2) + region_floats(kAmxStripRows * keys, 4) +
+         region_floats(parts * kAmxStripRows * keys, 2);
 }
 
-// attend_tile for bf16 storage on the fused AMX tile (attend_amx.hpp), as attend_tile_fused
-// does for fp32: the rows' state unpacked into the scratch (acc widened to fp32, padded to dp
-// columns), the key tiles run, the rows some key reached packed back and out rounded to bf16
-// (the others round back to the bits they had).
-void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
+// attend_tile on the fused AMX tile (attend_amx.hpp), as attend_tile_fused does on its own: the
+// rows' state unpacked into the scratch (acc in fp32, padded to dp columns), the key tiles run
+// (bf16 rows as they are, fp32 rows in three bf16 parts), the rows some key reached packed back
+// and out stored (bf16: rounded; rows no key reached round back to the bits they had).
+template <class T>
+void attend_tile_amx(const Block<T>& b, int64_t i0, int64_t i1, const AttendParams& prm, float alpha,
                      float* scratch) {
   const int64_t d = prm.head_dim;
   const int64_t nq = i1 - i0;
   int64_t key_begin = 0, key_end = 0;
   b.keys_of_rows(i0, i1, &key_begin, &key_end);
   if (key_begin >= key_end) return;  // no row of the tile sees a key: all stay as they were
+  DRING_ASSERT(nq <= amx_item_rows(prm));
   AmxTile t;
+  t.parts = amx_parts(prm);
   point_at_rows(t, b, i0, nq, key_begin, key_end);
   t.nq_pad = amx_round_up(nq, kAmxRows);
   t.d = d;
@@ -316,15 +330,21 @@ void attend_tile_amx(const Block<uint16_t>& b, int64_t i0, int64_t i1, const Att
   int32_t* hi = regions.take<int32_t>(t.nq_pad);
   t.lo = lo;
   t.hi = hi;
-  t.qp = regions.take<uint16_t>(t.nq_pad * t.dp);
-  t.kp = regions.take<uint16_t>(t.k_tile * t.dp);
-  t.vp = regions.take<uint16_t>(t.k_tile * t.dp);
+  t.qp = regions.take<uint16_t>(t.parts * t.nq_pad * t.dp);
+  t.kp = regions.take<uint16_t>(t.parts * t.k_tile * t.dp);
+  t.vp = regions.take<uint16_t>(t.parts * t.k_tile * t.dp);
   t.st = regions.take<float>(kAmxStripRows * t.k_tile);
-  t.p = regions.take<uint16_t>(kAmxStripRows * t.k_tile);
+  t.p = regions.take<uint16_t>(t.parts * kAmxStripRows * t.k_tile);
   std::fill(t.acc, t.acc + t.nq_pad * t.dp, 0.0f);
   for (int64_t i = 0; i < t.nq_pad; ++i) {
     unpack_tile_row(b, i0, i, nq, key_begin, t.n_keys, lo, hi, t.m, t.l);
-    if (i < nq) bf16_to_f32(b.out + (i0 + i) * b.out_stride, t.acc + i * t.dp, d);
+    if (i >= nq) continue;
+    const T* out = b.out + (i0 + i) * b.out_stride;
+    if constexpr (kIsBf16<T>) {
+      bf16_to_f32(out, t.acc + i * t.dp, d);
+    } else {
+      std::copy_n(out, d, t.acc + i * t.dp);
+    }
   }
   amx_key_tiles(t);
   for (int64_t i = 0; i < nq; ++i) {
@@ -396,9 +416,17 @@ bool bf16_amx_runs(const AttendParams& params) {
          params.head_dim <= kAmxMaxHeadDim && amx_bf16_usable();
 }
 
+bool f32_amx_runs(const AttendParams& params) {
+  const CpuF32Kernel want = params.cpu_f32_kernel;
+  return params.dtype == DType::kF32 && (want == CpuF32Kernel::kAuto || want == CpuF32Kernel::kAmx) &&
+         params.head_dim <= kAmxMaxHeadDim && amx_bf16_usable();
+}
+
 int64_t workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = params.q_tile * params.k_tile + 2 * params.q_tile;
-  if (params.dtype != DType::kBF16) return std::max(f32, fused_floats(params));
+  if (params.dtype != DType::kBF16) {
+    return std::max({f32, fused_floats(params), f32_amx_runs(params) ? amx_floats(params) : 0});
+  }
   // Any bf16 path: widened q, out, K, V tiles, the matmul path's or the AMX tile's packed tiles.
   return std::max({f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params),
                    amx_floats(params)});
@@ -417,7 +445,7 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
     const int64_t small_scratch = small_scratch_floats(prm);
     const int64_t scratch_floats = workspace_floats_per_thread(prm);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
-    const bool amx = kIsBf16<T> && bf16_amx_runs(prm);
+    const bool amx = kIsBf16<T> ? bf16_amx_runs(prm) : f32_amx_runs(prm);
     const FusedIsa fused = fused_isa(prm);
     const bool stream_fresh = !kIsBf16<T> && fused != FusedIsa::kNone && streams_first_writes(blocks, small, prm);
     run_items(items, prm, workspace, scratch_floats, [&](const WorkItem& item, float* scratch) {
@@ -445,6 +473,8 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& prm, float*
           } else {
             attend_tile(blk, item.q_begin, item.q_end, prm, alpha, scratch);
           }
+        } else if (amx && keys_fit_int32(blk, item.q_begin, item.q_end)) {
+          attend_tile_amx(blk, item.q_begin, item.q_end, prm, alpha, scratch);
         } else if (fused != FusedIsa::kNone && keys_fit_int32(blk, item.q_begin, item.q_end)) {
           attend_tile_fused(blk, item.q_begin, item.q_end, prm, alpha, fused, scratch);
         } else {

@@ -1,4 +1,4 @@
-// attend_amx.cpp — the fused bf16 forward tile on AMX (attend_amx.hpp) and the run-time check
+// attend_amx.cpp — the fused forward tile on AMX, bf16 and fp32 rows (attend_amx.hpp) and the run-time check
 // that the CPU and the OS allow it.
 //
 // Every function that uses AVX-512 or AMX instructions carries the target attribute (the rest of
@@ -143,42 +143,100 @@ constexpr float kExp2Degree4[] = {9.569715630e-3f, 5.591696922e-2f, 2.402474576e
 // and so moves lse by its error.
 constexpr float kExp2Degree6[] = {1.546973199e-4f, 1.340043217e-3f, 9.618025603e-3f, 5.550327214e-2f,
                                   2.402265121e-1f, 6.931472067e-1f, 1.0f};
-DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) { return exp2_by(t, kExp2Degree4); }
+// P's exponentials: degree 4 where P is rounded to bf16 anyway, degree 6 where its parts carry
+// fp32's precision.
+template <int Parts>
+DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) {
+  if constexpr (Parts == 1) return exp2_by(t, kExp2Degree4);
+  return exp2_by(t, kExp2Degree6);
+}
 
-// The item's query rows into qp, zero padded.
+// The fp32 value of 16 bf16 numbers.
+DRING_AMX_INLINE __m512 widen(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// x0 (lanes 0-15) and x1 (lanes 16-31) as Parts vectors of 32 bf16 (cvtne2ps_pbh order) whose sum
+// is x: part a is x less the parts before it, rounded to bf16. Each subtraction is exact (the
+// part is x's leading bits rounded), so three parts hold all 24 bits of an fp32 significand.
+template <int Parts>
+DRING_AMX_INLINE void split(__m512 x0, __m512 x1, __m512i (&out)[Parts]) {
+#pragma GCC unroll 3
+  for (int a = 0; a < Parts; ++a) {
+    out[a] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0));
+    if (a + 1 < Parts) {
+      x0 = _mm512_sub_ps(x0, widen(_mm512_castsi512_si256(out[a])));
+      x1 = _mm512_sub_ps(x1, widen(_mm512_extracti64x4_epi64(out[a], 1)));
+    }
+  }
+}
+
+// Elements [e, e + 32) of a row (the first n of them; zeros past n, and all zeros for a null
+// row) as Parts vectors of 32 bf16: bf16 rows as they are, fp32 rows split.
+template <int Parts>
+DRING_AMX_INLINE void load_parts(const void* row, int64_t e, int64_t n, __m512i (&out)[Parts]) {
+  if (row == nullptr) {
+#pragma GCC unroll 3
+    for (int a = 0; a < Parts; ++a) out[a] = _mm512_setzero_si512();
+  } else if constexpr (Parts == 1) {
+    out[0] = _mm512_maskz_loadu_epi16(mask32(n), static_cast<const uint16_t*>(row) + e);
+  } else {
+    const float* x = static_cast<const float*>(row) + e;
+    split(_mm512_maskz_loadu_ps(mask16(n), x), _mm512_maskz_loadu_ps(mask16(n - 16), x + 16), out);
+  }
+}
+
+// Row r of a [S, *] tensor of bf16 (Parts == 1) or fp32 elements, stride in elements.
+template <int Parts>
+inline const void* row_at(const void* base, int64_t r, int64_t stride) {
+  if constexpr (Parts == 1) return static_cast<const uint16_t*>(base) + r * stride;
+  return static_cast<const float*>(base) + r * stride;
+}
+
+// The item's query rows into qp (part a in plane a), zero padded.
+template <int Parts>
 DRING_AMX_FN void pack_q(const AmxTile& t) {
   for (int64_t i = 0; i < t.nq_pad; ++i) {
     for (int64_t e = 0; e < t.dp; e += kAmxCols) {
-      const __m512i x = i < t.nq ? _mm512_maskz_loadu_epi16(mask32(t.d - e), t.q + i * t.q_stride + e)
-                                 : _mm512_setzero_si512();
-      _mm512_storeu_si512(t.qp + i * t.dp + e, x);
+      __m512i x[Parts];
+      load_parts<Parts>(i < t.nq ? row_at<Parts>(t.q, i, t.q_stride) : nullptr, e, t.d - e, x);
+#pragma GCC unroll 3
+      for (int a = 0; a < Parts; ++a) _mm512_storeu_si512(t.qp + (a * t.nq_pad + i) * t.dp + e, x[a]);
     }
   }
 }
 
-// Keys [j0, j0 + nk) into kp, as 32-bit pairs along head_dim transposed: kp32[e/2][j] for j
-// up to nk rounded to kAmxCols (zeros past nk and past d).
+// Keys [j0, j0 + nk) into kp (part a in plane a), as 32-bit pairs along head_dim transposed:
+// kp32[e/2][j] for j up to nk rounded to kAmxCols (zeros past nk and past d).
+template <int Parts>
 DRING_AMX_FN void pack_k(const AmxTile& t, int64_t j0, int64_t nk) {
   const int64_t nk_pad = amx_round_up(nk, kAmxCols);
+  const int64_t plane = t.dp / 2 * t.k_tile;
   auto* kp32 = reinterpret_cast<uint32_t*>(t.kp);
   for (int64_t jb = 0; jb < nk_pad; jb += 16) {
     for (int64_t e = 0; e < t.dp; e += kAmxCols) {
-      __m512i r[16];
-      const __mmask32 cols = mask32(t.d - e);
+      __m512i r[Parts][16];
 #pragma GCC unroll 16
       for (int x = 0; x < 16; ++x) {
         const int64_t j = jb + x;
-        r[x] = j < nk ? _mm512_maskz_loadu_epi16(cols, t.k + (j0 + j) * t.kv_stride + e) : _mm512_setzero_si512();
+        __m512i parts[Parts];
+        load_parts<Parts>(j < nk ? row_at<Parts>(t.k, j0 + j, t.kv_stride) : nullptr, e, t.d - e, parts);
+#pragma GCC unroll 3
+        for (int a = 0; a < Parts; ++a) r[a][x] = parts[a];
       }
-      transpose16(r);
+#pragma GCC unroll 3
+      for (int a = 0; a < Parts; ++a) {
+        transpose16(r[a]);
 #pragma GCC unroll 16
-      for (int x = 0; x < 16; ++x) _mm512_storeu_si512(kp32 + (e / 2 + x) * t.k_tile + jb, r[x]);
+        for (int x = 0; x < 16; ++x) _mm512_storeu_si512(kp32 + a * plane + (e / 2 + x) * t.k_tile + jb, r[a][x]);
+      }
     }
   }
 }
 
-// Keys [j0, j0 + nk) into vp, as 32-bit pairs of consecutive keys: vp32[j/2][c] (zeros past nk
-// and past d).
+// Keys [j0, j0 + nk) into vp (part a in plane a), as 32-bit pairs of consecutive keys:
+// vp32[j/2][c] (zeros past nk and past d).
+template <int Parts>
 DRING_AMX_FN void pack_v(const AmxTile& t, int64_t j0, int64_t nk) {
   alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
                                                     8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
@@ -186,24 +244,48 @@ DRING_AMX_FN void pack_v(const AmxTile& t, int64_t j0, int64_t nk) {
                                                      24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
   const __m512i low = _mm512_load_si512(kLow), high = _mm512_load_si512(kHigh);
   const int64_t nk_pad = amx_round_up(nk, kAmxCols);
+  const int64_t plane = t.k_tile / 2 * t.dp;
   auto* vp32 = reinterpret_cast<uint32_t*>(t.vp);
   for (int64_t j = 0; j < nk_pad; j += 2) {
     for (int64_t c = 0; c < t.dp; c += kAmxCols) {
-      const __mmask32 cols = mask32(t.d - c);
-      const __m512i a = j < nk ? _mm512_maskz_loadu_epi16(cols, t.v + (j0 + j) * t.kv_stride + c) : _mm512_setzero_si512();
-      const __m512i b =
-          j + 1 < nk ? _mm512_maskz_loadu_epi16(cols, t.v + (j0 + j + 1) * t.kv_stride + c) : _mm512_setzero_si512();
-      _mm512_storeu_si512(vp32 + (j / 2) * t.dp + c, _mm512_permutex2var_epi16(a, low, b));
-      _mm512_storeu_si512(vp32 + (j / 2) * t.dp + c + 16, _mm512_permutex2var_epi16(a, high, b));
+      __m512i a[Parts], b[Parts];
+      load_parts<Parts>(j < nk ? row_at<Parts>(t.v, j0 + j, t.kv_stride) : nullptr, c, t.d - c, a);
+      load_parts<Parts>(j + 1 < nk ? row_at<Parts>(t.v, j0 + j + 1, t.kv_stride) : nullptr, c, t.d - c, b);
+#pragma GCC unroll 3
+      for (int x = 0; x < Parts; ++x) {
+        uint32_t* to = vp32 + x * plane + (j / 2) * t.dp + c;
+        _mm512_storeu_si512(to, _mm512_permutex2var_epi16(a[x], low, b[x]));
+        _mm512_storeu_si512(to + 16, _mm512_permutex2var_epi16(a[x], high, b[x]));
+      }
+    }
+  }
+}
+
+// The part products of a tile step: A operand part a (tiles 4, 5) against B operand parts
+// 0 .. Parts-1-a (tiles 6, 7; b0 and b0 + 16 columns of part b at b_part + b * b_plane) into
+// result tiles 0-3. Parts == 3 gives the six products of weight >= 2^-24 (attend_amx.hpp).
+template <int RT, int Parts>
+DRING_AMX_INLINE void part_products(const uint32_t* b_part, int64_t b_plane, long b_bytes, int a) {
+#pragma GCC unroll 3
+  for (int b = 0; b < Parts - a; ++b) {
+    const uint32_t* bt = b_part + b * b_plane;
+    _tile_loadd(6, bt, b_bytes);
+    _tile_loadd(7, bt + 16, b_bytes);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if constexpr (RT == 2) {
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
     }
   }
 }
 
 // st[r][kb, ke) = q[r0 + r] . k for the strip's RT tiles of 16 rows.
-template <int RT>
+template <int RT, int Parts>
 DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke) {
   operands_written();
   const auto* kp32 = reinterpret_cast<const uint32_t*>(t.kp);
+  const int64_t q_plane = t.nq_pad * t.dp, k_plane = t.dp / 2 * t.k_tile;
   const long q_bytes = static_cast<long>(t.dp * 2), k_bytes = static_cast<long>(t.k_tile * 4);
   const long s_bytes = static_cast<long>(t.k_tile * 4);
   const uint16_t* q = t.qp + r0 * t.dp;
@@ -215,16 +297,11 @@ DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t
       _tile_zero(3);
     }
     for (int64_t e = 0; e < t.dp; e += kAmxCols) {
-      const uint32_t* b = kp32 + (e / 2) * t.k_tile + j;
-      _tile_loadd(4, q + e, q_bytes);
-      _tile_loadd(6, b, k_bytes);
-      _tile_loadd(7, b + 16, k_bytes);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      if constexpr (RT == 2) {
-        _tile_loadd(5, q + kAmxRows * t.dp + e, q_bytes);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+#pragma GCC unroll 3
+      for (int a = 0; a < Parts; ++a) {
+        _tile_loadd(4, q + a * q_plane + e, q_bytes);
+        if constexpr (RT == 2) _tile_loadd(5, q + a * q_plane + kAmxRows * t.dp + e, q_bytes);
+        part_products<RT, Parts>(kp32 + (e / 2) * t.k_tile + j, k_plane, k_bytes, a);
       }
     }
     _tile_stored(0, t.st + j, s_bytes);
@@ -237,10 +314,11 @@ DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t
 }
 
 // acc[r0 + r] += p[r][kb, ke) v for the strip's RT tiles of 16 rows.
-template <int RT>
+template <int RT, int Parts>
 DRING_AMX_FN void strip_pv(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke) {
   operands_written();
   const auto* vp32 = reinterpret_cast<const uint32_t*>(t.vp);
+  const int64_t p_plane = kAmxStripRows * t.k_tile, v_plane = t.k_tile / 2 * t.dp;
   const long acc_bytes = static_cast<long>(t.dp * 4), p_bytes = static_cast<long>(t.k_tile * 2);
   const long v_bytes = static_cast<long>(t.dp * 4);
   for (int64_t c = 0; c < t.dp; c += kAmxCols) {
@@ -252,16 +330,11 @@ DRING_AMX_FN void strip_pv(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke)
       _tile_loadd(3, acc + kAmxRows * t.dp + 16, acc_bytes);
     }
     for (int64_t j = kb; j < ke; j += kAmxCols) {
-      const uint32_t* b = vp32 + (j / 2) * t.dp + c;
-      _tile_loadd(4, t.p + j, p_bytes);
-      _tile_loadd(6, b, v_bytes);
-      _tile_loadd(7, b + 16, v_bytes);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      if constexpr (RT == 2) {
-        _tile_loadd(5, t.p + kAmxRows * t.k_tile + j, p_bytes);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+#pragma GCC unroll 3
+      for (int a = 0; a < Parts; ++a) {
+        _tile_loadd(4, t.p + a * p_plane + j, p_bytes);
+        if constexpr (RT == 2) _tile_loadd(5, t.p + a * p_plane + kAmxRows * t.k_tile + j, p_bytes);
+        part_products<RT, Parts>(vp32 + (j / 2) * t.dp + c, v_plane, v_bytes, a);
       }
     }
     _tile_stored(0, acc, acc_bytes);
@@ -280,11 +353,21 @@ DRING_AMX_INLINE __m512 visible(__m512 x, __m512 fill, int64_t lo, int64_t hi, i
   return _mm512_mask_mov_ps(fill, lanes_in(lo, hi, k), x);
 }
 
+// P's 32 values from k (p0: lanes 0-15, p1: 16-31) into row p's planes (plane apart): rounded to
+// bf16, or as Parts bf16 parts.
+template <int Parts>
+DRING_AMX_INLINE void store_p(uint16_t* p, int64_t plane, __m512 p0, __m512 p1) {
+  __m512i x[Parts];
+  split<Parts>(p0, p1, x);
+#pragma GCC unroll 3
+  for (int a = 0; a < Parts; ++a) _mm512_storeu_si512(p + a * plane, x[a]);
+}
+
 // The online-softmax update of one row i (strip row r) over its visible keys [lo, hi) of the
 // tile (kb <= lo < hi <= ke; Whole: lo == kb and hi == ke): m, l updated, acc's row rescaled,
-// p[r][kb, ke) = bf16(P). The max of alpha * s is alpha times the max (alpha > 0) or the min
-// (alpha <= 0) of s, exactly: rounding is monotone.
-template <bool Whole>
+// p[r][kb, ke) = bf16(P) (or its parts). The max of alpha * s is alpha times the max (alpha > 0)
+// or the min (alpha <= 0) of s, exactly: rounding is monotone.
+template <bool Whole, int Parts>
 DRING_AMX_FN void softmax_row(const AmxTile& t, int64_t i, int64_t r, int64_t lo, int64_t hi, int64_t kb,
                               int64_t ke) {
   const float* s = t.st + r * t.k_tile;
@@ -305,12 +388,12 @@ DRING_AMX_FN void softmax_row(const AmxTile& t, int64_t i, int64_t r, int64_t lo
   const __m512 alpha = _mm512_set1_ps(t.alpha), shift = _mm512_set1_ps(m_new), zero = _mm512_setzero_ps();
   __m512 sum = zero;
   for (int64_t k = kb; k < ke; k += kAmxCols) {
-    const __m512 p0 =
-        visible<Whole>(exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift)), zero, lo, hi, k);
-    const __m512 p1 = visible<Whole>(exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift)),
-                                     zero, lo, hi, k + 16);
+    const __m512 p0 = visible<Whole>(exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift)),
+                                     zero, lo, hi, k);
+    const __m512 p1 = visible<Whole>(
+        exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift)), zero, lo, hi, k + 16);
     sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
-    _mm512_storeu_si512(p + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+    store_p<Parts>(p + k, kAmxStripRows * t.k_tile, p0, p1);
   }
   const float c = std::exp2(m_old - m_new);  // 0 when nothing had reached the row
   t.l[i] = t.l[i] * c + _mm512_reduce_add_ps(sum);
@@ -361,6 +444,7 @@ DRING_AMX_INLINE __m512 reduce16(const __m512 (&a)[16]) {
 // reduced across rows in vectors (reduce16), and m, l and the correction c updated 16 rows to a
 // vector, not row by row. Per row, the horizontal reductions and the scalar exp2 of c took about
 // as long as the row's exponentials (docs/benchmarks.md).
+template <int Parts>
 DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64_t kb, int64_t ke) {
   __m512 v[16];
 #pragma GCC unroll 16
@@ -382,10 +466,10 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
     const __m512 shift = _mm512_set1_ps(t.m[i0 + r]);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t k = kb; k < ke; k += kAmxCols) {
-      const __m512 p0 = exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift));
-      const __m512 p1 = exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift));
+      const __m512 p0 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift));
+      const __m512 p1 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift));
       sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
-      _mm512_storeu_si512(p + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+      store_p<Parts>(p + k, kAmxStripRows * t.k_tile, p0, p1);
     }
     v[reduce16_slot(r)] = sum;
   }
@@ -411,7 +495,7 @@ DRING_AMX_INLINE bool rows16_whole(const AmxTile& t, int64_t i, int64_t j0, int6
 }
 
 // One strip (RT tiles of 16 rows from r0) against keys [j0, j0 + nk) of the packed tile.
-template <int RT>
+template <int RT, int Parts>
 DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
   // The keys the strip's rows see, relative to j0, widened to whole steps of kAmxCols.
   int64_t lo_min = nk, hi_max = 0;
@@ -423,58 +507,66 @@ DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
   }
   if (lo_min >= hi_max) return;  // no row of the strip sees a key of this tile
   const int64_t kb = lo_min / kAmxCols * kAmxCols, ke = amx_round_up(hi_max, kAmxCols);
-  strip_scores<RT>(t, r0, kb, ke);
+  strip_scores<RT, Parts>(t, r0, kb, ke);
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
     if (r % 16 == 0 && t.alpha > 0.0f && rows16_whole(t, r0 + r, j0, nk, kb, ke)) {
-      softmax_rows16(t, r0 + r, r, kb, ke);
+      softmax_rows16<Parts>(t, r0 + r, r, kb, ke);
       r += 15;
       continue;
     }
     if (lo < hi) {
       if (lo == kb && hi == ke) {
-        softmax_row<true>(t, r0 + r, r, lo, hi, kb, ke);
+        softmax_row<true, Parts>(t, r0 + r, r, lo, hi, kb, ke);
       } else {
-        softmax_row<false>(t, r0 + r, r, lo, hi, kb, ke);
+        softmax_row<false, Parts>(t, r0 + r, r, lo, hi, kb, ke);
       }
     } else {  // the row sees nothing here: P = 0, its state unchanged
-      for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(t.p + r * t.k_tile + k, _mm512_setzero_si512());
+      for (int a = 0; a < Parts; ++a) {
+        uint16_t* p = t.p + (a * kAmxStripRows + r) * t.k_tile;
+        for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(p + k, _mm512_setzero_si512());
+      }
     }
   }
-  strip_pv<RT>(t, r0, kb, ke);
+  strip_pv<RT, Parts>(t, r0, kb, ke);
 }
 
 // Rows [j, j + n) of k and v into L2: the next key tile's, spread over the strips of this one
 // (rows of [S, H, D] tensors leave a 4 KiB page every few rows, which the hardware prefetchers
 // do not follow; packing them would otherwise wait on each).
+template <int Parts>
 void prefetch_rows(const AmxTile& t, int64_t j, int64_t n) {
+  const int64_t row_bytes = t.d * (Parts == 1 ? 2 : 4);
   for (int64_t r = j; r < j + n; ++r) {
-    for (int64_t e = 0; e < t.d; e += 32) {
-      __builtin_prefetch(t.k + r * t.kv_stride + e, 0, 2);
-      __builtin_prefetch(t.v + r * t.kv_stride + e, 0, 2);
+    const char* k = static_cast<const char*>(row_at<Parts>(t.k, r, t.kv_stride));
+    const char* v = static_cast<const char*>(row_at<Parts>(t.v, r, t.kv_stride));
+    for (int64_t b = 0; b < row_bytes; b += 64) {
+      __builtin_prefetch(k + b, 0, 2);
+      __builtin_prefetch(v + b, 0, 2);
     }
   }
 }
 
+template <int Parts>
 DRING_AMX_FN void key_tiles(const AmxTile& t) {
   _tile_loadconfig(&kTileConfig);
-  pack_q(t);
+  pack_q<Parts>(t);
   for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
     const int64_t nk = std::min(t.k_tile, t.n_keys - j0);
     bool any = false;
     for (int64_t i = 0; i < t.nq && !any; ++i) any = std::max<int64_t>(t.lo[i], j0) < std::min<int64_t>(t.hi[i], j0 + nk);
     if (!any) continue;  // no row sees a key of this tile
-    pack_k(t, j0, nk);
-    pack_v(t, j0, nk);
+    pack_k<Parts>(t, j0, nk);
+    pack_v<Parts>(t, j0, nk);
     const int64_t strips = (t.nq_pad + kAmxStripRows - 1) / kAmxStripRows;
     const int64_t next = std::min(t.k_tile, t.n_keys - j0 - nk);  // rows of the next key tile
     for (int64_t n = 0; n < strips; ++n) {
       const int64_t r0 = n * kAmxStripRows;
-      if (next > 0) prefetch_rows(t, j0 + nk + next * n / strips, next * (n + 1) / strips - next * n / strips);
+      if (next > 0) prefetch_rows<Parts>(t, j0 + nk + next * n / strips, next * (n + 1) / strips - next * n / strips);
       if (r0 + kAmxStripRows <= t.nq_pad) {
-        strip<2>(t, r0, j0, nk);
+        strip<2, Parts>(t, r0, j0, nk);
       } else {
-        strip<1>(t, r0, j0, nk);
+        strip<1, Parts>(t, r0, j0, nk);
       }
     }
   }
@@ -493,7 +585,12 @@ bool amx_bf16_usable() {
 
 void amx_key_tiles(const AmxTile& t) {
   DRING_ASSERT(amx_bf16_usable() && t.nq_pad % kAmxRows == 0 && t.dp % kAmxCols == 0 && t.k_tile % kAmxCols == 0);
-  key_tiles(t);
+  DRING_ASSERT(t.parts == kAmxPartsBf16 || t.parts == kAmxPartsF32);
+  if (t.parts == kAmxPartsF32) {
+    key_tiles<kAmxPartsF32>(t);
+  } else {
+    key_tiles<kAmxPartsBf16>(t);
+  }
 }
 
 #else

@@ -1,5 +1,6 @@
-// attend_amx.hpp — the fused bf16 forward tile on AMX: scores, online softmax and P V of one work
-// item with the tile products on the CPU's matrix unit (TDPBF16PS) and the softmax in AVX-512.
+// attend_amx.hpp — the fused forward tile on AMX, for bf16 rows and (split into bf16 parts) for
+// fp32 rows: scores, online softmax and P V of one work item with the tile products on the CPU's
+// matrix unit (TDPBF16PS) and the softmax in AVX-512.
 //
 // Layout. The item's query rows are packed once into qp [nq_pad][dp] (bf16, zero padded: nq to
 // a multiple of 16 rows, head_dim to a multiple of 32). Per key tile of up to k_tile keys, K is
@@ -16,6 +17,15 @@
 // polynomial (relative error 2.6e-6, far below P's rounding; l sums the unrounded values, as the
 // oneDNN path does). The item's state (acc, m, l: the unpacked (out, lse)) lives in the caller's
 // scratch; attend.cpp unpacks it before and packs it after.
+//
+// fp32 rows (parts = 3). The same tile runs fp32 storage to fp32 accuracy: every operand (q, K,
+// V and P) is split into three bf16 parts whose sum is the fp32 value (hi = bf16(x), mid =
+// bf16(x - hi), lo = bf16(x - hi - mid): 24 bits of significand between them), each packed as
+// above into its own plane, and each product runs as the six part products whose weight is at
+// least 2^-24 of the whole (hi.hi, hi.mid, mid.hi, hi.lo, mid.mid, lo.hi; the three dropped ones
+// are below fp32's own rounding). Each part product is exact in AMX's fp32 accumulation, so the
+// scores and P V carry fp32's rounding, not bf16's. exp2 is then the degree-6 polynomial (relative
+// error about 2e-9), and P is split like the operands. docs/math.md has the error analysis.
 //
 // The tile registers are configured (one palette: eight 16 x 64-byte tiles) at the start of
 // every item and released at its end, so whatever else runs on the thread (oneDNN's AMX kernels
@@ -36,13 +46,18 @@ constexpr int64_t kAmxCols = 32;
 constexpr int64_t kAmxStripRows = 2 * kAmxRows;
 constexpr int64_t amx_round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
+// Operand parts per storage: bf16 rows go in as they are, fp32 rows as three bf16 parts.
+constexpr int kAmxPartsBf16 = 1;
+constexpr int kAmxPartsF32 = 3;
+
 // One work item's key range for amx_key_tiles. lo/hi: each query row's visible keys [lo, hi)
 // relative to k (0 <= lo, hi <= n_keys; lo >= hi for none; padding rows 0, 0).
 struct AmxTile {
-  const uint16_t* q = nullptr;  // the item's first row
-  int64_t q_stride = 0;
-  const uint16_t* k = nullptr;  // k and v at the range's first key
-  const uint16_t* v = nullptr;
+  int parts = kAmxPartsBf16;  // kAmxPartsF32: q, k, v point at fp32 rows
+  const void* q = nullptr;    // the item's first row (bf16 or fp32, as parts says)
+  int64_t q_stride = 0;       // in elements
+  const void* k = nullptr;    // k and v at the range's first key
+  const void* v = nullptr;
   int64_t kv_stride = 0;
   int64_t nq = 0;
   int64_t nq_pad = 0;  // nq rounded up to kAmxRows
@@ -56,11 +71,11 @@ struct AmxTile {
   float* acc = nullptr;  // [nq_pad][dp], unnormalised output (padding columns 0)
   float* m = nullptr;    // [nq_pad], running max, log2 units
   float* l = nullptr;    // [nq_pad], running sum
-  uint16_t* qp = nullptr;  // [nq_pad][dp], scratch
-  uint16_t* kp = nullptr;  // [dp / 2][k_tile][2], scratch
-  uint16_t* vp = nullptr;  // [k_tile / 2][dp][2], scratch
+  uint16_t* qp = nullptr;  // [parts][nq_pad][dp], scratch
+  uint16_t* kp = nullptr;  // [parts][dp / 2][k_tile][2], scratch
+  uint16_t* vp = nullptr;  // [parts][k_tile / 2][dp][2], scratch
   float* st = nullptr;     // [kAmxStripRows][k_tile], scratch
-  uint16_t* p = nullptr;   // [kAmxStripRows][k_tile], scratch
+  uint16_t* p = nullptr;   // [parts][kAmxStripRows][k_tile], scratch
 };
 
 // Runs every key tile of t (amx_bf16_usable() must be true).

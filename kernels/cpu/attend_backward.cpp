@@ -445,8 +445,10 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
 
 FusedIsa fused_backward_isa(const AttendParams& params) {
   if (params.dtype != DType::kF32 || params.cpu_f32_kernel == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
-  if (params.cpu_f32_kernel != CpuF32Kernel::kAuto) return fused_isa(params);
-  // kAuto: the AVX-512 instance where it runs, else sgemm. The AVX2 instance measured 0.72-0.88x
+  if (params.cpu_f32_kernel != CpuF32Kernel::kAuto && params.cpu_f32_kernel != CpuF32Kernel::kAmx) {
+    return fused_isa(params);
+  }
+  // kAuto (and kAmx, whose AMX tile is the forward's): the AVX-512 instance where it runs, else sgemm. The AVX2 instance measured 0.72-0.88x
   // of oneDNN's AVX2 sgemm backward (docs/benchmarks.md), so it runs only when asked for.
   AttendParams forced = params;
   forced.cpu_f32_kernel = CpuF32Kernel::kAvx512;

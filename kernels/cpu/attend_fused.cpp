@@ -209,7 +209,7 @@ FusedIsa fused_isa(const AttendParams& params) {
   const CpuF32Kernel want = params.cpu_f32_kernel;
   const int64_t d = params.head_dim;
   if (params.dtype != DType::kF32 || d > kMaxHeadDim || want == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
-  const bool any = want == CpuF32Kernel::kAuto;
+  const bool any = want == CpuF32Kernel::kAuto || want == CpuF32Kernel::kAmx;
   if ((any || want == CpuF32Kernel::kAvx512) && has_avx512 && d % 16 == 0) return FusedIsa::kAvx512;
   // AVX2 by default only up to D=64: against oneDNN's AVX2 sgemm (ONEDNN_MAX_CPU_ISA=AVX2 on the
   // AVX-512 machine of docs/benchmarks.md) it measured 0.98x dense and 1.20x causal at D=64, but

@@ -29,8 +29,10 @@ CpuIsaCap cpu_isa_cap() {
 std::string tile_kernels(const AttendParams& params) {
   auto f32 = [&](bool backward) -> std::string {
     AttendParams p = params;
+    if (!backward && f32_amx_runs(p)) return "amx fp32 (3 bf16 parts)";
     if (!(backward ? fused_f32_backward_runs(p) : fused_f32_runs(p))) return "sgemm";
-    if (p.cpu_f32_kernel != CpuF32Kernel::kAuto) return p.cpu_f32_kernel == CpuF32Kernel::kAvx2 ? "fused avx2" : "fused avx512";
+    const bool chosen = p.cpu_f32_kernel == CpuF32Kernel::kAuto || p.cpu_f32_kernel == CpuF32Kernel::kAmx;
+    if (!chosen) return p.cpu_f32_kernel == CpuF32Kernel::kAvx2 ? "fused avx2" : "fused avx512";
     p.cpu_f32_kernel = CpuF32Kernel::kAvx512;
     return (backward ? fused_f32_backward_runs(p) : fused_f32_runs(p)) ? "fused avx512" : "fused avx2";
   };

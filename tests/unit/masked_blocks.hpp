@@ -120,11 +120,19 @@ struct KernelRun {
 };
 
 // Every fp32 tile kernel a test runs (a fused one falls back to sgemm where the CPU or head_dim
-// does not take it), and its name.
+// does not take it; kAmx runs the forward's tiles on the AMX tile in three bf16 parts where the
+// CPU has AMX, else and elsewhere what kAuto runs), and its name.
 inline constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
-                                                        kernels::CpuF32Kernel::kSgemm};
+                                                        kernels::CpuF32Kernel::kSgemm, kernels::CpuF32Kernel::kAmx};
 inline const char* kernel_name(kernels::CpuF32Kernel k) {
-  return k == kernels::CpuF32Kernel::kAvx512 ? "avx512" : k == kernels::CpuF32Kernel::kAvx2 ? "avx2" : "sgemm";
+  switch (k) {
+    case kernels::CpuF32Kernel::kAvx512: return "avx512";
+    case kernels::CpuF32Kernel::kAvx2: return "avx2";
+    case kernels::CpuF32Kernel::kSgemm: return "sgemm";
+    case kernels::CpuF32Kernel::kAmx: return "amx";
+    case kernels::CpuF32Kernel::kAuto: break;
+  }
+  return "auto";
 }
 
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {

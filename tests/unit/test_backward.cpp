@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <iterator>
 #include <limits>
 
@@ -242,10 +243,22 @@ void check_tile_kernel(kernels::CpuF32Kernel kernel) {
   }
 }
 
-static_assert(std::size(test::kF32Kernels) == 3, "a new fp32 tile kernel needs its tests here too");
+static_assert(std::size(test::kF32Kernels) == 4, "a new fp32 tile kernel needs its tests here too");
 TEST(CpuBackwardKernel, Avx512TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx512); }
 TEST(CpuBackwardKernel, Avx2TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx2); }
 TEST(CpuBackwardKernel, SgemmTileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kSgemm); }
+// kAmx (an AMX tile for the forward only) leaves the backward to what kAuto picks.
+TEST(CpuBackwardKernel, AmxChoiceRunsTheAutoBackward) {
+  for (const int64_t d : {5, 16, 64, 72, 128, 264}) {
+    kernels::AttendParams amx, automatic;
+    amx.head_dim = automatic.head_dim = d;
+    amx.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+    EXPECT_EQ(kernels::cpu::fused_f32_backward_runs(amx), kernels::cpu::fused_f32_backward_runs(automatic)) << d;
+    const std::string amx_kernels = kernels::cpu::tile_kernels(amx), auto_kernels = kernels::cpu::tile_kernels(automatic);
+    EXPECT_EQ(amx_kernels.substr(amx_kernels.find("backward")), auto_kernels.substr(auto_kernels.find("backward"))) << d;
+  }
+  check_tile_kernel(kernels::CpuF32Kernel::kAmx);
+}
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
 // threads; rows no term reaches keep their gradients exactly, even with lse = -inf. On every fp32
@@ -268,6 +281,7 @@ void check_masks(kernels::CpuF32Kernel kernel) {
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx512) { check_masks(kernels::CpuF32Kernel::kAvx512); }
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx2) { check_masks(kernels::CpuF32Kernel::kAvx2); }
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnSgemm) { check_masks(kernels::CpuF32Kernel::kSgemm); }
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAmxChoice) { check_masks(kernels::CpuF32Kernel::kAmx); }
 
 }  // namespace
 }  // namespace dring

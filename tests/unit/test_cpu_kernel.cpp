@@ -342,7 +342,8 @@ TEST(CpuKernel, F32TileKernelsMatchFloat64) {
         for (const Tiles tiles : {Tiles{128, 256, 0}, Tiles{45, 5, 1}, Tiles{45, 5, 3}}) {
           const int calls = c.n_k > 200 ? 3 : 1;
           const auto [out, lse] = run_block(c, 0, calls, 2, kernel, tiles.q_tile, tiles.k_tile, 1.0, tiles.per_item);
-          const std::string what = std::string(kernel_name(kernel)) + (fused ? " fused " : " sgemm ") +
+          const bool amx = kernels::cpu::f32_amx_runs(prm);
+          const std::string what = std::string(kernel_name(kernel)) + (amx ? " amx " : fused ? " fused " : " sgemm ") +
                                    std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " +
                                    std::to_string(d) + " causal " + std::to_string(c.causal) + " tiles " +
                                    std::to_string(tiles.q_tile) + "x" + std::to_string(tiles.k_tile) + " per item " +
@@ -354,6 +355,66 @@ TEST(CpuKernel, F32TileKernelsMatchFloat64) {
     }
   }
   if (fused_runs == 0) std::printf("note: this CPU has neither AVX-512 nor AVX2+FMA; only sgemm was tested\n");
+}
+
+// The fp32 AMX tile (three bf16 parts per operand) is what kAuto and kAmx run for the forward's
+// tiles where the CPU has AMX, up to head_dim 256; the forced kernels never run it. Then its
+// edges, held to the fp32 bounds: head_dim padded to 32 (1, 31, 33, 200) or not (32, 256), query
+// rows padded to 16 (q_tile 37: strips of 32 and 16 rows), key tiles of 48 (run as 64) and of 300
+// (capped at 256) with the running max moving between them, causal blocks, strided and packed
+// rows, calls merged, a large and a negative scale. And it is a different computation from the
+// fused tile (its lse differs), so neither silently stands in for the other.
+TEST(CpuKernel, F32AmxTileMatchesFloat64) {
+  kernels::AttendParams prm;
+  prm.head_dim = 64;
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  if (!kernels::cpu::f32_amx_runs(prm)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAuto;
+  EXPECT_TRUE(kernels::cpu::f32_amx_runs(prm));
+  for (const auto forced : {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2, kernels::CpuF32Kernel::kSgemm}) {
+    prm.cpu_f32_kernel = forced;
+    EXPECT_FALSE(kernels::cpu::f32_amx_runs(prm)) << kernel_name(forced);
+  }
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  prm.head_dim = 257;
+  EXPECT_FALSE(kernels::cpu::f32_amx_runs(prm));
+  struct AmxCase {
+    BlockCase block;
+    int64_t q_tile, k_tile;
+    double scale_factor = 1.0;
+    int calls = 1;
+  };
+  const AmxCase cases[] = {
+      {{1, 1, 1, false}, 16, 32},           {{37, 111, 31, false}, 37, 48},       {{100, 77, 33, true}, 37, 48},
+      {{61, 300, 200, false}, 16, 300},     {{129, 129, 32, true, 1, 1}, 128, 64}, {{200, 613, 64, false}, 37, 300},
+      {{257, 257, 256, true}, 128, 256},    {{95, 130, 64, false}, 37, 48, 10.0}, {{95, 130, 64, true}, 37, 48, -0.3},
+      {{53, 301, 16, false}, 37, 48, 1.0, 5},
+  };
+  for (const AmxCase& a : cases) {
+    const BlockCase& c = a.block;
+    for (int threads : {1, 2}) {
+      const auto [out, lse] = run_block(c, 0, a.calls, threads, kernels::CpuF32Kernel::kAmx, a.q_tile, a.k_tile,
+                                        a.scale_factor);
+      const std::string what = std::to_string(c.n_q) + "x" + std::to_string(c.n_k) + " d " + std::to_string(c.d) +
+                               " causal " + std::to_string(c.causal) + " tiles " + std::to_string(a.q_tile) + "x" +
+                               std::to_string(a.k_tile) + " scale " + std::to_string(a.scale_factor) + " threads " +
+                               std::to_string(threads);
+      const double grow = std::max(1.0, std::abs(a.scale_factor) / 4);
+      EXPECT_LT(out, 2e-6 * grow) << what;
+      EXPECT_LT(lse, 2e-5 * grow) << what;
+      // fp32 accuracy, not just the bounds: no worse than twice the fused fp32 tile's error on the
+      // same case (measured 0.3-1.3x of it); a part fewer, a part product fewer or P by the degree-4
+      // exp2 each fail this.
+      const auto [out_fused, lse_fused] = run_block(c, 0, a.calls, threads, kernels::CpuF32Kernel::kAvx512, a.q_tile,
+                                                    a.k_tile, a.scale_factor);
+      EXPECT_LT(out, 2 * out_fused + 2e-8) << what << " fused tile: " << out_fused;
+      EXPECT_LT(lse, 2 * lse_fused + 2e-7) << what << " fused tile: " << lse_fused;
+    }
+  }
+  const BlockCase c{64, 200, 64, false};
+  const auto [out_amx, lse_amx] = run_block(c, 0, 1, 1, kernels::CpuF32Kernel::kAmx);
+  const auto [out_fused, lse_fused] = run_block(c, 0, 1, 1, kernels::CpuF32Kernel::kAvx512);
+  EXPECT_NE(lse_amx, lse_fused);
 }
 
 // Scales the kernels must take as they come: negative (the max is taken after the scale, so the
@@ -380,7 +441,7 @@ TEST(CpuKernel, F32TileKernelsTakeAnyScale) {
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
 // threads, rows with an earlier state and rows that see no key; on every fp32 tile kernel (a
 // test each, so that ctest can run them side by side).
-static_assert(std::size(test::kF32Kernels) == 3, "a new fp32 tile kernel needs its tests here too");
+static_assert(std::size(test::kF32Kernels) == 4, "a new fp32 tile kernel needs its tests here too");
 TEST(CpuKernel, GeneralMasksMatchFloat64OnAvx512) {
   test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kAvx512);
 }
@@ -389,6 +450,9 @@ TEST(CpuKernel, GeneralMasksMatchFloat64OnAvx2) {
 }
 TEST(CpuKernel, GeneralMasksMatchFloat64OnSgemm) {
   test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kSgemm);
+}
+TEST(CpuKernel, GeneralMasksMatchFloat64OnAmx) {
+  test::check_masked_forward<float>(2e-6, 2e-5, true, kernels::CpuF32Kernel::kAmx);
 }
 
 }  // namespace

@@ -90,7 +90,7 @@ struct ProgressHook {
   }
 };
 
-enum class CpuF32Kernel : int { kAuto = 0, kSgemm = 1, kAvx2 = 2, kAvx512 = 3 };
+enum class CpuF32Kernel : int { kAuto = 0, kSgemm = 1, kAvx2 = 2, kAvx512 = 3, kAmx = 4 };
 enum class CpuBf16Kernel : int { kAuto = 0, kOnednn = 1, kAmx = 2 };
 
 struct AttendParams {
@@ -119,12 +119,16 @@ struct AttendParams {
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
   // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.
   bool bf16_matmul = true;
-  // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes the fused
-  // micro-kernels (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the
-  // CPU has it and head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for
-  // head_dim a multiple of 8 up to 64, else sgemm; the others force one (tests, benchmarks) and
-  // fall back to sgemm where it cannot run (cpu::fused_f32_runs, cpu::fused_f32_backward_runs say
-  // whether it does). Ignored for bf16.
+  // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes, for the
+  // forward's tiles, the fused AMX tile with every operand in three bf16 parts (fp32-accurate;
+  // kernels/cpu/attend_amx.hpp) where the CPU has AMX-BF16 and the OS grants it and head_dim is at
+  // most 256; else, and for the small blocks and the backward, the fused micro-kernels
+  // (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the CPU has it and
+  // head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for head_dim a
+  // multiple of 8 up to 64, else sgemm. kAmx is kAuto where the AMX tile runs; the others force
+  // one kernel, never the AMX tile (tests, benchmarks), and fall back to sgemm where it cannot run
+  // (cpu::f32_amx_runs, cpu::fused_f32_runs, cpu::fused_f32_backward_runs say what runs). Ignored
+  // for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
   // fp32 forward on the fused tile: query tiles (q_tile rows each) per work item, each K/V tile
   // packed once for all of them. 0 picks it: 4, or fewer where that would leave under 8 items per
