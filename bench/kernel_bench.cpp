@@ -411,6 +411,11 @@ int main(int argc, char** argv) {
         // [S, 4, 64]: the rows of one head 1 KiB apart, as the runtime passes them.
         {"dense_h4", 4096, 4, 64, 1, 4096, false, 1},
         {"causal_h4", 4096, 4, 64, 1, 4096, true, 1},
+        // LongNet's middle blocks (segments 256, 1024, 4096 at dilations 1, 2, 4 on S = 4096).
+        {"segments", 4096, 4, 64, 1, 256, true, 1},
+        {"segments", 4096, 4, 64, 2, 512, true, 1},
+        {"segments", 4096, 4, 64, 4, 1024, true, 1},
+        {"segments", 4096, 4, 64, 4, 1024, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 8, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 16, false, 1},
         {"small_blocks", 32768, 8, 64, 8, 32, false, 1},

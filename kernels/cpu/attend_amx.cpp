@@ -364,7 +364,8 @@ DRING_AMX_INLINE void store_p(uint16_t* p, int64_t plane, __m512 p0, __m512 p1) 
 }
 
 // The online-softmax update of one row i (strip row r) over its visible keys [lo, hi) of the
-// tile (kb <= lo < hi <= ke; Whole: lo == kb and hi == ke): m, l updated, acc's row rescaled,
+// tile (kb <= lo < hi <= ke; Whole: lo == kb and hi == ke), where alpha <= 0 (softmax_rows16
+// takes the rows 16 at a time otherwise): m, l updated, acc's row rescaled,
 // p[r][kb, ke) = bf16(P) (or its parts). The max of alpha * s is alpha times the max (alpha > 0)
 // or the min (alpha <= 0) of s, exactly: rounding is monotone.
 template <bool Whole, int Parts>
@@ -439,37 +440,59 @@ DRING_AMX_INLINE __m512 reduce16(const __m512 (&a)[16]) {
   return combine<Max>(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xdd));
 }
 
-// softmax_row<true> for the 16 rows i0.. (strip rows r0..) at once, where each sees every key of
-// [kb, ke) and alpha > 0 (the whole tiles of a dense or unmasked block): the rows' maxima and sums
-// reduced across rows in vectors (reduce16), and m, l and the correction c updated 16 rows to a
-// vector, not row by row. Per row, the horizontal reductions and the scalar exp2 of c took about
-// as long as the row's exponentials (docs/benchmarks.md).
-template <int Parts>
-DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64_t kb, int64_t ke) {
+// The online-softmax update of the 16 rows i0.. (strip rows r0..) at once over the key tile at
+// j0 (nk keys), where alpha > 0: the rows' maxima and sums reduced across rows in vectors
+// (reduce16), and m, l and the correction c updated 16 rows to a vector, not row by row (per
+// row, the horizontal reductions and the scalar exp2 of c took about as long as the row's
+// exponentials; docs/benchmarks.md). Whole: each row sees every key of [kb, ke) (the whole tiles
+// of a dense or unmasked block); else each row's visible keys are masked, and a row that sees
+// none here keeps its state (c = 1, nothing added) with P = 0.
+template <bool Whole, int Parts>
+DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64_t kb, int64_t ke, int64_t j0,
+                                 int64_t nk) {
+  const __m512 none = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), zero = _mm512_setzero_ps();
+  int64_t lo[16], hi[16];  // the rows' visible keys of the tile
+  __mmask16 seen = Whole ? 0xffff : 0;
+  for (int r = 0; r < 16; ++r) {
+    lo[r] = Whole ? kb : std::clamp<int64_t>(t.lo[i0 + r] - j0, 0, nk);
+    hi[r] = Whole ? ke : std::clamp<int64_t>(t.hi[i0 + r] - j0, 0, nk);
+    if (!Whole && lo[r] < hi[r]) seen = static_cast<__mmask16>(seen | (1u << r));
+  }
   __m512 v[16];
 #pragma GCC unroll 16
   for (int r = 0; r < 16; ++r) {
     const float* s = t.st + (r0 + r) * t.k_tile;
-    __m512 mx = _mm512_loadu_ps(s + kb);
-    for (int64_t k = kb + 16; k < ke; k += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + k));
+    __m512 mx = none;
+    for (int64_t k = kb; k < ke; k += 16) mx = _mm512_max_ps(mx, visible<Whole>(_mm512_loadu_ps(s + k), mx, lo[r], hi[r], k));
     v[reduce16_slot(r)] = mx;
   }
   const __m512 alpha = _mm512_set1_ps(t.alpha);
   const __m512 m_old = _mm512_loadu_ps(t.m + i0);
-  const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(alpha, reduce16<true>(v)));
-  const __m512 c = exp2_by(_mm512_sub_ps(m_old, m_new), kExp2Degree6);  // 0 where nothing had reached the row
+  const __m512 m_new = _mm512_mask_max_ps(m_old, seen, m_old, _mm512_mul_ps(alpha, reduce16<true>(v)));
+  // 0 where nothing had reached the row; 1 where nothing reaches it here.
+  const __m512 c =
+      _mm512_mask_blend_ps(seen, _mm512_set1_ps(1.0f), exp2_by(_mm512_sub_ps(m_old, m_new), kExp2Degree6));
   _mm512_storeu_ps(t.m + i0, m_new);
 #pragma GCC unroll 16
   for (int r = 0; r < 16; ++r) {
     const float* s = t.st + (r0 + r) * t.k_tile;
     uint16_t* p = t.p + (r0 + r) * t.k_tile;
     const __m512 shift = _mm512_set1_ps(t.m[i0 + r]);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t k = kb; k < ke; k += kAmxCols) {
-      const __m512 p0 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift));
-      const __m512 p1 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift));
-      sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
-      store_p<Parts>(p + k, kAmxStripRows * t.k_tile, p0, p1);
+    __m512 sum = zero;
+    if (Whole || lo[r] < hi[r]) {
+      for (int64_t k = kb; k < ke; k += kAmxCols) {
+        const __m512 p0 = visible<Whole>(
+            exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, shift)), zero, lo[r], hi[r], k);
+        const __m512 p1 = visible<Whole>(
+            exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, shift)), zero, lo[r], hi[r],
+            k + 16);
+        sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+        store_p<Parts>(p + k, kAmxStripRows * t.k_tile, p0, p1);
+      }
+    } else {
+      for (int a = 0; a < Parts; ++a) {
+        for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(p + a * kAmxStripRows * t.k_tile + k, _mm512_setzero_si512());
+      }
     }
     v[reduce16_slot(r)] = sum;
   }
@@ -485,7 +508,7 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
 }
 
 // Whether the 16 rows from i (tile rows) each see every key of [kb, ke) of the key tile at j0 (nk
-// keys), as softmax_row<true> needs.
+// keys), as softmax_rows16<true> needs.
 DRING_AMX_INLINE bool rows16_whole(const AmxTile& t, int64_t i, int64_t j0, int64_t nk, int64_t kb, int64_t ke) {
   if (ke > nk) return false;
   for (int64_t r = i; r < i + 16; ++r) {
@@ -510,8 +533,12 @@ DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
   strip_scores<RT, Parts>(t, r0, kb, ke);
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
-    if (r % 16 == 0 && t.alpha > 0.0f && rows16_whole(t, r0 + r, j0, nk, kb, ke)) {
-      softmax_rows16<Parts>(t, r0 + r, r, kb, ke);
+    if (r % 16 == 0 && t.alpha > 0.0f) {
+      if (rows16_whole(t, r0 + r, j0, nk, kb, ke)) {
+        softmax_rows16<true, Parts>(t, r0 + r, r, kb, ke, j0, nk);
+      } else {
+        softmax_rows16<false, Parts>(t, r0 + r, r, kb, ke, j0, nk);
+      }
       r += 15;
       continue;
     }

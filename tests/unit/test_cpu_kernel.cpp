@@ -363,7 +363,8 @@ TEST(CpuKernel, F32TileKernelsMatchFloat64) {
 // rows padded to 16 (q_tile 37: strips of 32 and 16 rows), key tiles of 48 (run as 64) and of 300
 // (capped at 256) with the running max moving between them, causal blocks, strided and packed
 // rows, calls merged, a large and a negative scale. And it is a different computation from the
-// fused tile (its lse differs), so neither silently stands in for the other.
+// fused tile (its lse differs), so neither silently stands in for the other, and kAuto takes it
+// exactly where its size gate says.
 TEST(CpuKernel, F32AmxTileMatchesFloat64) {
   kernels::AttendParams prm;
   prm.head_dim = 64;
@@ -415,6 +416,15 @@ TEST(CpuKernel, F32AmxTileMatchesFloat64) {
   const auto [out_amx, lse_amx] = run_block(c, 0, 1, 1, kernels::CpuF32Kernel::kAmx);
   const auto [out_fused, lse_fused] = run_block(c, 0, 1, 1, kernels::CpuF32Kernel::kAvx512);
   EXPECT_NE(lse_amx, lse_fused);
+  // kAuto gives it only items of >= 256 rows seeing >= 1024 keys: the same errors as kAmx there,
+  // as the fused tile's below (one item of 300 rows each: q_tile 300, per item 1).
+  const auto errors = [](const BlockCase& b, kernels::CpuF32Kernel k) { return run_block(b, 0, 1, 1, k, 300, 256, 1.0, 1); };
+  const BlockCase big{300, 1100, 64, false}, few_keys{300, 1000, 64, false}, few_rows{255, 1100, 64, false};
+  EXPECT_EQ(errors(big, kernels::CpuF32Kernel::kAuto), errors(big, kernels::CpuF32Kernel::kAmx));
+  EXPECT_NE(errors(big, kernels::CpuF32Kernel::kAuto), errors(big, kernels::CpuF32Kernel::kAvx512));
+  EXPECT_EQ(errors(few_keys, kernels::CpuF32Kernel::kAuto), errors(few_keys, kernels::CpuF32Kernel::kAvx512));
+  EXPECT_NE(errors(few_keys, kernels::CpuF32Kernel::kAuto), errors(few_keys, kernels::CpuF32Kernel::kAmx));
+  EXPECT_EQ(errors(few_rows, kernels::CpuF32Kernel::kAuto), errors(few_rows, kernels::CpuF32Kernel::kAvx512));
 }
 
 // Scales the kernels must take as they come: negative (the max is taken after the scale, so the
