@@ -296,17 +296,23 @@ int64_t amx_item_rows(const AttendParams& p) {
 int amx_parts(const AttendParams& p) { return p.dtype == DType::kBF16 ? kAmxPartsBf16 : kAmxPartsF32; }
 
 // fp32 items take the AMX tile under kAuto only where its six products pay for the three-way
-// packing of q, K and V: items of at least kAmxF32MinRows query rows whose rows see a range of at
-// least kAmxF32MinKeys keys (kAmx takes it for every item). On LongNet's causal blocks (dring_kernel_bench's segments rows) it ran
-// 1.25-1.5x slower than the fused tile at 256 x 256, 1.1x at 512 x 512, level at 1024 x 1024
-// and 1.1x faster on dense 4096 x 4096 (docs/benchmarks.md).
+// packing of q, K and V: items of at least kAmxF32MinRows query rows whose rows see at least
+// kAmxF32MinKeys keys on average (kAmx takes it for every item). On LongNet's causal blocks (dring_kernel_bench's segments rows) it ran
+// 1.25-1.5x slower than the fused tile at 256 x 256, 1.1x at 512 x 512, 1.05x at 1024 x 1024
+// (a range of 1024 keys, 512 seen on average) and 1.1x faster on 4096 x 4096 (docs/benchmarks.md);
+// with this gate the first three run on the fused tile.
 constexpr int64_t kAmxF32MinRows = 256;
 constexpr int64_t kAmxF32MinKeys = 1024;
 bool amx_f32_pays(const Block<float>& b, int64_t i0, int64_t i1, const AttendParams& prm) {
   if (prm.cpu_f32_kernel == CpuF32Kernel::kAmx) return true;
-  int64_t key_begin = 0, key_end = 0;
-  b.keys_of_rows(i0, i1, &key_begin, &key_end);
-  return i1 - i0 >= kAmxF32MinRows && key_end - key_begin >= kAmxF32MinKeys;
+  if (i1 - i0 < kAmxF32MinRows) return false;
+  int64_t visible = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    int64_t key_begin = 0, key_end = 0;
+    b.keys_of(i, &key_begin, &key_end);
+    visible += std::max<int64_t>(key_end - key_begin, 0);
+  }
+  return visible >= (i1 - i0) * kAmxF32MinKeys;
 }
 
 // Scratch floats of attend_tile_amx: acc, m, l, lo, hi, and the packed q, K, V, scores and P.

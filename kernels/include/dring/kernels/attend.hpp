@@ -126,7 +126,8 @@ struct AttendParams {
   // (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the CPU has it and
   // head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for head_dim a
   // multiple of 8 up to 64, else sgemm. kAuto gives the AMX tile only work items of 256 query
-  // rows or more whose rows see 1024 keys or more (below that the fused tile measured faster);
+  // rows or more whose rows see 1024 keys or more on average (below that the fused tile measured
+  // faster);
   // kAmx gives it every item it can run and is otherwise kAuto; the others force one kernel, never
   // the AMX tile (tests, benchmarks), and fall back to sgemm where it cannot run
   // (cpu::f32_amx_runs, cpu::fused_f32_runs, cpu::fused_f32_backward_runs say what runs). Ignored
