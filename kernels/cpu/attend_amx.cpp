@@ -261,11 +261,16 @@ DRING_AMX_FN void pack_v(const AmxTile& t, int64_t j0, int64_t nk) {
   }
 }
 
-// The part products of a tile step: A operand part a (tiles 4, 5) against B operand parts
-// 0 .. Parts-1-a (tiles 6, 7; b0 and b0 + 16 columns of part b at b_part + b * b_plane) into
-// result tiles 0-3. Parts == 3 gives the six products of weight >= 2^-24 (attend_amx.hpp).
+// The part products of a tile step: A operand part a (its first 16 rows at a_top into tile 4,
+// the next 16 at a_bottom into tile 5) against B operand parts 0 .. Parts-1-a (tiles 6, 7: the
+// first 16 and next 16 columns of part b at b_part + b * b_plane) into result tiles 0-3. Parts ==
+// 3 gives the six products of weight >= 2^-24 (attend_amx.hpp). Tile 5 is loaded after the
+// first two products are issued (the bf16 tile measured 4% slower on [S, 4, 64] rows with it
+// loaded up front).
 template <int RT, int Parts>
-DRING_AMX_INLINE void part_products(const uint32_t* b_part, int64_t b_plane, long b_bytes, int a) {
+DRING_AMX_INLINE void part_products(const uint16_t* a_top, const uint16_t* a_bottom, long a_bytes,
+                                    const uint32_t* b_part, int64_t b_plane, long b_bytes, int a) {
+  _tile_loadd(4, a_top, a_bytes);
 #pragma GCC unroll 3
   for (int b = 0; b < Parts - a; ++b) {
     const uint32_t* bt = b_part + b * b_plane;
@@ -274,6 +279,7 @@ DRING_AMX_INLINE void part_products(const uint32_t* b_part, int64_t b_plane, lon
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     if constexpr (RT == 2) {
+      if (b == 0) _tile_loadd(5, a_bottom, a_bytes);
       _tile_dpbf16ps(2, 5, 6);
       _tile_dpbf16ps(3, 5, 7);
     }
@@ -299,9 +305,9 @@ DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t
     for (int64_t e = 0; e < t.dp; e += kAmxCols) {
 #pragma GCC unroll 3
       for (int a = 0; a < Parts; ++a) {
-        _tile_loadd(4, q + a * q_plane + e, q_bytes);
-        if constexpr (RT == 2) _tile_loadd(5, q + a * q_plane + kAmxRows * t.dp + e, q_bytes);
-        part_products<RT, Parts>(kp32 + (e / 2) * t.k_tile + j, k_plane, k_bytes, a);
+        const uint16_t* qa = q + a * q_plane + e;
+        part_products<RT, Parts>(qa, qa + kAmxRows * t.dp, q_bytes, kp32 + (e / 2) * t.k_tile + j, k_plane, k_bytes,
+                                 a);
       }
     }
     _tile_stored(0, t.st + j, s_bytes);
@@ -332,9 +338,8 @@ DRING_AMX_FN void strip_pv(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke)
     for (int64_t j = kb; j < ke; j += kAmxCols) {
 #pragma GCC unroll 3
       for (int a = 0; a < Parts; ++a) {
-        _tile_loadd(4, t.p + a * p_plane + j, p_bytes);
-        if constexpr (RT == 2) _tile_loadd(5, t.p + a * p_plane + kAmxRows * t.k_tile + j, p_bytes);
-        part_products<RT, Parts>(vp32 + (j / 2) * t.dp + c, v_plane, v_bytes, a);
+        const uint16_t* pa = t.p + a * p_plane + j;
+        part_products<RT, Parts>(pa, pa + kAmxRows * t.k_tile, p_bytes, vp32 + (j / 2) * t.dp + c, v_plane, v_bytes, a);
       }
     }
     _tile_stored(0, acc, acc_bytes);
