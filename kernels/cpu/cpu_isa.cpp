@@ -29,14 +29,19 @@ CpuIsaCap cpu_isa_cap() {
 std::string tile_kernels(const AttendParams& params) {
   auto f32 = [&](bool backward) -> std::string {
     AttendParams p = params;
-    if (!backward && f32_amx_runs(p)) return "amx fp32 (3 bf16 parts)";
     if (!(backward ? fused_f32_backward_runs(p) : fused_f32_runs(p))) return "sgemm";
     const bool chosen = p.cpu_f32_kernel == CpuF32Kernel::kAuto || p.cpu_f32_kernel == CpuF32Kernel::kAmx;
     if (!chosen) return p.cpu_f32_kernel == CpuF32Kernel::kAvx2 ? "fused avx2" : "fused avx512";
     p.cpu_f32_kernel = CpuF32Kernel::kAvx512;
     return (backward ? fused_f32_backward_runs(p) : fused_f32_runs(p)) ? "fused avx512" : "fused avx2";
   };
-  if (params.dtype == DType::kF32) return "forward " + f32(false) + ", backward " + f32(true);
+  // The fp32 AMX tile takes the forward's larger items; the rest go where they went before.
+  auto f32_forward = [&]() -> std::string {
+    if (!f32_amx_runs(params)) return f32(false);
+    if (params.cpu_f32_kernel == CpuF32Kernel::kAmx) return "amx fp32 (3 bf16 parts)";
+    return "amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else " + f32(false);
+  };
+  if (params.dtype == DType::kF32) return "forward " + f32_forward() + ", backward " + f32(true);
   const std::string bf16 = params.bf16_matmul && bf16_matmul_available() ? "onednn bf16" : "widened to fp32";
   return "forward " + (bf16_amx_runs(params) ? std::string("amx bf16") : bf16) + ", backward " + bf16;
 }

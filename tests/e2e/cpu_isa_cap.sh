@@ -13,13 +13,13 @@ flags=(/proc/cpuinfo)
 has() { grep -qw "$1" "${flags[@]}"; }
 failures=0
 
-# check NAME CAP RANKS "EXPECTED kernels: LINE SUBSTRING" ARGS...
+# [SEQ=n HEADS=h] check NAME CAP RANKS "EXPECTED kernels: LINE SUBSTRING" ARGS... (default 301 rows, 2 heads)
 check() {
   local name=$1 cap=$2 ranks=$3 want=$4
   shift 4
   local log="$work/$name.log"
-  if ! DRING_MAX_CPU_ISA=$cap timeout 300 mpirun -q -np "$ranks" "$dring" run --seq 301 --heads 2 --head-dim 64 \
-      --check --backward "$@" >"$log" 2>&1; then
+  if ! DRING_MAX_CPU_ISA=$cap timeout 300 mpirun -q -np "$ranks" "$dring" run --seq "${SEQ:-301}" --heads "${HEADS:-2}" \
+      --head-dim 64 --check --backward "$@" >"$log" 2>&1; then
     echo "FAIL $name: exit code not 0"; sed 's/^/    /' "$log"; failures=$((failures + 1))
   elif ! grep -q "^kernels: .*tiles $want" "$log"; then
     echo "FAIL $name: the report does not say 'tiles $want'"; sed 's/^/    /' "$log"; failures=$((failures + 1))
@@ -36,7 +36,14 @@ if has avx2 && has fma; then
 else
   echo "skip avx2: this CPU has no AVX2+FMA"
 fi
-if has avx512f; then
+if has avx512f && has amx_bf16 && has amx_tile; then
+  # 301 rows stay under the fp32 AMX tile's gate: the fused tile runs them, the report says both.
+  check avx512_causal avx512 2 \
+    "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward fused avx512" \
+    --causal
+  # 4096 rows, one head, one thread: items of 512 rows seeing 4096 keys, which the AMX tile takes.
+  SEQ=4096 HEADS=1 check avx512_dense_amx avx512 1 "forward amx fp32 (3 bf16 parts) where" --threads 1
+elif has avx512f; then
   check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
 else
   echo "skip avx512: this CPU has no AVX-512"

@@ -45,8 +45,9 @@ enum class CpuIsaCap : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 CpuIsaCap cpu_isa_cap();
 
 // The tile kernels params' forward and backward take on this CPU, for run reports, e.g.
-// "forward fused avx512, backward fused avx512", "forward amx fp32 (3 bf16 parts), backward
-// fused avx512" or "forward amx bf16, backward onednn bf16".
+// "forward fused avx512, backward fused avx512", "forward amx fp32 (3 bf16 parts) where items
+// reach 256 rows x 1024 keys, else fused avx512, backward fused avx512" or "forward amx bf16,
+// backward onednn bf16".
 std::string tile_kernels(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
