@@ -275,7 +275,7 @@ void attend_tile_bf16(const Block<uint16_t>& b, int64_t i0, int64_t i1, const At
 
 // The AMX tile's keys per step: params.k_tile rounded to whole steps of kAmxCols, at most
 // kAmxMaxKeys (the strip's scores, P and the packed K and V tiles then stay in L1 and L2); for
-// fp32 rows (three parts) at most kAmxMaxKeysF32: dense 4096 x 4096 ran 1.08x (D = 64) and 1.05x
+// fp32 rows (three parts) at most kAmxMaxKeysF32: dense 4096 x 4096 ran 1.10x (D = 64) and 1.04x
 // (D = 128) faster with 256 keys than with 128, 512 no faster (docs/benchmarks.md).
 constexpr int64_t kAmxMaxKeys = 128;
 constexpr int64_t kAmxMaxKeysF32 = 256;
@@ -285,8 +285,9 @@ int64_t amx_key_tile(const AttendParams& p) {
 constexpr int64_t kAmxMaxHeadDim = 256;
 
 // Query tiles per fp32 work item where the AMX tile may take it (tiles_per_item): its packing of
-// each K/V tile in three parts is shared by all of them, and dense 4096 x 4096 ran 1.03-1.07x
-// faster with 8 tiles than with the fused tile's 4 (16: no faster).
+// each K/V tile in three parts is shared by all of them. Against the fused tile's 4, dense 4096 x
+// 4096 ran 1.03-1.07x faster and dense S = 32768 (K and V from memory) 1.06-1.11x; the cost is
+// scratch, about 0.4 MB more a thread at D = 64 (docs/benchmarks.md).
 constexpr int64_t kAmxF32MaxGroup = 8;
 
 // Query rows of an AMX work item: one query tile for bf16, up to kAmxF32MaxGroup for fp32.
@@ -297,10 +298,10 @@ int amx_parts(const AttendParams& p) { return p.dtype == DType::kBF16 ? kAmxPart
 
 // fp32 items take the AMX tile under kAuto only where its six products pay for the three-way
 // packing of q, K and V: items of at least kAmxF32MinRows query rows whose rows see at least
-// kAmxF32MinKeys keys on average (kAmx takes it for every item). On LongNet's causal blocks (dring_kernel_bench's segments rows) it ran
-// 1.25-1.5x slower than the fused tile at 256 x 256, 1.1x at 512 x 512, 1.05x at 1024 x 1024
-// (a range of 1024 keys, 512 seen on average) and 1.1x faster on 4096 x 4096 (docs/benchmarks.md);
-// with this gate the first three run on the fused tile.
+// kAmxF32MinKeys keys on average (kAmx takes it for every item). On LongNet's causal blocks
+// (dring_kernel_bench's segments rows) it ran 1.25-1.5x slower than the fused tile at 256 x 256,
+// 1.1x at 512 x 512, 1.05x at 1024 x 1024 (a range of 1024 keys, 512 seen on average) and 1.1x
+// faster on 4096 x 4096 (docs/benchmarks.md); with this gate the first three run on the fused tile.
 constexpr int64_t kAmxF32MinRows = 256;
 constexpr int64_t kAmxF32MinKeys = 1024;
 bool amx_f32_pays(const Block<float>& b, int64_t i0, int64_t i1, const AttendParams& prm) {
@@ -376,10 +377,11 @@ void attend_tile_amx(const Block<T>& b, int64_t i0, int64_t i1, const AttendPara
   store_rows(t.acc, t.dp, b.out + i0 * b.out_stride, b.out_stride, nq, d);
 }
 
-// Query tiles per work item: kFusedMaxGroup where the fused fp32 tile runs (it packs each K/V tile
-// once per item), kAmxF32MaxGroup where the fp32 AMX tile may take them, halved while that would
-// leave fewer than kItemsPerThread items per thread for the dynamic schedule to balance (or
-// AttendParams::fused_tiles_per_item); 1 on every other path.
+// Query tiles per work item: kFusedMaxGroup where the fused fp32 tile runs, kAmxF32MaxGroup where
+// the fp32 AMX tile may take them (each packs a K/V tile once per item; the fused tile takes an
+// AMX-sized item in pieces, and an item neither takes runs a query tile at a time), halved while
+// that would leave fewer than kItemsPerThread items per thread for the dynamic schedule to balance
+// (or AttendParams::fused_tiles_per_item); 1 on every other path.
 constexpr int64_t kItemsPerThread = 8;
 int64_t tiles_per_item(std::span<const AttendBlock> blocks, std::span<const char> small, const AttendParams& prm) {
   const bool amx = f32_amx_runs(prm);
