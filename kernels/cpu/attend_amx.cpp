@@ -1,5 +1,5 @@
-// attend_amx.cpp — the fused forward tile on AMX, bf16 and fp32 rows (attend_amx.hpp) and the run-time check
-// that the CPU and the OS allow it.
+// attend_amx.cpp — the fused forward tile on AMX, for bf16 and fp32 rows (attend_amx.hpp), and
+// the run-time check that the CPU and the OS allow it.
 //
 // Every function that uses AVX-512 or AMX instructions carries the target attribute (the rest of
 // the program is compiled for baseline x86-64) and runs only after amx_bf16_usable() said yes,
@@ -468,7 +468,9 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
   for (int r = 0; r < 16; ++r) {
     const float* s = t.st + (r0 + r) * t.k_tile;
     __m512 mx = none;
-    for (int64_t k = kb; k < ke; k += 16) mx = _mm512_max_ps(mx, visible<Whole>(_mm512_loadu_ps(s + k), mx, lo[r], hi[r], k));
+    for (int64_t k = kb; k < ke; k += 16) {
+      mx = _mm512_max_ps(mx, visible<Whole>(_mm512_loadu_ps(s + k), mx, lo[r], hi[r], k));
+    }
     v[reduce16_slot(r)] = mx;
   }
   const __m512 alpha = _mm512_set1_ps(t.alpha);
@@ -496,7 +498,8 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
       }
     } else {
       for (int a = 0; a < Parts; ++a) {
-        for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(p + a * kAmxStripRows * t.k_tile + k, _mm512_setzero_si512());
+        uint16_t* pa = p + a * kAmxStripRows * t.k_tile;
+        for (int64_t k = kb; k < ke; k += kAmxCols) _mm512_storeu_si512(pa + k, _mm512_setzero_si512());
       }
     }
     v[reduce16_slot(r)] = sum;

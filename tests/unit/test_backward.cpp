@@ -254,8 +254,10 @@ TEST(CpuBackwardKernel, AmxChoiceRunsTheAutoBackward) {
     amx.head_dim = automatic.head_dim = d;
     amx.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
     EXPECT_EQ(kernels::cpu::fused_f32_backward_runs(amx), kernels::cpu::fused_f32_backward_runs(automatic)) << d;
-    const std::string amx_kernels = kernels::cpu::tile_kernels(amx), auto_kernels = kernels::cpu::tile_kernels(automatic);
-    EXPECT_EQ(amx_kernels.substr(amx_kernels.find("backward")), auto_kernels.substr(auto_kernels.find("backward"))) << d;
+    const std::string amx_kernels = kernels::cpu::tile_kernels(amx);
+    const std::string auto_kernels = kernels::cpu::tile_kernels(automatic);
+    EXPECT_EQ(amx_kernels.substr(amx_kernels.find("backward")), auto_kernels.substr(auto_kernels.find("backward")))
+        << d;
   }
   check_tile_kernel(kernels::CpuF32Kernel::kAmx);
 }

@@ -418,7 +418,9 @@ TEST(CpuKernel, F32AmxTileMatchesFloat64) {
   EXPECT_NE(lse_amx, lse_fused);
   // kAuto gives it only items of >= 256 rows seeing >= 1024 keys on average: the same errors as
   // kAmx there, as the fused tile's below (one item of 300 rows each: q_tile 300, per item 1).
-  const auto errors = [](const BlockCase& b, kernels::CpuF32Kernel k) { return run_block(b, 0, 1, 1, k, 300, 256, 1.0, 1); };
+  const auto errors = [](const BlockCase& b, kernels::CpuF32Kernel k) {
+    return run_block(b, 0, 1, 1, k, 300, 256, 1.0, 1);
+  };
   const BlockCase big{300, 1100, 64, false}, few_keys{300, 1000, 64, false}, few_rows{255, 1100, 64, false};
   const BlockCase causal{300, 1100, 64, true};  // a range of 300 keys, 150 seen on average
   EXPECT_EQ(errors(big, kernels::CpuF32Kernel::kAuto), errors(big, kernels::CpuF32Kernel::kAmx));
