@@ -316,12 +316,13 @@ bool amx_f32_pays(const Block<float>& b, int64_t i0, int64_t i1, const AttendPar
   return visible >= (i1 - i0) * kAmxF32MinKeys;
 }
 
-// Scratch floats of attend_tile_amx: acc, m, l, lo, hi, and the packed q, K, V, scores and P.
+// Scratch floats of attend_tile_amx: acc, m, l, lo, hi, and the packed q, K, V, two strips' scores
+// and P.
 int64_t amx_floats(const AttendParams& p) {
   const int64_t rows = amx_round_up(amx_item_rows(p), kAmxRows), dp = amx_round_up(p.head_dim, kAmxCols);
   const int64_t keys = amx_key_tile(p), parts = amx_parts(p);
   return region_floats(rows * dp, 4) + 4 * region_floats(rows, 4) + region_floats(parts * rows * dp, 2) +
-         2 * region_floats(parts * keys * dp, 2) + region_floats(kAmxStripRows * keys, 4) +
+         2 * region_floats(parts * keys * dp, 2) + 2 * region_floats(kAmxStripRows * keys, 4) +
          region_floats(parts * kAmxStripRows * keys, 2);
 }
 
@@ -358,6 +359,7 @@ void attend_tile_amx(const Block<T>& b, int64_t i0, int64_t i1, const AttendPara
   t.kp = regions.take<uint16_t>(t.parts * t.k_tile * t.dp);
   t.vp = regions.take<uint16_t>(t.parts * t.k_tile * t.dp);
   t.st = regions.take<float>(kAmxStripRows * t.k_tile);
+  t.st_next = regions.take<float>(kAmxStripRows * t.k_tile);
   t.p = regions.take<uint16_t>(t.parts * kAmxStripRows * t.k_tile);
   std::fill(t.acc, t.acc + t.nq_pad * t.dp, 0.0f);
   for (int64_t i = 0; i < t.nq_pad; ++i) {

@@ -286,9 +286,15 @@ DRING_AMX_INLINE void part_products(const uint16_t* a_top, const uint16_t* a_bot
   }
 }
 
-// st[r][kb, ke) = q[r0 + r] . k for the strip's RT tiles of 16 rows.
-template <int RT, int Parts>
-DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke) {
+// Nothing to do between tile products (strip_scores' default).
+struct NoWork {
+  DRING_AMX_INLINE void operator()() {}
+};
+
+// st[r][kb, ke) = q[r0 + r] . k for the strip's RT tiles of 16 rows; `between` runs after each
+// group of part products (vector work of another strip, overlapping the matrix unit's).
+template <int RT, int Parts, class Between = NoWork>
+DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t ke, Between between = {}) {
   operands_written();
   const auto* kp32 = reinterpret_cast<const uint32_t*>(t.kp);
   const int64_t q_plane = t.nq_pad * t.dp, k_plane = t.dp / 2 * t.k_tile;
@@ -308,6 +314,7 @@ DRING_AMX_FN void strip_scores(const AmxTile& t, int64_t r0, int64_t kb, int64_t
         const uint16_t* qa = q + a * q_plane + e;
         part_products<RT, Parts>(qa, qa + kAmxRows * t.dp, q_bytes, kp32 + (e / 2) * t.k_tile + j, k_plane, k_bytes,
                                  a);
+        between();
       }
     }
     _tile_stored(0, t.st + j, s_bytes);
@@ -515,6 +522,86 @@ DRING_AMX_FN void softmax_rows16(const AmxTile& t, int64_t i0, int64_t r0, int64
   }
 }
 
+// softmax_rows16<true> for a whole strip of 32 rows (i0.., strip rows 0..31 of t.st), cut into
+// units of 32 scores of one row so that they can run between the next strip's tile products:
+// begin() takes the rows' maxima and corrections, step(n) does n units (exponentials, parts of
+// P, partial sums), finish() the rest and the sums, l and the rescale of acc.
+template <int Parts>
+struct StripSoftmax {
+  const AmxTile* t = nullptr;
+  int64_t i0 = 0, kb = 0, ke = 0;
+  int64_t row = 0, k = 0;
+  __m512 alpha, c[2];
+  __m512 sum[32];
+  float shift[32];
+
+  DRING_AMX_INLINE void begin() {
+    alpha = _mm512_set1_ps(t->alpha);
+#pragma GCC unroll 2
+    for (int g = 0; g < 2; ++g) {
+      __m512 v[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) {
+        const float* s = t->st + (16 * g + r) * t->k_tile;
+        __m512 mx = _mm512_loadu_ps(s + kb);
+        for (int64_t kk = kb + 16; kk < ke; kk += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + kk));
+        v[reduce16_slot(r)] = mx;
+      }
+      float* m = t->m + i0 + 16 * g;
+      const __m512 m_old = _mm512_loadu_ps(m);
+      const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(alpha, reduce16<true>(v)));
+      c[g] = exp2_by(_mm512_sub_ps(m_old, m_new), kExp2Degree6);
+      _mm512_storeu_ps(m, m_new);
+      _mm512_storeu_ps(shift + 16 * g, m_new);
+    }
+    for (int r = 0; r < 32; ++r) sum[r] = _mm512_setzero_ps();
+    row = 0;
+    k = kb;
+  }
+  DRING_AMX_INLINE void step(int n) {
+    for (; n > 0 && row < 32; --n) {
+      const float* s = t->st + row * t->k_tile;
+      const __m512 sh = _mm512_set1_ps(shift[row]);
+      const __m512 p0 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k), alpha, sh));
+      const __m512 p1 = exp2_nonpositive<Parts>(_mm512_fmsub_ps(_mm512_loadu_ps(s + k + 16), alpha, sh));
+      sum[row] = _mm512_add_ps(sum[row], _mm512_add_ps(p0, p1));
+      store_p<Parts>(t->p + row * t->k_tile + k, kAmxStripRows * t->k_tile, p0, p1);
+      k += kAmxCols;
+      if (k == ke) {
+        k = kb;
+        ++row;
+      }
+    }
+  }
+  DRING_AMX_INLINE void finish() {
+    step(1 << 30);
+#pragma GCC unroll 2
+    for (int g = 0; g < 2; ++g) {
+      __m512 v[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) v[reduce16_slot(r)] = sum[16 * g + r];
+      float* l = t->l + i0 + 16 * g;
+      _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), c[g], reduce16<false>(v)));
+      alignas(64) float cs[16];
+      _mm512_store_ps(cs, c[g]);
+      for (int r = 0; r < 16; ++r) {
+        if (cs[r] == 1.0f) continue;
+        float* acc = t->acc + (i0 + 16 * g + r) * t->dp;
+        const __m512 cv = _mm512_set1_ps(cs[r]);
+        for (int64_t e = 0; e < t->dp; e += 16) _mm512_storeu_ps(acc + e, _mm512_mul_ps(_mm512_loadu_ps(acc + e), cv));
+      }
+    }
+  }
+};
+
+// Runs n units of a StripSoftmax between tile products.
+template <int Parts>
+struct SoftmaxUnits {
+  StripSoftmax<Parts>* sm;
+  int n;
+  DRING_AMX_INLINE void operator()() { sm->step(n); }
+};
+
 // Whether the 16 rows from i (tile rows) each see every key of [kb, ke) of the key tile at j0 (nk
 // keys), as softmax_rows16<true> needs.
 DRING_AMX_INLINE bool rows16_whole(const AmxTile& t, int64_t i, int64_t j0, int64_t nk, int64_t kb, int64_t ke) {
@@ -525,10 +612,10 @@ DRING_AMX_INLINE bool rows16_whole(const AmxTile& t, int64_t i, int64_t j0, int6
   return true;
 }
 
-// One strip (RT tiles of 16 rows from r0) against keys [j0, j0 + nk) of the packed tile.
-template <int RT, int Parts>
-DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
-  // The keys the strip's rows see, relative to j0, widened to whole steps of kAmxCols.
+// The keys the strip's rows (RT tiles of 16 rows from r0) see of the tile at j0 (nk keys),
+// relative to j0 and widened to whole steps of kAmxCols: [*kb, *ke); false when none.
+template <int RT>
+DRING_AMX_INLINE bool strip_range(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk, int64_t* kb, int64_t* ke) {
   int64_t lo_min = nk, hi_max = 0;
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
@@ -536,9 +623,15 @@ DRING_AMX_FN void strip(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk) {
     lo_min = std::min(lo_min, lo);
     hi_max = std::max(hi_max, hi);
   }
-  if (lo_min >= hi_max) return;  // no row of the strip sees a key of this tile
-  const int64_t kb = lo_min / kAmxCols * kAmxCols, ke = amx_round_up(hi_max, kAmxCols);
-  strip_scores<RT, Parts>(t, r0, kb, ke);
+  if (lo_min >= hi_max) return false;
+  *kb = lo_min / kAmxCols * kAmxCols;
+  *ke = amx_round_up(hi_max, kAmxCols);
+  return true;
+}
+
+// The strip's softmax and P V, after its scores.
+template <int RT, int Parts>
+DRING_AMX_FN void strip_end(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk, int64_t kb, int64_t ke) {
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
     if (r % 16 == 0 && t.alpha > 0.0f) {
@@ -584,6 +677,8 @@ void prefetch_rows(const AmxTile& t, int64_t j, int64_t n) {
 
 template <int Parts>
 DRING_AMX_FN void key_tiles(const AmxTile& t) {
+  AmxTile alt = t;  // odd strips' scores in the second buffer
+  alt.st = t.st_next;
   _tile_loadconfig(&kTileConfig);
   pack_q<Parts>(t);
   for (int64_t j0 = 0; j0 < t.n_keys; j0 += t.k_tile) {
@@ -595,14 +690,63 @@ DRING_AMX_FN void key_tiles(const AmxTile& t) {
     pack_v<Parts>(t, j0, nk);
     const int64_t strips = (t.nq_pad + kAmxStripRows - 1) / kAmxStripRows;
     const int64_t next = std::min(t.k_tile, t.n_keys - j0 - nk);  // rows of the next key tile
-    for (int64_t n = 0; n < strips; ++n) {
+    // fp32 rows: a whole strip's softmax runs between the next strip's score products, a few
+    // units of 32 scores after each group of part products, so that the vector units work while
+    // the matrix unit does (each strip's scores in its own buffer; 1.05-1.08x on dense rows,
+    // docs/benchmarks.md). Issued as a block before or after the products, nothing overlapped:
+    // the pending tile instructions fill the reorder window. Other strips, and bf16 (its lighter
+    // softmax measured level to 3% slower), run strip by strip.
+    bool pending = false, p_whole = false;
+    int64_t p_r0 = 0, p_kb = 0, p_ke = 0;
+    const AmxTile* p_t = &t;
+    for (int64_t n = 0; n <= strips; ++n) {
       const int64_t r0 = n * kAmxStripRows;
-      if (next > 0) prefetch_rows<Parts>(t, j0 + nk + next * n / strips, next * (n + 1) / strips - next * n / strips);
-      if (r0 + kAmxStripRows <= t.nq_pad) {
-        strip<2, Parts>(t, r0, j0, nk);
-      } else {
-        strip<1, Parts>(t, r0, j0, nk);
+      const AmxTile& cur = n % 2 == 0 ? t : alt;
+      const bool full = n < strips && r0 + kAmxStripRows <= t.nq_pad;
+      if (n < strips && next > 0) {
+        prefetch_rows<Parts>(t, j0 + nk + next * n / strips, next * (n + 1) / strips - next * n / strips);
       }
+      int64_t kb = 0, ke = 0;
+      bool began = false;
+      if (pending && p_whole && full) {
+        StripSoftmax<Parts> sm;
+        sm.t = p_t;
+        sm.i0 = p_r0;
+        sm.kb = p_kb;
+        sm.ke = p_ke;
+        sm.begin();
+        began = strip_range<2>(cur, r0, j0, nk, &kb, &ke);
+        if (began) {
+          const int64_t units = 32 * ((p_ke - p_kb) / kAmxCols);
+          const int64_t calls = (ke - kb) / kAmxCols * (t.dp / kAmxCols) * Parts;
+          const auto per_call = static_cast<int>((units + calls - 1) / calls);
+          strip_scores<2, Parts>(cur, r0, kb, ke, SoftmaxUnits<Parts>{&sm, per_call});
+        }
+        sm.finish();
+        strip_pv<2, Parts>(*p_t, p_r0, p_kb, p_ke);
+      } else {
+        if (pending) {
+          if (p_r0 + kAmxStripRows <= t.nq_pad) {
+            strip_end<2, Parts>(*p_t, p_r0, j0, nk, p_kb, p_ke);
+          } else {
+            strip_end<1, Parts>(*p_t, p_r0, j0, nk, p_kb, p_ke);
+          }
+        }
+        if (full) {
+          began = strip_range<2>(cur, r0, j0, nk, &kb, &ke);
+          if (began) strip_scores<2, Parts>(cur, r0, kb, ke);
+        } else if (n < strips) {
+          began = strip_range<1>(cur, r0, j0, nk, &kb, &ke);
+          if (began) strip_scores<1, Parts>(cur, r0, kb, ke);
+        }
+      }
+      pending = began;
+      p_whole = Parts == kAmxPartsF32 && began && full && t.alpha > 0.0f && rows16_whole(cur, r0, j0, nk, kb, ke) &&
+                rows16_whole(cur, r0 + 16, j0, nk, kb, ke);
+      p_r0 = r0;
+      p_kb = kb;
+      p_ke = ke;
+      p_t = &cur;
     }
   }
   _tile_release();

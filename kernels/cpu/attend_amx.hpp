@@ -26,6 +26,9 @@
 // are below fp32's own rounding). Each part product is exact in AMX's fp32 accumulation, so the
 // scores and P V carry fp32's rounding, not bf16's. exp2 is then the degree-6 polynomial (relative
 // error about 2e-9), and P is split like the operands. docs/math.md has the error analysis.
+// There the softmax of a strip whose rows all see its whole key range runs in small units
+// between the next strip's score products (two score buffers), overlapping the vector units'
+// work with the matrix unit's.
 //
 // The tile registers are configured (one palette: eight 16 x 64-byte tiles) at the start of
 // every item and released at its end, so whatever else runs on the thread (oneDNN's AMX kernels
@@ -74,7 +77,8 @@ struct AmxTile {
   uint16_t* qp = nullptr;  // [parts][nq_pad][dp], scratch
   uint16_t* kp = nullptr;  // [parts][dp / 2][k_tile][2], scratch
   uint16_t* vp = nullptr;  // [parts][k_tile / 2][dp][2], scratch
-  float* st = nullptr;     // [kAmxStripRows][k_tile], scratch
+  float* st = nullptr;      // [kAmxStripRows][k_tile], scratch: even strips' scores
+  float* st_next = nullptr; // [kAmxStripRows][k_tile], scratch: odd strips' scores
   uint16_t* p = nullptr;   // [parts][kAmxStripRows][k_tile], scratch
 };
 
