@@ -89,8 +89,9 @@ inline __mmask16 lanes_in(int64_t lo, int64_t hi, int64_t k) {
   return static_cast<__mmask16>(mask16(hi - k) & ~mask16(lo - k));
 }
 
-// Stops the compiler from moving the stores of packed operands past a tile load: GCC's tile
-// loads are asm statements that do not say they read memory.
+// Stops the compiler from moving the stores of packed operands past a tile load, or the loads of
+// results above the tile stores that wrote them: GCC's tile loads and stores are asm statements
+// that do not say they touch memory.
 inline void operands_written() { __asm__ volatile("" ::: "memory"); }
 
 // 16 x 16 32-bit elements, transposed in registers.
@@ -536,6 +537,7 @@ struct StripSoftmax {
   float shift[32];
 
   DRING_AMX_INLINE void begin() {
+    operands_written();  // the strip's scores, stored by tile stores
     alpha = _mm512_set1_ps(t->alpha);
 #pragma GCC unroll 2
     for (int g = 0; g < 2; ++g) {
@@ -632,6 +634,7 @@ DRING_AMX_INLINE bool strip_range(const AmxTile& t, int64_t r0, int64_t j0, int6
 // The strip's softmax and P V, after its scores.
 template <int RT, int Parts>
 DRING_AMX_FN void strip_end(const AmxTile& t, int64_t r0, int64_t j0, int64_t nk, int64_t kb, int64_t ke) {
+  operands_written();  // the strip's scores, stored by tile stores
   for (int64_t r = 0; r < RT * kAmxRows; ++r) {
     const int64_t lo = std::max<int64_t>(t.lo[r0 + r] - j0, 0), hi = std::min<int64_t>(t.hi[r0 + r] - j0, nk);
     if (r % 16 == 0 && t.alpha > 0.0f) {
