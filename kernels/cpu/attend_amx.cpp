@@ -21,6 +21,8 @@
 #include <cstddef>
 #include <cmath>
 #include <limits>
+
+#include "amx_common.hpp"
 #else
 #define DRING_AMX 0
 #endif
@@ -63,228 +65,28 @@ bool cpu_and_os_have_amx_bf16() {
   return (xcr0 & need) == need;
 }
 
-#define DRING_AMX_FN \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,amx-tile,amx-bf16")))
-#define DRING_AMX_INLINE DRING_AMX_FN __attribute__((always_inline)) inline
-
-// Eight tiles of 16 rows x 64 bytes: results 0-3, A operands 4-5, B operands 6-7.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-};
-constexpr TileConfig kTileConfig{};
-
-// The first n of 16 (mask16) or 32 (mask32) lanes.
-inline __mmask16 mask16(int64_t n) {
-  return n <= 0 ? 0 : n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
-}
-inline __mmask32 mask32(int64_t n) {
-  return n <= 0 ? 0 : n >= 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1);
-}
-// Lanes k .. k+15 that lie in [lo, hi).
-inline __mmask16 lanes_in(int64_t lo, int64_t hi, int64_t k) {
-  return static_cast<__mmask16>(mask16(hi - k) & ~mask16(lo - k));
-}
-
-// Stops the compiler from moving the stores of packed operands past a tile load, or the loads of
-// results above the tile stores that wrote them: GCC's tile loads and stores are asm statements
-// that do not say they touch memory.
-inline void operands_written() { __asm__ volatile("" ::: "memory"); }
-
-// 16 x 16 32-bit elements, transposed in registers.
-DRING_AMX_INLINE void transpose16(__m512i (&r)[16]) {
-  __m512i t[16];
-#pragma GCC unroll 16
-  for (int k = 0; k < 8; ++k) {
-    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-  }
-  // u[4k + q], 128-bit lane L: column 4L + q of rows 4k .. 4k+3.
-  __m512i u[16];
-#pragma GCC unroll 16
-  for (int k = 0; k < 4; ++k) {
-    u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
-    u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
-    u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
-    u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
-  }
-#pragma GCC unroll 16
-  for (int q = 0; q < 4; ++q) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);  // lanes 0, 2 of each
-    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);  // lanes 1, 3
-    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
-    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
-    r[q] = _mm512_shuffle_i32x4(v0, w0, 0x88);
-    r[4 + q] = _mm512_shuffle_i32x4(v1, w1, 0x88);
-    r[8 + q] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
-    r[12 + q] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
-  }
-}
-
-// 2^t for t <= 0 (0 at and below -151; lanes the caller masks may hold anything): 2^f by the
-// polynomial c (highest degree first) on [-0.5, 0.5], scaled by 2^rint(t).
-template <std::size_t N>
-DRING_AMX_INLINE __m512 exp2_by(__m512 t, const float (&c)[N]) {
-  t = _mm512_max_ps(t, _mm512_set1_ps(-151.0f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(c[0]);
-#pragma GCC unroll 8
-  for (std::size_t i = 1; i < N; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
-  return _mm512_scalef_ps(p, n);
-}
-
-// Degree 4 (relative error 2.6e-6): P, which is rounded to bf16 anyway.
-constexpr float kExp2Degree4[] = {9.569715630e-3f, 5.591696922e-2f, 2.402474576e-1f, 6.931219351e-1f,
-                                  9.999992645e-1f};
-// Degree 6 (relative error about 2e-9, vector_math.cpp's): the rows' correction c, which scales l
-// and so moves lse by its error.
-constexpr float kExp2Degree6[] = {1.546973199e-4f, 1.340043217e-3f, 9.618025603e-3f, 5.550327214e-2f,
-                                  2.402265121e-1f, 6.931472067e-1f, 1.0f};
-// P's exponentials: degree 4 where P is rounded to bf16 anyway, degree 6 where its parts carry
-// fp32's precision.
-template <int Parts>
-DRING_AMX_INLINE __m512 exp2_nonpositive(__m512 t) {
-  if constexpr (Parts == 1) return exp2_by(t, kExp2Degree4);
-  return exp2_by(t, kExp2Degree6);
-}
-
-// The fp32 value of 16 bf16 numbers.
-DRING_AMX_INLINE __m512 widen(__m256i h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-// x0 (lanes 0-15) and x1 (lanes 16-31) as Parts vectors of 32 bf16 (cvtne2ps_pbh order) whose sum
-// is x: part a is x less the parts before it, rounded to bf16. Each subtraction is exact (the
-// part is x's leading bits rounded), so three parts hold all 24 bits of an fp32 significand.
-template <int Parts>
-DRING_AMX_INLINE void split(__m512 x0, __m512 x1, __m512i (&out)[Parts]) {
-#pragma GCC unroll 3
-  for (int a = 0; a < Parts; ++a) {
-    out[a] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0));
-    if (a + 1 < Parts) {
-      x0 = _mm512_sub_ps(x0, widen(_mm512_castsi512_si256(out[a])));
-      x1 = _mm512_sub_ps(x1, widen(_mm512_extracti64x4_epi64(out[a], 1)));
-    }
-  }
-}
-
-// Elements [e, e + 32) of a row (the first n of them; zeros past n, and all zeros for a null
-// row) as Parts vectors of 32 bf16: bf16 rows as they are, fp32 rows split.
-template <int Parts>
-DRING_AMX_INLINE void load_parts(const void* row, int64_t e, int64_t n, __m512i (&out)[Parts]) {
-  if (row == nullptr) {
-#pragma GCC unroll 3
-    for (int a = 0; a < Parts; ++a) out[a] = _mm512_setzero_si512();
-  } else if constexpr (Parts == 1) {
-    out[0] = _mm512_maskz_loadu_epi16(mask32(n), static_cast<const uint16_t*>(row) + e);
-  } else {
-    const float* x = static_cast<const float*>(row) + e;
-    split(_mm512_maskz_loadu_ps(mask16(n), x), _mm512_maskz_loadu_ps(mask16(n - 16), x + 16), out);
-  }
-}
-
-// Row r of a [S, *] tensor of bf16 (Parts == 1) or fp32 elements, stride in elements.
-template <int Parts>
-inline const void* row_at(const void* base, int64_t r, int64_t stride) {
-  if constexpr (Parts == 1) return static_cast<const uint16_t*>(base) + r * stride;
-  return static_cast<const float*>(base) + r * stride;
-}
+using namespace amx;
 
 // The item's query rows into qp (part a in plane a), zero padded.
 template <int Parts>
 DRING_AMX_FN void pack_q(const AmxTile& t) {
-  for (int64_t i = 0; i < t.nq_pad; ++i) {
-    for (int64_t e = 0; e < t.dp; e += kAmxCols) {
-      __m512i x[Parts];
-      load_parts<Parts>(i < t.nq ? row_at<Parts>(t.q, i, t.q_stride) : nullptr, e, t.d - e, x);
-#pragma GCC unroll 3
-      for (int a = 0; a < Parts; ++a) _mm512_storeu_si512(t.qp + (a * t.nq_pad + i) * t.dp + e, x[a]);
-    }
-  }
+  pack_rows<Parts>(t.q, t.q_stride, t.nq, t.nq_pad, t.d, t.dp, t.qp, t.nq_pad * t.dp);
 }
 
 // Keys [j0, j0 + nk) into kp (part a in plane a), as 32-bit pairs along head_dim transposed:
 // kp32[e/2][j] for j up to nk rounded to kAmxCols (zeros past nk and past d).
 template <int Parts>
 DRING_AMX_FN void pack_k(const AmxTile& t, int64_t j0, int64_t nk) {
-  const int64_t nk_pad = amx_round_up(nk, kAmxCols);
-  const int64_t plane = t.dp / 2 * t.k_tile;
-  auto* kp32 = reinterpret_cast<uint32_t*>(t.kp);
-  for (int64_t jb = 0; jb < nk_pad; jb += 16) {
-    for (int64_t e = 0; e < t.dp; e += kAmxCols) {
-      __m512i r[Parts][16];
-#pragma GCC unroll 16
-      for (int x = 0; x < 16; ++x) {
-        const int64_t j = jb + x;
-        __m512i parts[Parts];
-        load_parts<Parts>(j < nk ? row_at<Parts>(t.k, j0 + j, t.kv_stride) : nullptr, e, t.d - e, parts);
-#pragma GCC unroll 3
-        for (int a = 0; a < Parts; ++a) r[a][x] = parts[a];
-      }
-#pragma GCC unroll 3
-      for (int a = 0; a < Parts; ++a) {
-        transpose16(r[a]);
-#pragma GCC unroll 16
-        for (int x = 0; x < 16; ++x) _mm512_storeu_si512(kp32 + a * plane + (e / 2 + x) * t.k_tile + jb, r[a][x]);
-      }
-    }
-  }
+  pack_pairs_d<Parts>(row_at<Parts>(t.k, j0, t.kv_stride), t.kv_stride, nk, amx_round_up(nk, kAmxCols), t.d, t.dp,
+                      reinterpret_cast<uint32_t*>(t.kp), t.k_tile, t.dp / 2 * t.k_tile);
 }
 
 // Keys [j0, j0 + nk) into vp (part a in plane a), as 32-bit pairs of consecutive keys:
 // vp32[j/2][c] (zeros past nk and past d).
 template <int Parts>
 DRING_AMX_FN void pack_v(const AmxTile& t, int64_t j0, int64_t nk) {
-  alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
-                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  alignas(64) static constexpr uint16_t kHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                                     24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-  const __m512i low = _mm512_load_si512(kLow), high = _mm512_load_si512(kHigh);
-  const int64_t nk_pad = amx_round_up(nk, kAmxCols);
-  const int64_t plane = t.k_tile / 2 * t.dp;
-  auto* vp32 = reinterpret_cast<uint32_t*>(t.vp);
-  for (int64_t j = 0; j < nk_pad; j += 2) {
-    for (int64_t c = 0; c < t.dp; c += kAmxCols) {
-      __m512i a[Parts], b[Parts];
-      load_parts<Parts>(j < nk ? row_at<Parts>(t.v, j0 + j, t.kv_stride) : nullptr, c, t.d - c, a);
-      load_parts<Parts>(j + 1 < nk ? row_at<Parts>(t.v, j0 + j + 1, t.kv_stride) : nullptr, c, t.d - c, b);
-#pragma GCC unroll 3
-      for (int x = 0; x < Parts; ++x) {
-        uint32_t* to = vp32 + x * plane + (j / 2) * t.dp + c;
-        _mm512_storeu_si512(to, _mm512_permutex2var_epi16(a[x], low, b[x]));
-        _mm512_storeu_si512(to + 16, _mm512_permutex2var_epi16(a[x], high, b[x]));
-      }
-    }
-  }
-}
-
-// The part products of a tile step: A operand part a (its first 16 rows at a_top into tile 4,
-// the next 16 at a_bottom into tile 5) against B operand parts 0 .. Parts-1-a (tiles 6, 7: the
-// first 16 and next 16 columns of part b at b_part + b * b_plane) into result tiles 0-3. Parts ==
-// 3 gives the six products of weight >= 2^-24 (attend_amx.hpp). Tile 5 is loaded after the
-// first two products are issued (the bf16 tile measured 4% slower on [S, 4, 64] rows with it
-// loaded up front).
-template <int RT, int Parts>
-DRING_AMX_INLINE void part_products(const uint16_t* a_top, const uint16_t* a_bottom, long a_bytes,
-                                    const uint32_t* b_part, int64_t b_plane, long b_bytes, int a) {
-  _tile_loadd(4, a_top, a_bytes);
-#pragma GCC unroll 3
-  for (int b = 0; b < Parts - a; ++b) {
-    const uint32_t* bt = b_part + b * b_plane;
-    _tile_loadd(6, bt, b_bytes);
-    _tile_loadd(7, bt + 16, b_bytes);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    if constexpr (RT == 2) {
-      if (b == 0) _tile_loadd(5, a_bottom, a_bytes);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-  }
+  pack_pairs_rows<Parts>(row_at<Parts>(t.v, j0, t.kv_stride), t.kv_stride, nk, amx_round_up(nk, kAmxCols), t.d, t.dp,
+                         reinterpret_cast<uint32_t*>(t.vp), t.k_tile / 2 * t.dp);
 }
 
 // Nothing to do between tile products (strip_scores' default).
