@@ -39,6 +39,8 @@
 #include <vector>
 
 #include "dring/core/error.hpp"
+#include "attend_amx.hpp"
+#include "attend_amx_backward.hpp"
 #include "attend_fused_backward.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/kernels/cpu.hpp"
@@ -91,6 +93,17 @@ const T* typed(const void* p) {
 }
 
 int64_t q_tiles(const GradBlock& b, const AttendParams& p) { return (b.n_q + p.q_tile - 1) / p.q_tile; }
+
+// fp32 blocks on the AMX backward tile (where it runs at all, `amx`): every block where
+// cpu_f32_kernel asks for kAmx; for kAuto, blocks of at least kAmxGradMinRows query rows and
+// kAmxGradMinKeys keys, where it measured faster than the fused AVX-512 tile (docs/benchmarks.md).
+constexpr int64_t kAmxGradMinRows = 0;
+constexpr int64_t kAmxGradMinKeys = 0;
+bool amx_grad_pays(const GradBlock& b, const AttendParams& p, bool amx) {
+  if (!amx) return false;
+  if (p.cpu_f32_kernel == CpuF32Kernel::kAmx) return true;
+  return b.n_q >= kAmxGradMinRows && b.n_k >= kAmxGradMinKeys;
+}
 
 // Spin lock over one dq tile; held only for one small sgemm.
 class TileLock {
@@ -441,6 +454,87 @@ void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const A
   }
 }
 
+// backward_key_tile on AMX (attend_amx_backward.hpp): the key tile packed once, then per query
+// head and query tile the five products, dQ^T added to dq under the tile's lock, and the item's
+// dK and dV tiles added to dk and dv at the end.
+template <class T>
+void backward_key_tile_amx(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
+                           std::atomic_flag* locks) {
+  const int64_t d = prm.head_dim, nk = j1 - j0;
+  const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
+  if (rows.begin >= rows.end) return;
+  const int parts = kIsBf16<T> ? kAmxPartsBf16 : kAmxPartsF32;
+  const int64_t nq_max = amx_round_up(prm.q_tile, kAmxCols), nk_max = amx_round_up(prm.k_tile, kAmxCols);
+  const int64_t dp = amx_round_up(d, kAmxCols);
+  ScratchRegions regions(scratch);
+  AmxGradKeys k;
+  k.parts = parts;
+  k.k = typed<T>(b.k) + j0 * b.kv_stride;
+  k.v = typed<T>(b.v) + j0 * b.kv_stride;
+  k.kv_stride = b.kv_stride;
+  k.nk = nk;
+  k.nk_pad = amx_round_up(nk, kAmxCols);
+  k.d = d;
+  k.dp = dp;
+  k.ka = regions.take<uint16_t>(parts * nk_max * dp);
+  k.va = regions.take<uint16_t>(parts * nk_max * dp);
+  k.kt = regions.take<uint16_t>(parts * nk_max * dp);
+  k.dk = regions.take<float>(nk_max * dp);
+  k.dv = regions.take<float>(nk_max * dp);
+  AmxGradQueries q;
+  q.q_stride = b.q_stride;
+  q.alpha = static_cast<float>(prm.scale) * kLog2e;
+  q.scale = static_cast<float>(prm.scale);
+  q.qk = regions.take<uint16_t>(parts * dp * nq_max);
+  q.ok = regions.take<uint16_t>(parts * dp * nq_max);
+  q.qv = regions.take<uint16_t>(parts * dp * nq_max);
+  q.ov = regions.take<uint16_t>(parts * dp * nq_max);
+  q.st = regions.take<float>(kAmxStripRows * nq_max);
+  q.dpt = regions.take<float>(kAmxStripRows * nq_max);
+  q.pt = regions.take<uint16_t>(parts * kAmxStripRows * nq_max);
+  q.dst = regions.take<uint16_t>(parts * kAmxStripRows * nq_max);
+  q.dsb = regions.take<uint16_t>(parts * nk_max * nq_max);
+  q.dqt = regions.take<float>(dp * nq_max);
+  float* lse2 = regions.take<float>(nq_max);
+  float* delta = regions.take<float>(nq_max);
+  int32_t* lo = regions.take<int32_t>(nq_max);
+  int32_t* hi = regions.take<int32_t>(nq_max);
+  q.lse2 = lse2;
+  q.delta = delta;
+  q.lo = lo;
+  q.hi = hi;
+  amx_grad_pack_keys(k);
+  const int64_t tiles = q_tiles(b, prm);
+  const bool trivial = b.mask.trivial();
+  for_each_query_tile(b, prm, rows, j0, j1, [&](int64_t n, int64_t tile, int64_t i0, int64_t i1, bool) {
+    const int64_t nq = i1 - i0;
+    const int64_t at = n * b.q_head_step + i0 * b.q_stride;
+    q.q = typed<T>(b.q) + at;
+    q.dout = typed<T>(b.dout) + at;
+    q.nq = nq;
+    q.nq_pad = amx_round_up(nq, kAmxCols);
+    for (int64_t i = 0; i < q.nq_pad; ++i) {
+      if (i >= nq) {  // padding rows: no key, P = dS = 0
+        lse2[i] = delta[i] = 0.0f;
+        lo[i] = hi[i] = 0;
+        continue;
+      }
+      const int64_t state = n * b.state_head_step + (i0 + i) * b.state_stride;
+      lse2[i] = b.lse[state] * kLog2e;
+      delta[i] = b.delta[state];
+      lo[i] = static_cast<int32_t>(trivial ? 0 : std::clamp<int64_t>(b.mask.key_begin(i0 + i, b.n_k) - j0, 0, nk));
+      hi[i] = static_cast<int32_t>(trivial ? nk : std::clamp<int64_t>(b.mask.key_end(i0 + i, b.n_k) - j0, 0, nk));
+    }
+    amx_grad_queries(k, q);
+    TileLock lock(locks[n * tiles + tile]);
+    amx_grad_add_dq(q.dqt, q.nq_pad, nq, d, b.dq + at, b.q_stride);
+  });
+  for (int64_t j = 0; j < nk; ++j) {
+    add(b.dk + (j0 + j) * b.dkv_stride, k.dk + j * dp, d);
+    add(b.dv + (j0 + j) * b.dkv_stride, k.dv + j * dp, d);
+  }
+}
+
 }  // namespace
 
 FusedIsa fused_backward_isa(const AttendParams& params) {
@@ -457,10 +551,16 @@ FusedIsa fused_backward_isa(const AttendParams& params) {
 
 bool fused_f32_backward_runs(const AttendParams& params) { return fused_backward_isa(params) != FusedIsa::kNone; }
 
+bool f32_amx_backward_runs(const AttendParams& params) { return f32_amx_runs(params); }
+
 int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   const int64_t f32 = 2 * params.q_tile * params.k_tile;
   if (params.dtype != DType::kBF16) {
-    return fused_backward_isa(params) != FusedIsa::kNone ? std::max(f32, fused_floats(params)) : f32;
+    const int64_t fused = fused_backward_isa(params) != FusedIsa::kNone ? fused_floats(params) : 0;
+    const int64_t amx = f32_amx_backward_runs(params)
+                            ? amx_grad_floats(params.q_tile, params.k_tile, params.head_dim, kAmxPartsF32)
+                            : 0;
+    return std::max({f32, fused, amx});
   }
   // Any bf16 path: widened K, V, q, dout tiles, the matmul path's packed tiles, or the fused tile
   // with the key tile's widened K and V rows.
@@ -480,6 +580,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   const int64_t n = static_cast<int64_t>(blocks.size());
   const FusedIsa fused = fused_backward_isa(prm);
   const FusedIsa fused_f32 = fused_backward_isa_f32(prm);
+  const bool amx_f32 = f32_amx_backward_runs(prm);
   for (int64_t b = 0; b < n;) {
     if (is_small(blocks[b], prm, fused, fused_f32)) {
       int64_t e = b, work = 0;
@@ -506,6 +607,8 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm, fused, fused_f32)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
+        } else if (!kIsBf16<T> && amx_grad_pays(blocks[b], prm, amx_f32)) {
+          backward_key_tile_amx<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
           backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
                                      locks.get() + lock_base[b]);

@@ -63,6 +63,9 @@ void attend(std::span<const AttendBlock> blocks, const AttendParams& params, flo
 // (kernels/cpu/attend_fused_backward.hpp; by params.cpu_f32_kernel, the CPU and head_dim), false
 // when on sgemm.
 bool fused_f32_backward_runs(const AttendParams& params);
+// f32_amx_backward_runs: whether params' fp32 backward may take the AMX tile in three bf16 parts
+// (kernels/cpu/attend_amx_backward.hpp; where f32_amx_runs, on the blocks its gate takes).
+bool f32_amx_backward_runs(const AttendParams& params);
 int64_t backward_workspace_floats_per_thread(const AttendParams& params);
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& params, float* workspace);
 void delta(const DeltaParams& params, int threads);
