@@ -94,15 +94,22 @@ const T* typed(const void* p) {
 
 int64_t q_tiles(const GradBlock& b, const AttendParams& p) { return (b.n_q + p.q_tile - 1) / p.q_tile; }
 
-// fp32 blocks on the AMX backward tile (where it runs at all, `amx`): every block where
-// cpu_f32_kernel asks for kAmx; for kAuto, blocks of at least kAmxGradMinRows query rows and
-// kAmxGradMinKeys keys, where it measured faster than the fused AVX-512 tile (docs/benchmarks.md).
-constexpr int64_t kAmxGradMinRows = 0;
-constexpr int64_t kAmxGradMinKeys = 0;
+// fp32 blocks take the AMX backward tile (where it runs at all, `amx`) under kAuto only where its
+// six products a tile pair pay for packing q and dout in three parts for every key tile: blocks
+// whose rows see at least kAmxGradMinKeys keys on average (kAmx takes it for every block). On
+// dring_kernel_bench --backward it ran 1.3x faster than the fused AVX-512 tile on dense 4096 x 4096,
+// 1.1x on 1024 x 1024, level on LongNet's causal 512 x 512 and 1024 x 1024 blocks (256 and 512 keys
+// seen on average) and 1.1x slower on causal 256 x 256 (docs/benchmarks.md).
+constexpr int64_t kAmxGradMinKeys = 512;
 bool amx_grad_pays(const GradBlock& b, const AttendParams& p, bool amx) {
   if (!amx) return false;
   if (p.cpu_f32_kernel == CpuF32Kernel::kAmx) return true;
-  return b.n_q >= kAmxGradMinRows && b.n_k >= kAmxGradMinKeys;
+  if (b.mask.trivial()) return b.n_k >= kAmxGradMinKeys;
+  int64_t visible = 0;
+  for (int64_t i = 0; i < b.n_q; ++i) {
+    visible += std::max<int64_t>(b.mask.key_end(i, b.n_k) - b.mask.key_begin(i, b.n_k), 0);
+  }
+  return visible >= b.n_q * kAmxGradMinKeys;
 }
 
 // Spin lock over one dq tile; held only for one small sgemm.
@@ -581,6 +588,8 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   const FusedIsa fused = fused_backward_isa(prm);
   const FusedIsa fused_f32 = fused_backward_isa_f32(prm);
   const bool amx_f32 = f32_amx_backward_runs(prm);
+  std::vector<uint8_t> on_amx(blocks.size());
+  for (int64_t b = 0; b < n; ++b) on_amx[b] = amx_grad_pays(blocks[b], prm, amx_f32) ? 1 : 0;
   for (int64_t b = 0; b < n;) {
     if (is_small(blocks[b], prm, fused, fused_f32)) {
       int64_t e = b, work = 0;
@@ -607,7 +616,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm, fused, fused_f32)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
-        } else if (!kIsBf16<T> && amx_grad_pays(blocks[b], prm, amx_f32)) {
+        } else if (!kIsBf16<T> && on_amx[b] != 0) {
           backward_key_tile_amx<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
           backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
