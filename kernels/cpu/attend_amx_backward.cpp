@@ -82,7 +82,11 @@ alignas(64) constexpr uint16_t kPairHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 
 
 // The strip's P^T and dS^T (keys r0 .. r0 + 31 as rows, query columns [qb, qe), multiples of 32)
 // from its S^T and dP^T: P = 0 where the key is outside the column's row [lo, hi). Into pt and
-// dst (rows of the strip) and dsb (pairs of keys; zeros in the columns outside [qb, qe)).
+// dst (rows of the strip) and dsb (pairs of keys). dsb's columns outside [qb, qe) are not
+// written: dQ^T sums a block of 32 query rows over the keys from its rows' first to their last
+// (keys_seen), and since both ends of a row's keys grow with the row, a block outside [qb, qe)
+// has all its rows before the strip's keys or all after them. A strip no row sees at all may
+// still lie inside such a range (rows whose keys jump past it): grad_queries zeroes its dsb rows.
 template <int Parts>
 DRING_AMX_FN void strip_gradients(const AmxGradKeys& k, const AmxGradQueries& q, int64_t r0, int64_t qb, int64_t qe) {
   const int64_t nqp = q.nq_pad;
@@ -92,10 +96,6 @@ DRING_AMX_FN void strip_gradients(const AmxGradKeys& k, const AmxGradQueries& q,
   auto* dsb = reinterpret_cast<uint32_t*>(q.dsb);
   for (int64_t x = 0; x < kAmxStripRows; x += 2) {
     uint32_t* pair_row = dsb + (r0 + x) / 2 * nqp;
-    for (int a = 0; a < Parts; ++a) {
-      std::fill(pair_row + a * pair_plane, pair_row + a * pair_plane + qb, 0u);
-      std::fill(pair_row + a * pair_plane + qe, pair_row + a * pair_plane + nqp, 0u);
-    }
     for (int64_t c = qb; c < qe; c += 32) {
       const __m512 lse0 = _mm512_loadu_ps(q.lse2 + c), lse1 = _mm512_loadu_ps(q.lse2 + c + 16);
       const __m512 delta0 = _mm512_loadu_ps(q.delta + c), delta1 = _mm512_loadu_ps(q.delta + c + 16);

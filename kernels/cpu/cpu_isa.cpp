@@ -41,7 +41,12 @@ std::string tile_kernels(const AttendParams& params) {
     if (params.cpu_f32_kernel == CpuF32Kernel::kAmx) return "amx fp32 (3 bf16 parts)";
     return "amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else " + f32(false);
   };
-  if (params.dtype == DType::kF32) return "forward " + f32_forward() + ", backward " + f32(true);
+  auto f32_backward = [&]() -> std::string {
+    if (!f32_amx_backward_runs(params)) return f32(true);
+    if (params.cpu_f32_kernel == CpuF32Kernel::kAmx) return "amx fp32 (3 bf16 parts)";
+    return "amx fp32 (3 bf16 parts) where rows see 512 keys, else " + f32(true);
+  };
+  if (params.dtype == DType::kF32) return "forward " + f32_forward() + ", backward " + f32_backward();
   const std::string bf16 = params.bf16_matmul && bf16_matmul_available() ? "onednn bf16" : "widened to fp32";
   return "forward " + (bf16_amx_runs(params) ? std::string("amx bf16") : bf16) + ", backward " + bf16;
 }

@@ -37,11 +37,12 @@ else
   echo "skip avx2: this CPU has no AVX2+FMA"
 fi
 if has avx512f && has amx_bf16 && has amx_tile; then
-  # 301 rows stay under the fp32 AMX tile's gate: the fused tile runs them, the report says both.
+  # 301 rows stay under the fp32 AMX tiles' gates: the fused tiles run them, the report says both.
   check avx512_causal avx512 2 \
-    "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward fused avx512" \
+    "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see 512 keys, else fused avx512" \
     --causal
-  # 4096 rows, one head, one thread: items of 512 rows seeing 4096 keys, which the AMX tile takes.
+  # 4096 rows, one head, one thread: items of 512 rows seeing 4096 keys and a block whose rows see
+  # 4096 keys, which the AMX tiles take, forward and backward (--check --backward: against float64).
   SEQ=4096 HEADS=1 check avx512_dense_amx avx512 1 "forward amx fp32 (3 bf16 parts) where" --threads 1
 elif has avx512f; then
   check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal

@@ -66,6 +66,10 @@ inline std::vector<MaskedCase> masked_cases(uint64_t seed) {
   sparse.q_step = 2;
   sparse.k_step = 3;
   masks.push_back({"window 1 across steps 2 and 3", sparse});
+  BlockMask gaps = at_random(Band::of(true, 4));  // rows see 4 keys each, 40 keys apart: runs of
+  gaps.q_step = 40;                               // keys between them that no row sees
+  gaps.k_step = 1;
+  masks.push_back({"window 4, rows 40 keys apart", gaps});
 
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {1, 37}, {7, 7}, {37, 130}, {130, 37},
                                                            {130, 130}, {300, 300}, {7, 300}};
@@ -216,7 +220,9 @@ ForwardErrors check_forward(const MaskedCase& c, const KernelRun& run, uint64_t 
   blk.n_q = c.n_q;
   blk.n_k = c.n_k;
   blk.mask = c.mask;
-  std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * run.threads);
+  // NaN in the scratch: a kernel that reads scratch it did not write shows it.
+  std::vector<float> workspace(kernels::cpu::workspace_floats_per_thread(prm) * run.threads,
+                               std::numeric_limits<float>::quiet_NaN());
   kernels::cpu::attend({&blk, 1}, prm, workspace.data());
   std::vector<float> got(c.n_q * qs);  // the values out now holds
   if constexpr (std::is_same_v<T, float>) {
@@ -352,7 +358,9 @@ BackwardErrors check_backward(const MaskedCase& c, const KernelRun& run, uint64_
   blk.n_k = c.n_k;
   blk.mask = c.mask;
   const kernels::AttendParams prm = params_of(run, kStorage<T>, d, scale);
-  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads);
+  // NaN in the scratch: a kernel that reads scratch it did not write shows it.
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads,
+                               std::numeric_limits<float>::quiet_NaN());
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
 
   BackwardErrors err;

@@ -102,6 +102,7 @@ struct GradRun {
   int threads = 1;
   kernels::CpuF32Kernel kernel = kernels::CpuF32Kernel::kAuto;
   int64_t q_tile = 16, k_tile = 24;
+  double scale_factor = 1.0;  // the scale is this over sqrt(d)
 };
 
 // One GradBlock of `heads` query heads over shared keys, strided layouts (or packed rows);
@@ -112,7 +113,7 @@ double run_grad_block(const GradCase& c, const GradRun& run) {
   const int64_t kvs = (c.packed ? 1 : 2) * c.d;
   const auto q = test::random_tensor(c.n_q * qs, 41), dout = test::random_tensor(c.n_q * qs, 42);
   const auto k = test::random_tensor(c.n_k * kvs, 43), v = test::random_tensor(c.n_k * kvs, 44);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  const double scale = run.scale_factor / std::sqrt(static_cast<double>(c.d));
   // float64 forward per (head, row) for lse and delta; float64 gradients.
   std::vector<float> lse(c.heads * c.n_q), delta(c.heads * c.n_q);
   std::vector<double> dq(c.n_q * qs, 0.0), dk(c.n_k * kvs, 0.0), dv(c.n_k * kvs, 0.0);
@@ -180,7 +181,9 @@ double run_grad_block(const GradCase& c, const GradRun& run) {
   prm.k_tile = run.k_tile;
   prm.small_block_scores = prm.fused_small_block_scores = run.small_block_scores;
   prm.cpu_f32_kernel = run.kernel;
-  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads);
+  // NaN in the scratch: a kernel that reads scratch it did not write shows it.
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * run.threads,
+                               std::numeric_limits<float>::quiet_NaN());
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
   // Errors relative to the largest reference gradient of the three (with one key, dq and dk are 0
   // up to rounding, so a per-tensor relative error would divide by noise).
@@ -207,7 +210,7 @@ TEST(CpuBackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
 
 using test::kernel_name;
 
-// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm; a test each) against
+// Every fp32 tile kernel of the backward (fused AVX-512, fused AVX2, sgemm, AMX; a test each) against
 // float64: the head dims the fused kernels take and two they do not (5, 264: sgemm), odd shapes,
 // causal and not, strided and packed rows, the default tiles (several chunks of keys and query rows
 // per tile pair, some skipped by the causal mask), tiny tiles and tiles of 45 x 5, one and two
@@ -247,19 +250,72 @@ static_assert(std::size(test::kF32Kernels) == 4, "a new fp32 tile kernel needs i
 TEST(CpuBackwardKernel, Avx512TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx512); }
 TEST(CpuBackwardKernel, Avx2TileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAvx2); }
 TEST(CpuBackwardKernel, SgemmTileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kSgemm); }
-// kAmx (an AMX tile for the forward only) leaves the backward to what kAuto picks.
-TEST(CpuBackwardKernel, AmxChoiceRunsTheAutoBackward) {
-  for (const int64_t d : {5, 16, 64, 72, 128, 264}) {
-    kernels::AttendParams amx, automatic;
-    amx.head_dim = automatic.head_dim = d;
-    amx.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
-    EXPECT_EQ(kernels::cpu::fused_f32_backward_runs(amx), kernels::cpu::fused_f32_backward_runs(automatic)) << d;
-    const std::string amx_kernels = kernels::cpu::tile_kernels(amx);
-    const std::string auto_kernels = kernels::cpu::tile_kernels(automatic);
-    EXPECT_EQ(amx_kernels.substr(amx_kernels.find("backward")), auto_kernels.substr(auto_kernels.find("backward")))
-        << d;
+TEST(CpuBackwardKernel, AmxTileKernelMatchesFloat64) { check_tile_kernel(kernels::CpuF32Kernel::kAmx); }
+
+// The fp32 AMX backward tile (three bf16 parts per operand, attend_amx_backward.hpp) is what kAmx
+// runs for every block where the CPU has AMX, up to head_dim 256, and kAuto for blocks whose rows
+// see at least 512 keys on average; the forced kernels never run it. Its edges, held to the fp32
+// bound: head_dim padded to 32 (1, 31, 33, 200) or not (32, 256), query tiles and key tiles padded
+// to 32 (37, 48, 300), a key tile's strips that no row sees, causal blocks, packed and strided
+// rows, several query heads, a large and a negative scale; and no worse than twice the fused
+// tile's error on the same case.
+TEST(CpuBackwardKernel, F32AmxTileMatchesFloat64) {
+  kernels::AttendParams prm;
+  prm.head_dim = 64;
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  if (!kernels::cpu::f32_amx_backward_runs(prm)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
+  EXPECT_NE(kernels::cpu::tile_kernels(prm).find("backward amx fp32 (3 bf16 parts)"), std::string::npos);
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAuto;
+  EXPECT_TRUE(kernels::cpu::f32_amx_backward_runs(prm));
+  for (const auto forced : {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2, kernels::CpuF32Kernel::kSgemm}) {
+    prm.cpu_f32_kernel = forced;
+    EXPECT_FALSE(kernels::cpu::f32_amx_backward_runs(prm)) << kernel_name(forced);
   }
-  check_tile_kernel(kernels::CpuF32Kernel::kAmx);
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  prm.head_dim = 257;
+  EXPECT_FALSE(kernels::cpu::f32_amx_backward_runs(prm));
+  struct AmxCase {
+    GradCase c;
+    int64_t q_tile, k_tile;
+    double scale_factor = 1.0;
+  };
+  const AmxCase cases[] = {
+      {{1, 1, 1, 1, false}, 16, 32},          {{2, 37, 111, 31, false}, 37, 48},
+      {{1, 100, 77, 33, true}, 37, 48},       {{1, 61, 300, 200, false, true}, 16, 300},
+      {{3, 129, 129, 32, true, true}, 128, 64}, {{1, 200, 613, 64, false}, 37, 300},
+      {{1, 257, 257, 256, true}, 128, 256},   {{2, 95, 130, 64, false}, 37, 48, 10.0},
+      {{2, 95, 130, 64, true}, 37, 48, -0.3}, {{1, 300, 70, 64, true}, 128, 256},
+  };
+  for (const AmxCase& a : cases) {
+    const GradCase& c = a.c;
+    for (int threads : {1, 2}) {
+      const double err = run_grad_block(c, GradRun{0, threads, kernels::CpuF32Kernel::kAmx, a.q_tile, a.k_tile,
+                                                   a.scale_factor});
+      const double fused = run_grad_block(c, GradRun{0, threads, kernels::CpuF32Kernel::kAvx512, a.q_tile,
+                                                     a.k_tile, a.scale_factor});
+      const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k) +
+                               " d " + std::to_string(c.d) + " causal " + std::to_string(c.causal) + " tiles " +
+                               std::to_string(a.q_tile) + "x" + std::to_string(a.k_tile) + " scale " +
+                               std::to_string(a.scale_factor) + " threads " + std::to_string(threads);
+      EXPECT_LT(err, 1e-5 * std::max(1.0, std::abs(a.scale_factor) / 4)) << what;
+      // fp32 accuracy, not just the bound: a part fewer, a part product fewer or P by the degree-4
+      // exp2 each fail this.
+      EXPECT_LT(err, 2 * fused + 1e-8) << what << " fused tile: " << fused;
+    }
+  }
+  // kAuto's gate: the same errors as kAmx where the rows see >= 512 keys on average, as the fused
+  // tile's below (a causal block of n rows: (n + 1) / 2 keys on average).
+  const auto errors = [](const GradCase& c, kernels::CpuF32Kernel k) {
+    return run_grad_block(c, GradRun{0, 1, k, 128, 256});
+  };
+  const GradCase dense{1, 40, 512, 16, false}, few_keys{1, 40, 511, 16, false};
+  const GradCase causal{1, 1023, 1023, 16, true}, causal_short{1, 1021, 1021, 16, true};
+  EXPECT_EQ(errors(dense, kernels::CpuF32Kernel::kAuto), errors(dense, kernels::CpuF32Kernel::kAmx));
+  EXPECT_NE(errors(dense, kernels::CpuF32Kernel::kAuto), errors(dense, kernels::CpuF32Kernel::kAvx512));
+  EXPECT_EQ(errors(few_keys, kernels::CpuF32Kernel::kAuto), errors(few_keys, kernels::CpuF32Kernel::kAvx512));
+  EXPECT_NE(errors(few_keys, kernels::CpuF32Kernel::kAuto), errors(few_keys, kernels::CpuF32Kernel::kAmx));
+  EXPECT_EQ(errors(causal, kernels::CpuF32Kernel::kAuto), errors(causal, kernels::CpuF32Kernel::kAmx));
+  EXPECT_EQ(errors(causal_short, kernels::CpuF32Kernel::kAuto), errors(causal_short, kernels::CpuF32Kernel::kAvx512));
 }
 
 // General masks (masked_blocks.hpp): every kind of band, odd shapes, both paths, 1 and 2
@@ -283,7 +339,7 @@ void check_masks(kernels::CpuF32Kernel kernel) {
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx512) { check_masks(kernels::CpuF32Kernel::kAvx512); }
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAvx2) { check_masks(kernels::CpuF32Kernel::kAvx2); }
 TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnSgemm) { check_masks(kernels::CpuF32Kernel::kSgemm); }
-TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAmxChoice) { check_masks(kernels::CpuF32Kernel::kAmx); }
+TEST(CpuBackwardKernel, GeneralMasksMatchFloat64OnAmx) { check_masks(kernels::CpuF32Kernel::kAmx); }
 
 }  // namespace
 }  // namespace dring

@@ -34,7 +34,7 @@ bool bf16_amx_runs(const AttendParams& params);
 
 // True when params' fp32 forward tiles run on the fused AMX tile with each operand in three bf16
 // parts, to fp32 accuracy (by params.cpu_f32_kernel, the CPU, the OS and head_dim; the small
-// blocks and the backward stay on the fused micro-kernels; kernels/cpu/attend_amx.hpp).
+// blocks stay on the fused micro-kernels; kernels/cpu/attend_amx.hpp).
 bool f32_amx_runs(const AttendParams& params);
 
 // The cap on the instruction sets of dring's own kernels: DRING_MAX_CPU_ISA=avx2 or baseline
@@ -46,8 +46,8 @@ CpuIsaCap cpu_isa_cap();
 
 // The tile kernels params' forward and backward take on this CPU, for run reports, e.g.
 // "forward fused avx512, backward fused avx512", "forward amx fp32 (3 bf16 parts) where items
-// reach 256 rows x 1024 keys, else fused avx512, backward fused avx512" or "forward amx bf16,
-// backward onednn bf16".
+// reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see
+// 512 keys, else fused avx512" or "forward amx bf16, backward onednn bf16".
 std::string tile_kernels(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
