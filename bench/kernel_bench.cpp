@@ -310,13 +310,17 @@ dring::kernels::AttendParams with_head_dim(dring::kernels::AttendParams p, int64
   return p;
 }
 
-// Which fp32 tile kernel runs at head_dim d: the AMX tile (forward), the fused one (named by the
-// widest ISA the request and the CPU allow, as kernels/cpu/attend_fused.cpp picks) or sgemm.
+// Which fp32 tile kernel runs at head_dim d: the AMX tile (on the blocks its gate takes, unless
+// forced), the fused one (named by the widest ISA the request and the CPU allow, as
+// kernels/cpu/attend_fused.cpp picks) or sgemm.
 std::string f32_kernel_ran(const dring::kernels::AttendParams& tiles, int64_t d, bool backward) {
   using K = dring::kernels::CpuF32Kernel;
   auto runs = backward ? dring::kernels::cpu::fused_f32_backward_runs : dring::kernels::cpu::fused_f32_runs;
   const auto p = with_head_dim(tiles, d);
   if (!backward && dring::kernels::cpu::f32_amx_runs(p)) return "amx fp32";
+  if (backward && dring::kernels::cpu::f32_amx_backward_runs(p)) {
+    return p.cpu_f32_kernel == K::kAmx ? "amx fp32" : "amx fp32 where rows see 512 keys, else fused avx512";
+  }
   if (p.dtype != dring::DType::kF32 || !runs(p)) return "sgemm";
   if (p.cpu_f32_kernel == K::kAvx2) return "fused avx2";
   if (p.cpu_f32_kernel == K::kAvx512) return "fused avx512";
@@ -374,8 +378,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "amx", "onednn"}));
   std::string f32_kernel = "auto";
   app.add_option("--f32-kernel", f32_kernel,
-                 "fp32 tile kernel: auto (forward: the AMX tile in three bf16 parts where the CPU has AMX; else, and "
-                 "the backward, fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512, amx (as auto)")
+                 "fp32 tile kernel: auto (the AMX tiles in three bf16 parts where the CPU has AMX, on the blocks "
+                 "their gates take; else fused AVX-512 or AVX2 where the CPU has it), sgemm, avx2, avx512, amx (the "
+                 "AMX tiles on every block)")
       ->check(CLI::IsMember({"auto", "sgemm", "avx2", "avx512", "amx"}));
   bool backward = false;
   app.add_flag("--backward", backward,

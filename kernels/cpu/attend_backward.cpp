@@ -72,10 +72,15 @@ FusedIsa fused_backward_isa_f32(const AttendParams& p) {
 // cost more per call than such a block's arithmetic, and the direct path is scalar. With 8-row
 // dilated blocks the bf16 backward took twice the fp32 one's time before, 1.6x less after; 32-row
 // blocks were level, 64-row ones 5% slower than on the matmul tiles, which larger blocks keep
-// (docs/benchmarks.md, 2026-12-04).
+// (docs/benchmarks.md, 2026-12-04). Where the bf16 AMX backward tile runs, it is faster from
+// 32 x 32 up (dring run --dtype bf16 --backward, one thread: 32-row blocks 5.6 ms against 7.4 on
+// the widened rows, 16-row ones 7.2 against 6.3), so there the widened rows keep only blocks of up
+// to kBf16AmxWidenedScores scores.
 constexpr int64_t kBf16WidenedFusedScores = 1024;
+constexpr int64_t kBf16AmxWidenedScores = 256;
 bool bf16_widened_fused(const GradBlock& b, const AttendParams& p, FusedIsa fused_f32) {
-  return p.dtype == DType::kBF16 && fused_f32 != FusedIsa::kNone && b.n_q * b.n_k <= kBf16WidenedFusedScores;
+  const int64_t limit = bf16_amx_runs(p) ? kBf16AmxWidenedScores : kBf16WidenedFusedScores;
+  return p.dtype == DType::kBF16 && fused_f32 != FusedIsa::kNone && b.n_q * b.n_k <= limit;
 }
 
 // Where the fused fp32 backward tile runs, small blocks take it too: on the 8x8 and 16x16 dilated
@@ -575,7 +580,10 @@ int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
                                     ? fused_floats(params) + 2 * region_floats(params.k_tile * params.head_dim, 4)
                                     : 0;
   return std::max({f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params),
-                   widened_fused});
+                   widened_fused,
+                   bf16_amx_runs(params)
+                       ? amx_grad_floats(params.q_tile, params.k_tile, params.head_dim, kAmxPartsBf16)
+                       : 0});
 }
 
 void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm, float* workspace) {
@@ -612,6 +620,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
+    const bool bf16_amx = kIsBf16<T> && bf16_amx_runs(prm);
     run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm, fused, fused_f32)) {
@@ -624,6 +633,8 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
         } else if (bf16_widened_fused(blocks[b], prm, fused_f32)) {
           backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused_f32, scratch,
                                      locks.get() + lock_base[b]);
+        } else if (bf16_amx) {
+          backward_key_tile_amx<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else if (matmul) {
           backward_key_tile_bf16(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else {

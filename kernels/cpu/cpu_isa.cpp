@@ -48,7 +48,8 @@ std::string tile_kernels(const AttendParams& params) {
   };
   if (params.dtype == DType::kF32) return "forward " + f32_forward() + ", backward " + f32_backward();
   const std::string bf16 = params.bf16_matmul && bf16_matmul_available() ? "onednn bf16" : "widened to fp32";
-  return "forward " + (bf16_amx_runs(params) ? std::string("amx bf16") : bf16) + ", backward " + bf16;
+  if (bf16_amx_runs(params)) return "forward amx bf16, backward amx bf16";
+  return "forward " + bf16 + ", backward " + bf16;
 }
 
 }  // namespace dring::kernels::cpu

@@ -433,12 +433,13 @@ void check_masked_forward(double out_bound, double lse_bound, bool bf16_matmul =
 
 template <class T>
 void check_masked_backward(double grad_bound, bool bf16_matmul = true,
-                           kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
+                           kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto,
+                           kernels::CpuBf16Kernel bf16_kernel = kernels::CpuBf16Kernel::kAuto) {
   for_all_masked([&](const MaskedCase& c, const KernelRun& run, uint64_t seed, const std::string& what) {
     const BackwardErrors b = check_backward<T>(c, run, seed);
     EXPECT_LT(b.worst, grad_bound) << what;
     EXPECT_EQ(b.changed_rows_without_terms, 0) << what;
-  }, bf16_matmul, f32_kernel);
+  }, bf16_matmul, f32_kernel, bf16_kernel);
 }
 
 }  // namespace dring::test

@@ -341,7 +341,7 @@ struct GradCase {
 // One bf16 GradBlock of `heads` query heads over shared keys, strided rows; dq, dk, dv are fp32.
 // Returns the max error against float64 on the same bf16 values, relative to the largest
 // reference gradient. lse and delta come from float64 (they are fp32 inputs of the kernel).
-double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads, bool matmul,
+double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads, Bf16Path path,
                       kernels::CpuF32Kernel f32_kernel = kernels::CpuF32Kernel::kAuto) {
   const int64_t qs = 3 * c.d * c.heads, hstep = 2 * c.d, kvs = 2 * c.d;
   const Bf16Tensor q = random_bf16(c.n_q * qs, 41), dout = random_bf16(c.n_q * qs, 42);
@@ -405,11 +405,13 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   blk.dkv_stride = kvs;
   blk.n_k = c.n_k;
   blk.mask = c.causal ? dring::BlockMask::causal() : dring::BlockMask::none();
-  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, Bf16Path{matmul});
+  kernels::AttendParams prm = bf16_params(c.d, threads, small_block_scores, path);
   prm.q_tile = 16;
   prm.k_tile = 24;
   prm.cpu_f32_kernel = f32_kernel;
-  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads);
+  // NaN in the scratch: a kernel that reads scratch it did not write shows it.
+  std::vector<float> workspace(kernels::cpu::backward_workspace_floats_per_thread(prm) * threads,
+                               std::numeric_limits<float>::quiet_NaN());
   kernels::cpu::attend_backward({&blk, 1}, prm, workspace.data());
   double largest = 0.0, worst = 0.0;
   for (const auto* want : {&dq, &dk, &dv}) {
@@ -421,11 +423,8 @@ double run_grad_block(const GradCase& c, int64_t small_block_scores, int threads
   return worst / largest;
 }
 
-// The backward's two paths: true asks for oneDNN's matmul (the widening path where the CPU has
-// none); the AMX tile is forward only.
-constexpr bool kGradPaths[] = {true, false};
-bool grad_runs_matmul(bool matmul) { return matmul && kernels::cpu::bf16_matmul_available(); }
-std::string grad_path_name(bool matmul) { return grad_runs_matmul(matmul) ? " (bf16 matmul)" : " (widening)"; }
+// The backward takes the forward's paths (kPaths): the AMX tile (attend_amx_backward.hpp),
+// oneDNN's matmul tiles, the widening path; each falls back to the next where the CPU lacks it.
 
 // The widening path rounds nothing in the backward (P, dS and the gradients stay fp32), so on the
 // same bf16 inputs it keeps the fp32 tolerance; the matmul path rounds P and dS (grad_bound).
@@ -436,18 +435,19 @@ TEST(CpuBf16BackwardKernel, MatchesFloat64OnStridedMultiHeadBlocks) {
   for (const GradCase c : {GradCase{1, 1, 1, 4, false}, GradCase{2, 37, 53, 8, false}, GradCase{3, 61, 61, 16, true},
                            GradCase{1, 100, 7, 64, false}, GradCase{2, 130, 130, 64, true},
                            GradCase{1, 41, 29, 40, true}, GradCase{2, 70, 150, 128, false},
-                           GradCase{4, 8, 8, 64, true}, GradCase{1, 29, 31, 32, false}}) {
+                           GradCase{4, 8, 8, 64, true}, GradCase{1, 29, 31, 32, false},
+                           GradCase{1, 70, 90, 200, true}, GradCase{2, 40, 33, 256, false}}) {
     const std::string what = std::to_string(c.heads) + "x" + std::to_string(c.n_q) + "x" + std::to_string(c.n_k) +
                              " d " + std::to_string(c.d);
     for (const auto f32 : {kernels::CpuF32Kernel::kAuto, kernels::CpuF32Kernel::kSgemm}) {
       const std::string route = f32 == kernels::CpuF32Kernel::kAuto ? " (f32 auto)" : " (f32 sgemm)";
-      for (bool matmul : kGradPaths) {
+      for (Bf16Path path : kPaths) {
         for (int threads : {1, 2}) {
-          EXPECT_LT(run_grad_block(c, 0, threads, matmul, f32), grad_bound(grad_runs_matmul(matmul)))
-              << what << " tiled" << grad_path_name(matmul) << route;
+          EXPECT_LT(run_grad_block(c, 0, threads, path, f32), grad_bound(runs_matmul(path)))
+              << what << " tiled" << path_name(path) << route;
         }
       }
-      EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, true, f32), 1e-5) << what << " direct" << route;
+      EXPECT_LT(run_grad_block(c, int64_t{1} << 40, 1, kOnednnPath, f32), 1e-5) << what << " direct" << route;
     }
   }
 }
@@ -538,7 +538,11 @@ TEST(CpuBf16Kernel, GeneralMasksMatchFloat64) {
   }
 }
 TEST(CpuBf16BackwardKernel, GeneralMasksMatchFloat64) {
-  for (bool matmul : kGradPaths) test::check_masked_backward<uint16_t>(grad_bound(grad_runs_matmul(matmul)), matmul);
+  for (Bf16Path path : kPaths) {
+    SCOPED_TRACE(path_name(path));
+    test::check_masked_backward<uint16_t>(grad_bound(runs_matmul(path)), path.matmul, kernels::CpuF32Kernel::kAuto,
+                                          path.kernel);
+  }
 }
 
 // The matmul path is taken where the CPU has it: its error shows P's rounding, which the
@@ -551,6 +555,26 @@ TEST(CpuBf16Kernel, MatmulPathIsTakenWhereAvailable) {
   EXPECT_NE(fast, wide);
   EXPECT_LT(lse_fast, 2e-5);
   EXPECT_LT(lse_wide, 2e-5);
+}
+
+// The backward's AMX tile is what kAuto runs where the CPU has it (on blocks above 16 x 16), and a
+// different computation from the oneDNN tiles (another exp2 polynomial for P), so neither stands
+// in for the other in the tests above.
+TEST(CpuBf16BackwardKernel, AmxTileIsTakenWhereAvailable) {
+  if (!runs_amx(kAmxPath)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
+  EXPECT_EQ(kernels::cpu::tile_kernels(bf16_params(64, 1, 0, kAmxPath)), "forward amx bf16, backward amx bf16");
+  for (const GradCase c : {GradCase{2, 130, 130, 64, true}, GradCase{1, 17, 16, 64, false}}) {
+    const double automatic = run_grad_block(c, 0, 1, Bf16Path{}, kernels::CpuF32Kernel::kAuto);
+    const double amx = run_grad_block(c, 0, 1, kAmxPath, kernels::CpuF32Kernel::kAuto);
+    const double onednn = run_grad_block(c, 0, 1, kOnednnPath, kernels::CpuF32Kernel::kAuto);
+    EXPECT_EQ(automatic, amx) << c.n_q << "x" << c.n_k;
+    EXPECT_NE(amx, onednn) << c.n_q << "x" << c.n_k;
+    EXPECT_LT(amx, grad_bound(true)) << c.n_q << "x" << c.n_k;
+  }
+  // 16 x 16 and smaller: the fused fp32 tile on the widened rows (fp32 throughout), either way.
+  const GradCase small{2, 16, 16, 64, false};
+  EXPECT_EQ(run_grad_block(small, 0, 1, kAmxPath, kernels::CpuF32Kernel::kAuto),
+            run_grad_block(small, 0, 1, kOnednnPath, kernels::CpuF32Kernel::kAuto));
 }
 
 // The AMX tile on shapes that reach every edge of it: query rows padded to 16 (q_tile 37 gives

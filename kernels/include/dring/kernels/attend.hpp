@@ -119,28 +119,29 @@ struct AttendParams {
   // where the CPU has them (kernels/cpu/bf16_matmul.hpp); false forces the portable path that
   // widens the tiles to fp32 and runs sgemm (the tests run both). Ignored for other dtypes.
   bool bf16_matmul = true;
-  // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes, for the
-  // forward's tiles, the fused AMX tile with every operand in three bf16 parts (fp32-accurate;
-  // kernels/cpu/attend_amx.hpp) where the CPU has AMX-BF16 and the OS grants it and head_dim is at
-  // most 256; else, and for the small blocks and the backward, the fused micro-kernels
-  // (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the CPU has it and
-  // head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for head_dim a
-  // multiple of 8 up to 64, else sgemm. kAuto gives the AMX tile only work items of 256 query
-  // rows or more whose rows see 1024 keys or more on average (below that the fused tile measured
-  // faster);
-  // kAmx gives it every item it can run and is otherwise kAuto; the others force one kernel, never
-  // the AMX tile (tests, benchmarks), and fall back to sgemm where it cannot run
-  // (cpu::f32_amx_runs, cpu::fused_f32_runs, cpu::fused_f32_backward_runs say what runs). Ignored
-  // for bf16.
+  // fp32 on the CPU: the tile kernel of the forward and of the backward. kAuto takes the AMX tiles
+  // with every operand in three bf16 parts (fp32-accurate; kernels/cpu/attend_amx.hpp for the
+  // forward, attend_amx_backward.hpp for the backward) where the CPU has AMX-BF16 and the OS
+  // grants it and head_dim is at most 256; else, and for the small blocks, the fused
+  // micro-kernels (kernels/cpu/attend_fused.hpp, attend_fused_backward.hpp) on AVX-512 where the
+  // CPU has it and head_dim is a multiple of 16 up to 256, else (forward only) on AVX2+FMA for
+  // head_dim a multiple of 8 up to 64, else sgemm. kAuto gives the forward's AMX tile only work
+  // items of 256 query rows or more whose rows see 1024 keys or more on average, and the
+  // backward's only blocks whose rows see 512 keys or more on average (below that the fused
+  // tiles measured faster); kAmx gives them every item and block they can run and is otherwise
+  // kAuto; the others force one kernel, never the AMX tiles (tests, benchmarks), and fall back to
+  // sgemm where it cannot run (cpu::f32_amx_runs, cpu::f32_amx_backward_runs,
+  // cpu::fused_f32_runs, cpu::fused_f32_backward_runs say what runs). Ignored for bf16.
   CpuF32Kernel cpu_f32_kernel = CpuF32Kernel::kAuto;
   // fp32 forward on the fused tile: query tiles (q_tile rows each) per work item, each K/V tile
   // packed once for all of them. 0 picks it: 4, or fewer where that would leave under 8 items per
   // thread. Tests and benchmarks force it.
   int64_t fused_tiles_per_item = 0;
-  // bf16 forward on the CPU, with bf16_matmul set: kAuto and kAmx take the fused AMX tile
-  // (kernels/cpu/attend_amx.hpp) where the CPU has AMX-BF16 and AVX512-BF16, the OS grants the
-  // tile registers and head_dim is at most 256, else the oneDNN matmul tiles; kOnednn forces
-  // those (cpu::bf16_amx_runs says whether the AMX tile runs). The backward ignores it.
+  // bf16 on the CPU, with bf16_matmul set: kAuto and kAmx take the AMX tiles (forward:
+  // kernels/cpu/attend_amx.hpp; backward: attend_amx_backward.hpp, for blocks above 16 x 16) where
+  // the CPU has AMX-BF16 and AVX512-BF16, the OS grants the tile registers and head_dim is at most
+  // 256, else the oneDNN matmul tiles; kOnednn forces those (cpu::bf16_amx_runs says whether the
+  // AMX tiles run).
   CpuBf16Kernel cpu_bf16_kernel = CpuBf16Kernel::kAuto;
   ProgressHook progress;
 };

@@ -28,8 +28,10 @@ bool bf16_matmul_available();
 // params.cpu_f32_kernel, the CPU and head_dim; kernels/cpu/attend_fused.hpp), false when on sgemm.
 bool fused_f32_runs(const AttendParams& params);
 
-// True when params' bf16 forward tiles run on the fused AMX tile (by params.bf16_matmul,
-// params.cpu_bf16_kernel, the CPU, the OS and head_dim; kernels/cpu/attend_amx.hpp).
+// True when params' bf16 tiles run on the AMX tiles, the forward's and (but for blocks of up to
+// 16 x 16, which run on their widened rows) the backward's (by params.bf16_matmul,
+// params.cpu_bf16_kernel, the CPU, the OS and head_dim; kernels/cpu/attend_amx.hpp,
+// attend_amx_backward.hpp).
 bool bf16_amx_runs(const AttendParams& params);
 
 // True when params' fp32 forward tiles run on the fused AMX tile with each operand in three bf16
@@ -47,7 +49,7 @@ CpuIsaCap cpu_isa_cap();
 // The tile kernels params' forward and backward take on this CPU, for run reports, e.g.
 // "forward fused avx512, backward fused avx512", "forward amx fp32 (3 bf16 parts) where items
 // reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see
-// 512 keys, else fused avx512" or "forward amx bf16, backward onednn bf16".
+// 512 keys, else fused avx512" or "forward amx bf16, backward amx bf16".
 std::string tile_kernels(const AttendParams& params);
 
 // Floats of scratch each worker thread needs (more for bf16: the widened tiles).
