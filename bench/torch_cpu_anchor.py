@@ -18,6 +18,10 @@ times, for each problem and for 1 thread and all cores:
 - `dring run` under `mpirun -np 1` on the same shape (synthetic inputs), its median pass time;
 - the sgemm ceiling: torch.mm on large fp32 matrices (MKL in PyPI's torch).
 
+With --dtype bf16 both sides store q, k, v, dout (and the outputs) in bf16: PyTorch's anchors run
+on bf16 tensors (SDPA and the CPU flash op take them; the dilated merge then runs in bf16 as a
+user's code would), dring runs `--dtype bf16` (fp32 accumulation); the ceiling stays fp32's sgemm.
+
 FLOPs are dring's count (core/src/problem.cpp): 4*B*D per score the definition computes (causal:
 the visible ones), 2.5x that for the backward pass. dring's tile products run on oneDNN where the
 build found it (JIT by CPU features, nothing to set) and on OpenBLAS otherwise, whose kernel choice
@@ -32,8 +36,8 @@ bench/cpu-vs-torch.sh installs torch where needed and runs this with the tree's 
 
 Usage:
   bench/torch_cpu_anchor.py --check
-  bench/torch_cpu_anchor.py [--quick] [--dring BIN] [--threads 1,2] [--reps N] [--only CASE]
-                            [--dring-env VAR=VALUE] [--json FILE]
+  bench/torch_cpu_anchor.py [--quick] [--dtype fp32|bf16] [--dring BIN] [--threads 1,2] [--reps N]
+                            [--only CASE] [--dring-env VAR=VALUE] [--json FILE]
 """
 import argparse
 import datetime
@@ -189,7 +193,7 @@ def merge(outs, lses):
     total = weight.sum(0)
     out = sum(weight[p].unsqueeze(-1) * outs[p] for p in range(len(outs)))
     out = out / total.clamp_min(torch.finfo(total.dtype).tiny).unsqueeze(-1)
-    return out, top + torch.log(total)
+    return out.to(outs[0].dtype), top + torch.log(total)
 
 
 def dilated_forward(q, k, v, pairs, causal, scale, block_fn):
@@ -197,7 +201,7 @@ def dilated_forward(q, k, v, pairs, causal, scale, block_fn):
     outs, lses = [], []
     for p in range(len(pairs)):
         out_p = q.new_zeros(B, H, S, D)
-        lse_p = q.new_full((B, H, S), float("-inf"))
+        lse_p = q.new_full((B, H, S), float("-inf"), dtype=torch.float32)  # the flash op's lse is fp32
         for heads, kv_index, rows in blocks(H, S, H // k.shape[1], pairs[p:p + 1]):
             ob, lb = block_fn(gather(q, heads, rows), gather(k, kv_index, rows), gather(v, kv_index, rows), causal, scale)
             scatter(out_p, heads, rows, ob)
@@ -350,19 +354,20 @@ def sgemm_gflops(threads, n, reps):
     return 2.0 * n**3 / (ms * 1e6)
 
 
-def time_torch(case, threads, reps, budget_s):
-    """{"fwd": (ms, reps), "fwd+bwd": (ms, reps)} of the anchor."""
+def time_torch(case, threads, reps, budget_s, dtype):
+    """{"fwd": (ms, reps), "fwd+bwd": (ms, reps)} of the anchor, on tensors of `dtype`."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     B, H, Hkv, S, D = case.batch, case.heads, case.kv_heads, case.seq, case.head_dim
-    q = torch.randn(B, H, S, D, generator=gen)
-    k, v = torch.randn(B, Hkv, S, D, generator=gen), torch.randn(B, Hkv, S, D, generator=gen)
+    q = torch.randn(B, H, S, D, generator=gen).to(dtype)
+    k = torch.randn(B, Hkv, S, D, generator=gen).to(dtype)
+    v = torch.randn(B, Hkv, S, D, generator=gen).to(dtype)
     scale = 1.0 / math.sqrt(D)
     times = {}
     with torch.no_grad():
         times["fwd"] = median_ms(lambda: anchor(case, q, k, v, scale), reps, budget_s)
     if case.backward:
-        dout = torch.randn(B, H, S, D, generator=gen)
+        dout = torch.randn(B, H, S, D, generator=gen).to(dtype)
         qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
 
         def step():
@@ -373,7 +378,7 @@ def time_torch(case, threads, reps, budget_s):
     return times
 
 
-def run_dring(binary, case, threads, reps, env_changes):
+def run_dring(binary, case, threads, reps, env_changes, dtype):
     """One `dring run` of the case under mpirun -np 1: (JSON report, command line, sgemm engine).
 
     env_changes maps a variable to its value, or to None to unset it. OPENBLAS_VERBOSE=2 makes
@@ -386,7 +391,7 @@ def run_dring(binary, case, threads, reps, env_changes):
             cmd.append("--allow-run-as-root")
         cmd += [str(binary), "run", "--seq", str(case.seq), "--batch", str(case.batch), "--heads", str(case.heads),
                 "--kv-heads", str(case.kv_heads), "--head-dim", str(case.head_dim), "--threads", str(threads),
-                "--repeat", str(reps), "--json", report, "--quiet"]
+                "--repeat", str(reps), "--json", report, "--quiet", "--dtype", dtype]
         if case.segments:
             cmd += ["--segments", ",".join(map(str, case.segments)), "--dilations", ",".join(map(str, case.dilations))]
         if case.causal:
@@ -463,6 +468,8 @@ def main():
     parser.add_argument("--check", action="store_true", help="only the float64 check of the anchors")
     parser.add_argument("--no-check", action="store_true", help="skip the float64 check before timing")
     parser.add_argument("--quick", action="store_true", help="S=4096 instead of 32768")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="storage of q, k, v, dout on both sides (default fp32)")
     parser.add_argument("--dring", default=str(REPO / "build" / "bin" / "dring"), help="the dring binary")
     parser.add_argument("--no-dring", action="store_true", help="time PyTorch only")
     parser.add_argument("--threads", default=None, help="thread counts, e.g. 1,2 (default: 1 and all cores)")
@@ -504,7 +511,7 @@ def main():
             "torch": torch.__version__, "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
             "dilated_kernel": "aten._scaled_dot_product_flash_attention_for_cpu" if HAVE_FLASH else "explicit scores",
             "openblas_env": openblas_env, "dring": str(binary) if use_dring else None,
-            "quick": args.quick, "threads": threads, "load_average_start": os.getloadavg()}
+            "quick": args.quick, "dtype": args.dtype, "threads": threads, "load_average_start": os.getloadavg()}
     print(f"{info['date']}  {info['cpu_model']}, {cores} cores {' '.join(info['cpu_features'])}, "
           f"load average {info['load_average_start'][0]:.2f}")
     print(f"torch {info['torch']} (BLAS {info['torch_blas']}), dilated anchor: {info['dilated_kernel']}; "
@@ -520,10 +527,11 @@ def main():
             continue
         flops = case.forward_flops()
         for t in threads:
-            torch_times = time_torch(case, t, reps, args.budget)
+            torch_times = time_torch(case, t, reps, args.budget,
+                                     torch.bfloat16 if args.dtype == "bf16" else torch.float32)
             dring_times, engines = {}, {}
             for label, changes in dring_envs:
-                report, line, engines[label] = run_dring(binary, case, t, torch_times["fwd"][1], changes)
+                report, line, engines[label] = run_dring(binary, case, t, torch_times["fwd"][1], changes, args.dtype)
                 commands.append(line)
                 if abs(report["flops"] - flops) > 1e-6 * flops:
                     print(f"warning: dring counts {report['flops']:.4g} FLOPs for {case.name}, this script {flops:.4g}")
@@ -541,7 +549,8 @@ def main():
                     rows.append({
                         "case": case.name, "seq": case.seq, "heads": case.heads, "kv_heads": case.kv_heads,
                         "head_dim": case.head_dim, "batch": case.batch, "segments": case.segments,
-                        "dilations": case.dilations, "causal": case.causal, "threads": t, "pass": pass_name,
+                        "dilations": case.dilations, "causal": case.causal, "dtype": args.dtype, "threads": t,
+                        "pass": pass_name,
                         "dring_env": label, "dring_sgemm_engine": engines.get(label), "flops": pass_flops,
                         "reps": torch_reps,
                         "torch_ms": torch_ms, "torch_gflops": pass_flops / (torch_ms * 1e6),
