@@ -16,6 +16,11 @@
 // in its epilogue, then dV, dK into the item's dense tiles (added to dk, dv once at the end) and dQ
 // into a dense tile added to dq under the lock. Every chunk is masked row by row (lo/hi), so full,
 // partial and padding keys take one path.
+// AMX (attend_amx_backward.hpp, where the CPU has AMX-BF16): the same items and locks; the item
+// packs its key tile once, each query tile runs the five products on the matrix unit (fp32 rows in
+// three bf16 parts, bf16 rows as they are) and adds its dQ^T to dq transposed under the lock. fp32
+// takes it for blocks whose rows see >= 512 keys on average (amx_grad_pays), bf16 for blocks
+// above 16 x 16 (the widened rows keep the smaller ones).
 // bf16, fast path (oneDNN bf16 matmul, bf16_matmul.hpp): the item packs its K and V tile once and
 // each query tile's q and dout rows densely as bf16; S and dP are bf16 matmuls with fp32 results,
 // P and dS are computed in fp32 in one pass per row and rounded to bf16 (dS with the scale folded
