@@ -1,8 +1,8 @@
 // amx_common.hpp — the pieces the AMX tiles share (attend_amx.cpp's forward, attend_amx_backward.cpp's
 // backward): the target attributes, the tile configuration, lane masks, a 16 x 16 transpose in
 // registers, exp2 by polynomial, the split of fp32 values into bf16 parts, the part products of a
-// tile step, and the packing of rows into the tiles' operand layouts. Only for translation units
-// that define DRING_AMX as 1 (x86-64, GCC or Clang, Linux) and call nothing here before
+// tile step, and the packing of rows into the tiles' operand layouts. It defines DRING_AMX: 1 where
+// these exist (x86-64, GCC or Clang, Linux), else 0 and nothing else. Nothing here may run before
 // amx_bf16_usable() said yes. Every function is a template or inline: two files include it.
 //
 // Operand layouts (AMX's TDPBF16PS: C[16][16] += A[16][32] B[32][16], A rows of 32 bf16, B as 16
@@ -14,6 +14,8 @@
 //   pack_pairs_rows dst32[i/2][e]      B operands summing over rows (X Y)
 #pragma once
 
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define DRING_AMX 1
 #include <immintrin.h>
 
 #include <algorithm>
@@ -201,6 +203,23 @@ DRING_AMX_FN void pack_rows(const void* src, int64_t stride, int64_t n, int64_t 
   }
 }
 
+// Rows jb .. jb + 15 of src (zeros past n), elements [e, e + 32) (zeros past d), as Parts planes
+// of 16 x 16 32-bit pairs, transposed: r[a][x] holds the pairs (e + 2x, e + 2x + 1) of the 16 rows.
+template <int Parts>
+DRING_AMX_INLINE void load_pairs_transposed(const void* src, int64_t stride, int64_t n, int64_t jb, int64_t e,
+                                            int64_t d, __m512i (&r)[Parts][16]) {
+#pragma GCC unroll 16
+  for (int x = 0; x < 16; ++x) {
+    const int64_t j = jb + x;
+    __m512i parts[Parts];
+    load_parts<Parts>(j < n ? row_at<Parts>(src, j, stride) : nullptr, e, d - e, parts);
+#pragma GCC unroll 3
+    for (int a = 0; a < Parts; ++a) r[a][x] = parts[a];
+  }
+#pragma GCC unroll 3
+  for (int a = 0; a < Parts; ++a) transpose16(r[a]);
+}
+
 // Rows [0, n) of src as 32-bit pairs along head_dim, transposed: dst32[e/2][i] (ld pairs a row of
 // the result) for i < n_pad (a multiple of 16), zeros past n and past d.
 template <int Parts>
@@ -209,17 +228,9 @@ DRING_AMX_FN void pack_pairs_d(const void* src, int64_t stride, int64_t n, int64
   for (int64_t jb = 0; jb < n_pad; jb += 16) {
     for (int64_t e = 0; e < dp; e += 32) {
       __m512i r[Parts][16];
-#pragma GCC unroll 16
-      for (int x = 0; x < 16; ++x) {
-        const int64_t j = jb + x;
-        __m512i parts[Parts];
-        load_parts<Parts>(j < n ? row_at<Parts>(src, j, stride) : nullptr, e, d - e, parts);
-#pragma GCC unroll 3
-        for (int a = 0; a < Parts; ++a) r[a][x] = parts[a];
-      }
+      load_pairs_transposed<Parts>(src, stride, n, jb, e, d, r);
 #pragma GCC unroll 3
       for (int a = 0; a < Parts; ++a) {
-        transpose16(r[a]);
 #pragma GCC unroll 16
         for (int x = 0; x < 16; ++x) _mm512_storeu_si512(dst + a * plane + (e / 2 + x) * ld + jb, r[a][x]);
       }
@@ -264,17 +275,9 @@ DRING_AMX_FN void pack_columns(const void* src, int64_t stride, int64_t n, int64
   for (int64_t jb = 0; jb < n_pad; jb += 16) {
     for (int64_t e = 0; e < dp; e += 32) {
       __m512i r[Parts][16];
-#pragma GCC unroll 16
-      for (int x = 0; x < 16; ++x) {
-        const int64_t j = jb + x;
-        __m512i parts[Parts];
-        load_parts<Parts>(j < n ? row_at<Parts>(src, j, stride) : nullptr, e, d - e, parts);
-#pragma GCC unroll 3
-        for (int a = 0; a < Parts; ++a) r[a][x] = parts[a];
-      }
+      load_pairs_transposed<Parts>(src, stride, n, jb, e, d, r);
 #pragma GCC unroll 3
       for (int a = 0; a < Parts; ++a) {
-        transpose16(r[a]);  // r[x]: elements e + 2x, e + 2x + 1 of rows jb .. jb + 15, interleaved
 #pragma GCC unroll 16
         for (int x = 0; x < 16; ++x) {
           const __m512i y = _mm512_permutexvar_epi16(apart, r[a][x]);
@@ -290,3 +293,7 @@ DRING_AMX_FN void pack_columns(const void* src, int64_t stride, int64_t n, int64
 }  // namespace dring::kernels::cpu::amx
 
 #pragma GCC diagnostic pop
+
+#else
+#define DRING_AMX 0
+#endif

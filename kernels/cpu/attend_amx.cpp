@@ -10,21 +10,16 @@
 #include "dring/core/error.hpp"
 #include "dring/kernels/cpu.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define DRING_AMX 1
+#include "amx_common.hpp"  // DRING_AMX
+
+#if DRING_AMX
 #include <cpuid.h>
-#include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstddef>
 #include <cmath>
 #include <limits>
-
-#include "amx_common.hpp"
-#else
-#define DRING_AMX 0
 #endif
 
 namespace dring::kernels::cpu {

@@ -4,20 +4,13 @@
 // attribute and runs only after amx_bf16_usable() said yes; lambdas are avoided in them.
 #include "attend_amx_backward.hpp"
 
+#include <algorithm>
+
 #include "attend_amx.hpp"
 #include "bf16_matmul.hpp"
 #include "dring/core/error.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define DRING_AMX 1
-#include <immintrin.h>
-
-#include <algorithm>
-
-#include "amx_common.hpp"
-#else
-#define DRING_AMX 0
-#endif
+#include "amx_common.hpp"  // DRING_AMX
 
 namespace dring::kernels::cpu {
 

@@ -124,8 +124,8 @@ struct KernelRun {
 };
 
 // Every fp32 tile kernel a test runs (a fused one falls back to sgemm where the CPU or head_dim
-// does not take it; kAmx runs the forward's tiles on the AMX tile in three bf16 parts where the
-// CPU has AMX, else and elsewhere what kAuto runs), and its name.
+// does not take it; kAmx runs both passes on the AMX tiles in three bf16 parts where the CPU has
+// AMX, else and elsewhere what kAuto runs), and its name.
 inline constexpr kernels::CpuF32Kernel kF32Kernels[] = {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2,
                                                         kernels::CpuF32Kernel::kSgemm, kernels::CpuF32Kernel::kAmx};
 inline const char* kernel_name(kernels::CpuF32Kernel k) {
@@ -137,6 +137,26 @@ inline const char* kernel_name(kernels::CpuF32Kernel k) {
     case kernels::CpuF32Kernel::kAuto: break;
   }
   return "auto";
+}
+
+// Whether `runs` (cpu::f32_amx_runs or f32_amx_backward_runs) says an fp32 AMX tile runs on this
+// CPU; where it does, checks the choice around it: kAmx and kAuto take it up to head_dim 256, the
+// forced kernels never.
+inline bool amx_choice_holds(bool (*runs)(const kernels::AttendParams&)) {
+  kernels::AttendParams prm;
+  prm.head_dim = 64;
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  if (!runs(prm)) return false;
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAuto;
+  EXPECT_TRUE(runs(prm));
+  for (const auto forced : {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2, kernels::CpuF32Kernel::kSgemm}) {
+    prm.cpu_f32_kernel = forced;
+    EXPECT_FALSE(runs(prm)) << kernel_name(forced);
+  }
+  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
+  prm.head_dim = 257;
+  EXPECT_FALSE(runs(prm));
+  return true;
 }
 
 inline kernels::AttendParams params_of(const KernelRun& run, DType dtype, int64_t d, double scale) {

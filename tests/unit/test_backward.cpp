@@ -260,20 +260,12 @@ TEST(CpuBackwardKernel, AmxTileKernelMatchesFloat64) { check_tile_kernel(kernels
 // rows, several query heads, a large and a negative scale; and no worse than twice the fused
 // tile's error on the same case.
 TEST(CpuBackwardKernel, F32AmxTileMatchesFloat64) {
-  kernels::AttendParams prm;
-  prm.head_dim = 64;
-  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
-  if (!kernels::cpu::f32_amx_backward_runs(prm)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
-  EXPECT_NE(kernels::cpu::tile_kernels(prm).find("backward amx fp32 (3 bf16 parts)"), std::string::npos);
-  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAuto;
-  EXPECT_TRUE(kernels::cpu::f32_amx_backward_runs(prm));
-  for (const auto forced : {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2, kernels::CpuF32Kernel::kSgemm}) {
-    prm.cpu_f32_kernel = forced;
-    EXPECT_FALSE(kernels::cpu::f32_amx_backward_runs(prm)) << kernel_name(forced);
+  if (!test::amx_choice_holds(kernels::cpu::f32_amx_backward_runs)) {
+    GTEST_SKIP() << "the AMX tile does not run on this CPU";
   }
+  kernels::AttendParams prm;
   prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
-  prm.head_dim = 257;
-  EXPECT_FALSE(kernels::cpu::f32_amx_backward_runs(prm));
+  EXPECT_NE(kernels::cpu::tile_kernels(prm).find("backward amx fp32 (3 bf16 parts)"), std::string::npos);
   struct AmxCase {
     GradCase c;
     int64_t q_tile, k_tile;

@@ -366,19 +366,7 @@ TEST(CpuKernel, F32TileKernelsMatchFloat64) {
 // fused tile (its lse differs), so neither silently stands in for the other, and kAuto takes it
 // exactly where its size gate says.
 TEST(CpuKernel, F32AmxTileMatchesFloat64) {
-  kernels::AttendParams prm;
-  prm.head_dim = 64;
-  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
-  if (!kernels::cpu::f32_amx_runs(prm)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
-  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAuto;
-  EXPECT_TRUE(kernels::cpu::f32_amx_runs(prm));
-  for (const auto forced : {kernels::CpuF32Kernel::kAvx512, kernels::CpuF32Kernel::kAvx2, kernels::CpuF32Kernel::kSgemm}) {
-    prm.cpu_f32_kernel = forced;
-    EXPECT_FALSE(kernels::cpu::f32_amx_runs(prm)) << kernel_name(forced);
-  }
-  prm.cpu_f32_kernel = kernels::CpuF32Kernel::kAmx;
-  prm.head_dim = 257;
-  EXPECT_FALSE(kernels::cpu::f32_amx_runs(prm));
+  if (!test::amx_choice_holds(kernels::cpu::f32_amx_runs)) GTEST_SKIP() << "the AMX tile does not run on this CPU";
   struct AmxCase {
     BlockCase block;
     int64_t q_tile, k_tile;
