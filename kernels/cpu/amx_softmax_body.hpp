@@ -2,9 +2,9 @@
 // computes): per row (softmax_row, for alpha <= 0), 16 rows to a vector (softmax_rows16, whole or
 // masked rows) and a whole strip of 32 rows cut into units that run between the next strip's
 // tile products (StripSoftmax, fp32 rows). Not a header of its own: attend_amx.cpp includes it
-// once, inside its anonymous namespace, after defining the DRING_AMX_* attributes, AmxTile's
-// helpers (mask16, lanes_in, exp2_by, the exp2 coefficient tables, exp2_nonpositive, split) and
-// before the strip loop that calls it. No include guard.
+// once, inside its anonymous namespace (where amx_common.hpp's DRING_AMX_* attributes and helpers,
+// mask16, lanes_in, exp2_by, the exp2 coefficient tables, exp2_nonpositive and split, are in
+// scope), before the strip loop that calls it. No include guard.
 
 // x where lanes k .. k+15 lie in [lo, hi), else `fill` (Whole: every lane does).
 template <bool Whole>
