@@ -44,11 +44,17 @@ if has avx512f && has amx_bf16 && has amx_tile; then
   # 4096 rows, one head, one thread: items of 512 rows seeing 4096 keys and a block whose rows see
   # 4096 keys, which the AMX tiles take, forward and backward (--check --backward: against float64).
   SEQ=4096 HEADS=1 check avx512_dense_amx avx512 1 "forward amx fp32 (3 bf16 parts) where" --threads 1
-  # Two ranks, causal: blocks of 2048 rows through the ring, on the AMX backward in fp32 and bf16.
-  SEQ=4096 HEADS=2 check avx512_ring_amx avx512 2 \
-    "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see 512 keys" \
-    --causal
-  SEQ=4096 HEADS=2 check avx512_ring_amx_bf16 avx512 2 "forward amx bf16, backward amx bf16" --causal --dtype bf16
+  # 2, 3 and 4 ranks, causal: blocks of 1024 to 2048 rows through the ring (3 divides nothing), on
+  # the AMX backward in fp32 and bf16.
+  for ranks in 2 3 4; do
+    SEQ=4096 HEADS=2 check "avx512_ring_amx_np$ranks" avx512 "$ranks" \
+      "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see 512 keys" \
+      --causal
+  done
+  for ranks in 2 3; do
+    SEQ=4096 HEADS=2 check "avx512_ring_amx_bf16_np$ranks" avx512 "$ranks" "forward amx bf16, backward amx bf16" \
+      --causal --dtype bf16
+  done
 elif has avx512f; then
   check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
 else
