@@ -555,15 +555,10 @@ void backward_key_tile_amx(const GradBlock& b, int64_t j0, int64_t j1, const Att
 }  // namespace
 
 FusedIsa fused_backward_isa(const AttendParams& params) {
-  if (params.dtype != DType::kF32 || params.cpu_f32_kernel == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
-  if (params.cpu_f32_kernel != CpuF32Kernel::kAuto && params.cpu_f32_kernel != CpuF32Kernel::kAmx) {
-    return fused_isa(params);
-  }
-  // kAuto (and kAmx, whose AMX tile is the forward's): the AVX-512 instance where it runs, else sgemm. The AVX2 instance measured 0.72-0.88x
-  // of oneDNN's AVX2 sgemm backward (docs/benchmarks.md), so it runs only when asked for.
-  AttendParams forced = params;
-  forced.cpu_f32_kernel = CpuF32Kernel::kAvx512;
-  return fused_isa(forced);
+  // The forward's choice: AVX-512 where the CPU has it, else AVX2 up to head_dim 64. The AVX2
+  // instance, once 0.72-0.88x of oneDNN's AVX2 sgemm backward, is level with it on dense blocks
+  // and 1.3-5x faster on dilated ones since its pass-1 block was reshaped (docs/benchmarks.md).
+  return fused_isa(params);
 }
 
 bool fused_f32_backward_runs(const AttendParams& params) { return fused_backward_isa(params) != FusedIsa::kNone; }

@@ -74,9 +74,12 @@ namespace {
 
 using V = __m512;
 constexpr int kW = 16;
+constexpr int kRegisters = 32;
 constexpr int kKB = 6, kNV = 4;  // scores: 24 accumulators of 32
 constexpr int kRB = 6, kCV = 4;  // P V: 24 accumulators
 constexpr int kGroup = 4;        // softmax: 8 live vectors, the exp polynomial's constants, temporaries
+constexpr int kScoresRB = 6, kScoresUB = 2;  // backward S and dP: 24 accumulators
+constexpr int kGradRB = 6, kGradCV = 4;      // backward dV, dK, dQ: 24 accumulators
 
 DRING_FUSED_PRIMITIVES(512)
 inline V round_even(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -146,9 +149,15 @@ namespace {
 
 using V = __m256;
 constexpr int kW = 8;
+constexpr int kRegisters = 16;
 constexpr int kKB = 6, kNV = 2;  // scores: 12 accumulators of 16
 constexpr int kRB = 3, kCV = 4;  // P V: 12 accumulators
 constexpr int kGroup = 4;        // softmax: 12 live vectors
+// Backward S and dP: 12 accumulators, 10 loads a step of e for 12 FMAs (6 x 1, the blocks'
+// earlier shape, took 14 and ran 1.2x slower); dV, dK, dQ: 12 accumulators, 4 x 3 (3 x 4 ran
+// 1.04x slower, 6 x 2 level; docs/benchmarks.md, 2026-12-05).
+constexpr int kScoresRB = 3, kScoresUB = 2;
+constexpr int kGradRB = 4, kGradCV = 3;
 
 DRING_FUSED_PRIMITIVES(256)
 inline V round_even(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }

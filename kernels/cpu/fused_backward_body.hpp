@@ -3,12 +3,11 @@
 // per ISA, right after fused_tile_body.hpp (whose exp2_nonpositive, accumulate and with_constant
 // it uses), inside that ISA's namespace and target region. No include guard: it is included twice.
 //
-// Register use, per ISA: pass 1 holds kGradRB x kGradUB vectors of S and as many of dP (AVX-512:
-// 6 x 2, 24 accumulators of 32; AVX2: 6 x 1, 12 of 16), with kGradUB loads of kt and of vt and
-// two broadcasts (q, dout) per row and step of e; passes 2 and 3 are the forward's P V block.
-
-constexpr int kGradRB = kKB;
-constexpr int kGradUB = kNV / 2 > 0 ? kNV / 2 : 1;
+// Register blocks, set per ISA (attend_fused.cpp): pass 1 holds kScoresRB x kScoresUB vectors of
+// S and as many of dP, and per step of e loads kScoresUB vectors of kt and of vt and broadcasts
+// q and dout per row (where kRegisters holds them all at once; else kt's vectors, then vt's in the
+// same registers); passes 2 and 3 hold kGradRB rows x kGradCV
+// vectors of head_dim, with kGradCV loads and kGradRB broadcasts per step.
 
 // Pass 1 on RB query rows from i and UB key vectors from column j.
 template <int RB, int UB>
@@ -22,20 +21,42 @@ void grad_scores_block(const FusedGradTile& t, int64_t i, int64_t j) {
   const float* q = t.q + i * t.d;
   const float* dout = t.dout + i * t.d;
   for (int64_t e = 0; e < t.d; ++e) {
-    V kv[UB], vv[UB];
-#pragma GCC unroll 8
-    for (int u = 0; u < UB; ++u) {
-      kv[u] = load(t.kt + e * t.ldk + j + u * kW);
-      vv[u] = load(t.vt + e * t.ldk + j + u * kW);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) {
-      const V qb = bcast(q[r * t.d + e]);
-      const V ob = bcast(dout[r * t.d + e]);
+    if constexpr (2 * RB * UB + 2 * UB + 2 <= kRegisters) {
+      // Both products' key vectors and broadcasts live at once (AVX-512: 30 of 32 registers).
+      V kv[UB], vv[UB];
 #pragma GCC unroll 8
       for (int u = 0; u < UB; ++u) {
-        s[r][u] = fma(qb, kv[u], s[r][u]);
-        dp[r][u] = fma(ob, vv[u], dp[r][u]);
+        kv[u] = load(t.kt + e * t.ldk + j + u * kW);
+        vv[u] = load(t.vt + e * t.ldk + j + u * kW);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const V qb = bcast(q[r * t.d + e]);
+        const V ob = bcast(dout[r * t.d + e]);
+#pragma GCC unroll 8
+        for (int u = 0; u < UB; ++u) {
+          s[r][u] = fma(qb, kv[u], s[r][u]);
+          dp[r][u] = fma(ob, vv[u], dp[r][u]);
+        }
+      }
+    } else {
+      // S's key vectors, then dP's in the same registers (AVX2: 15 of 16).
+      V kv[UB];
+#pragma GCC unroll 8
+      for (int u = 0; u < UB; ++u) kv[u] = load(t.kt + e * t.ldk + j + u * kW);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const V qb = bcast(q[r * t.d + e]);
+#pragma GCC unroll 8
+        for (int u = 0; u < UB; ++u) s[r][u] = fma(qb, kv[u], s[r][u]);
+      }
+#pragma GCC unroll 8
+      for (int u = 0; u < UB; ++u) kv[u] = load(t.vt + e * t.ldk + j + u * kW);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const V ob = bcast(dout[r * t.d + e]);
+#pragma GCC unroll 8
+        for (int u = 0; u < UB; ++u) dp[r][u] = fma(ob, kv[u], dp[r][u]);
       }
     }
   }
@@ -79,17 +100,17 @@ void grad_keys_row_span(const FusedGradTile& t, int64_t j, int64_t n, int64_t* f
 // its rows sees is skipped; the masking below sets its P and dS to 0.
 void grad_scores(const FusedGradTile& t, bool full) {
   const int64_t vectors = t.nk_pad / kW;
-  for (int64_t u0 = 0; u0 < vectors; u0 += kGradUB) {
-    const int ub = static_cast<int>(vectors - u0 < kGradUB ? vectors - u0 : kGradUB);
-    for (int64_t i = 0; i < t.nq; i += kGradRB) {
-      const int rb = static_cast<int>(t.nq - i < kGradRB ? t.nq - i : kGradRB);
+  for (int64_t u0 = 0; u0 < vectors; u0 += kScoresUB) {
+    const int ub = static_cast<int>(vectors - u0 < kScoresUB ? vectors - u0 : kScoresUB);
+    for (int64_t i = 0; i < t.nq; i += kScoresRB) {
+      const int rb = static_cast<int>(t.nq - i < kScoresRB ? t.nq - i : kScoresRB);
       if (!full) {
         int64_t first = 0, end = 0;
         key_span(t.lo + i, t.hi + i, rb, 0, t.nk, &first, &end);
         if (end <= u0 * kW || first >= (u0 + ub) * kW) continue;
       }
-      with_constant<kGradRB>(rb, [&](auto rows) {
-        with_constant<kGradUB>(ub, [&](auto cols) { grad_scores_block<rows(), cols()>(t, i, u0 * kW); });
+      with_constant<kScoresRB>(rb, [&](auto rows) {
+        with_constant<kScoresUB>(ub, [&](auto cols) { grad_scores_block<rows(), cols()>(t, i, u0 * kW); });
       });
     }
   }
@@ -140,16 +161,16 @@ void grad_q_block(const FusedGradTile& t, int64_t i, int64_t col, int64_t f0, in
   }
 }
 
-// Blocks of up to kRB rows of `rows` times kCV vectors of head_dim: f(rows block, cols block, row, col).
+// Blocks of up to kGradRB rows of `rows` times kGradCV vectors of head_dim: f(rows block, cols block, row, col).
 template <class F>
 void over_row_blocks(int64_t rows, int64_t d, F&& f) {
   const int64_t vectors = d / kW;
-  for (int64_t u0 = 0; u0 < vectors; u0 += kCV) {
-    const int cv = static_cast<int>(vectors - u0 < kCV ? vectors - u0 : kCV);
-    for (int64_t r0 = 0; r0 < rows; r0 += kRB) {
-      const int rb = static_cast<int>(rows - r0 < kRB ? rows - r0 : kRB);
-      with_constant<kRB>(rb, [&](auto rb_c) {
-        with_constant<kCV>(cv, [&](auto cv_c) { f(rb_c, cv_c, r0, u0 * kW); });
+  for (int64_t u0 = 0; u0 < vectors; u0 += kGradCV) {
+    const int cv = static_cast<int>(vectors - u0 < kGradCV ? vectors - u0 : kGradCV);
+    for (int64_t r0 = 0; r0 < rows; r0 += kGradRB) {
+      const int rb = static_cast<int>(rows - r0 < kGradRB ? rows - r0 : kGradRB);
+      with_constant<kGradRB>(rb, [&](auto rb_c) {
+        with_constant<kGradCV>(cv, [&](auto cv_c) { f(rb_c, cv_c, r0, u0 * kW); });
       });
     }
   }

@@ -31,8 +31,9 @@ check() {
 check baseline_causal baseline 2 "forward sgemm, backward sgemm" --causal
 check baseline_bf16 baseline 1 "forward onednn bf16\|forward widened to fp32" --dtype bf16 --segments 64,128 --dilations 1,2
 if has avx2 && has fma; then
-  check avx2_causal avx2 2 "forward fused avx2, backward sgemm" --causal
-  check avx2_dilated avx2 1 "forward fused avx2, backward sgemm" --segments 64,128 --dilations 1,2
+  check avx2_causal avx2 2 "forward fused avx2, backward fused avx2" --causal
+  check avx2_dilated avx2 1 "forward fused avx2, backward fused avx2" --segments 64,128 --dilations 1,2
+  check avx2_dilated_bf16 avx2 2 "forward onednn bf16, backward onednn bf16" --dtype bf16 --segments 16,64,128 --dilations 1,2,4
 else
   echo "skip avx2: this CPU has no AVX2+FMA"
 fi
