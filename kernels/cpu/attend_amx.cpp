@@ -305,7 +305,7 @@ DRING_AMX_FN void key_tiles(const AmxTile& t) {
 #pragma GCC diagnostic pop
 
 bool amx_bf16_usable() {
-  static const bool usable = cpu_isa_cap() >= CpuIsaCap::kAvx512 && cpu_and_os_have_amx_bf16() &&
+  static const bool usable = cpu_isa_cap() >= CpuIsaCap::kAmx && cpu_and_os_have_amx_bf16() &&
                              syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   return usable;
 }

@@ -2,7 +2,8 @@
 // names of the tile kernels a run takes (dring/kernels/cpu.hpp).
 //
 // The kernels pick their fastest path from the CPU's features, with nothing to set. The cap
-// exists to measure and test what an older CPU runs (the AVX2 instances on an AVX-512 machine),
+// exists to measure and test what an older CPU runs (the AVX-512 instances without the AMX tiles,
+// the AVX2 instances on an AVX-512 machine),
 // as ONEDNN_MAX_CPU_ISA does for oneDNN's sgemm; it can only take instruction sets away.
 #include <cstdlib>
 #include <string>
@@ -17,11 +18,12 @@ CpuIsaCap cpu_isa_cap() {
   static const CpuIsaCap cap = [] {
     const char* env = std::getenv("DRING_MAX_CPU_ISA");
     const std::string_view v = env == nullptr ? "" : env;
-    if (v.empty() || v == "avx512" || v == "AVX512") return CpuIsaCap::kAvx512;
+    if (v.empty() || v == "amx" || v == "AMX") return CpuIsaCap::kAmx;
+    if (v == "avx512" || v == "AVX512") return CpuIsaCap::kAvx512;
     if (v == "avx2" || v == "AVX2") return CpuIsaCap::kAvx2;
     if (v == "baseline" || v == "BASELINE") return CpuIsaCap::kBaseline;
     DRING_FAIL(Status::kInvalidArgument,
-               "DRING_MAX_CPU_ISA=" << v << " is not one of avx512, avx2, baseline (unset: no cap)");
+               "DRING_MAX_CPU_ISA=" << v << " is not one of amx, avx512, avx2, baseline (unset: no cap)");
   }();
   return cap;
 }

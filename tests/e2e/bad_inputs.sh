@@ -85,7 +85,7 @@ expect v_inconsistent 2 "dataset 'v' has shape \[1, 20, 1, 8\], expected the sha
 expect heads_file 2 "q has 6 heads, not a multiple of the 4 kv heads" run --input "$work/heads_not_multiple.h5" "${out[@]}"
 expect heads_flags 2 "heads (6) must be a multiple of kv heads (4)" run --seq 32 --heads 6 --kv-heads 4 "${out[@]}"
 expect segment_not_multiple 2 "segment length 6 (pair 1) is not a multiple of its dilation rate 4" run --seq 32 --segments 6 --dilations 4 "${out[@]}"
-DRING_MAX_CPU_ISA=avx9 expect max_cpu_isa 2 "DRING_MAX_CPU_ISA=avx9 is not one of avx512, avx2, baseline" run --seq 32 "${out[@]}"
+DRING_MAX_CPU_ISA=avx9 expect max_cpu_isa 2 "DRING_MAX_CPU_ISA=avx9 is not one of amx, avx512, avx2, baseline" run --seq 32 "${out[@]}"
 expect segment_zero 2 "segment length 0 (pair 2) must be at least 1" run --seq 32 --segments 8,0 --dilations 1,1 "${out[@]}"
 expect dilation_negative 2 "dilation rate -2 (pair 1) must be at least 1" run --seq 32 --segments 8 --dilations -2 "${out[@]}"
 expect list_lengths 2 "--segments has 2 values but --dilations has 3" run --seq 32 --segments 8,16 --dilations 1,2,4 "${out[@]}"

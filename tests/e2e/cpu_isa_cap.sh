@@ -37,29 +37,36 @@ if has avx2 && has fma; then
 else
   echo "skip avx2: this CPU has no AVX2+FMA"
 fi
+if has avx512f; then
+  # What an AVX-512 CPU without AMX runs (Skylake-X to Zen 5): the fused tiles on every block.
+  check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
+  SEQ=4096 HEADS=1 check avx512_dense avx512 1 "forward fused avx512, backward fused avx512" --threads 1
+  check avx512_dilated_bf16 avx512 2 "forward onednn bf16, backward onednn bf16" --dtype bf16 --segments 16,64,128 \
+    --dilations 1,2,4
+else
+  echo "skip avx512: this CPU has no AVX-512"
+fi
 if has avx512f && has amx_bf16 && has amx_tile; then
   # 301 rows stay under the fp32 AMX tiles' gates: the fused tiles run them, the report says both.
-  check avx512_causal avx512 2 \
+  check amx_causal amx 2 \
     "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see 512 keys, else fused avx512" \
     --causal
   # 4096 rows, one head, one thread: items of 512 rows seeing 4096 keys and a block whose rows see
   # 4096 keys, which the AMX tiles take, forward and backward (--check --backward: against float64).
-  SEQ=4096 HEADS=1 check avx512_dense_amx avx512 1 "forward amx fp32 (3 bf16 parts) where" --threads 1
+  SEQ=4096 HEADS=1 check amx_dense amx 1 "forward amx fp32 (3 bf16 parts) where" --threads 1
   # 2, 3 and 4 ranks, causal: blocks of 1024 to 2048 rows through the ring (3 divides nothing), on
   # the AMX backward in fp32 and bf16.
   for ranks in 2 3 4; do
-    SEQ=4096 HEADS=2 check "avx512_ring_amx_np$ranks" avx512 "$ranks" \
+    SEQ=4096 HEADS=2 check "amx_ring_np$ranks" amx "$ranks" \
       "forward amx fp32 (3 bf16 parts) where items reach 256 rows x 1024 keys, else fused avx512, backward amx fp32 (3 bf16 parts) where rows see 512 keys" \
       --causal
   done
   for ranks in 2 3; do
-    SEQ=4096 HEADS=2 check "avx512_ring_amx_bf16_np$ranks" avx512 "$ranks" "forward amx bf16, backward amx bf16" \
+    SEQ=4096 HEADS=2 check "amx_ring_bf16_np$ranks" amx "$ranks" "forward amx bf16, backward amx bf16" \
       --causal --dtype bf16
   done
-elif has avx512f; then
-  check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
 else
-  echo "skip avx512: this CPU has no AVX-512"
+  echo "skip amx: this CPU has no AMX-BF16"
 fi
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "all passed"

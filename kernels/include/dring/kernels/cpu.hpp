@@ -39,11 +39,11 @@ bool bf16_amx_runs(const AttendParams& params);
 // blocks stay on the fused micro-kernels; kernels/cpu/attend_amx.hpp).
 bool f32_amx_runs(const AttendParams& params);
 
-// The cap on the instruction sets of dring's own kernels: DRING_MAX_CPU_ISA=avx2 or baseline
-// holds the fused tiles and the AMX tile to AVX2 or to none (to measure and test what an older
-// CPU runs, with ONEDNN_MAX_CPU_ISA doing the same for oneDNN); unset or avx512: no cap. Read
-// once; an unknown value is Error kInvalidArgument.
-enum class CpuIsaCap : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+// The cap on the instruction sets of dring's own kernels: DRING_MAX_CPU_ISA=avx512, avx2 or
+// baseline holds the tiles to AVX-512 without the AMX tiles, to AVX2 or to none (to measure and
+// test what an older CPU runs, with ONEDNN_MAX_CPU_ISA doing the same for oneDNN); unset or amx:
+// no cap. Read once; an unknown value is Error kInvalidArgument.
+enum class CpuIsaCap : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2, kAmx = 3 };
 CpuIsaCap cpu_isa_cap();
 
 // The tile kernels params' forward and backward take on this CPU, for run reports, e.g.
