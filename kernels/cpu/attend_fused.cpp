@@ -155,7 +155,7 @@ constexpr int kRB = 3, kCV = 4;  // P V: 12 accumulators
 constexpr int kGroup = 4;        // softmax: 12 live vectors
 // Backward S and dP: 12 accumulators, 10 loads a step of e for 12 FMAs (6 x 1, the blocks'
 // earlier shape, took 14 and ran 1.2x slower); dV, dK, dQ: 12 accumulators, 4 x 3 (3 x 4 ran
-// 1.04x slower, 6 x 2 level; docs/benchmarks.md, 2026-12-05).
+// 1.04x slower, 6 x 2 level; docs/benchmarks.md, "Without AMX").
 constexpr int kScoresRB = 3, kScoresUB = 2;
 constexpr int kGradRB = 4, kGradCV = 3;
 
