@@ -7,10 +7,11 @@
 // once per work item, transposed and pre-scaled (kt[e][j] = alpha * k[j][e], alpha = scale *
 // log2 e, and vt[e][j] = v[j][e], columns past the tile zero) for the score products, and as rows
 // (k, [nk][d]) for dQ. Three passes, each a register block of broadcasts times vector loads:
-//   1. S and dP together, kScoresRB query rows x kScoresUB key vectors of each: P = exp2(S - lse2) and
-//      dS = scale * P * (dP - delta) in the block's epilogue, stored as [nq][ldp] tiles; then every
-//      row's P and dS outside its visible keys [lo, hi) (and the padding keys) are set to 0, which
-//      also overwrites whatever the exponent gave there (a row no key reaches may have lse -inf).
+//   1. S and dP together, kScoresRB query rows x kScoresUB key vectors of each: P = exp2(S - lse2)
+//      and dS = scale * P * (dP - delta) in the block's epilogue, stored as [nq][ldp] tiles; then
+//      every row's P and dS outside its visible keys [lo, hi) (and the padding keys) are set to 0,
+//      which also overwrites whatever the exponent gave there (a row no key reaches may have lse
+//      -inf).
 //   2. dV += P^T dO and dK += dS^T Q, kGradRB key rows x kGradCV vectors of head_dim, into the
 //      item's dense dk and dv tiles.
 //   3. dQ += dS K, kGradRB query rows x kGradCV vectors, into the caller's dense dq tile.

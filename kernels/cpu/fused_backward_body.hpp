@@ -6,8 +6,8 @@
 // Register blocks, set per ISA (attend_fused.cpp): pass 1 holds kScoresRB x kScoresUB vectors of
 // S and as many of dP, and per step of e loads kScoresUB vectors of kt and of vt and broadcasts
 // q and dout per row (where kRegisters holds them all at once; else kt's vectors, then vt's in the
-// same registers); passes 2 and 3 hold kGradRB rows x kGradCV
-// vectors of head_dim, with kGradCV loads and kGradRB broadcasts per step.
+// same registers); passes 2 and 3 hold kGradRB rows x kGradCV vectors of head_dim, with kGradCV
+// loads and kGradRB broadcasts per step.
 
 // Pass 1 on RB query rows from i and UB key vectors from column j.
 template <int RB, int UB>
@@ -161,7 +161,8 @@ void grad_q_block(const FusedGradTile& t, int64_t i, int64_t col, int64_t f0, in
   }
 }
 
-// Blocks of up to kGradRB rows of `rows` times kGradCV vectors of head_dim: f(rows block, cols block, row, col).
+// Blocks of up to kGradRB rows of `rows` times kGradCV vectors of head_dim:
+// f(rows block, cols block, row, col).
 template <class F>
 void over_row_blocks(int64_t rows, int64_t d, F&& f) {
   const int64_t vectors = d / kW;
