@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dring/core/error.hpp"
@@ -343,7 +344,7 @@ int main(int argc, char** argv) {
   app.add_option("--sgemm-n", sgemm_n, "size of the square sgemm that sets the ceiling")
       ->check(CLI::Range(int64_t{1}, int64_t{16384}));
   app.add_option("--json", json_path, "also write the results to this JSON file");
-  app.add_option("--min-ratio", min_ratio, "exit 2 if the dense D=64 one-thread ratio is below this")
+  app.add_option("--min-ratio", min_ratio, "exit 2 if the dense D=64 (or --head-dim) one-thread ratio is below this")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--q-tile", tiles.q_tile, "query rows per work item (default: the kernel's)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -360,6 +361,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{64}));
   std::string only;
   app.add_option("--only", only, "run only the rows whose case name contains this (e.g. small_blocks)");
+  int64_t head_dim = 0;
+  app.add_option("--head-dim", head_dim, "run every row at this head_dim (default 0: each row's own, 64 or 128)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1024}));
   std::string dtype = "fp32";
   bool bf16_widen = false;
   app.add_option("--dtype", dtype, "storage dtype of q, k, v, out")->check(CLI::IsMember({"fp32", "bf16"}));
@@ -428,6 +432,15 @@ int main(int argc, char** argv) {
         {"dense", 4096, 1, 64, 1, 4096, false, 2},
     };
     std::erase_if(cases, [&](const Case& c) { return c.name.find(only) == std::string::npos; });
+    if (head_dim > 0) {
+      for (Case& c : cases) c.head_dim = head_dim;
+      // The two dense rows of one thread are now the same row.
+      auto same = [](const Case& a, const Case& b) {
+        return std::tie(a.name, a.seq, a.heads, a.rate, a.rows_per_block, a.causal, a.threads) ==
+               std::tie(b.name, b.seq, b.heads, b.rate, b.rows_per_block, b.causal, b.threads);
+      };
+      cases.erase(std::unique(cases.begin(), cases.end(), same), cases.end());
+    }
     DRING_CHECK(!cases.empty(), dring::Status::kInvalidArgument, "--only " << only << ": no case has that in its name");
     // The report is written to a temporary name and renamed at the end, so a failed run never
     // leaves a half-written file; opening it now fails before minutes of measuring.
@@ -536,7 +549,9 @@ int main(int argc, char** argv) {
       if (versus != Versus::kNone) std::printf(" %13.3f %7.2fx", r.versus_time_ms, r.versus_time_ms / r.time_ms);
       std::printf("\n");
       correct = correct && r.max_err <= tolerance;
-      if (c.name == kTargetCase && c.head_dim == 64 && c.threads == 1) target_ratio = ratio;
+      if (c.name == kTargetCase && c.head_dim == (head_dim > 0 ? head_dim : 64) && c.threads == 1) {
+        target_ratio = ratio;
+      }
       report["cases"].push_back({{"case", c.name},
                                  {"blocks", r.blocks},
                                  {"n_q", c.rows_per_block},

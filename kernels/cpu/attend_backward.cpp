@@ -555,10 +555,11 @@ void backward_key_tile_amx(const GradBlock& b, int64_t j0, int64_t j1, const Att
 }  // namespace
 
 FusedIsa fused_backward_isa(const AttendParams& params) {
-  // The forward's choice: AVX-512 where the CPU has it, else AVX2 up to head_dim 64. The AVX2
-  // instance, once 0.72-0.88x of oneDNN's AVX2 sgemm backward, is level with it on dense blocks,
-  // 1.2-1.6x faster on LongNet's and 1.3-5x on small ones since its pass-1 block was reshaped
-  // (docs/benchmarks.md, "Without AMX").
+  // The forward's choice: AVX-512 where the CPU has it, else AVX2 up to head_dim 128 (64 on an
+  // AVX-512 CPU, for head_dims that are not multiples of 16). The AVX2 instance, once 0.72-0.88x
+  // of oneDNN's AVX2 sgemm backward, is level with it on dense blocks, 1.2-1.6x faster on
+  // LongNet's and 1.3-5x on small ones since its pass-1 block was reshaped (docs/benchmarks.md,
+  // "Without AMX").
   return fused_isa(params);
 }
 

@@ -42,7 +42,8 @@ namespace {
 
 // Past this head_dim the qt tile outgrows the L1 cache and sgemm's packing pays for itself.
 constexpr int64_t kMaxHeadDim = 256;
-constexpr int64_t kAvx2DefaultMaxHeadDim = 64;
+constexpr int64_t kAvx2DefaultMaxHeadDim = 128;
+constexpr int64_t kAvx2DefaultMaxHeadDimBesideAvx512 = 64;
 
 }  // namespace
 
@@ -220,10 +221,13 @@ FusedIsa fused_isa(const AttendParams& params) {
   if (params.dtype != DType::kF32 || d > kMaxHeadDim || want == CpuF32Kernel::kSgemm) return FusedIsa::kNone;
   const bool any = want == CpuF32Kernel::kAuto || want == CpuF32Kernel::kAmx;
   if ((any || want == CpuF32Kernel::kAvx512) && has_avx512 && d % 16 == 0) return FusedIsa::kAvx512;
-  // AVX2 by default only up to D=64: against oneDNN's AVX2 sgemm (ONEDNN_MAX_CPU_ISA=AVX2 on the
-  // AVX-512 machine of docs/benchmarks.md) it measured 0.98x dense and 1.20x causal at D=64, but
-  // 0.92x at D=128.
-  const bool avx2_by_default = any && d <= kAvx2DefaultMaxHeadDim;
+  // AVX2 by default only up to D=128: against oneDNN's AVX2 sgemm tiles (ONEDNN_MAX_CPU_ISA=AVX2
+  // on the AVX-512 machine of docs/benchmarks.md, "Without AMX") it measured, forward and backward,
+  // level on dense blocks and 1.1-4.9x on dilated and small ones at D=128, but 0.89-0.99x on dense
+  // and 0.91-1.06x on 1024-row blocks at D=256. Where the CPU has AVX-512 (head_dims that are not
+  // multiples of 16) only up to D=64: past it oneDNN's sgemm runs zmm code against the tile's ymm.
+  const int64_t avx2_max = has_avx512 ? kAvx2DefaultMaxHeadDimBesideAvx512 : kAvx2DefaultMaxHeadDim;
+  const bool avx2_by_default = any && d <= avx2_max;
   if ((avx2_by_default || want == CpuF32Kernel::kAvx2) && has_avx2 && d % 8 == 0) return FusedIsa::kAvx2;
   return FusedIsa::kNone;
 }

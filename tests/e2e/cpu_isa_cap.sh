@@ -13,13 +13,14 @@ flags=(/proc/cpuinfo)
 has() { grep -qw "$1" "${flags[@]}"; }
 failures=0
 
-# [SEQ=n HEADS=h] check NAME CAP RANKS "EXPECTED kernels: LINE SUBSTRING" ARGS... (default 301 rows, 2 heads)
+# [SEQ=n HEADS=h HEAD_DIM=d] check NAME CAP RANKS "EXPECTED kernels: LINE SUBSTRING" ARGS...
+# (default 301 rows, 2 heads, head_dim 64)
 check() {
   local name=$1 cap=$2 ranks=$3 want=$4
   shift 4
   local log="$work/$name.log"
   if ! DRING_MAX_CPU_ISA=$cap timeout 300 mpirun -q -np "$ranks" "$dring" run --seq "${SEQ:-301}" --heads "${HEADS:-2}" \
-      --head-dim 64 --check --backward "$@" >"$log" 2>&1; then
+      --head-dim "${HEAD_DIM:-64}" --check --backward "$@" >"$log" 2>&1; then
     echo "FAIL $name: exit code not 0"; sed 's/^/    /' "$log"; failures=$((failures + 1))
   elif ! grep -q "^kernels: .*tiles $want" "$log"; then
     echo "FAIL $name: the report does not say 'tiles $want'"; sed 's/^/    /' "$log"; failures=$((failures + 1))
@@ -33,6 +34,9 @@ check baseline_bf16 baseline 1 "forward onednn bf16\|forward widened to fp32" --
 if has avx2 && has fma; then
   check avx2_causal avx2 2 "forward fused avx2, backward fused avx2" --causal
   check avx2_dilated avx2 1 "forward fused avx2, backward fused avx2" --segments 64,128 --dilations 1,2
+  # head_dim 128 takes the fused AVX2 tiles too, 256 the sgemm tiles.
+  HEAD_DIM=128 check avx2_d128 avx2 2 "forward fused avx2, backward fused avx2" --causal --segments 64,128 --dilations 1,2
+  HEAD_DIM=256 check avx2_d256 avx2 1 "forward sgemm, backward sgemm" --causal
   check avx2_dilated_bf16 avx2 2 "forward onednn bf16, backward onednn bf16" --dtype bf16 --segments 16,64,128 --dilations 1,2,4
 else
   echo "skip avx2: this CPU has no AVX2+FMA"

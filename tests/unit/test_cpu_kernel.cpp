@@ -417,8 +417,9 @@ TEST(CpuKernel, F32AmxTileMatchesFloat64) {
   EXPECT_NE(errors(few_keys, kernels::CpuF32Kernel::kAuto), errors(few_keys, kernels::CpuF32Kernel::kAmx));
   EXPECT_EQ(errors(few_rows, kernels::CpuF32Kernel::kAuto), errors(few_rows, kernels::CpuF32Kernel::kAvx512));
   EXPECT_EQ(errors(causal, kernels::CpuF32Kernel::kAuto), errors(causal, kernels::CpuF32Kernel::kAvx512));
-  // head_dim 72: no fused tile (not a multiple of 16, above AVX2's default 64), so kAuto groups
-  // query tiles for the AMX tile; an item under the gate runs a query tile at a time on sgemm.
+  // head_dim 72: no fused tile (not a multiple of 16, above AVX2's default 64 beside AVX-512), so
+  // kAuto groups query tiles for the AMX tile; an item under the gate runs a query tile at a time
+  // on sgemm.
   const BlockCase d72{131, 97, 72, true};
   const auto grouped = [&](kernels::CpuF32Kernel k) { return run_block(d72, 0, 1, 1, k, 45, 48, 1.0, 3); };
   EXPECT_EQ(grouped(kernels::CpuF32Kernel::kAuto), grouped(kernels::CpuF32Kernel::kSgemm));
