@@ -41,23 +41,19 @@ void grad_scores_block(const FusedGradTile& t, int64_t i, int64_t j) {
       }
     } else {
       // S's key vectors, then dP's in the same registers (AVX2: 15 of 16).
-      V kv[UB];
+      const auto product = [&](V(&acc)[RB][UB], const float* rows, const float* cols) {
+        V kv[UB];
 #pragma GCC unroll 8
-      for (int u = 0; u < UB; ++u) kv[u] = load(t.kt + e * t.ldk + j + u * kW);
+        for (int u = 0; u < UB; ++u) kv[u] = load(cols + e * t.ldk + j + u * kW);
 #pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        const V qb = bcast(q[r * t.d + e]);
+        for (int r = 0; r < RB; ++r) {
+          const V b = bcast(rows[r * t.d + e]);
 #pragma GCC unroll 8
-        for (int u = 0; u < UB; ++u) s[r][u] = fma(qb, kv[u], s[r][u]);
-      }
-#pragma GCC unroll 8
-      for (int u = 0; u < UB; ++u) kv[u] = load(t.vt + e * t.ldk + j + u * kW);
-#pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        const V ob = bcast(dout[r * t.d + e]);
-#pragma GCC unroll 8
-        for (int u = 0; u < UB; ++u) dp[r][u] = fma(ob, kv[u], dp[r][u]);
-      }
+          for (int u = 0; u < UB; ++u) acc[r][u] = fma(b, kv[u], acc[r][u]);
+        }
+      };
+      product(s, q, t.kt);
+      product(dp, dout, t.vt);
     }
   }
   const V scale = bcast(t.scale);
