@@ -32,7 +32,9 @@ check() {
 check baseline_causal baseline 2 "forward sgemm, backward sgemm" --causal
 check baseline_bf16 baseline 1 "forward onednn bf16\|forward widened to fp32" --dtype bf16 --segments 64,128 --dilations 1,2
 if has avx2 && has fma; then
-  check avx2_causal avx2 2 "forward fused avx2, backward fused avx2" --causal
+  for ranks in 2 3 4; do
+    check "avx2_causal_np$ranks" avx2 "$ranks" "forward fused avx2, backward fused avx2" --causal
+  done
   check avx2_dilated avx2 1 "forward fused avx2, backward fused avx2" --segments 64,128 --dilations 1,2
   # head_dim 128 takes the fused AVX2 tiles too, 256 the sgemm tiles.
   HEAD_DIM=128 check avx2_d128 avx2 2 "forward fused avx2, backward fused avx2" --causal --segments 64,128 --dilations 1,2
@@ -43,7 +45,9 @@ else
 fi
 if has avx512f; then
   # What an AVX-512 CPU without AMX runs (Skylake-X to Zen 5): the fused tiles on every block.
-  check avx512_causal avx512 2 "forward fused avx512, backward fused avx512" --causal
+  for ranks in 2 3 4; do
+    check "avx512_causal_np$ranks" avx512 "$ranks" "forward fused avx512, backward fused avx512" --causal
+  done
   SEQ=4096 HEADS=1 check avx512_dense avx512 1 "forward fused avx512, backward fused avx512" --threads 1
   check avx512_dilated_bf16 avx512 2 "forward onednn bf16, backward onednn bf16" --dtype bf16 --segments 16,64,128 \
     --dilations 1,2,4
