@@ -9,6 +9,7 @@
 # (the time of `dring run`'s report line) and, per case, the median over rounds, the spread
 # (min-max) and the fp32/bf16 ratio of the medians. The load average is printed before and after.
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 build=${1:?build dir}
 threads=${2:?threads}
 rounds=${3:?rounds}

@@ -25,6 +25,11 @@ dring=$root/build/bin/dring
 args=()
 while [ $# -gt 0 ]; do
   case $1 in
+    -h | --help)  # this header and torch_cpu_anchor.py's usage; nothing is installed
+      sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+      echo; echo "The flags of bench/torch_cpu_anchor.py (passed through):"
+      sed -n '/^Usage:/,/^"""/{/^Usage:/d;/^"""/d;p}' "$root/bench/torch_cpu_anchor.py"
+      exit 0 ;;
     --venv) venv=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
     --dring) dring=$2; shift 2 ;;

@@ -12,6 +12,7 @@
 #        launch/cudnn-frontend.sh --download DIR   only pip download the pinned wheel into DIR (what
 #                                                   launch/deps-bundle.sh download carries); exit 1 on failure
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 version=1.32.0
 cuda=${CUDA_HOME:-/usr/local/cuda}
 note() { echo "dring: cudnn-frontend: $*" >&2; }

@@ -2,6 +2,7 @@
 # deps-bundle.sh — dring's build and test dependencies as Debian packages, for a machine that has
 # no network and no MPI (the lent GPU machine): download them here, carry them, unpack them there.
 #
+# Usage:
 #   launch/deps-bundle.sh download [DIR]         on a networked Debian 12 machine (this project's):
 #                                                apt-get download the packages and the libraries
 #                                                they need into DIR (default deps/debs, git-ignored),
@@ -36,7 +37,7 @@ packages=(
 # Left out of the bundle (regular expression on package names).
 exclude='^(gcc-.*|cpp-.*|g\+\+.*|gfortran.*|binutils.*|libbinutils|libctf.*|libgprofng.*|libc6|libc6-dev|libc-dev-bin|linux-libc-dev|libcrypt1|libcrypt-dev|libgcc-.*|libstdc\+\+.*|libgomp1|libitm1|libatomic1|libasan.*|liblsan.*|libtsan.*|libubsan.*|libcc1-0|libisl.*|libmpc.*|libmpfr.*|libgmp10|libgfortran-.*-dev|debianutils|tar|dpkg|perl.*|libperl.*|debconf|libpam.*|passwd|adduser|libsemanage.*|libsepol.*|libselinux1|libacl1|libaudit.*|libcap-ng0|libdb5.3|libgdbm.*|libmd0|libbsd0|libtinfo6|libedit2|openssh-client|libfido2-1|libcbor.*|m4|autoconf|automake|autotools-dev|libjs-.*|libicu.*|libxml2|libhwloc-plugins|libxnvctrl0|ocl-icd-libopencl1|libx11-.*|libx11-6|libxcb1|libxau6|libxdmcp6|libxext6|libtirpc.*|libnsl.*|rpcsvc-proto|googletest|zlib1g|libzstd1|liblzma5|libbz2-1.0|libpcre2-8-0|libjpeg-dev|libjpeg62-turbo-dev)$'
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit "${1:-2}"; }
 here=$(cd "$(dirname "$0")" && pwd)
 
 download() {
@@ -198,5 +199,6 @@ case "${1:-}" in
   download) shift; download "$@" ;;
   extract) [ $# -eq 3 ] || usage; extract "$2" "$3" ;;
   excluded) echo "$exclude" ;;
+  -h | --help) usage 0 ;;
   *) usage ;;
 esac

@@ -4,8 +4,10 @@
 # binding (dring sizes its threads from the cores a rank may use), and launch/env.sh.
 # Usage: launch/dring-mpirun.sh RANKS run --seq 65536 --segments 2048,8192 --dilations 1,2 --check
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 root=$(cd "$(dirname "$0")/.." && pwd)
-ranks=$1
+ranks=${1:-}
+[[ $ranks =~ ^[1-9][0-9]*$ ]] || { echo "dring-mpirun: RANKS must be a positive integer, got '$ranks' (--help)" >&2; exit 2; }
 shift
 dring=${DRING_BIN:-$root/build/bin/dring}
 flags=(-q -np "$ranks" --bind-to none)

@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages dring needs to build and test, skipping those already present.
 # Usage: launch/install-deps.sh [extra-package ...]   (root, or a user with sudo)
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 packages=(
   build-essential cmake ninja-build pkg-config
   libopenmpi-dev openmpi-bin            # MPI

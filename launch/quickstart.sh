@@ -4,7 +4,10 @@
 # and 4 ranks of this machine, each checked against the float64 reference, then prints per-rank
 # memory, its reduction against 1 rank (and the share of the ideal k-fold), time and tokens/s.
 # Reports land in results/quickstart/. Override the problem with DRING_QUICKSTART_ARGS.
+# Usage: launch/quickstart.sh   (no arguments; e.g. DRING_QUICKSTART_ARGS="--seq 8192 --heads 2")
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
+[ $# -eq 0 ] || { echo "quickstart: takes no arguments (DRING_QUICKSTART_ARGS sets the problem; --help)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/launch/install-deps.sh"
 "$root/launch/build.sh"

@@ -9,6 +9,7 @@
 # "module load openmpi"), DRING_BIN (the dring program). See docs/slurm.md.
 # Usage (from an sbatch script): slurm/job.sh cpu|gpu|cpu-multinode|gpu-multinode [scaling.sh args]
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 kind=${1:?usage: slurm/job.sh cpu|gpu|cpu-multinode|gpu-multinode [launch/scaling.sh arguments]}
 shift

@@ -5,7 +5,9 @@
 #   apt-get install libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev libxsmm-dev
 #   python3 -m venv venv && venv/bin/pip install mkl mkl-include mkl-devel    (MKL, optional)
 # Usage: bench/gemm_engines/build.sh && bench/gemm_engines/run_all.sh   (results.csv, info.log)
-set -ex
+set -e
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
+set -x
 cd "$(dirname "$0")"
 CXX="g++ -O2 -march=x86-64-v2 -std=c++20 -fopenmp"
 V=$PWD/venv

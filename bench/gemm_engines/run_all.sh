@@ -1,6 +1,8 @@
 #!/bin/bash
 # Runs every engine built by build.sh, one after another, pinned to core 0 (and 0,1 for two
 # threads); CSV lines to results.csv, what each engine reports about itself to info.log.
+# Usage: bench/gemm_engines/run_all.sh   (after bench/gemm_engines/build.sh)
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac  # the header above
 cd "$(dirname "$0")"
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS OMP_NUM_THREADS BLIS_ARCH_TYPE MKL_NUM_THREADS
 : > results.csv; : > info.log
