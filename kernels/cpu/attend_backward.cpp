@@ -122,6 +122,14 @@ bool amx_grad_pays(const GradBlock& b, const AttendParams& p, bool amx) {
   return visible >= b.n_q * kAmxGradMinKeys;
 }
 
+// Keys per work item on the AMX backward tile: kAmxGradKeyTiles key tiles, so that each query
+// tile's q and dout are split into parts and packed once for that many keys (with 256 keys the
+// packing took 9.5% of the dense backward; with 512 the fp32 dense and causal 4096 x 4096
+// backward ran 4-5% faster, with 1024 slower: the item's packed K and V and its dK and dV then
+// outgrow L2; docs/benchmarks.md, 2026-12-05).
+constexpr int64_t kAmxGradKeyTiles = 2;
+int64_t amx_grad_keys(const AttendParams& p) { return kAmxGradKeyTiles * p.k_tile; }
+
 // Spin lock over one dq tile; held only for one small sgemm.
 class TileLock {
  public:
@@ -199,6 +207,7 @@ template <class T>
 void backward_key_tile(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
                        std::atomic_flag* locks) {
   const int64_t d = prm.head_dim;
+  DRING_ASSERT(j1 - j0 <= prm.k_tile);  // the scratch holds one key tile
   const float scale = static_cast<float>(prm.scale);
   const float alpha = scale * kLog2e;
   const int64_t nk = j1 - j0, ld = prm.k_tile;
@@ -263,6 +272,7 @@ int64_t bf16_matmul_floats(const AttendParams& p) {
 void backward_key_tile_bf16(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
                             std::atomic_flag* locks) {
   const int64_t d = prm.head_dim;
+  DRING_ASSERT(j1 - j0 <= prm.k_tile);
   const float scale = static_cast<float>(prm.scale);
   const float alpha = scale * kLog2e;
   const int64_t nk = j1 - j0;
@@ -363,6 +373,7 @@ template <class T>
 void backward_key_tile_fused(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, FusedIsa isa,
                              float* scratch, std::atomic_flag* locks) {
   const int64_t d = prm.head_dim;
+  DRING_ASSERT(j1 - j0 <= prm.k_tile);
   const float scale = static_cast<float>(prm.scale);
   const float alpha = scale * kLog2e;
   const int64_t nk = j1 - j0;
@@ -478,10 +489,11 @@ template <class T>
 void backward_key_tile_amx(const GradBlock& b, int64_t j0, int64_t j1, const AttendParams& prm, float* scratch,
                            std::atomic_flag* locks) {
   const int64_t d = prm.head_dim, nk = j1 - j0;
+  DRING_ASSERT(j1 - j0 <= amx_grad_keys(prm));
   const RowRange rows = rows_seeing(b.mask, b.n_q, b.n_k, j0, j1);
   if (rows.begin >= rows.end) return;
   const int parts = kIsBf16<T> ? kAmxPartsBf16 : kAmxPartsF32;
-  const int64_t nq_max = amx_round_up(prm.q_tile, kAmxCols), nk_max = amx_round_up(prm.k_tile, kAmxCols);
+  const int64_t nq_max = amx_round_up(prm.q_tile, kAmxCols), nk_max = amx_round_up(amx_grad_keys(prm), kAmxCols);
   const int64_t dp = amx_round_up(d, kAmxCols);
   ScratchRegions regions(scratch);
   AmxGradKeys k;
@@ -572,7 +584,7 @@ int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   if (params.dtype != DType::kBF16) {
     const int64_t fused = fused_backward_isa(params) != FusedIsa::kNone ? fused_floats(params) : 0;
     const int64_t amx = f32_amx_backward_runs(params)
-                            ? amx_grad_floats(params.q_tile, params.k_tile, params.head_dim, kAmxPartsF32)
+                            ? amx_grad_floats(params.q_tile, amx_grad_keys(params), params.head_dim, kAmxPartsF32)
                             : 0;
     return std::max({f32, fused, amx});
   }
@@ -584,7 +596,7 @@ int64_t backward_workspace_floats_per_thread(const AttendParams& params) {
   return std::max({f32 + 2 * (params.q_tile + params.k_tile) * params.head_dim, bf16_matmul_floats(params),
                    widened_fused,
                    bf16_amx_runs(params)
-                       ? amx_grad_floats(params.q_tile, params.k_tile, params.head_dim, kAmxPartsBf16)
+                       ? amx_grad_floats(params.q_tile, amx_grad_keys(params), params.head_dim, kAmxPartsBf16)
                        : 0});
 }
 
@@ -600,6 +612,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   const bool amx_f32 = f32_amx_backward_runs(prm);
   std::vector<uint8_t> on_amx(blocks.size());
   for (int64_t b = 0; b < n; ++b) on_amx[b] = amx_grad_pays(blocks[b], prm, amx_f32) ? 1 : 0;
+  const bool bf16_amx_any = prm.dtype == DType::kBF16 && bf16_amx_runs(prm);
   for (int64_t b = 0; b < n;) {
     if (is_small(blocks[b], prm, fused, fused_f32)) {
       int64_t e = b, work = 0;
@@ -613,8 +626,11 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     }
     lock_base[b] = locks_needed;
     locks_needed += blocks[b].n_heads * q_tiles(blocks[b], prm);
-    for (int64_t j0 = 0; j0 < blocks[b].n_k; j0 += prm.k_tile) {
-      items.push_back({b, b + 1, j0, std::min(blocks[b].n_k, j0 + prm.k_tile)});
+    // The AMX tile's blocks (the dispatch below) in items of amx_grad_keys keys.
+    const bool amx = on_amx[b] != 0 || (bf16_amx_any && !bf16_widened_fused(blocks[b], prm, fused_f32));
+    const int64_t keys = amx ? amx_grad_keys(prm) : prm.k_tile;
+    for (int64_t j0 = 0; j0 < blocks[b].n_k; j0 += keys) {
+      items.push_back({b, b + 1, j0, std::min(blocks[b].n_k, j0 + keys)});
     }
     ++b;
   }
