@@ -105,7 +105,7 @@ const T* typed(const void* p) {
 int64_t q_tiles(const GradBlock& b, const AttendParams& p) { return (b.n_q + p.q_tile - 1) / p.q_tile; }
 
 // fp32 blocks take the AMX backward tile (where it runs at all, `amx`) under kAuto only where its
-// six products a tile pair pay for packing q and dout in three parts for every key tile: blocks
+// six products a tile pair pay for packing q and dout in three parts for every item: blocks
 // whose rows see at least kAmxGradMinKeys keys on average (kAmx takes it for every block). On
 // dring_kernel_bench --backward it ran 1.3x faster than the fused AVX-512 tile on dense 4096 x 4096,
 // 1.1x on 1024 x 1024, level on LongNet's causal 512 x 512 and 1024 x 1024 blocks (256 and 512 keys
@@ -125,8 +125,8 @@ bool amx_grad_pays(const GradBlock& b, const AttendParams& p, bool amx) {
 // Keys per work item on the AMX backward tile: kAmxGradKeyTiles key tiles, so that each query
 // tile's q and dout are split into parts and packed once for that many keys (with 256 keys the
 // packing took 9.5% of the dense backward; with 512 the fp32 dense and causal 4096 x 4096
-// backward ran 4-5% faster, with 1024 slower: the item's packed K and V and its dK and dV then
-// outgrow L2; docs/benchmarks.md, 2026-12-05).
+// backward ran 5-8% faster, with 768 or 1024 level or slower: the item's packed K and V and its dK
+// and dV then outgrow L2; docs/benchmarks.md, 2026-12-05).
 constexpr int64_t kAmxGradKeyTiles = 2;
 int64_t amx_grad_keys(const AttendParams& p) { return kAmxGradKeyTiles * p.k_tile; }
 
