@@ -609,10 +609,15 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   const int64_t n = static_cast<int64_t>(blocks.size());
   const FusedIsa fused = fused_backward_isa(prm);
   const FusedIsa fused_f32 = fused_backward_isa_f32(prm);
+  // The big blocks the AMX tile takes, in items of amx_grad_keys keys: fp32 ones where it pays,
+  // bf16 ones wherever it runs but those the widened fused tile takes (a non-big block never
+  // reaches it: is_small is asked first).
   const bool amx_f32 = f32_amx_backward_runs(prm);
+  const bool amx_bf16 = prm.dtype == DType::kBF16 && bf16_amx_runs(prm);
   std::vector<uint8_t> on_amx(blocks.size());
-  for (int64_t b = 0; b < n; ++b) on_amx[b] = amx_grad_pays(blocks[b], prm, amx_f32) ? 1 : 0;
-  const bool bf16_amx_any = prm.dtype == DType::kBF16 && bf16_amx_runs(prm);
+  for (int64_t b = 0; b < n; ++b) {
+    on_amx[b] = amx_grad_pays(blocks[b], prm, amx_f32) || (amx_bf16 && !bf16_widened_fused(blocks[b], prm, fused_f32));
+  }
   for (int64_t b = 0; b < n;) {
     if (is_small(blocks[b], prm, fused, fused_f32)) {
       int64_t e = b, work = 0;
@@ -626,9 +631,7 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
     }
     lock_base[b] = locks_needed;
     locks_needed += blocks[b].n_heads * q_tiles(blocks[b], prm);
-    // The AMX tile's blocks (the dispatch below) in items of amx_grad_keys keys.
-    const bool amx = on_amx[b] != 0 || (bf16_amx_any && !bf16_widened_fused(blocks[b], prm, fused_f32));
-    const int64_t keys = amx ? amx_grad_keys(prm) : prm.k_tile;
+    const int64_t keys = on_amx[b] != 0 ? amx_grad_keys(prm) : prm.k_tile;
     for (int64_t j0 = 0; j0 < blocks[b].n_k; j0 += keys) {
       items.push_back({b, b + 1, j0, std::min(blocks[b].n_k, j0 + keys)});
     }
@@ -638,12 +641,11 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
   dispatch_storage(prm.dtype, [&](auto element) {
     using T = decltype(element);
     const bool matmul = kIsBf16<T> && prm.bf16_matmul && bf16_matmul_available();
-    const bool bf16_amx = kIsBf16<T> && bf16_amx_runs(prm);
     run_items(items, prm, workspace, backward_workspace_floats_per_thread(prm), [&](const Item& item, float* scratch) {
       for (int64_t b = item.block_begin; b < item.block_end; ++b) {
         if (is_small(blocks[b], prm, fused, fused_f32)) {
           backward_small<T>(blocks[b], prm.head_dim, static_cast<float>(prm.scale));
-        } else if (!kIsBf16<T> && on_amx[b] != 0) {
+        } else if (on_amx[b] != 0) {
           backward_key_tile_amx<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else if (!kIsBf16<T> && fused != FusedIsa::kNone) {
           backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused, scratch,
@@ -651,8 +653,6 @@ void attend_backward(std::span<const GradBlock> blocks, const AttendParams& prm,
         } else if (bf16_widened_fused(blocks[b], prm, fused_f32)) {
           backward_key_tile_fused<T>(blocks[b], item.key_begin, item.key_end, prm, fused_f32, scratch,
                                      locks.get() + lock_base[b]);
-        } else if (bf16_amx) {
-          backward_key_tile_amx<T>(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else if (matmul) {
           backward_key_tile_bf16(blocks[b], item.key_begin, item.key_end, prm, scratch, locks.get() + lock_base[b]);
         } else {
